@@ -1,0 +1,124 @@
+"""config/clinics.yaml -> Clinic objects, or every problem found."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfoNotFoundError
+
+import phonenumbers
+
+from ..domain.clinic import Clinic
+from ..domain.timing import SendWindow, parse_local_time, zone
+from .problems import ConfigError, ConfigProblem, check_keys, read_yaml
+
+TEXT_FIELDS = {"name", "phone", "out_of_hours_phone", "emergency_number", "fever_threshold"}
+TEXT_FIELDS |= {"painkiller", "local_only_driving_advice"}
+INT_FIELDS = {"fasting_hours", "no_bath_days", "results_typical_days", "results_chase_days"}
+REQUIRED = TEXT_FIELDS | INT_FIELDS | {"timezone", "phone_region"}
+OPTIONAL = {"send_window", "default_language", "address", "staff_email"}
+
+
+@dataclass(frozen=True, slots=True)
+class Clinics:
+    default_id: str
+    by_id: dict[str, Clinic]
+
+    @property
+    def default(self) -> Clinic:
+        return self.by_id[self.default_id]
+
+    def get(self, clinic_id: str | None) -> Clinic | None:
+        return self.by_id.get(clinic_id or self.default_id)
+
+
+def load_clinics(path: Path) -> Clinics:
+    problems: list[ConfigProblem] = []
+    file = str(path)
+    data = read_yaml(path, problems)
+    clinics: dict[str, Clinic] = {}
+    if data is not None and not isinstance(data, dict):
+        problems.append(ConfigProblem(file, "", "", "must be a mapping with default_clinic, clinics"))
+    elif isinstance(data, dict):
+        check_keys(data, {"default_clinic", "clinics"}, set(), file, "", problems)
+        entries = data.get("clinics")
+        if not isinstance(entries, dict) or not entries:
+            problems.append(ConfigProblem(file, "", "clinics", "must map clinic ids to settings"))
+            entries = {}
+        for clinic_id, raw in entries.items():
+            clinic = _load_clinic(str(clinic_id), raw, file, problems)
+            if clinic is not None:
+                clinics[clinic.id] = clinic
+        default_id = str(data.get("default_clinic", ""))
+        if entries and default_id not in entries:
+            problems.append(
+                ConfigProblem(file, "", "default_clinic", f"{default_id!r} is not a clinic here")
+            )
+    if problems:
+        raise ConfigError(problems)
+    return Clinics(default_id=str(data["default_clinic"]), by_id=clinics)
+
+
+def _load_clinic(clinic_id: str, raw: Any, file: str, problems: list[ConfigProblem]) -> Clinic | None:
+    where = f"clinic '{clinic_id}'"
+    if not isinstance(raw, dict):
+        problems.append(ConfigProblem(file, where, "", "must be a mapping of settings"))
+        return None
+    before = len(problems)
+
+    def problem(field: str, message: str) -> None:
+        problems.append(ConfigProblem(file, where, field, message))
+
+    check_keys(raw, REQUIRED, OPTIONAL, file, where, problems)
+    for field in sorted(TEXT_FIELDS & raw.keys()):
+        if not isinstance(raw[field], str | int) or not str(raw[field]).strip():
+            problem(field, "must be non-empty text")
+    for field in sorted(INT_FIELDS & raw.keys()):
+        if not isinstance(raw[field], int) or isinstance(raw[field], bool) or raw[field] < 0:
+            problem(field, "must be a whole number, 0 or more")
+    try:
+        zone(str(raw.get("timezone")))
+    except (ZoneInfoNotFoundError, ValueError):
+        problem("timezone", f"{raw.get('timezone')!r} is not an IANA time zone (e.g. Europe/London)")
+    region = str(raw.get("phone_region", "")).upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        problem("phone_region", f"{region!r} is not a region code such as GB or US")
+    window = _send_window(raw.get("send_window", {"opens": "08:00", "closes": "20:00"}), problem)
+    if len(problems) > before or window is None:
+        return None
+    return Clinic(
+        id=clinic_id,
+        name=str(raw["name"]).strip(),
+        timezone=str(raw["timezone"]),
+        phone=str(raw["phone"]),
+        out_of_hours_phone=str(raw["out_of_hours_phone"]),
+        send_window=window,
+        default_language=str(raw.get("default_language", "en")),
+        phone_region=region,
+        fasting_hours=int(raw["fasting_hours"]),
+        no_bath_days=int(raw["no_bath_days"]),
+        results_typical_days=int(raw["results_typical_days"]),
+        results_chase_days=int(raw["results_chase_days"]),
+        emergency_number=str(raw["emergency_number"]),
+        fever_threshold=str(raw["fever_threshold"]),
+        painkiller=str(raw["painkiller"]),
+        local_only_driving_advice=str(raw["local_only_driving_advice"]).strip(),
+        address=str(raw.get("address", "")).strip(),
+        staff_email=str(raw.get("staff_email", "")),
+    )
+
+
+def _send_window(value: Any, problem: Any) -> SendWindow | None:
+    if not isinstance(value, dict) or set(value) != {"opens", "closes"}:
+        problem("send_window", "must be a mapping with opens and closes, e.g. {opens: '08:00'}")
+        return None
+    try:
+        window = SendWindow(parse_local_time(str(value["opens"])), parse_local_time(str(value["closes"])))
+    except ValueError as exc:
+        problem("send_window", str(exc))
+        return None
+    if window.opens >= window.closes:
+        problem("send_window", "opens must be earlier than closes")
+        return None
+    return window

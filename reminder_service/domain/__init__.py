@@ -1,0 +1,1 @@
+"""Pure domain: appointments, reminder protocols, planning and reconciling. No I/O, no clock."""

@@ -1,0 +1,69 @@
+"""What the service knows about an appointment and the patient it belongs to."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import astuple, dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+
+class Tristate(StrEnum):
+    YES = "yes"
+    NO = "no"
+    UNKNOWN = "unknown"
+
+
+class AppointmentStatus(StrEnum):
+    BOOKED = "booked"
+    CANCELLED = "cancelled"
+
+
+# Flags a protocol condition may test. Unknown is a real answer: the protocol decides what it means
+# (CLINICAL.md: an unknown anticoagulant counts as yes).
+FLAG_NAMES: tuple[str, ...] = ("sedation", "anticoagulant", "on_chemotherapy", "diabetes_on_medication")
+
+
+@dataclass(frozen=True, slots=True)
+class Patient:
+    external_id: str
+    first_name: str
+    last_name: str
+    mobile: str | None  # E.164
+    email: str | None
+    language: str  # BCP 47 tag, e.g. "en-GB"
+    timezone: str  # IANA zone
+
+
+@dataclass(frozen=True, slots=True)
+class Appointment:
+    """One appointment as a source system last described it. `start` is an aware UTC datetime."""
+
+    external_id: str
+    clinic_id: str
+    patient: Patient
+    procedure: str
+    start: datetime
+    duration_minutes: int
+    location: str
+    status: AppointmentStatus
+    sedation: Tristate = Tristate.UNKNOWN
+    anticoagulant: Tristate = Tristate.UNKNOWN
+    on_chemotherapy: Tristate = Tristate.UNKNOWN
+    diabetes_on_medication: Tristate = Tristate.UNKNOWN
+
+    @property
+    def end(self) -> datetime:
+        return self.start + timedelta(minutes=self.duration_minutes)
+
+    def flag(self, name: str) -> Tristate:
+        if name not in FLAG_NAMES:
+            raise KeyError(name)
+        value: Tristate = getattr(self, name)
+        return value
+
+    def fingerprint(self) -> str:
+        """A stable digest of everything the reminders depend on; equal digests mean no change."""
+        parts = (*astuple(self.patient), *(str(v) for v in astuple(self)[3:]))
+        raw = "\x1f".join("" if p is None else str(p) for p in parts)
+        return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()

@@ -1,0 +1,29 @@
+"""A clinic's own settings: the facts its messages quote and the hours they may be sent in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .timing import SendWindow
+
+
+@dataclass(frozen=True, slots=True)
+class Clinic:
+    id: str
+    name: str  # display name, named in every SMS
+    timezone: str  # default zone for its patients
+    phone: str  # in hours
+    out_of_hours_phone: str
+    send_window: SendWindow
+    default_language: str
+    phone_region: str  # ISO 3166 region for numbers written without a country code
+    fasting_hours: int
+    no_bath_days: int
+    results_typical_days: int
+    results_chase_days: int
+    emergency_number: str  # 999, 911, 112
+    fever_threshold: str  # "38C" or "100.4F": GSM-7 safe, no degree sign
+    painkiller: str  # paracetamol / acetaminophen
+    local_only_driving_advice: str
+    address: str = ""
+    staff_email: str = ""

@@ -1,0 +1,125 @@
+"""Planning: appointment + protocol + send window + now -> the reminders it should have.
+
+Pure and deterministic: the caller passes `now` and the moment the appointment time was set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+from enum import StrEnum
+
+from .appointment import Appointment, AppointmentStatus
+from .protocol import Channel, Condition, LatePolicy, Protocol, Step
+from .timing import AnchorTimes, SendWindow, resolve, zone
+
+
+class ReminderStatus(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedReminder:
+    step_id: str
+    channel: Channel
+    template: str
+    nominal_at: datetime  # the protocol's moment, before late-booking and send-window moves
+    due_at: datetime  # when it should actually go out
+    not_after: datetime | None
+    status: ReminderStatus  # PENDING or SKIPPED
+    reason: str
+    alert_staff: bool = False
+
+
+def plan_reminders(
+    appointment: Appointment,
+    protocol: Protocol,
+    window: SendWindow,
+    now: datetime,
+    scheduled_at: datetime,
+) -> list[PlannedReminder]:
+    """Every enabled step and channel of `protocol`, each pending or skipped with its reason."""
+    if appointment.status is AppointmentStatus.CANCELLED:
+        return []
+    tz = zone(appointment.patient.timezone)
+    anchors = AnchorTimes(booking=scheduled_at, start=appointment.start, end=appointment.end)
+    planned: list[PlannedReminder] = []
+    for step in protocol.steps:
+        if step.enabled:
+            planned.extend(_plan_step(step, appointment, window, now, anchors, tz))
+    return planned
+
+
+def _plan_step(
+    step: Step,
+    appointment: Appointment,
+    window: SendWindow,
+    now: datetime,
+    anchors: AnchorTimes,
+    tz: ZoneInfo,
+) -> Iterator[PlannedReminder]:
+    nominal = resolve(step.send_at, anchors, tz)
+    not_after = resolve(step.not_after, anchors, tz) if step.not_after else None
+    due, step_skip, alert = _due_and_step_skip(step, appointment, window, now, anchors, tz, nominal)
+    if not step_skip and not_after is not None and due > not_after:
+        step_skip = "deadline passed" if nominal <= not_after else "send time is after its deadline"
+    for rule in step.channels:
+        reason = step_skip or _channel_skip(rule.channel, rule.condition, appointment)
+        yield PlannedReminder(
+            step_id=step.id,
+            channel=rule.channel,
+            template=step.template,
+            nominal_at=nominal,
+            due_at=due,
+            not_after=not_after,
+            status=ReminderStatus.SKIPPED if reason else ReminderStatus.PENDING,
+            reason=reason or f"planned: {step.send_at.describe()}",
+            alert_staff=alert and bool(reason),
+        )
+
+
+def _due_and_step_skip(
+    step: Step,
+    appointment: Appointment,
+    window: SendWindow,
+    now: datetime,
+    anchors: AnchorTimes,
+    tz: ZoneInfo,
+    nominal: datetime,
+) -> tuple[datetime, str, bool]:
+    if not step.condition.holds(appointment):
+        return nominal, f"condition not met: {step.condition.describe()}", False
+    if step.min_notice is not None and anchors.start - anchors.booking < step.min_notice:
+        return nominal, f"booked less than {_span(step.min_notice)} ahead", False
+    due = nominal
+    if nominal < now:
+        if step.late is LatePolicy.SKIP:
+            return nominal, "booked too late for this step", False
+        if step.late is LatePolicy.ALERT_STAFF:
+            return nominal, "booked too late for this step; staff alerted", True
+        due = now
+    return window.next_allowed(due, tz), "", False
+
+
+def _channel_skip(channel: Channel, condition: Condition, appointment: Appointment) -> str:
+    if not condition.holds(appointment):
+        return f"{channel.value} only when {condition.describe()}"
+    if channel is Channel.SMS and not appointment.patient.mobile:
+        return "no mobile number"
+    if channel is Channel.EMAIL and not appointment.patient.email:
+        return "no email address"
+    return ""
+
+
+def _span(delta: timedelta) -> str:
+    days, seconds = delta.days, delta.seconds
+    if seconds == 0:
+        return f"{days} day{'s' if days != 1 else ''}"
+    return f"{delta.total_seconds() / 3600:g} hours"

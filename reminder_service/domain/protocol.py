@@ -1,0 +1,80 @@
+"""A reminder protocol: which messages an appointment's patient gets, and when."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+
+from .appointment import Appointment, Tristate
+from .timing import RelativeTime
+
+
+class Channel(StrEnum):
+    SMS = "sms"
+    EMAIL = "email"
+
+
+class LatePolicy(StrEnum):
+    """What to do with a step whose moment has already passed when the appointment arrives."""
+
+    CATCH_UP = "catch_up"  # send now (still subject to the send window and the deadline)
+    SKIP = "skip"
+    ALERT_STAFF = "alert_staff"  # do not send; tell the clinic's staff
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """All requirements must hold: each names a flag and the values that satisfy it."""
+
+    requirements: tuple[tuple[str, frozenset[Tristate]], ...] = ()
+
+    def holds(self, appointment: Appointment) -> bool:
+        return all(appointment.flag(name) in allowed for name, allowed in self.requirements)
+
+    def describe(self) -> str:
+        if not self.requirements:
+            return "always"
+        return " and ".join(
+            f"{name} is {' or '.join(sorted(v.value for v in allowed))}"
+            for name, allowed in self.requirements
+        )
+
+
+ALWAYS = Condition()
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRule:
+    channel: Channel
+    condition: Condition = ALWAYS
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    id: str
+    send_at: RelativeTime
+    channels: tuple[ChannelRule, ...]
+    template: str
+    condition: Condition = ALWAYS
+    enabled: bool = True
+    late: LatePolicy = LatePolicy.CATCH_UP
+    # The latest moment the message is still right to send (pre-procedure advice: the start).
+    not_after: RelativeTime | None = None
+    # Plan the step only when the appointment is at least this far from its booking.
+    min_notice: timedelta | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Protocol:
+    id: str
+    name: str
+    procedure_codes: frozenset[str]
+    steps: tuple[Step, ...] = field(default_factory=tuple)
+
+    def step(self, step_id: str) -> Step:
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)

@@ -1,0 +1,61 @@
+"""Reconcile: what to keep, cancel and create when an appointment's plan changes.
+
+A reminder is identified by (step, channel, nominal moment). Sent, sending and failed reminders are
+history and never touched; a new plan that still wants the same message at the same nominal moment
+does not get it twice. Open reminders (pending or skipped) that the new plan no longer wants, or
+wants differently, are cancelled with the caller's reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from .planning import PlannedReminder, ReminderStatus
+from .protocol import Channel
+
+OPEN = frozenset({ReminderStatus.PENDING, ReminderStatus.SKIPPED})
+DONE = frozenset({ReminderStatus.SENDING, ReminderStatus.SENT, ReminderStatus.FAILED})
+
+
+@dataclass(frozen=True, slots=True)
+class ExistingReminder:
+    id: int
+    step_id: str
+    channel: Channel
+    nominal_at: datetime
+    status: ReminderStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciliation:
+    create: list[PlannedReminder]
+    cancel: list[int]
+    keep: list[int]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.create or self.cancel)
+
+
+def reconcile(
+    existing: Sequence[ExistingReminder], planned: Sequence[PlannedReminder]
+) -> Reconciliation:
+    wanted = {(p.step_id, p.channel, p.nominal_at): p for p in planned}
+    create_keys = set(wanted)
+    cancel: list[int] = []
+    keep: list[int] = []
+    for row in existing:
+        key = (row.step_id, row.channel, row.nominal_at)
+        plan = wanted.get(key)
+        if row.status in DONE:
+            create_keys.discard(key)  # already went out (or is going out) for this very moment
+        elif row.status in OPEN:
+            if plan is not None and plan.status is row.status and key in create_keys:
+                keep.append(row.id)
+                create_keys.discard(key)
+            else:
+                cancel.append(row.id)
+    create = [p for p in planned if (p.step_id, p.channel, p.nominal_at) in create_keys]
+    return Reconciliation(create=create, cancel=cancel, keep=keep)

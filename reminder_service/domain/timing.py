@@ -1,0 +1,165 @@
+"""Moments relative to an appointment, computed in the patient's time zone.
+
+Policy (documented in the README):
+- Offsets in minutes or hours are elapsed time: "2 hours after the end" is 7,200 s later in UTC.
+- Offsets in days are calendar days in the patient's zone: "1 day before" keeps the wall-clock time
+  (or the `at` time) on the previous local date, whatever DST did in between.
+- A local time that does not exist (spring forward) resolves with the offset in force before the
+  gap, so 02:30 becomes 03:30; a local time that repeats (fall back) takes its first occurrence.
+  Both are PEP 495 `fold=0` semantics.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+
+class Anchor(StrEnum):
+    BOOKING = "booking"  # when the current appointment time was set (first booking or a reschedule)
+    START = "start"
+    END = "end"  # start + expected duration
+
+
+class Unit(StrEnum):
+    MINUTES = "minutes"
+    HOURS = "hours"
+    DAYS = "days"
+
+
+@dataclass(frozen=True, slots=True)
+class Offset:
+    amount: int  # signed: negative is before the anchor
+    unit: Unit
+
+    def describe(self) -> str:
+        if self.amount == 0:
+            return "at"
+        n = abs(self.amount)
+        unit = self.unit.value[:-1] if n == 1 else self.unit.value
+        return f"{n} {unit} {'before' if self.amount < 0 else 'after'}"
+
+
+@dataclass(frozen=True, slots=True)
+class RelativeTime:
+    anchor: Anchor
+    offset: Offset
+    at: time | None = None  # a local wall-clock time; only with a day offset
+
+    def describe(self) -> str:
+        text = f"{self.offset.describe()} {self.anchor.value}"
+        return f"{text} at {self.at:%H:%M}" if self.at else text
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorTimes:
+    booking: datetime
+    start: datetime
+    end: datetime
+
+    def of(self, anchor: Anchor) -> datetime:
+        return {Anchor.BOOKING: self.booking, Anchor.START: self.start, Anchor.END: self.end}[anchor]
+
+
+_OFFSET = re.compile(r"^\s*(\d+)\s+(minute|hour|day)s?(?:\s+(before|after))?\s*$", re.IGNORECASE)
+
+
+def parse_offset(text: str) -> Offset:
+    """Parse "7 days before", "2 hours after", "30 minutes before" or "0 days"."""
+    match = _OFFSET.match(text)
+    if not match:
+        raise ValueError(
+            f"{text!r} is not an offset; write e.g. '7 days before', '2 hours after' or '0 minutes'"
+        )
+    amount, unit, direction = int(match[1]), Unit(match[2].lower() + "s"), (match[3] or "").lower()
+    if amount and not direction:
+        raise ValueError(f"{text!r} needs 'before' or 'after'")
+    return Offset(-amount if direction == "before" else amount, unit)
+
+
+def parse_local_time(text: str) -> time:
+    try:
+        parsed = time.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time of day; write HH:MM, e.g. '18:00'") from None
+    return parsed.replace(second=0, microsecond=0)
+
+
+@lru_cache(maxsize=512)
+def zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def local_to_utc(day: date, wall: time, tz: ZoneInfo) -> datetime:
+    """A local wall-clock time to UTC, with the gap and fold policy in the module docstring."""
+    return datetime.combine(day, wall, tzinfo=tz).astimezone(UTC)
+
+
+def resolve(moment: RelativeTime, anchors: AnchorTimes, tz: ZoneInfo) -> datetime:
+    base = anchors.of(moment.anchor)
+    offset = moment.offset
+    if offset.unit is not Unit.DAYS:
+        step = timedelta(minutes=offset.amount * (60 if offset.unit is Unit.HOURS else 1))
+        return base + step
+    local = base.astimezone(tz)
+    day = local.date() + timedelta(days=offset.amount)
+    wall = moment.at if moment.at is not None else local.time().replace(tzinfo=None)
+    return local_to_utc(day, wall, tz)
+
+
+@dataclass(frozen=True, slots=True)
+class SendWindow:
+    """Recipient-local hours in which messages may go out; [opens, closes)."""
+
+    opens: time
+    closes: time
+
+    def next_allowed(self, when: datetime, tz: ZoneInfo) -> datetime:
+        """`when` if inside the window, else the next opening (never earlier than `when`)."""
+        local = when.astimezone(tz)
+        wall = local.time().replace(tzinfo=None)
+        if self.opens <= wall < self.closes:
+            return when
+        day = local.date() if wall < self.opens else local.date() + timedelta(days=1)
+        return max(local_to_utc(day, self.opens, tz), when)
+
+
+_RELATIVE = re.compile(
+    r"^\s*(?:(?P<offset>\d+\s+\w+\s+(?:before|after))\s+|at\s+)?(?P<anchor>\w+)"
+    r"(?:\s+at\s+(?P<at>\S+))?\s*$",
+    re.IGNORECASE,
+)
+
+
+def parse_relative_time(text: str) -> RelativeTime:
+    """Parse "7 days before start at 10:00", "2 hours after end", "at booking" or "start"."""
+    match = _RELATIVE.match(text)
+    anchors = ", ".join(a.value for a in Anchor)
+    if not match:
+        raise ValueError(
+            f"{text!r} is not a moment; write e.g. '1 day before start at 18:00', "
+            f"'2 hours after end' or 'at booking' (anchors: {anchors})"
+        )
+    try:
+        anchor = Anchor(match["anchor"].lower())
+    except ValueError:
+        raise ValueError(f"unknown anchor {match['anchor']!r} (anchors: {anchors})") from None
+    offset = parse_offset(match["offset"]) if match["offset"] else Offset(0, Unit.MINUTES)
+    at = parse_local_time(match["at"]) if match["at"] else None
+    if at is not None:
+        if offset.unit is not Unit.DAYS and offset.amount:
+            raise ValueError(f"{text!r}: 'at HH:MM' goes with an offset in days")
+        offset = Offset(offset.amount, Unit.DAYS)
+    return RelativeTime(anchor, offset, at)
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse "2 days", "24 hours" or "90 minutes"."""
+    match = re.match(r"^\s*(\d+)\s+(minute|hour|day)s?\s*$", text, re.IGNORECASE)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration; write e.g. '2 days' or '24 hours'")
+    return timedelta(**{match[2].lower() + "s": int(match[1])})
