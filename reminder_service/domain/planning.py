@@ -69,7 +69,7 @@ def _plan_step(
     not_after = resolve(step.not_after, anchors, tz) if step.not_after else None
     due, step_skip, alert = _due_and_step_skip(step, appointment, window, now, anchors, tz, nominal)
     if not step_skip and not_after is not None and due > not_after:
-        step_skip = "deadline passed" if nominal <= not_after else "send time is after its deadline"
+        step_skip = _deadline_reason(nominal, now, not_after)
     for rule in step.channels:
         reason = step_skip or _channel_skip(rule.channel, rule.condition, appointment)
         yield PlannedReminder(
@@ -106,6 +106,14 @@ def _due_and_step_skip(
             return nominal, "booked too late for this step; staff alerted", True
         due = now
     return window.next_allowed(due, tz), "", False
+
+
+def _deadline_reason(nominal: datetime, now: datetime, not_after: datetime) -> str:
+    if now > not_after:
+        return "deadline passed"
+    if nominal > not_after:
+        return "send time is after its deadline"
+    return "the send window opens after its deadline"
 
 
 def _channel_skip(channel: Channel, condition: Condition, appointment: Appointment) -> str:

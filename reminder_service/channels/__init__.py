@@ -1,0 +1,1 @@
+"""Delivery channels behind one small port; the file outbox is the default."""

@@ -1,0 +1,75 @@
+"""The file outbox: each SMS as sms/<reminder id>.json, each email as email/<reminder id>.eml.
+
+Files appear atomically (written aside, fsynced, renamed). A reminder that is sent again after a
+crash finds its file already there and is not written twice, so each reminder lands exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+
+from .base import OutgoingEmail, OutgoingSms, Receipt
+
+
+class OutboxChannel:
+    def __init__(self, root: Path, from_address: str = "reminders@localhost") -> None:
+        self._root = root
+        self._from = from_address
+
+    def send_sms(self, message: OutgoingSms) -> Receipt:
+        path = self._root / "sms" / f"{message.reminder_id}.json"
+        document = {
+            "to": message.to,
+            "body": message.body,
+            "reminder_id": message.reminder_id,
+            "appointment_id": message.appointment_id,
+            "step": message.step,
+            "sent_at": message.sent_at.isoformat(),
+        }
+        _write_once(path, (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode())
+        return Receipt(provider_id=f"outbox:sms/{path.name}")
+
+    def send_email(self, message: OutgoingEmail) -> Receipt:
+        path = self._root / "email" / f"{message.reminder_id}.eml"
+        _write_once(path, bytes(self._mime(message)))
+        return Receipt(provider_id=f"outbox:email/{path.name}")
+
+    def _mime(self, message: OutgoingEmail) -> EmailMessage:
+        mime = EmailMessage()
+        user, _, domain = self._from.partition("@")
+        mime["From"] = Address(message.from_name, user, domain)
+        mime["To"] = message.to
+        mime["Subject"] = message.subject
+        mime["Date"] = format_datetime(message.sent_at)
+        mime["Message-ID"] = message.message_id
+        mime["X-Reminder-Id"] = str(message.reminder_id)
+        mime.set_content(message.text)
+        mime.add_alternative(message.html, subtype="html")
+        return mime
+
+
+def _write_once(path: Path, data: bytes) -> None:
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a power cut
+    finally:
+        os.close(directory)

@@ -1,0 +1,247 @@
+"""Command line: translates arguments into service calls and results into text. No rules here."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import signal
+import sys
+from datetime import timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import bootstrap
+from .configuration.problems import ConfigError
+from .domain.timing import zone
+from .importers.csv_mapping import load_mapping
+from .importers.csv_rows import FileRejected, ImportDefaults
+from .sample_data import sample_appointments
+from .scheduler import DispatchTimer
+from .services.csv_import import import_csv_file
+from .services.importing import ImportSummary
+from .services.previewing import NotFound, PreviewService
+from .services.reporting import status_report
+from .settings import Settings, SettingsError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Patient reminder service.")
+out = Console()
+err = Console(stderr=True)
+
+EXIT_ROWS_REJECTED = 1
+EXIT_UNUSABLE = 2  # bad configuration, or a file rejected whole
+
+
+def main() -> None:
+    app()
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        err.print(f"[red]settings:[/red] {exc}")
+        raise typer.Exit(EXIT_UNUSABLE) from None
+
+
+def _service() -> bootstrap.Service:
+    settings = _settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return bootstrap.build(settings)
+    except ConfigError as exc:
+        _config_problems(exc)
+        raise typer.Exit(EXIT_UNUSABLE) from None
+
+
+def _config_problems(exc: ConfigError) -> None:
+    err.print("[red]configuration errors:[/red]")
+    for problem in exc.problems:
+        err.print(f"  {problem}", markup=False, highlight=False)
+
+
+@app.command("check-config")
+def check_config() -> None:
+    """Validate clinics, protocols and their templates; print the problems or "ok"."""
+    try:
+        bootstrap.load_catalog(_settings())
+    except ConfigError as exc:
+        _config_problems(exc)
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    out.print("ok")
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (run also happens at every start)."""
+    _service()
+    out.print("database is at the newest schema revision")
+
+
+@app.command("import")
+def import_file(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    mapping: Annotated[Path | None, typer.Option(help="Column mapping file (YAML).")] = None,
+    encoding: Annotated[str | None, typer.Option(help="e.g. windows-1252; default UTF-8.")] = None,
+    clinic: Annotated[str | None, typer.Option(help="Clinic for rows without one.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Validation processes (0: none).")] = None,
+    errors_csv: Annotated[Path | None, typer.Option(help="Write every row error here.")] = None,
+) -> None:
+    """Import a CSV export of appointments and (re)plan their reminders."""
+    service = _service()
+    target = service.catalog.clinics.get(clinic)
+    if target is None:
+        err.print(f"[red]--clinic:[/red] no clinic {clinic!r} in the configuration")
+        raise typer.Exit(EXIT_UNUSABLE)
+    defaults = ImportDefaults(
+        clinic_id=target.id,
+        timezone=target.timezone,
+        phone_region=target.phone_region,
+        language=target.default_language,
+    )
+    try:
+        parsed_mapping = load_mapping(mapping) if mapping else None
+        with _progress() as progress:
+            task = progress.add_task("importing", total=None)
+            summary = import_csv_file(
+                file,
+                service.importer,
+                defaults,
+                mapping=parsed_mapping,
+                encoding=encoding,
+                workers=workers,
+                on_total=lambda n: progress.update(task, total=n),
+                progress=lambda n: progress.advance(task, n),
+            )
+    except ConfigError as exc:
+        _config_problems(exc)
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    except FileRejected as exc:
+        err.print(f"[red]rejected, nothing imported:[/red] {exc}", highlight=False)
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    _print_summary(summary, errors_csv)
+    if summary.rejected:
+        raise typer.Exit(EXIT_ROWS_REJECTED)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err, transient=True,
+    )
+
+
+def _print_summary(summary: ImportSummary, errors_csv: Path | None) -> None:
+    table = Table(title="Import summary")
+    table.add_column("outcome")
+    table.add_column("count", justify="right")
+    for name, count in summary.counts().items():
+        table.add_row(name.replace("_", " "), str(count))
+    out.print(table)
+    shown = summary.errors[:50]
+    for error in shown:
+        out.print(f"line {error.line}, column {error.column}: {error.reason}", markup=False,
+                  highlight=False)
+    if len(summary.errors) > len(shown):
+        out.print(f"... and {len(summary.errors) - len(shown)} more row errors"
+                  + (f" (all in {errors_csv})" if errors_csv else " (use --errors-csv FILE)"))
+    if errors_csv:
+        with errors_csv.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["line", "column", "reason"])
+            writer.writerows((e.line, e.column, e.reason) for e in summary.errors)
+
+
+@app.command()
+def run(
+    sample_data: Annotated[
+        bool, typer.Option("--sample-data", help="First import synthetic sample appointments.")
+    ] = False,
+) -> None:
+    """Run the dispatcher in the foreground until Ctrl-C or SIGTERM."""
+    service = _service()
+    if sample_data:
+        clinic = service.catalog.clinics.default
+        appointments = sample_appointments(clinic, service.clock())
+        summary = service.importer.apply(
+            enumerate(appointments, 1), source="sample", label="sample data"
+        )
+        out.print(f"sample data: {summary.imported} appointments, "
+                  f"{summary.reminders_planned} reminders planned; outbox: "
+                  f"{service.settings.outbox_dir.resolve()}")
+    timer = DispatchTimer(
+        service.dispatcher,
+        service.clock,
+        max_idle=timedelta(seconds=service.settings.max_idle_seconds),
+        watch_every=service.settings.watch_seconds,
+    )
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info("signal %s: stopping after in-flight sends", signum)
+        timer.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    timer.run_until_stopped()
+
+
+@app.command()
+def preview(
+    appointment_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Every message this appointment's patient gets: when, status, body, or why it is skipped."""
+    service = _service()
+    try:
+        result = PreviewService(service.engine, service.catalog, service.renderer).preview(
+            appointment_id
+        )
+    except NotFound as exc:
+        err.print(str(exc))
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    if as_json:
+        sys.stdout.write(json.dumps([line.as_json() for line in result.lines], indent=2) + "\n")
+        return
+    appointment = result.appointment
+    out.print(f"Appointment {appointment.external_id}: {appointment.procedure} at "
+              f"{appointment.start.astimezone(zone(appointment.patient.timezone)).isoformat()} "
+              f"({appointment.patient.timezone}), {appointment.status.value}, "
+              f"protocol {result.protocol_id or 'none'}", highlight=False)
+    for line in result.lines:
+        when = line.due_at.isoformat() if line.due_at else "-"
+        out.print(f"\n[bold]{line.step}[/bold] {line.channel} {when} {line.status}: {line.reason}")
+        if line.subject:
+            out.print(f"  Subject: {line.subject}", markup=False, highlight=False)
+        if line.body:
+            out.print("  " + line.body.replace("\n", "\n  "), markup=False, highlight=False)
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Reminder counts by status, the next due time, recent failures."""
+    service = _service()
+    report = status_report(service.engine)
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_json(), indent=2) + "\n")
+        return
+    table = Table(title="Reminders")
+    table.add_column("status")
+    table.add_column("count", justify="right")
+    for name, count in report.reminders_by_status.items():
+        table.add_row(name, str(count))
+    out.print(table)
+    out.print(f"appointments: {report.appointments_by_status}")
+    out.print(f"next due: {report.next_due.isoformat() if report.next_due else 'nothing pending'}")
+    for failure in report.recent_failures:
+        out.print(f"failed: reminder {failure['id']} ({failure['appointment_id']} "
+                  f"{failure['step_id']}/{failure['channel']}): {failure['reason']}",
+                  markup=False, highlight=False)

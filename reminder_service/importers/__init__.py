@@ -1,0 +1,1 @@
+"""Importers: bytes from a source system in, appointments and row errors out; parsing only."""

@@ -1,0 +1,89 @@
+"""APScheduler as the timer that wakes the dispatcher; the reminder table stays the source of truth.
+
+Two jobs: `dispatch` runs at the next due time (and at least every max_idle), and `watch` looks
+every second or so for an earlier due time (rows added by an import in another process) and pulls
+`dispatch` forward. One worker thread, one instance of each job: the dispatcher never overlaps itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from .clock import Clock
+from .services.dispatching import DispatchService
+
+log = logging.getLogger(__name__)
+
+
+class DispatchTimer:
+    def __init__(
+        self,
+        dispatcher: DispatchService,
+        clock: Clock,
+        max_idle: timedelta = timedelta(seconds=30),
+        watch_every: float = 1.0,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._clock = clock
+        self._max_idle = max_idle
+        self._scheduler = BackgroundScheduler(
+            timezone=UTC,
+            executors={"default": ThreadPoolExecutor(1)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        )
+        self._scheduler.add_job(
+            self._dispatch, "interval", seconds=max_idle.total_seconds(), id="dispatch",
+            next_run_time=datetime.now(UTC),
+        )
+        self._scheduler.add_job(self._watch, "interval", seconds=watch_every, id="watch")
+        self._stopped = threading.Event()
+
+    def run_until_stopped(self) -> None:
+        """Block until stop() (e.g. from a SIGTERM handler); in-flight sends finish first."""
+        self._scheduler.start()
+        log.info("dispatcher running")
+        self._stopped.wait()
+        self._scheduler.shutdown(wait=True)
+        log.info("dispatcher stopped")
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def wake(self) -> None:
+        """Dispatch now (e.g. after an in-process import)."""
+        self._pull_forward(datetime.now(UTC))
+
+    def _dispatch(self) -> None:
+        try:
+            report = self._dispatcher.dispatch_due()
+            if report.claimed:
+                log.info("dispatched %d: %s", report.claimed, report.by_status)
+        except Exception:  # keep the timer alive; the rows are still in the table
+            log.exception("dispatch failed; will try again")
+        self._schedule_next()
+
+    def _watch(self) -> None:
+        try:
+            self._schedule_next()
+        except Exception:
+            log.exception("could not read the next due time")
+
+    def _schedule_next(self) -> None:
+        due = self._dispatcher.next_due()
+        if due is None:
+            return
+        # The clock the dispatcher uses may differ from the wall clock (tests, faketime): convert
+        # "how long until due" into wall-clock terms for APScheduler.
+        wait = max(due - self._clock(), timedelta(0))
+        if wait < self._max_idle:
+            self._pull_forward(datetime.now(UTC) + wait)
+
+    def _pull_forward(self, when: datetime) -> None:
+        job = self._scheduler.get_job("dispatch")
+        if job is not None and (job.next_run_time is None or when < job.next_run_time):
+            job.modify(next_run_time=when)

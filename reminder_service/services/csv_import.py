@@ -1,0 +1,79 @@
+"""Import a CSV file: read it whole, validate rows in worker processes, apply in one transaction.
+
+Validation (phone numbers, emails, zones) is the expensive, pure part, so it runs in parallel with
+the database work of the chunks before it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from ..domain.appointment import Appointment
+from ..importers.csv_mapping import CsvMapping
+from ..importers.csv_rows import ImportDefaults, RawRow, RowConverter, RowError, read_csv
+from .importing import ImportService, ImportSummary
+
+CHUNK_ROWS = 2000
+PARALLEL_FROM = 5000  # below this, starting processes costs more than it saves
+
+
+def import_csv_file(
+    path: Path,
+    service: ImportService,
+    defaults: ImportDefaults,
+    *,
+    mapping: CsvMapping | None = None,
+    encoding: str | None = None,
+    workers: int | None = None,
+    on_total: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ImportSummary:
+    """Raises FileRejected (from read_csv) before anything is written if the file is unreadable."""
+    table = read_csv(path.read_bytes(), filename=str(path), mapping=mapping, encoding=encoding)
+    if on_total:
+        on_total(len(table.rows))
+    converter = RowConverter(table.headers, mapping, defaults)
+    errors: list[RowError] = []
+    items = _converted(table.rows, converter, errors, _worker_count(workers, len(table.rows)))
+    summary = service.apply(items, source="csv", label=path.name, progress=progress)
+    # Row errors arrive while the import runs; fold them in once it is done.
+    summary.errors.extend(errors)
+    summary.errors.sort(key=lambda e: e.line)
+    summary.rejected += len({e.line for e in errors})
+    return summary
+
+
+def _worker_count(requested: int | None, rows: int) -> int:
+    if requested is not None:
+        return max(0, requested)
+    if rows < PARALLEL_FROM:
+        return 0
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def _converted(
+    rows: Sequence[RawRow], converter: RowConverter, errors: list[RowError], workers: int
+) -> Iterator[tuple[int, Appointment]]:
+    chunks = [rows[i : i + CHUNK_ROWS] for i in range(0, len(rows), CHUNK_ROWS)]
+    if workers == 0:
+        results: Iterator[list[Appointment | list[RowError]]] = map(converter.convert_many, chunks)
+        yield from _collect(chunks, results, errors)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from _collect(chunks, pool.map(converter.convert_many, chunks), errors)
+
+
+def _collect(
+    chunks: list[Sequence[RawRow]],
+    results: Iterator[list[Appointment | list[RowError]]],
+    errors: list[RowError],
+) -> Iterator[tuple[int, Appointment]]:
+    for chunk, converted in zip(chunks, results, strict=True):
+        for raw, result in zip(chunk, converted, strict=True):
+            if isinstance(result, list):
+                errors.extend(result)
+            else:
+                yield raw.line, result

@@ -1,0 +1,133 @@
+"""Preview: every message an appointment's patient gets, when, and why any step is skipped."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from ..catalog import Catalog
+from ..domain.appointment import Appointment
+from ..domain.planning import ReminderStatus
+from ..domain.protocol import Channel
+from ..domain.timing import zone
+from ..rendering import RenderError, Renderer, message_context
+from ..store import records
+from ..store.tables import appointments, patients, reminders
+
+SHOW_BODY = {ReminderStatus.PENDING, ReminderStatus.SENDING, ReminderStatus.SENT}
+
+
+class NotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class PreviewLine:
+    step: str
+    channel: str
+    due_at: datetime | None  # in the patient's zone
+    status: str
+    reason: str
+    subject: str | None
+    body: str | None
+    reminder_id: int | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "channel": self.channel,
+            "due_at": self.due_at.isoformat() if self.due_at else None,
+            "status": self.status,
+            "reason": self.reason,
+            "subject": self.subject,
+            "body": self.body,
+            "reminder_id": self.reminder_id,
+        }
+
+
+@dataclass(frozen=True)
+class Preview:
+    appointment: Appointment
+    protocol_id: str | None
+    lines: list[PreviewLine]
+
+
+class PreviewService:
+    def __init__(self, engine: Engine, catalog: Catalog, renderer: Renderer) -> None:
+        self._engine = engine
+        self._catalog = catalog
+        self._renderer = renderer
+
+    def preview(self, external_id: str) -> Preview:
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(appointments).where(appointments.c.external_id == external_id)
+            ).mappings().first()
+            if row is None:
+                raise NotFound(f"no appointment with id {external_id!r}")
+            patient = conn.execute(
+                select(patients).where(patients.c.id == row["patient_id"])
+            ).mappings().one()
+            rows = conn.execute(
+                select(reminders)
+                .where(reminders.c.appointment_id == row["id"])
+                .order_by(reminders.c.due_at, reminders.c.id)
+            ).mappings().all()
+        appointment = records.appointment_from_row(row, patient)
+        lines = [self._line(r, appointment, row) for r in rows]
+        lines.extend(self._disabled_steps(row["protocol_id"]))
+        return Preview(appointment, row["protocol_id"], lines)
+
+    def _line(
+        self, reminder: Mapping[str, Any], appointment: Appointment, stored: Mapping[str, Any]
+    ) -> PreviewLine:
+        status = ReminderStatus(reminder["status"])
+        subject = body = None
+        reason = reminder["reason"]
+        if status in SHOW_BODY:
+            try:
+                subject, body = self._render(reminder, appointment, stored)
+            except RenderError as exc:
+                reason = f"{reason}; cannot render: {exc}"
+        tz = zone(appointment.patient.timezone)
+        return PreviewLine(
+            step=reminder["step_id"],
+            channel=reminder["channel"],
+            due_at=(reminder["sent_at"] or reminder["due_at"]).astimezone(tz),
+            status=status.value,
+            reason=reason,
+            subject=subject,
+            body=body,
+            reminder_id=reminder["id"],
+        )
+
+    def _render(
+        self, reminder: Mapping[str, Any], appointment: Appointment, stored: Mapping[str, Any]
+    ) -> tuple[str | None, str | None]:
+        clinic = self._catalog.clinics.get(appointment.clinic_id)
+        if clinic is None:
+            raise RenderError(f"unknown clinic {appointment.clinic_id!r}")
+        rescheduled = stored["scheduled_at"] != stored["booked_at"]
+        context = message_context(appointment, clinic, appointment.patient.language, rescheduled)
+        message = self._renderer.render(
+            stored["protocol_id"], reminder["template"], Channel(reminder["channel"]),
+            appointment.patient.language, clinic.default_language, context,
+        )
+        if message.channel is Channel.SMS:
+            return None, message.sms
+        return message.subject, message.text
+
+    def _disabled_steps(self, protocol_id: str | None) -> list[PreviewLine]:
+        if protocol_id is None:
+            return []
+        protocol = self._catalog.protocol(protocol_id)
+        return [
+            PreviewLine(step.id, rule.channel.value, None, "disabled",
+                        "step disabled in the protocol", None, None, None)
+            for step in protocol.steps if not step.enabled
+            for rule in step.channels
+        ]

@@ -1,0 +1,63 @@
+"""Status: counts by status, the next due reminder, recent failures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+
+from ..domain.planning import ReminderStatus
+from ..store.tables import appointments, reminders
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    reminders_by_status: dict[str, int]
+    appointments_by_status: dict[str, int]
+    next_due: datetime | None
+    recent_failures: list[dict[str, Any]]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "reminders_by_status": self.reminders_by_status,
+            "appointments_by_status": self.appointments_by_status,
+            "next_due": self.next_due.isoformat() if self.next_due else None,
+            "recent_failures": [
+                {**f, "updated_at": f["updated_at"].isoformat()} for f in self.recent_failures
+            ],
+        }
+
+
+def status_report(engine: Engine, failures: int = 10) -> StatusReport:
+    with engine.connect() as conn:
+        by_status = dict(
+            conn.execute(
+                select(reminders.c.status, func.count()).group_by(reminders.c.status)
+            ).all()
+        )
+        appointment_counts = dict(
+            conn.execute(
+                select(appointments.c.status, func.count()).group_by(appointments.c.status)
+            ).all()
+        )
+        next_due = conn.execute(
+            select(func.min(reminders.c.due_at)).where(
+                reminders.c.status == ReminderStatus.PENDING.value
+            )
+        ).scalar()
+        failed = conn.execute(
+            select(
+                reminders.c.id, appointments.c.external_id.label("appointment_id"),
+                reminders.c.step_id, reminders.c.channel, reminders.c.reason,
+                reminders.c.updated_at,
+            )
+            .join(appointments, appointments.c.id == reminders.c.appointment_id)
+            .where(reminders.c.status == ReminderStatus.FAILED.value)
+            .order_by(reminders.c.updated_at.desc())
+            .limit(failures)
+        ).mappings().all()
+    counts = {s.value: int(by_status.get(s.value, 0)) for s in ReminderStatus}
+    return StatusReport(counts, {k: int(v) for k, v in appointment_counts.items()}, next_due,
+                        [dict(f) for f in failed])

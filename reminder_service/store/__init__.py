@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy Core tables, one implementation for SQLite and PostgreSQL."""

@@ -1,0 +1,73 @@
+"""Rows <-> domain objects, kept in one place so every query agrees on the mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..domain.appointment import Appointment, AppointmentStatus, Patient, Tristate
+from ..domain.planning import ReminderStatus
+from ..domain.protocol import Channel
+from ..domain.reconcile import ExistingReminder
+
+FLAG_COLUMNS = ("sedation", "anticoagulant", "on_chemotherapy", "diabetes_on_medication")
+PATIENT_COLUMNS = ("external_id", "first_name", "last_name", "mobile", "email", "language", "timezone")
+
+
+def patient_values(patient: Patient) -> dict[str, Any]:
+    return {
+        "external_id": patient.external_id,
+        "first_name": patient.first_name,
+        "last_name": patient.last_name,
+        "mobile": patient.mobile,
+        "email": patient.email,
+        "language": patient.language,
+        "timezone": patient.timezone,
+    }
+
+
+def appointment_values(appointment: Appointment) -> dict[str, Any]:
+    values = {
+        "external_id": appointment.external_id,
+        "clinic_id": appointment.clinic_id,
+        "procedure": appointment.procedure,
+        "start_at": appointment.start,
+        "duration_minutes": appointment.duration_minutes,
+        "location": appointment.location,
+        "status": appointment.status.value,
+        "fingerprint": appointment.fingerprint(),
+    }
+    values.update({flag: appointment.flag(flag).value for flag in FLAG_COLUMNS})
+    return values
+
+
+def appointment_from_row(row: Mapping[str, Any], patient: Mapping[str, Any]) -> Appointment:
+    return Appointment(
+        external_id=row["external_id"],
+        clinic_id=row["clinic_id"],
+        patient=Patient(
+            external_id=patient["external_id"],
+            first_name=patient["first_name"],
+            last_name=patient["last_name"],
+            mobile=patient["mobile"],
+            email=patient["email"],
+            language=patient["language"],
+            timezone=patient["timezone"],
+        ),
+        procedure=row["procedure"],
+        start=row["start_at"],
+        duration_minutes=row["duration_minutes"],
+        location=row["location"],
+        status=AppointmentStatus(row["status"]),
+        **{flag: Tristate(row[flag]) for flag in FLAG_COLUMNS},
+    )
+
+
+def existing_reminder(row: Mapping[str, Any]) -> ExistingReminder:
+    return ExistingReminder(
+        id=row["id"],
+        step_id=row["step_id"],
+        channel=Channel(row["channel"]),
+        nominal_at=row["nominal_at"],
+        status=ReminderStatus(row["status"]),
+    )

@@ -1,0 +1,113 @@
+"""The schema. Alembic migrations in `migrations/` must produce exactly this (a test checks)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from .types import UtcDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+patients = Table(
+    "patients",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("external_id", String(64), nullable=False, unique=True),
+    Column("first_name", String(100), nullable=False),
+    Column("last_name", String(100), nullable=False),
+    Column("mobile", String(20)),  # E.164
+    Column("email", String(320)),
+    Column("language", String(35), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+imports = Table(
+    "imports",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source", String(64), nullable=False),  # csv, hl7, fhir, api
+    Column("label", String(255), nullable=False),  # file name or request id
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("summary", Text, nullable=False),  # JSON counts
+)
+
+appointments = Table(
+    "appointments",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("external_id", String(64), nullable=False, unique=True),
+    Column("clinic_id", String(64), nullable=False),
+    Column("patient_id", ForeignKey("patients.id"), nullable=False, index=True),
+    Column("protocol_id", String(64)),  # None: no protocol serves this procedure
+    Column("procedure", String(32), nullable=False),
+    Column("start_at", UtcDateTime, nullable=False),
+    Column("duration_minutes", Integer, nullable=False),
+    Column("location", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("sedation", String(8), nullable=False),
+    Column("anticoagulant", String(8), nullable=False),
+    Column("on_chemotherapy", String(8), nullable=False),
+    Column("diabetes_on_medication", String(8), nullable=False),
+    Column("fingerprint", String(32), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("booked_at", UtcDateTime, nullable=False),  # first seen
+    Column("scheduled_at", UtcDateTime, nullable=False),  # when the current start was set
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+reminders = Table(
+    "reminders",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("appointment_id", ForeignKey("appointments.id"), nullable=False, index=True),
+    Column("appointment_version", Integer, nullable=False),
+    Column("import_id", ForeignKey("imports.id")),
+    Column("step_id", String(64), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("template", String(64), nullable=False),
+    Column("nominal_at", UtcDateTime, nullable=False),
+    Column("due_at", UtcDateTime, nullable=False),
+    Column("not_after", UtcDateTime),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("lease_until", UtcDateTime),
+    Column("claim_token", String(32)),
+    Column("sent_at", UtcDateTime),
+    Column("provider_id", String(128)),
+    Column("last_error", Text),
+    Column("language", String(35)),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_reminders_status_due_at", "status", "due_at"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("appointment_id", ForeignKey("appointments.id"), index=True),
+    Column("reminder_id", ForeignKey("reminders.id")),
+    Column("event", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("detail", Text),  # JSON: message version, provider id, counts; never message bodies
+)

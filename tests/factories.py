@@ -1,0 +1,54 @@
+"""Synthetic test data: names, Ofcom drama-range numbers and example.org addresses only."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, time
+from pathlib import Path
+from typing import Any
+
+from reminder_service.domain.appointment import Appointment, AppointmentStatus, Patient, Tristate
+from reminder_service.domain.timing import local_to_utc, zone
+
+ROOT = Path(__file__).parents[1]
+CONFIG_DIR = ROOT / "config"
+TEMPLATES_DIR = ROOT / "templates"
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+
+
+def local(tz: str, y: int, m: int, d: int, hh: int, mm: int = 0) -> datetime:
+    from datetime import date
+
+    return local_to_utc(date(y, m, d), time(hh, mm), zone(tz))
+
+
+def patient(**changes: Any) -> Patient:
+    base = Patient(
+        external_id="P1",
+        first_name="Test",
+        last_name="Patient",
+        mobile="+447700900123",
+        email="test.patient@example.org",
+        language="en-GB",
+        timezone="Europe/London",
+    )
+    return replace(base, **changes)
+
+
+def appointment(**changes: Any) -> Appointment:
+    base = Appointment(
+        external_id="A1",
+        clinic_id="riverside",
+        patient=patient(),
+        procedure="BMBX",
+        start=local("Europe/London", 2026, 12, 10, 9, 30),
+        duration_minutes=60,
+        location="Day Unit, Level 2",
+        status=AppointmentStatus.BOOKED,
+        sedation=Tristate.YES,
+        anticoagulant=Tristate.YES,
+    )
+    return replace(base, **changes)
