@@ -52,8 +52,10 @@ from .template_layout import PARTS, language_chain, template_name
 # Errors a template expression itself can raise (e.g. `{{ 1 / 0 }}`, `{{ 'a' + 1 }}`).
 _EXPRESSION_ERRORS = (ArithmeticError, TypeError, ValueError, LookupError, AttributeError)
 
-# Written out for the languages we ship; other languages derive theirs from CLDR (see _date_pattern).
+# Written out for the languages we ship; others derive theirs from CLDR (see _date_pattern).
 _DATE_PATTERNS = {"en": "EEEE d MMMM", "es": "EEEE d 'de' MMMM"}
+_WEEKDAY = re.compile(r"E+")
+_SHORT_MONTH = re.compile(r"(?<!M)MMM(?!M)")
 _WHITESPACE = re.compile(r"\s+")
 _BLANK_LINES = re.compile(r"\n[ \t]*(?:\n[ \t]*)+\n")
 
@@ -86,7 +88,7 @@ class Renderer:
             lstrip_blocks=True,
         )
 
-    def render(
+    def render(  # noqa: PLR0917 - the call shape callers already use
         self,
         protocol_id: str,
         template: str,
@@ -119,7 +121,9 @@ class Renderer:
             names = [template_name(protocol_id, candidate, template, p) for p in PARTS[channel]]
             if all((self.templates_dir / name).is_file() for name in names):
                 return candidate
-        wanted = ", ".join(template_name(protocol_id, "<language>", template, p) for p in PARTS[channel])
+        wanted = ", ".join(
+            template_name(protocol_id, "<language>", template, p) for p in PARTS[channel]
+        )
         raise RenderError(
             f"no {channel.value} template for {template!r}: need {wanted} for one of the "
             f"languages {', '.join(chain)} under {self.templates_dir}"
@@ -235,11 +239,12 @@ def _locale(language: str) -> Locale:
 def _date_pattern(locale: Locale) -> str:
     if locale.language in _DATE_PATTERNS:
         return _DATE_PATTERNS[locale.language]
-    # CLDR's "weekday, day month" with the weekday written in full ("E" -> "EEEE").
-    skeleton = locale.datetime_skeletons.get("MMMMEd")
-    pattern = getattr(skeleton, "pattern", skeleton)
-    if isinstance(pattern, str) and pattern.count("E") == 1:
-        return pattern.replace("E", "EEEE")
+    # CLDR's "weekday, day month" in the locale's order, with weekday and month written in full.
+    for skeleton in ("MMMMEd", "MMMEd"):
+        found = locale.datetime_skeletons.get(skeleton)
+        if found is not None:
+            pattern = str(getattr(found, "pattern", found))
+            return _WEEKDAY.sub("EEEE", _SHORT_MONTH.sub("MMMM", pattern))
     return _DATE_PATTERNS["en"]
 
 

@@ -89,13 +89,17 @@ def normalise_for_sms(text: str) -> str:
 
 
 def analyse(text: str) -> SmsAnalysis:
-    outside = tuple(dict.fromkeys(c for c in text if c not in GSM7_BASIC and c not in GSM7_EXTENSION))
+    outside = tuple(
+        dict.fromkeys(c for c in text if c not in GSM7_BASIC and c not in GSM7_EXTENSION)
+    )
     if outside:
         units = len(text.encode("utf-16-le")) // 2
         segments = _segments(units, UCS2_SINGLE_SEGMENT, UCS2_MULTI_SEGMENT)
         return SmsAnalysis("UCS-2", units, segments, outside)
     units = len(text) + sum(1 for c in text if c in GSM7_EXTENSION)
-    return SmsAnalysis("GSM-7", units, _segments(units, GSM7_SINGLE_SEGMENT, GSM7_MULTI_SEGMENT), ())
+    return SmsAnalysis(
+        "GSM-7", units, _segments(units, GSM7_SINGLE_SEGMENT, GSM7_MULTI_SEGMENT), ()
+    )
 
 
 def _segments(units: int, single: int, multi: int) -> int:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, case, insert, literal, select, update
+from sqlalchemy import Connection, Engine, bindparam, case, insert, literal, or_, select, update
 
 from ..catalog import Catalog
 from ..clock import Clock
@@ -212,7 +212,8 @@ class ImportService:
             conn.execute(
                 update(reminders)
                 .where(reminders.c.id == bindparam("rid"))
-                .where(reminders.c.status.in_([s.value for s in OPEN]))
+                # Plain comparisons: an expanding IN cannot be used in an executemany.
+                .where(or_(*(reminders.c.status == s.value for s in sorted(OPEN))))
                 .values(status=ReminderStatus.CANCELLED.value, reason=bindparam("reason"),
                         updated_at=bindparam("now")),
                 cancels,

@@ -1,0 +1,72 @@
+"""Shared fixtures: a settable clock, and a database that is SQLite or the real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from reminder_service import bootstrap
+from reminder_service.settings import Settings
+from reminder_service.store.engine import make_engine
+from reminder_service.store.tables import metadata
+from tests.factories import CONFIG_DIR, TEMPLATES_DIR, local
+
+POSTGRES_ENV = "REMINDER_TEST_POSTGRES_URL"
+
+
+class FakeClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(local("Europe/London", 2026, 11, 19, 11, 0))
+
+
+def _reset_postgres(url: str) -> None:
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        metadata.drop_all(conn)
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'reminders.db'}"
+        return
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV} (e.g. postgresql://postgres@127.0.0.1/test)")
+    _reset_postgres(url)
+    yield url
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        outbox_dir=tmp_path / "outbox",
+        config_dir=CONFIG_DIR,
+        templates_dir=TEMPLATES_DIR,
+    )
+
+
+@pytest.fixture
+def service(settings: Settings, clock: FakeClock) -> Iterator[bootstrap.Service]:
+    built = bootstrap.build(settings, clock)
+    yield built
+    built.engine.dispose()

@@ -1,0 +1,85 @@
+"""Two dispatcher processes on one SQLite file never both send a reminder."""
+
+from __future__ import annotations
+
+import multiprocessing
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from reminder_service import bootstrap
+from reminder_service.channels.base import OutgoingEmail, OutgoingSms, Receipt
+from reminder_service.settings import Settings
+from reminder_service.store.tables import reminders
+from tests.factories import CONFIG_DIR, TEMPLATES_DIR, appointment, local, patient
+
+
+class LoggingChannel:
+    """Appends one line per send to a shared file (O_APPEND), so duplicates cannot hide."""
+
+    def __init__(self, log: Path) -> None:
+        self._log = log
+
+    def send_sms(self, message: OutgoingSms) -> Receipt:
+        return self._write(message.reminder_id)
+
+    def send_email(self, message: OutgoingEmail) -> Receipt:
+        return self._write(message.reminder_id)
+
+    def _write(self, reminder_id: int) -> Receipt:
+        with self._log.open("a") as handle:
+            handle.write(f"{reminder_id}\n")
+        return Receipt(f"log:{reminder_id}")
+
+
+def _worker(settings: Settings, log: Path, now_iso: str) -> None:
+    from datetime import datetime
+
+    now = datetime.fromisoformat(now_iso)
+    service = bootstrap.build(settings, lambda: now)
+    channel = LoggingChannel(log)
+    dispatcher = type(service.dispatcher)(
+        service.engine, service.catalog, service.renderer, channel, channel, lambda: now
+    )
+    dispatcher.dispatch_due()
+
+
+def test_two_processes_share_the_work_without_duplicates(tmp_path: Path) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'r.db'}",
+        outbox_dir=tmp_path / "outbox",
+        config_dir=CONFIG_DIR,
+        templates_dir=TEMPLATES_DIR,
+        dispatch_batch=10,
+    )
+    booked_at = local("Europe/London", 2026, 11, 19, 11, 0)
+    service = bootstrap.build(settings, lambda: booked_at)
+    appts = [
+        appointment(external_id=f"A{i}", patient=patient(external_id=f"P{i}"))
+        for i in range(150)
+    ]
+    service.importer.apply(enumerate(appts, 2), source="test", label="t")
+    with service.engine.connect() as conn:
+        due = conn.execute(
+            select(func.count()).select_from(reminders).where(reminders.c.status == "pending")
+            .where(reminders.c.due_at <= booked_at + timedelta(seconds=1))
+        ).scalar_one()
+    assert due == 300
+
+    log = tmp_path / "sends.log"
+    now = (booked_at + timedelta(seconds=1)).isoformat()
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_worker, args=(settings, log, now)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    sent = log.read_text().split()
+    assert len(sent) == 300 and len(set(sent)) == 300
+    with service.engine.connect() as conn:
+        statuses = dict(conn.execute(
+            select(reminders.c.status, func.count()).group_by(reminders.c.status)
+        ).all())
+    assert statuses["sent"] == 300

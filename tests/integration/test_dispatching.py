@@ -1,0 +1,125 @@
+"""Dispatching from a real database to the real file outbox."""
+
+from __future__ import annotations
+
+import email
+import json
+from datetime import timedelta
+from email.message import EmailMessage
+from email.policy import default
+
+from sqlalchemy import select
+
+from reminder_service.bootstrap import Service
+from reminder_service.store.tables import audit_log, reminders
+from tests.factories import appointment, local
+
+
+def load(service: Service, step: str, channel: str):  # type: ignore[no-untyped-def]
+    with service.engine.connect() as conn:
+        return conn.execute(
+            select(reminders).where(reminders.c.step_id == step, reminders.c.channel == channel)
+        ).mappings().one()
+
+
+def test_due_reminders_land_in_the_outbox_once(service: Service, settings) -> None:  # type: ignore[no-untyped-def]
+    service.importer.apply([(2, appointment())], source="test", label="t")
+    report = service.dispatcher.dispatch_due()
+    assert report.by_status == {"sent": 2}
+    sms_row = load(service, "booked", "sms")
+    document = json.loads((settings.outbox_dir / "sms" / f"{sms_row['id']}.json").read_text())
+    assert document["to"] == "+447700900123"
+    assert document["appointment_id"] == "A1" and document["step"] == "booked"
+    assert document["reminder_id"] == sms_row["id"]
+    assert "Riverside Haematology" in document["body"]
+    assert sms_row["status"] == "sent" and sms_row["provider_id"] == f"outbox:sms/{sms_row['id']}.json"
+
+    email_row = load(service, "booked", "email")
+    raw = (settings.outbox_dir / "email" / f"{email_row['id']}.eml").read_bytes()
+    message = email.message_from_bytes(raw, policy=default)
+    assert isinstance(message, EmailMessage)
+    assert message["To"] == "test.patient@example.org"
+    assert message["Message-ID"] == f"<reminder-{email_row['id']}.v1@reminder-service>"
+    assert message.get_content_type() == "multipart/alternative"
+    parts = {part.get_content_type(): part.get_content() for part in message.iter_parts()}
+    assert set(parts) == {"text/plain", "text/html"}
+    assert "biopsy" not in message["Subject"].lower()
+
+    assert service.dispatcher.dispatch_due().claimed == 0  # nothing is sent twice
+
+
+def test_each_step_goes_out_at_its_time_and_not_before(service, clock, settings) -> None:  # type: ignore[no-untyped-def]
+    service.importer.apply([(2, appointment())], source="test", label="t")
+    service.dispatcher.dispatch_due()
+    clock.now = local("Europe/London", 2026, 12, 3, 9, 59)
+    assert service.dispatcher.dispatch_due().claimed == 0
+    assert service.dispatcher.next_due() == local("Europe/London", 2026, 12, 3, 10, 0)
+    clock.now = local("Europe/London", 2026, 12, 3, 10, 0)
+    assert service.dispatcher.dispatch_due().by_status == {"sent": 2}
+    assert load(service, "medicines", "sms")["sent_at"] == clock.now
+
+
+def test_a_crashed_claim_is_sent_after_the_lease_expires_exactly_once(service, clock, settings) -> None:  # type: ignore[no-untyped-def]
+    service.importer.apply([(2, appointment())], source="test", label="t")
+    claimed = service.dispatcher._claim()  # a worker claims, commits, then dies before sending
+    assert len(claimed) == 2
+    assert service.dispatcher.dispatch_due().claimed == 0  # the lease still holds
+    clock.advance(seconds=61)
+    report = service.dispatcher.dispatch_due()
+    assert report.by_status == {"sent": 2}
+    assert len(list((settings.outbox_dir / "sms").iterdir())) == 1
+    assert load(service, "booked", "sms")["attempts"] == 2
+
+
+def test_a_stale_worker_cannot_overwrite_a_newer_attempt(service, clock) -> None:  # type: ignore[no-untyped-def]
+    service.importer.apply([(2, appointment())], source="test", label="t")
+    stale = service.dispatcher._claim()
+    clock.advance(seconds=61)
+    service.dispatcher.dispatch_due()
+    from reminder_service.domain.planning import ReminderStatus
+
+    service.dispatcher._record(stale[0], ReminderStatus.FAILED, "stale", {}, clock.now)
+    assert load(service, stale[0]["step_id"], stale[0]["channel"])["status"] == "sent"
+
+
+def test_outside_the_send_window_a_due_reminder_waits_for_the_morning(service, clock) -> None:  # type: ignore[no-untyped-def]
+    service.importer.apply([(2, appointment())], source="test", label="t")
+    service.dispatcher.dispatch_due()
+    # The dispatcher was down from 17:00 until 22:00 the day before: day_before (18:00) is overdue.
+    clock.now = local("Europe/London", 2026, 12, 9, 22, 0)
+    report = service.dispatcher.dispatch_due()
+    assert report.by_status.get("sent") is None
+    row = load(service, "day_before", "sms")
+    assert row["status"] == "pending" and row["reason"] == "deferred to the send window"
+    assert row["due_at"] == local("Europe/London", 2026, 12, 10, 8, 0)
+    assert row["attempts"] == 0
+    clock.now = row["due_at"]
+    assert service.dispatcher.dispatch_due().by_status.get("sent", 0) >= 2
+
+
+def test_nothing_goes_out_after_its_deadline(service, clock) -> None:  # type: ignore[no-untyped-def]
+    service.importer.apply([(2, appointment())], source="test", label="t")
+    service.dispatcher.dispatch_due()
+    # Down for two weeks: every pre-procedure step is past its deadline by the time it runs.
+    clock.now = appointment().start + timedelta(minutes=5)
+    service.dispatcher.dispatch_due()
+    for step in ("medicines", "escort", "day_before"):
+        row = load(service, step, "sms")
+        assert row["status"] == "skipped", step
+        assert row["reason"] == "deadline passed before it could be sent"
+    with service.engine.connect() as conn:
+        skipped = conn.execute(
+            select(audit_log.c.reason).where(audit_log.c.event == "skipped")
+        ).scalars().all()
+    assert len(skipped) == 6
+
+
+def test_cancelled_appointment_sends_nothing_even_if_already_claimed(service, clock) -> None:  # type: ignore[no-untyped-def]
+    from reminder_service.domain.appointment import AppointmentStatus
+
+    service.importer.apply([(2, appointment())], source="test", label="t")
+    claimed = service.dispatcher._claim()
+    service.importer.apply([(2, appointment(status=AppointmentStatus.CANCELLED))], source="t", label="t")
+    loaded = service.dispatcher._load_appointments({claimed[0]["appointment_id"]})
+    status = service.dispatcher._deliver(claimed[0], *loaded[claimed[0]["appointment_id"]])
+    assert status.value == "cancelled"

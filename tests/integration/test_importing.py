@@ -1,0 +1,107 @@
+"""Importing into a real database: idempotent, reschedules and cancels re-plan correctly."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from reminder_service.bootstrap import Service
+from reminder_service.domain.appointment import AppointmentStatus, Tristate
+from reminder_service.store.tables import appointments, audit_log, imports, reminders
+from tests.factories import appointment, patient
+
+
+def apply(service: Service, *appts):  # type: ignore[no-untyped-def]
+    return service.importer.apply(enumerate(appts, 2), source="test", label="test")
+
+
+def rows(service: Service, **where):  # type: ignore[no-untyped-def]
+    query = select(reminders).order_by(reminders.c.id)
+    for key, value in where.items():
+        query = query.where(reminders.c[key] == value)
+    with service.engine.connect() as conn:
+        return conn.execute(query).mappings().all()
+
+
+def count(service: Service, table) -> int:  # type: ignore[no-untyped-def]
+    with service.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def test_new_appointment_is_stored_and_planned(service: Service) -> None:
+    summary = apply(service, appointment())
+    assert summary.counts()["imported"] == 1
+    planned = rows(service)
+    assert summary.reminders_planned == len(planned) == 13
+    assert {r["status"] for r in planned} == {"pending"}
+    # Every planning decision is in the audit log, with its reason.
+    with service.engine.connect() as conn:
+        events = conn.execute(select(audit_log.c.event, func.count()).group_by(audit_log.c.event)).all()
+    assert dict(events) == {"imported": 1, "planned": 13}
+
+
+def test_reimporting_the_same_appointment_changes_nothing(service, clock) -> None:  # type: ignore[no-untyped-def]
+    apply(service, appointment())
+    before = (rows(service), count(service, audit_log))
+    clock.advance(hours=3)
+    summary = apply(service, appointment())
+    assert summary.unchanged == 1 and summary.reminders_planned == 0
+    assert (rows(service), count(service, audit_log)) == before
+    assert count(service, imports) == 2  # the import itself is recorded
+
+
+def test_reschedule_replans_pending_and_keeps_history(service, clock) -> None:  # type: ignore[no-untyped-def]
+    apply(service, appointment())
+    report = service.dispatcher.dispatch_due()  # the booking confirmation goes out now
+    assert report.by_status == {"sent": 2}
+    clock.advance(days=1)
+    moved = appointment(start=appointment().start + timedelta(days=7))
+    summary = apply(service, moved)
+    assert summary.rescheduled == 1
+    cancelled = rows(service, status="cancelled")
+    assert len(cancelled) == 11 and {r["reason"] for r in cancelled} == {"appointment rescheduled"}
+    assert len(rows(service, status="sent")) == 2
+    pending = rows(service, status="pending")
+    assert {r["appointment_version"] for r in pending} == {2}
+    day_before = next(r for r in pending if r["step_id"] == "day_before")
+    assert day_before["nominal_at"] == moved.start.replace(hour=18, minute=0) - timedelta(days=1)
+    # A reschedule sends a new booking message (the template says the appointment moved).
+    assert {(r["step_id"], r["channel"]) for r in pending} >= {("booked", "sms"), ("booked", "email")}
+
+
+def test_cancellation_cancels_pending_reminders(service, clock) -> None:  # type: ignore[no-untyped-def]
+    apply(service, appointment())
+    clock.advance(hours=1)
+    summary = apply(service, appointment(status=AppointmentStatus.CANCELLED))
+    assert summary.cancelled == 1 and summary.reminders_cancelled == 13
+    assert rows(service, status="pending") == []
+    with service.engine.connect() as conn:
+        assert conn.execute(select(appointments.c.status)).scalar_one() == "cancelled"
+
+
+def test_flag_and_contact_changes_replan_only_what_changed(service, clock) -> None:  # type: ignore[no-untyped-def]
+    apply(service, appointment())
+    clock.advance(hours=1)
+    summary = apply(service, appointment(sedation=Tristate.NO, patient=patient(mobile="+447700900456")))
+    assert summary.updated == 1
+    escort = rows(service, step_id="escort")
+    assert [r["status"] for r in escort] == ["cancelled", "cancelled", "skipped", "skipped"]
+    assert len(rows(service, status="pending")) == 11
+
+
+def test_unknown_procedure_is_stored_but_not_served_and_unknown_clinic_is_rejected(service) -> None:  # type: ignore[no-untyped-def]
+    summary = apply(service, appointment(external_id="X1", procedure="MRI"),
+                    appointment(external_id="X2", clinic_id="nowhere"))
+    assert summary.not_served == 1 and summary.rejected == 1
+    assert [(e.line, e.column) for e in summary.errors] == [(3, "clinic")]
+    assert rows(service) == []
+
+
+def test_a_repeated_id_in_one_import_applies_in_order(service) -> None:  # type: ignore[no-untyped-def]
+    first = appointment()
+    second = appointment(start=first.start + timedelta(days=1))
+    summary = apply(service, first, second)
+    assert (summary.imported, summary.rescheduled) == (1, 1)
+    with service.engine.connect() as conn:
+        assert conn.execute(select(appointments.c.start_at)).scalar_one() == second.start
