@@ -19,17 +19,33 @@ import io
 import json
 import random
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 HEADERS = [
-    "appointment_id", "patient_id", "first_name", "last_name", "mobile", "email", "language",
-    "timezone", "procedure", "start", "duration_minutes", "location", "sedation", "anticoagulant",
+    "appointment_id",
+    "patient_id",
+    "first_name",
+    "last_name",
+    "mobile",
+    "email",
+    "language",
+    "timezone",
+    "procedure",
+    "start",
+    "duration_minutes",
+    "location",
+    "sedation",
+    "anticoagulant",
     "status",
 ]
 ZONES = [
-    ("Europe/London", 45), ("America/New_York", 30), ("America/Los_Angeles", 10),
-    ("America/Chicago", 5), ("Australia/Sydney", 5), ("", 5),
+    ("Europe/London", 45),
+    ("America/New_York", 30),
+    ("America/Los_Angeles", 10),
+    ("America/Chicago", 5),
+    ("Australia/Sydney", 5),
+    ("", 5),
 ]
 AREA_CODES = {"America/New_York": "212", "America/Los_Angeles": "415", "America/Chicago": "312"}
 # Days whose day-before / day-after steps straddle a DST transition (2027).
@@ -88,8 +104,11 @@ def make_row(rng: random.Random, index: int, today: date) -> dict[str, str]:
     has_mobile, has_email = rng.random() > 0.05, rng.random() > 0.1
     if not (has_mobile or has_email):
         has_email = True
-    language = "es-US" if zone in AREA_CODES and rng.random() < 0.15 else (
-        "en-US" if zone in AREA_CODES else "en-GB")
+    language = (
+        "es-US"
+        if zone in AREA_CODES and rng.random() < 0.15
+        else ("en-US" if zone in AREA_CODES else "en-GB")
+    )
     return {
         "appointment_id": f"APT{index:07d}",
         "patient_id": f"MRN{index:07d}",
@@ -129,9 +148,7 @@ def spoil(rng: random.Random, row: dict[str, str]) -> str:
     return kind
 
 
-def generate(
-    rows: int, seed: int, today: date
-) -> tuple[list[dict[str, str]], Expected, set[str]]:
+def generate(rows: int, seed: int, today: date) -> tuple[list[dict[str, str]], Expected, set[str]]:
     rng = random.Random(seed)
     out, expected, bad = [], Expected(), set()
     for index in range(1, rows + 1):
@@ -151,7 +168,9 @@ def generate(
     return out, expected, bad
 
 
-def changes(rows: list[dict[str, str]], seed: int, bad: set[str]) -> tuple[list[dict[str, str]], Expected]:
+def changes(
+    rows: list[dict[str, str]], seed: int, bad: set[str]
+) -> tuple[list[dict[str, str]], Expected]:
     rng = random.Random(seed + 1)
     out, expected = [], Expected()
     for original in rows:
@@ -175,8 +194,9 @@ def changes(rows: list[dict[str, str]], seed: int, bad: set[str]) -> tuple[list[
 
 def write_csv(path: Path, rows: list[dict[str, str]], excel: bool) -> None:
     buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, HEADERS, delimiter=";" if excel else ",",
-                            lineterminator="\r\n" if excel else "\n")
+    writer = csv.DictWriter(
+        buffer, HEADERS, delimiter=";" if excel else ",", lineterminator="\r\n" if excel else "\n"
+    )
     writer.writeheader()
     writer.writerows(rows)
     path.write_text(buffer.getvalue(), encoding="utf-8-sig" if excel else "utf-8", newline="")
@@ -189,7 +209,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/out/appointments.csv"))
     parser.add_argument("--changes", type=Path, help="also write a second file of changes here")
     parser.add_argument("--excel", action="store_true", help="UTF-8 BOM, CRLF, ';' delimiter")
-    parser.add_argument("--today", type=date.fromisoformat, default=date.today())
+    parser.add_argument("--today", type=date.fromisoformat, default=datetime.now(UTC).date())
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows, expected, bad = generate(args.rows, args.seed, args.today)

@@ -59,4 +59,3 @@ def build(settings: Settings, clock: Clock = system_clock) -> Service:
         dispatcher=DispatchService(engine, catalog, renderer, outbox, outbox, clock, policy),
         clock=clock,
     )
-

@@ -135,8 +135,12 @@ def import_file(
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
     )
 
 
@@ -149,11 +153,16 @@ def _print_summary(summary: ImportSummary, errors_csv: Path | None) -> None:
     out.print(table)
     shown = summary.errors[:50]
     for error in shown:
-        out.print(f"line {error.line}, column {error.column}: {error.reason}", markup=False,
-                  highlight=False)
+        out.print(
+            f"line {error.line}, column {error.column}: {error.reason}",
+            markup=False,
+            highlight=False,
+        )
     if len(summary.errors) > len(shown):
-        out.print(f"... and {len(summary.errors) - len(shown)} more row errors"
-                  + (f" (all in {errors_csv})" if errors_csv else " (use --errors-csv FILE)"))
+        out.print(
+            f"... and {len(summary.errors) - len(shown)} more row errors"
+            + (f" (all in {errors_csv})" if errors_csv else " (use --errors-csv FILE)")
+        )
     if errors_csv:
         with errors_csv.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
@@ -175,9 +184,11 @@ def run(
         summary = service.importer.apply(
             enumerate(appointments, 1), source="sample", label="sample data"
         )
-        out.print(f"sample data: {summary.imported} appointments, "
-                  f"{summary.reminders_planned} reminders planned; outbox: "
-                  f"{service.settings.outbox_dir.resolve()}")
+        out.print(
+            f"sample data: {summary.imported} appointments, "
+            f"{summary.reminders_planned} reminders planned; outbox: "
+            f"{service.settings.outbox_dir.resolve()}"
+        )
     timer = DispatchTimer(
         service.dispatcher,
         service.clock,
@@ -212,10 +223,13 @@ def preview(
         sys.stdout.write(json.dumps([line.as_json() for line in result.lines], indent=2) + "\n")
         return
     appointment = result.appointment
-    out.print(f"Appointment {appointment.external_id}: {appointment.procedure} at "
-              f"{appointment.start.astimezone(zone(appointment.patient.timezone)).isoformat()} "
-              f"({appointment.patient.timezone}), {appointment.status.value}, "
-              f"protocol {result.protocol_id or 'none'}", highlight=False)
+    out.print(
+        f"Appointment {appointment.external_id}: {appointment.procedure} at "
+        f"{appointment.start.astimezone(zone(appointment.patient.timezone)).isoformat()} "
+        f"({appointment.patient.timezone}), {appointment.status.value}, "
+        f"protocol {result.protocol_id or 'none'}",
+        highlight=False,
+    )
     for line in result.lines:
         when = line.due_at.isoformat() if line.due_at else "-"
         out.print(f"\n[bold]{line.step}[/bold] {line.channel} {when} {line.status}: {line.reason}")
@@ -242,6 +256,9 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     out.print(f"appointments: {report.appointments_by_status}")
     out.print(f"next due: {report.next_due.isoformat() if report.next_due else 'nothing pending'}")
     for failure in report.recent_failures:
-        out.print(f"failed: reminder {failure['id']} ({failure['appointment_id']} "
-                  f"{failure['step_id']}/{failure['channel']}): {failure['reason']}",
-                  markup=False, highlight=False)
+        out.print(
+            f"failed: reminder {failure['id']} ({failure['appointment_id']} "
+            f"{failure['step_id']}/{failure['channel']}): {failure['reason']}",
+            markup=False,
+            highlight=False,
+        )

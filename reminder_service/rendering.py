@@ -88,7 +88,7 @@ class Renderer:
             lstrip_blocks=True,
         )
 
-    def render(  # noqa: PLR0917 - the call shape callers already use
+    def render(
         self,
         protocol_id: str,
         template: str,

@@ -13,8 +13,15 @@ from .domain.clinic import Clinic
 from .domain.timing import local_to_utc, zone
 
 CANDIDATE_ZONES = (
-    "Europe/London", "America/New_York", "America/Los_Angeles", "Pacific/Auckland",
-    "Australia/Sydney", "Asia/Tokyo", "Asia/Kolkata", "Asia/Dubai", "America/Sao_Paulo",
+    "Europe/London",
+    "America/New_York",
+    "America/Los_Angeles",
+    "Pacific/Auckland",
+    "Australia/Sydney",
+    "Asia/Tokyo",
+    "Asia/Kolkata",
+    "Asia/Dubai",
+    "America/Sao_Paulo",
     "Pacific/Honolulu",
 )
 

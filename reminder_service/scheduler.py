@@ -2,7 +2,8 @@
 
 Two jobs: `dispatch` runs at the next due time (and at least every max_idle), and `watch` looks
 every second or so for an earlier due time (rows added by an import in another process) and pulls
-`dispatch` forward. One worker thread, one instance of each job: the dispatcher never overlaps itself.
+`dispatch` forward. One worker thread and one instance of each job: the dispatcher never
+overlaps itself.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ class DispatchTimer:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
         self._scheduler.add_job(
-            self._dispatch, "interval", seconds=max_idle.total_seconds(), id="dispatch",
+            self._dispatch,
+            "interval",
+            seconds=max_idle.total_seconds(),
+            id="dispatch",
             next_run_time=datetime.now(UTC),
         )
         self._scheduler.add_job(self._watch, "interval", seconds=watch_every, id="watch")

@@ -31,5 +31,7 @@ def missing_parts(root: Path, protocol_id: str, template: str, channel: Channel)
     return [
         name
         for part in PARTS[channel]
-        if not (root / (name := template_name(protocol_id, BASE_LANGUAGE, template, part))).is_file()
+        if not (
+            root / (name := template_name(protocol_id, BASE_LANGUAGE, template, part))
+        ).is_file()
     ]

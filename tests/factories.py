@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, time
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,6 @@ def utc(*args: int) -> datetime:
 
 
 def local(tz: str, y: int, m: int, d: int, hh: int, mm: int = 0) -> datetime:
-    from datetime import date
-
     return local_to_utc(date(y, m, d), time(hh, mm), zone(tz))
 
 

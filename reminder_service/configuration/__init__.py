@@ -1,1 +1,1 @@
-"""Loading clinic and protocol configuration from YAML, with errors that name file, item and field."""
+"""Clinic and protocol configuration from YAML; errors name the file, the item and the field."""

@@ -39,7 +39,9 @@ def load_clinics(path: Path) -> Clinics:
     data = read_yaml(path, problems)
     clinics: dict[str, Clinic] = {}
     if data is not None and not isinstance(data, dict):
-        problems.append(ConfigProblem(file, "", "", "must be a mapping with default_clinic, clinics"))
+        problems.append(
+            ConfigProblem(file, "", "", "must be a mapping with default_clinic, clinics")
+        )
     elif isinstance(data, dict):
         check_keys(data, {"default_clinic", "clinics"}, set(), file, "", problems)
         entries = data.get("clinics")
@@ -60,7 +62,9 @@ def load_clinics(path: Path) -> Clinics:
     return Clinics(default_id=str(data["default_clinic"]), by_id=clinics)
 
 
-def _load_clinic(clinic_id: str, raw: Any, file: str, problems: list[ConfigProblem]) -> Clinic | None:
+def _load_clinic(
+    clinic_id: str, raw: Any, file: str, problems: list[ConfigProblem]
+) -> Clinic | None:
     where = f"clinic '{clinic_id}'"
     if not isinstance(raw, dict):
         problems.append(ConfigProblem(file, where, "", "must be a mapping of settings"))
@@ -80,7 +84,9 @@ def _load_clinic(clinic_id: str, raw: Any, file: str, problems: list[ConfigProbl
     try:
         zone(str(raw.get("timezone")))
     except (ZoneInfoNotFoundError, ValueError):
-        problem("timezone", f"{raw.get('timezone')!r} is not an IANA time zone (e.g. Europe/London)")
+        problem(
+            "timezone", f"{raw.get('timezone')!r} is not an IANA time zone (e.g. Europe/London)"
+        )
     region = str(raw.get("phone_region", "")).upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
         problem("phone_region", f"{region!r} is not a region code such as GB or US")
@@ -114,7 +120,9 @@ def _send_window(value: Any, problem: Any) -> SendWindow | None:
         problem("send_window", "must be a mapping with opens and closes, e.g. {opens: '08:00'}")
         return None
     try:
-        window = SendWindow(parse_local_time(str(value["opens"])), parse_local_time(str(value["closes"])))
+        window = SendWindow(
+            parse_local_time(str(value["opens"])), parse_local_time(str(value["closes"]))
+        )
     except ValueError as exc:
         problem("send_window", str(exc))
         return None

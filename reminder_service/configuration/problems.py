@@ -1,4 +1,4 @@
-"""Configuration problems are collected, not raised one by one, so a clinic sees them all at once."""
+"""Problems are collected, not raised one by one, so a clinic sees them all at once."""
 
 from __future__ import annotations
 

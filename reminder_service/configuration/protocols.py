@@ -165,9 +165,7 @@ def _moment(value: Any, field: str, problem: Callable[[str, str], None]) -> Rela
         return None
 
 
-def _choice(
-    value: Any, kind: type[E], field: str, problem: Callable[[str, str], None]
-) -> E | None:
+def _choice(value: Any, kind: type[E], field: str, problem: Callable[[str, str], None]) -> E | None:
     try:
         return kind(str(value))
     except ValueError:

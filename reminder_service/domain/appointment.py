@@ -21,7 +21,12 @@ class AppointmentStatus(StrEnum):
 
 # Flags a protocol condition may test. Unknown is a real answer: the protocol decides what it means
 # (CLINICAL.md: an unknown anticoagulant counts as yes).
-FLAG_NAMES: tuple[str, ...] = ("sedation", "anticoagulant", "on_chemotherapy", "diabetes_on_medication")
+FLAG_NAMES: tuple[str, ...] = (
+    "sedation",
+    "anticoagulant",
+    "on_chemotherapy",
+    "diabetes_on_medication",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,7 +62,9 @@ class AnchorTimes:
     end: datetime
 
     def of(self, anchor: Anchor) -> datetime:
-        return {Anchor.BOOKING: self.booking, Anchor.START: self.start, Anchor.END: self.end}[anchor]
+        return {Anchor.BOOKING: self.booking, Anchor.START: self.start, Anchor.END: self.end}[
+            anchor
+        ]
 
 
 _OFFSET = re.compile(r"^\s*(\d+)\s+(minute|hour|day)s?(?:\s+(before|after))?\s*$", re.IGNORECASE)

@@ -12,7 +12,6 @@ import json
 import logging
 import random
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,8 +33,9 @@ from ..domain.clinic import Clinic
 from ..domain.planning import ReminderStatus
 from ..domain.protocol import Channel
 from ..domain.timing import zone
-from ..rendering import RenderedMessage, RenderError, Renderer, message_context
+from ..rendering import RenderedMessage, Renderer, RenderError, message_context
 from ..store import records
+from ..store.records import RowData
 from ..store.tables import appointments, audit_log, patients, reminders
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class DispatchService:
         moments = [m for m in (pending, lease) if m is not None]
         return min(moments) if moments else None
 
-    def _claim(self) -> list[Mapping[str, Any]]:
+    def _claim(self) -> list[RowData]:
         now = self._clock()
         token = uuid.uuid4().hex
         due = or_(
@@ -134,7 +134,7 @@ class DispatchService:
                 ).mappings()
             )
 
-    def _load_appointments(self, ids: set[int]) -> dict[int, tuple[Appointment, Mapping[str, Any]]]:
+    def _load_appointments(self, ids: set[int]) -> dict[int, tuple[Appointment, RowData]]:
         query = (
             select(appointments, *[patients.c[c].label(f"p_{c}") for c in records.PATIENT_COLUMNS])
             .join(patients, patients.c.id == appointments.c.patient_id)
@@ -142,30 +142,34 @@ class DispatchService:
         )
         with self._engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
-        loaded = {}
+        loaded: dict[int, tuple[Appointment, RowData]] = {}
         for row in rows:
             patient = {c: row[f"p_{c}"] for c in records.PATIENT_COLUMNS}
             loaded[row["id"]] = (records.appointment_from_row(row, patient), row)
         return loaded
 
     def _deliver(
-        self, reminder: Mapping[str, Any], appointment: Appointment, stored: Mapping[str, Any]
+        self, reminder: RowData, appointment: Appointment, stored: RowData
     ) -> ReminderStatus:
         now = self._clock()
         clinic = self._catalog.clinics.get(appointment.clinic_id)
         try:
-            status, reason, changes = self._decide_and_send(reminder, appointment, stored, clinic, now)
+            status, reason, changes = self._decide_and_send(
+                reminder, appointment, stored, clinic, now
+            )
         except Exception as exc:  # a bug or an unexpected provider fault: retry, never lose it
             log.exception("reminder %s: unexpected error while sending", reminder["id"])
-            status, reason, changes = self._retry(reminder, now, f"unexpected error: {type(exc).__name__}")
+            status, reason, changes = self._retry(
+                reminder, now, f"unexpected error: {type(exc).__name__}"
+            )
         self._record(reminder, status, reason, changes, now)
         return status
 
     def _decide_and_send(
         self,
-        reminder: Mapping[str, Any],
+        reminder: RowData,
         appointment: Appointment,
-        stored: Mapping[str, Any],
+        stored: RowData,
         clinic: Clinic | None,
         now: datetime,
     ) -> Outcome:
@@ -188,7 +192,11 @@ class DispatchService:
         channel = Channel(reminder["channel"])
         to = appointment.patient.mobile if channel is Channel.SMS else appointment.patient.email
         if not to:
-            return ReminderStatus.SKIPPED, f"no {'mobile number' if channel is Channel.SMS else 'email address'}", {}
+            return (
+                ReminderStatus.SKIPPED,
+                f"no {'mobile number' if channel is Channel.SMS else 'email address'}",
+                {},
+            )
         try:
             message = self._render(reminder, appointment, stored, clinic, channel)
         except RenderError as exc:
@@ -212,9 +220,9 @@ class DispatchService:
 
     def _render(
         self,
-        reminder: Mapping[str, Any],
+        reminder: RowData,
         appointment: Appointment,
-        stored: Mapping[str, Any],
+        stored: RowData,
         clinic: Clinic,
         channel: Channel,
     ) -> RenderedMessage:
@@ -231,9 +239,9 @@ class DispatchService:
 
     def _send(
         self,
-        reminder: Mapping[str, Any],
+        reminder: RowData,
         appointment: Appointment,
-        stored: Mapping[str, Any],
+        stored: RowData,
         clinic: Clinic,
         message: RenderedMessage,
         to: str,
@@ -242,37 +250,68 @@ class DispatchService:
         if message.channel is Channel.SMS:
             assert message.sms is not None
             return self._sms.send_sms(
-                OutgoingSms(reminder["id"], appointment.external_id, reminder["step_id"], to, message.sms, now)
+                OutgoingSms(
+                    reminder["id"],
+                    appointment.external_id,
+                    reminder["step_id"],
+                    to,
+                    message.sms,
+                    now,
+                )
             )
         assert message.subject is not None and message.text is not None and message.html is not None
         message_id = f"<reminder-{reminder['id']}.v{stored['version']}@reminder-service>"
         return self._email.send_email(
             OutgoingEmail(
-                reminder["id"], appointment.external_id, reminder["step_id"], to, clinic.name,
-                message.subject, message.text, message.html, message_id, now,
+                reminder["id"],
+                appointment.external_id,
+                reminder["step_id"],
+                to,
+                clinic.name,
+                message.subject,
+                message.text,
+                message.html,
+                message_id,
+                now,
             )
         )
 
-    def _retry(self, reminder: Mapping[str, Any], now: datetime, reason: str) -> Outcome:
+    def _retry(self, reminder: RowData, now: datetime, reason: str) -> Outcome:
         attempts = reminder["attempts"]
         delay = min(self._policy.retry_base * 2 ** (attempts - 1), self._policy.retry_cap)
         retry_at = now + delay * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not security
         not_after = reminder["not_after"]
-        if attempts >= self._policy.max_attempts or (not_after is not None and retry_at > not_after):
-            return ReminderStatus.FAILED, f"{reason}; no retry left before the deadline", {"last_error": reason}
-        return ReminderStatus.PENDING, f"{reason}; retry {attempts + 1}", {"due_at": retry_at, "last_error": reason}
+        if attempts >= self._policy.max_attempts or (
+            not_after is not None and retry_at > not_after
+        ):
+            return (
+                ReminderStatus.FAILED,
+                f"{reason}; no retry left before the deadline",
+                {"last_error": reason},
+            )
+        return (
+            ReminderStatus.PENDING,
+            f"{reason}; retry {attempts + 1}",
+            {"due_at": retry_at, "last_error": reason},
+        )
 
     def _record(
         self,
-        reminder: Mapping[str, Any],
+        reminder: RowData,
         status: ReminderStatus,
         reason: str,
         changes: dict[str, Any],
         now: datetime,
     ) -> None:
         detail = {"attempt": reminder["attempts"], **changes.pop("_detail", {})}
-        values = {"status": status.value, "reason": reason, "updated_at": now, "lease_until": None,
-                  "claim_token": None, **changes}
+        values = {
+            "status": status.value,
+            "reason": reason,
+            "updated_at": now,
+            "lease_until": None,
+            "claim_token": None,
+            **changes,
+        }
         with self._engine.begin() as conn:
             result = conn.execute(
                 update(reminders)
@@ -281,19 +320,35 @@ class DispatchService:
                 .values(**values)
             )
             if result.rowcount != 1:
-                log.warning("reminder %s: lease lost before the result was recorded", reminder["id"])
+                log.warning(
+                    "reminder %s: lease lost before the result was recorded", reminder["id"]
+                )
                 return
             event = "deferred" if status is ReminderStatus.PENDING else status.value
             conn.execute(
                 insert(audit_log).values(
-                    at=now, appointment_id=reminder["appointment_id"], reminder_id=reminder["id"],
-                    event=event, reason=reason, detail=json.dumps(detail, default=str),
+                    at=now,
+                    appointment_id=reminder["appointment_id"],
+                    reminder_id=reminder["id"],
+                    event=event,
+                    reason=reason,
+                    detail=json.dumps(detail, default=str),
                 )
             )
-        log.info("reminder %s (%s/%s): %s: %s", reminder["id"], reminder["step_id"],
-                 reminder["channel"], status.value, reason)
+        log.info(
+            "reminder %s (%s/%s): %s: %s",
+            reminder["id"],
+            reminder["step_id"],
+            reminder["channel"],
+            status.value,
+            reason,
+        )
 
 
 def _digest(message: RenderedMessage) -> str:
-    body = message.sms if message.sms is not None else f"{message.subject}\n{message.text}\n{message.html}"
+    body = (
+        message.sms
+        if message.sms is not None
+        else f"{message.subject}\n{message.text}\n{message.html}"
+    )
     return hashlib.sha256(body.encode()).hexdigest()

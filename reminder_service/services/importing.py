@@ -113,7 +113,9 @@ class ImportService:
         existing = _existing_appointments(conn, [a.external_id for a in accepted])
         work = _Chunk()
         for appointment in accepted:
-            self._classify(appointment, existing.get(appointment.external_id), patient_ids, now, work, summary)
+            self._classify(
+                appointment, existing.get(appointment.external_id), patient_ids, now, work, summary
+            )
         new_ids = _insert_appointments(conn, [values for _, values, _ in work.new])
         if work.changed:
             conn.execute(
@@ -154,7 +156,10 @@ class ImportService:
             values.update(version=1, booked_at=now, scheduled_at=now)
             outcome = "cancelled" if cancelled else "imported" if protocol else "not_served"
             work.new.append((appointment, values, outcome))
-        elif row["fingerprint"] == values["fingerprint"] and row["protocol_id"] == values["protocol_id"]:
+        elif (
+            row["fingerprint"] == values["fingerprint"]
+            and row["protocol_id"] == values["protocol_id"]
+        ):
             summary.unchanged += 1
             return
         else:
@@ -166,19 +171,25 @@ class ImportService:
                 scheduled_at=now if moved or reinstated else row["scheduled_at"],
             )
             if cancelled:
-                outcome = "cancelled" if row["status"] != AppointmentStatus.CANCELLED.value else "updated"
+                outcome = (
+                    "cancelled" if row["status"] != AppointmentStatus.CANCELLED.value else "updated"
+                )
             else:
                 outcome = "rescheduled" if moved else "updated" if protocol else "not_served"
             work.changed.append((appointment, values, outcome))
         setattr(summary, outcome, getattr(summary, outcome) + 1)
 
-    def _plan(self, appointment: Appointment, values: dict[str, Any], now: datetime) -> list[PlannedReminder]:
+    def _plan(
+        self, appointment: Appointment, values: dict[str, Any], now: datetime
+    ) -> list[PlannedReminder]:
         if values["protocol_id"] is None:
             return []
         clinic = self._catalog.clinics.get(appointment.clinic_id)
         assert clinic is not None  # checked on entry
         protocol = self._catalog.protocol(values["protocol_id"])
-        return plan_reminders(appointment, protocol, clinic.send_window, now, values["scheduled_at"])
+        return plan_reminders(
+            appointment, protocol, clinic.send_window, now, values["scheduled_at"]
+        )
 
     def _reconcile_changed(
         self,
@@ -204,8 +215,14 @@ class ImportService:
             )
             work.audit.append(_event(now, appointment_id, outcome, values, len(result.create)))
             work.audit.extend(
-                {"at": now, "appointment_id": appointment_id, "reminder_id": rid,
-                 "event": "cancelled", "reason": reason, "detail": None}
+                {
+                    "at": now,
+                    "appointment_id": appointment_id,
+                    "reminder_id": rid,
+                    "event": "cancelled",
+                    "reason": reason,
+                    "detail": None,
+                }
                 for rid in result.cancel
             )
         if cancels:
@@ -214,8 +231,11 @@ class ImportService:
                 .where(reminders.c.id == bindparam("rid"))
                 # Plain comparisons: an expanding IN cannot be used in an executemany.
                 .where(or_(*(reminders.c.status == s.value for s in sorted(OPEN))))
-                .values(status=ReminderStatus.CANCELLED.value, reason=bindparam("reason"),
-                        updated_at=bindparam("now")),
+                .values(
+                    status=ReminderStatus.CANCELLED.value,
+                    reason=bindparam("reason"),
+                    updated_at=bindparam("now"),
+                ),
                 cancels,
             )
         return len(cancels)
@@ -259,7 +279,9 @@ def _upsert_patients(conn: Connection, batch: list[Appointment], now: datetime) 
     fresh = [{**values, "updated_at": now} for ext, values in latest.items() if ext not in ids]
     if fresh:
         result = conn.execute(
-            insert(patients).returning(patients.c.id, patients.c.external_id, sort_by_parameter_order=True),
+            insert(patients).returning(
+                patients.c.id, patients.c.external_id, sort_by_parameter_order=True
+            ),
             fresh,
         )
         ids.update({ext: pk for pk, ext in result})
@@ -267,8 +289,19 @@ def _upsert_patients(conn: Connection, batch: list[Appointment], now: datetime) 
 
 
 def _existing_appointments(conn: Connection, external_ids: list[str]) -> dict[str, dict[str, Any]]:
-    columns = [appointments.c[name] for name in ("id", "external_id", "fingerprint", "protocol_id",
-                                                  "start_at", "status", "version", "scheduled_at")]
+    columns = [
+        appointments.c[name]
+        for name in (
+            "id",
+            "external_id",
+            "fingerprint",
+            "protocol_id",
+            "start_at",
+            "status",
+            "version",
+            "scheduled_at",
+        )
+    ]
     result = conn.execute(select(*columns).where(appointments.c.external_id.in_(external_ids)))
     return {row["external_id"]: dict(row) for row in result.mappings()}
 
@@ -287,8 +320,14 @@ def _insert_appointments(conn: Connection, rows: list[dict[str, Any]]) -> dict[s
 
 def _existing_reminders(conn: Connection, appointment_ids: list[int]) -> dict[int, list[Any]]:
     result = conn.execute(
-        select(reminders.c.id, reminders.c.appointment_id, reminders.c.step_id, reminders.c.channel,
-               reminders.c.nominal_at, reminders.c.status)
+        select(
+            reminders.c.id,
+            reminders.c.appointment_id,
+            reminders.c.step_id,
+            reminders.c.channel,
+            reminders.c.nominal_at,
+            reminders.c.status,
+        )
         .where(reminders.c.appointment_id.in_(appointment_ids))
         .where(reminders.c.status != ReminderStatus.CANCELLED.value)
     )
@@ -323,18 +362,31 @@ def _event(
     now: datetime, appointment_id: int, outcome: str, values: dict[str, Any], planned: int
 ) -> dict[str, Any]:
     detail = {"version": values["version"], "reminders_created": planned}
-    return {"at": now, "appointment_id": appointment_id, "reminder_id": None,
-            "event": outcome, "reason": f"import: {outcome}", "detail": json.dumps(detail)}
+    return {
+        "at": now,
+        "appointment_id": appointment_id,
+        "reminder_id": None,
+        "event": outcome,
+        "reason": f"import: {outcome}",
+        "detail": json.dumps(detail),
+    }
 
 
 def _audit_planned(conn: Connection, import_id: int | None) -> None:
     """One audit row per reminder this import planned or skipped, written by the database itself."""
-    event = case((reminders.c.status == ReminderStatus.PENDING.value, literal("planned")),
-                 else_=reminders.c.status)
+    event = case(
+        (reminders.c.status == ReminderStatus.PENDING.value, literal("planned")),
+        else_=reminders.c.status,
+    )
     conn.execute(
         insert(audit_log).from_select(
             ["at", "appointment_id", "reminder_id", "event", "reason"],
-            select(reminders.c.created_at, reminders.c.appointment_id, reminders.c.id, event,
-                   reminders.c.reason).where(reminders.c.import_id == import_id),
+            select(
+                reminders.c.created_at,
+                reminders.c.appointment_id,
+                reminders.c.id,
+                event,
+                reminders.c.reason,
+            ).where(reminders.c.import_id == import_id),
         )
     )

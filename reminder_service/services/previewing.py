@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,8 +13,9 @@ from ..domain.appointment import Appointment
 from ..domain.planning import ReminderStatus
 from ..domain.protocol import Channel
 from ..domain.timing import zone
-from ..rendering import RenderError, Renderer, message_context
+from ..rendering import Renderer, RenderError, message_context
 from ..store import records
+from ..store.records import RowData
 from ..store.tables import appointments, patients, reminders
 
 SHOW_BODY = {ReminderStatus.PENDING, ReminderStatus.SENDING, ReminderStatus.SENT}
@@ -64,27 +64,33 @@ class PreviewService:
 
     def preview(self, external_id: str) -> Preview:
         with self._engine.connect() as conn:
-            row = conn.execute(
-                select(appointments).where(appointments.c.external_id == external_id)
-            ).mappings().first()
+            row = (
+                conn.execute(select(appointments).where(appointments.c.external_id == external_id))
+                .mappings()
+                .first()
+            )
             if row is None:
                 raise NotFound(f"no appointment with id {external_id!r}")
-            patient = conn.execute(
-                select(patients).where(patients.c.id == row["patient_id"])
-            ).mappings().one()
-            rows = conn.execute(
-                select(reminders)
-                .where(reminders.c.appointment_id == row["id"])
-                .order_by(reminders.c.due_at, reminders.c.id)
-            ).mappings().all()
+            patient = (
+                conn.execute(select(patients).where(patients.c.id == row["patient_id"]))
+                .mappings()
+                .one()
+            )
+            rows = (
+                conn.execute(
+                    select(reminders)
+                    .where(reminders.c.appointment_id == row["id"])
+                    .order_by(reminders.c.due_at, reminders.c.id)
+                )
+                .mappings()
+                .all()
+            )
         appointment = records.appointment_from_row(row, patient)
         lines = [self._line(r, appointment, row) for r in rows]
         lines.extend(self._disabled_steps(row["protocol_id"]))
         return Preview(appointment, row["protocol_id"], lines)
 
-    def _line(
-        self, reminder: Mapping[str, Any], appointment: Appointment, stored: Mapping[str, Any]
-    ) -> PreviewLine:
+    def _line(self, reminder: RowData, appointment: Appointment, stored: RowData) -> PreviewLine:
         status = ReminderStatus(reminder["status"])
         subject = body = None
         reason = reminder["reason"]
@@ -106,7 +112,7 @@ class PreviewService:
         )
 
     def _render(
-        self, reminder: Mapping[str, Any], appointment: Appointment, stored: Mapping[str, Any]
+        self, reminder: RowData, appointment: Appointment, stored: RowData
     ) -> tuple[str | None, str | None]:
         clinic = self._catalog.clinics.get(appointment.clinic_id)
         if clinic is None:
@@ -114,8 +120,12 @@ class PreviewService:
         rescheduled = stored["scheduled_at"] != stored["booked_at"]
         context = message_context(appointment, clinic, appointment.patient.language, rescheduled)
         message = self._renderer.render(
-            stored["protocol_id"], reminder["template"], Channel(reminder["channel"]),
-            appointment.patient.language, clinic.default_language, context,
+            stored["protocol_id"],
+            reminder["template"],
+            Channel(reminder["channel"]),
+            appointment.patient.language,
+            clinic.default_language,
+            context,
         )
         if message.channel is Channel.SMS:
             return None, message.sms
@@ -126,8 +136,17 @@ class PreviewService:
             return []
         protocol = self._catalog.protocol(protocol_id)
         return [
-            PreviewLine(step.id, rule.channel.value, None, "disabled",
-                        "step disabled in the protocol", None, None, None)
-            for step in protocol.steps if not step.enabled
+            PreviewLine(
+                step.id,
+                rule.channel.value,
+                None,
+                "disabled",
+                "step disabled in the protocol",
+                None,
+                None,
+                None,
+            )
+            for step in protocol.steps
+            if not step.enabled
             for rule in step.channels
         ]

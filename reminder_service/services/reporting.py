@@ -32,32 +32,43 @@ class StatusReport:
 
 def status_report(engine: Engine, failures: int = 10) -> StatusReport:
     with engine.connect() as conn:
-        by_status = dict(
+        by_status: dict[str, int] = dict(
             conn.execute(
                 select(reminders.c.status, func.count()).group_by(reminders.c.status)
-            ).all()
+            ).tuples()
         )
-        appointment_counts = dict(
+        appointment_counts: dict[str, int] = dict(
             conn.execute(
                 select(appointments.c.status, func.count()).group_by(appointments.c.status)
-            ).all()
+            ).tuples()
         )
         next_due = conn.execute(
             select(func.min(reminders.c.due_at)).where(
                 reminders.c.status == ReminderStatus.PENDING.value
             )
         ).scalar()
-        failed = conn.execute(
-            select(
-                reminders.c.id, appointments.c.external_id.label("appointment_id"),
-                reminders.c.step_id, reminders.c.channel, reminders.c.reason,
-                reminders.c.updated_at,
+        failed = (
+            conn.execute(
+                select(
+                    reminders.c.id,
+                    appointments.c.external_id.label("appointment_id"),
+                    reminders.c.step_id,
+                    reminders.c.channel,
+                    reminders.c.reason,
+                    reminders.c.updated_at,
+                )
+                .join(appointments, appointments.c.id == reminders.c.appointment_id)
+                .where(reminders.c.status == ReminderStatus.FAILED.value)
+                .order_by(reminders.c.updated_at.desc())
+                .limit(failures)
             )
-            .join(appointments, appointments.c.id == reminders.c.appointment_id)
-            .where(reminders.c.status == ReminderStatus.FAILED.value)
-            .order_by(reminders.c.updated_at.desc())
-            .limit(failures)
-        ).mappings().all()
+            .mappings()
+            .all()
+        )
     counts = {s.value: int(by_status.get(s.value, 0)) for s in ReminderStatus}
-    return StatusReport(counts, {k: int(v) for k, v in appointment_counts.items()}, next_due,
-                        [dict(f) for f in failed])
+    return StatusReport(
+        counts,
+        {k: int(v) for k, v in appointment_counts.items()},
+        next_due,
+        [dict(f) for f in failed],
+    )

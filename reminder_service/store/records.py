@@ -10,8 +10,19 @@ from ..domain.planning import ReminderStatus
 from ..domain.protocol import Channel
 from ..domain.reconcile import ExistingReminder
 
+# A row as SQLAlchemy returns it (keys may be names or columns).
+RowData = Mapping[Any, Any]
+
 FLAG_COLUMNS = ("sedation", "anticoagulant", "on_chemotherapy", "diabetes_on_medication")
-PATIENT_COLUMNS = ("external_id", "first_name", "last_name", "mobile", "email", "language", "timezone")
+PATIENT_COLUMNS = (
+    "external_id",
+    "first_name",
+    "last_name",
+    "mobile",
+    "email",
+    "language",
+    "timezone",
+)
 
 
 def patient_values(patient: Patient) -> dict[str, Any]:
@@ -41,7 +52,7 @@ def appointment_values(appointment: Appointment) -> dict[str, Any]:
     return values
 
 
-def appointment_from_row(row: Mapping[str, Any], patient: Mapping[str, Any]) -> Appointment:
+def appointment_from_row(row: RowData, patient: RowData) -> Appointment:
     return Appointment(
         external_id=row["external_id"],
         clinic_id=row["clinic_id"],
@@ -63,7 +74,7 @@ def appointment_from_row(row: Mapping[str, Any], patient: Mapping[str, Any]) -> 
     )
 
 
-def existing_reminder(row: Mapping[str, Any]) -> ExistingReminder:
+def existing_reminder(row: RowData) -> ExistingReminder:
     return ExistingReminder(
         id=row["id"],
         step_id=row["step_id"],

@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy import BigInteger, DateTime, Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -16,7 +15,8 @@ class UtcDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes in, aware UTC datetimes out.
 
     PostgreSQL stores `timestamptz`. SQLite has no datetime type, so it stores integer microseconds
-    since the epoch: exact round trips (a reminder's identity includes its moment), correct ordering,
+    since the epoch: exact round trips (a reminder's identity includes its moment), correct
+    ordering,
     and cheap to bind when an import writes a million rows.
     """
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -34,8 +34,6 @@ class LoggingChannel:
 
 
 def _worker(settings: Settings, log: Path, now_iso: str) -> None:
-    from datetime import datetime
-
     now = datetime.fromisoformat(now_iso)
     service = bootstrap.build(settings, lambda: now)
     channel = LoggingChannel(log)
@@ -56,13 +54,14 @@ def test_two_processes_share_the_work_without_duplicates(tmp_path: Path) -> None
     booked_at = local("Europe/London", 2026, 11, 19, 11, 0)
     service = bootstrap.build(settings, lambda: booked_at)
     appts = [
-        appointment(external_id=f"A{i}", patient=patient(external_id=f"P{i}"))
-        for i in range(150)
+        appointment(external_id=f"A{i}", patient=patient(external_id=f"P{i}")) for i in range(150)
     ]
     service.importer.apply(enumerate(appts, 2), source="test", label="t")
     with service.engine.connect() as conn:
         due = conn.execute(
-            select(func.count()).select_from(reminders).where(reminders.c.status == "pending")
+            select(func.count())
+            .select_from(reminders)
+            .where(reminders.c.status == "pending")
             .where(reminders.c.due_at <= booked_at + timedelta(seconds=1))
         ).scalar_one()
     assert due == 300
@@ -79,7 +78,9 @@ def test_two_processes_share_the_work_without_duplicates(tmp_path: Path) -> None
     sent = log.read_text().split()
     assert len(sent) == 300 and len(set(sent)) == 300
     with service.engine.connect() as conn:
-        statuses = dict(conn.execute(
-            select(reminders.c.status, func.count()).group_by(reminders.c.status)
-        ).all())
+        statuses = dict(
+            conn.execute(
+                select(reminders.c.status, func.count()).group_by(reminders.c.status)
+            ).all()
+        )
     assert statuses["sent"] == 300

@@ -11,15 +11,21 @@ from email.policy import default
 from sqlalchemy import select
 
 from reminder_service.bootstrap import Service
+from reminder_service.domain.appointment import AppointmentStatus
+from reminder_service.domain.planning import ReminderStatus
 from reminder_service.store.tables import audit_log, reminders
 from tests.factories import appointment, local
 
 
 def load(service: Service, step: str, channel: str):  # type: ignore[no-untyped-def]
     with service.engine.connect() as conn:
-        return conn.execute(
-            select(reminders).where(reminders.c.step_id == step, reminders.c.channel == channel)
-        ).mappings().one()
+        return (
+            conn.execute(
+                select(reminders).where(reminders.c.step_id == step, reminders.c.channel == channel)
+            )
+            .mappings()
+            .one()
+        )
 
 
 def test_due_reminders_land_in_the_outbox_once(service: Service, settings) -> None:  # type: ignore[no-untyped-def]
@@ -32,7 +38,9 @@ def test_due_reminders_land_in_the_outbox_once(service: Service, settings) -> No
     assert document["appointment_id"] == "A1" and document["step"] == "booked"
     assert document["reminder_id"] == sms_row["id"]
     assert "Riverside Haematology" in document["body"]
-    assert sms_row["status"] == "sent" and sms_row["provider_id"] == f"outbox:sms/{sms_row['id']}.json"
+    assert (
+        sms_row["status"] == "sent" and sms_row["provider_id"] == f"outbox:sms/{sms_row['id']}.json"
+    )
 
     email_row = load(service, "booked", "email")
     raw = (settings.outbox_dir / "email" / f"{email_row['id']}.eml").read_bytes()
@@ -59,7 +67,9 @@ def test_each_step_goes_out_at_its_time_and_not_before(service, clock, settings)
     assert load(service, "medicines", "sms")["sent_at"] == clock.now
 
 
-def test_a_crashed_claim_is_sent_after_the_lease_expires_exactly_once(service, clock, settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_crashed_claim_is_sent_after_the_lease_expires_exactly_once(
+    service, clock, settings
+) -> None:  # type: ignore[no-untyped-def]
     service.importer.apply([(2, appointment())], source="test", label="t")
     claimed = service.dispatcher._claim()  # a worker claims, commits, then dies before sending
     assert len(claimed) == 2
@@ -76,8 +86,6 @@ def test_a_stale_worker_cannot_overwrite_a_newer_attempt(service, clock) -> None
     stale = service.dispatcher._claim()
     clock.advance(seconds=61)
     service.dispatcher.dispatch_due()
-    from reminder_service.domain.planning import ReminderStatus
-
     service.dispatcher._record(stale[0], ReminderStatus.FAILED, "stale", {}, clock.now)
     assert load(service, stale[0]["step_id"], stale[0]["channel"])["status"] == "sent"
 
@@ -108,18 +116,20 @@ def test_nothing_goes_out_after_its_deadline(service, clock) -> None:  # type: i
         assert row["status"] == "skipped", step
         assert row["reason"] == "deadline passed before it could be sent"
     with service.engine.connect() as conn:
-        skipped = conn.execute(
-            select(audit_log.c.reason).where(audit_log.c.event == "skipped")
-        ).scalars().all()
+        skipped = (
+            conn.execute(select(audit_log.c.reason).where(audit_log.c.event == "skipped"))
+            .scalars()
+            .all()
+        )
     assert len(skipped) == 6
 
 
 def test_cancelled_appointment_sends_nothing_even_if_already_claimed(service, clock) -> None:  # type: ignore[no-untyped-def]
-    from reminder_service.domain.appointment import AppointmentStatus
-
     service.importer.apply([(2, appointment())], source="test", label="t")
     claimed = service.dispatcher._claim()
-    service.importer.apply([(2, appointment(status=AppointmentStatus.CANCELLED))], source="t", label="t")
+    service.importer.apply(
+        [(2, appointment(status=AppointmentStatus.CANCELLED))], source="t", label="t"
+    )
     loaded = service.dispatcher._load_appointments({claimed[0]["appointment_id"]})
     status = service.dispatcher._deliver(claimed[0], *loaded[claimed[0]["appointment_id"]])
     assert status.value == "cancelled"

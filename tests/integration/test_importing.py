@@ -37,7 +37,9 @@ def test_new_appointment_is_stored_and_planned(service: Service) -> None:
     assert {r["status"] for r in planned} == {"pending"}
     # Every planning decision is in the audit log, with its reason.
     with service.engine.connect() as conn:
-        events = conn.execute(select(audit_log.c.event, func.count()).group_by(audit_log.c.event)).all()
+        events = conn.execute(
+            select(audit_log.c.event, func.count()).group_by(audit_log.c.event)
+        ).all()
     assert dict(events) == {"imported": 1, "planned": 13}
 
 
@@ -67,7 +69,10 @@ def test_reschedule_replans_pending_and_keeps_history(service, clock) -> None:  
     day_before = next(r for r in pending if r["step_id"] == "day_before")
     assert day_before["nominal_at"] == moved.start.replace(hour=18, minute=0) - timedelta(days=1)
     # A reschedule sends a new booking message (the template says the appointment moved).
-    assert {(r["step_id"], r["channel"]) for r in pending} >= {("booked", "sms"), ("booked", "email")}
+    assert {(r["step_id"], r["channel"]) for r in pending} >= {
+        ("booked", "sms"),
+        ("booked", "email"),
+    }
 
 
 def test_cancellation_cancels_pending_reminders(service, clock) -> None:  # type: ignore[no-untyped-def]
@@ -83,7 +88,9 @@ def test_cancellation_cancels_pending_reminders(service, clock) -> None:  # type
 def test_flag_and_contact_changes_replan_only_what_changed(service, clock) -> None:  # type: ignore[no-untyped-def]
     apply(service, appointment())
     clock.advance(hours=1)
-    summary = apply(service, appointment(sedation=Tristate.NO, patient=patient(mobile="+447700900456")))
+    summary = apply(
+        service, appointment(sedation=Tristate.NO, patient=patient(mobile="+447700900456"))
+    )
     assert summary.updated == 1
     escort = rows(service, step_id="escort")
     assert [r["status"] for r in escort] == ["cancelled", "cancelled", "skipped", "skipped"]
@@ -91,8 +98,11 @@ def test_flag_and_contact_changes_replan_only_what_changed(service, clock) -> No
 
 
 def test_unknown_procedure_is_stored_but_not_served_and_unknown_clinic_is_rejected(service) -> None:  # type: ignore[no-untyped-def]
-    summary = apply(service, appointment(external_id="X1", procedure="MRI"),
-                    appointment(external_id="X2", clinic_id="nowhere"))
+    summary = apply(
+        service,
+        appointment(external_id="X1", procedure="MRI"),
+        appointment(external_id="X2", clinic_id="nowhere"),
+    )
     assert summary.not_served == 1 and summary.rejected == 1
     assert [(e.line, e.column) for e in summary.errors] == [(3, "clinic")]
     assert rows(service) == []

@@ -1,5 +1,6 @@
 """Bad configuration is refused with errors naming the file, the step or clinic, and the field."""
 
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,8 @@ from reminder_service.configuration.clinics import load_clinics
 from reminder_service.configuration.problems import ConfigError
 from reminder_service.configuration.protocols import load_protocols
 from reminder_service.domain.protocol import Channel, LatePolicy
-from tests.factories import CONFIG_DIR
+from reminder_service.template_layout import missing_parts
+from tests.factories import CONFIG_DIR, TEMPLATES_DIR
 
 DEFAULT = yaml.safe_load((CONFIG_DIR / "protocols" / "bone_marrow_biopsy.yaml").read_text())
 
@@ -55,9 +57,16 @@ def test_default_protocol_loads_with_nine_steps_two_disabled():
     [
         ("escort", {"send_at": "2 fortnights before start"}, "step 'escort': field 'send_at': "),
         ("escort", {"not_after": "soon"}, "step 'escort': field 'not_after': "),
-        ("medicines", {"channels": {"email": "always", "fax": "always"}},
-         "step 'medicines': field 'channels': 'fax' is not one of sms, email"),
-        ("escort", {"when": {"sedated": "yes"}}, "step 'escort': field 'when': unknown flag 'sedated'"),
+        (
+            "medicines",
+            {"channels": {"email": "always", "fax": "always"}},
+            "step 'medicines': field 'channels': 'fax' is not one of sms, email",
+        ),
+        (
+            "escort",
+            {"when": {"sedated": "yes"}},
+            "step 'escort': field 'when': unknown flag 'sedated'",
+        ),
         ("escort", {"when": {"sedation": "maybe"}}, "field 'when': sedation: values must be"),
         ("day_before", {"late": "later"}, "step 'day_before': field 'late': 'later' is not one of"),
         ("day_before", {"enabeld": False}, "step 'day_before': field 'enabeld': unknown field"),
@@ -116,11 +125,6 @@ def test_invalid_yaml_names_the_file(tmp_path):  # type: ignore[no-untyped-def]
 
 
 def test_real_templates_exist_for_every_step():
-    from functools import partial
-
-    from reminder_service.template_layout import missing_parts
-    from tests.factories import TEMPLATES_DIR
-
     load_protocols(CONFIG_DIR / "protocols", partial(missing_parts, TEMPLATES_DIR))
 
 
@@ -130,7 +134,9 @@ def test_clinics_load_and_bad_values_are_named(tmp_path):  # type: ignore[no-unt
     assert clinics.default.send_window.opens.hour == 8
     data = yaml.safe_load((CONFIG_DIR / "clinics.yaml").read_text())
     data["clinics"]["riverside"].update(
-        timezone="Europe/Londres", phone_region="UK", fasting_hours=-1,
+        timezone="Europe/Londres",
+        phone_region="UK",
+        fasting_hours=-1,
         send_window={"opens": "20:00", "closes": "08:00"},
     )
     path = tmp_path / "clinics.yaml"

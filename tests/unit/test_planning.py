@@ -8,7 +8,6 @@ import pytest
 from reminder_service.configuration.protocols import load_protocols
 from reminder_service.domain.appointment import AppointmentStatus, Tristate
 from reminder_service.domain.planning import PlannedReminder, ReminderStatus, plan_reminders
-from reminder_service.domain.protocol import Channel
 from reminder_service.domain.timing import SendWindow, zone
 from tests.factories import CONFIG_DIR, appointment, local, patient
 

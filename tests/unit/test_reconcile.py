@@ -1,7 +1,7 @@
 from datetime import time, timedelta
 
 from reminder_service.configuration.protocols import load_protocols
-from reminder_service.domain.appointment import AppointmentStatus
+from reminder_service.domain.appointment import AppointmentStatus, Tristate
 from reminder_service.domain.planning import ReminderStatus, plan_reminders
 from reminder_service.domain.reconcile import ExistingReminder, reconcile
 from reminder_service.domain.timing import SendWindow
@@ -15,8 +15,13 @@ BOOKED_AT = local("Europe/London", 2026, 11, 19, 11, 0)
 def stored(plans, statuses=None):  # type: ignore[no-untyped-def]
     statuses = statuses or {}
     return [
-        ExistingReminder(i, p.step_id, p.channel, p.nominal_at,
-                         statuses.get((p.step_id, p.channel.value), p.status))
+        ExistingReminder(
+            i,
+            p.step_id,
+            p.channel,
+            p.nominal_at,
+            statuses.get((p.step_id, p.channel.value), p.status),
+        )
         for i, p in enumerate(plans, start=1)
     ]
 
@@ -32,8 +37,9 @@ def test_same_plan_changes_nothing():
 
 def test_reschedule_cancels_pending_keeps_sent_and_plans_the_new_times():
     plans = plan_reminders(appointment(), PROTOCOL, WINDOW, BOOKED_AT, BOOKED_AT)
-    existing = stored(plans, {("booked", "sms"): ReminderStatus.SENT,
-                              ("booked", "email"): ReminderStatus.SENT})
+    existing = stored(
+        plans, {("booked", "sms"): ReminderStatus.SENT, ("booked", "email"): ReminderStatus.SENT}
+    )
     moved = appointment(start=appointment().start + timedelta(days=7))
     now = BOOKED_AT + timedelta(days=2)
     result = reconcile(existing, plan_reminders(moved, PROTOCOL, WINDOW, now, now))
@@ -68,10 +74,10 @@ def test_cancellation_cancels_every_open_reminder_only():
 def test_flag_change_replaces_a_pending_with_a_skipped():
     plans = plan_reminders(appointment(), PROTOCOL, WINDOW, BOOKED_AT, BOOKED_AT)
     existing = stored(plans)
-    from reminder_service.domain.appointment import Tristate
-
     no_sedation = appointment(sedation=Tristate.NO)
-    result = reconcile(existing, plan_reminders(no_sedation, PROTOCOL, WINDOW, BOOKED_AT, BOOKED_AT))
+    result = reconcile(
+        existing, plan_reminders(no_sedation, PROTOCOL, WINDOW, BOOKED_AT, BOOKED_AT)
+    )
     escort_ids = {r.id for r in existing if r.step_id == "escort"}
     assert escort_ids <= set(result.cancel)
     assert {p.status for p in result.create if p.step_id == "escort"} == {ReminderStatus.SKIPPED}

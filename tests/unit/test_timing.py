@@ -23,7 +23,9 @@ WINDOW = SendWindow(time(8), time(20))
 
 
 def anchors(start):  # type: ignore[no-untyped-def]
-    return AnchorTimes(booking=start - timedelta(days=30), start=start, end=start + timedelta(hours=1))
+    return AnchorTimes(
+        booking=start - timedelta(days=30), start=start, end=start + timedelta(hours=1)
+    )
 
 
 def test_day_before_at_local_time_keeps_wall_clock_across_spring_forward():
@@ -67,7 +69,10 @@ def test_repeated_local_time_takes_the_first_occurrence():
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("7 days before start at 10:00", RelativeTime(Anchor.START, Offset(-7, Unit.DAYS), time(10))),
+        (
+            "7 days before start at 10:00",
+            RelativeTime(Anchor.START, Offset(-7, Unit.DAYS), time(10)),
+        ),
         ("2 hours after end", RelativeTime(Anchor.END, Offset(2, Unit.HOURS))),
         ("at booking", RelativeTime(Anchor.BOOKING, Offset(0, Unit.MINUTES))),
         ("start", RelativeTime(Anchor.START, Offset(0, Unit.MINUTES))),

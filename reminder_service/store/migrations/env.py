@@ -8,7 +8,9 @@ from reminder_service.store.tables import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("run migrations through `reminder-service migrate`, which passes a connection")
+    raise RuntimeError(
+        "run migrations through `reminder-service migrate`, which passes a connection"
+    )
 
 context.configure(
     connection=connection,
