@@ -84,7 +84,14 @@ FIELDS: tuple[str, ...] = LAYOUT_FIELDS + OPTIONAL_FIELDS + ALTERNATIVE_FIELDS
 
 PERSONAL_FIELDS = frozenset({"first_name", "last_name", "mobile", "email"})
 START_FIELDS = frozenset({"start", "start_date", "start_time"})
-VALUE_FIELDS: tuple[str, ...] = ("status", *FLAG_NAMES, "procedure", "clinic", "language", "timezone")
+VALUE_FIELDS: tuple[str, ...] = (
+    "status",
+    *FLAG_NAMES,
+    "procedure",
+    "clinic",
+    "language",
+    "timezone",
+)
 DEFAULT_FIELDS = frozenset(FIELDS) - {"appointment_id", "patient_id", "duration"} - START_FIELDS
 DURATION_UNITS: dict[str, int] = {"minutes": 60, "seconds": 1, "hours": 3600}  # seconds per unit
 HHMM_INTEGER = "HHMM-integer"
@@ -112,7 +119,10 @@ EXPECTED: dict[str, str] = {
     **dict.fromkeys(PERSONAL_FIELDS, '"" (the export has no such column)'),
 }
 
-_LANGUAGE = re.compile(r"([a-z]{2,3})(?:[-_]([a-z]{4}))?(?:[-_]([a-z]{2}|[0-9]{3}))?", re.IGNORECASE)
+_LANGUAGE = re.compile(
+    r"([a-z]{2,3})(?:[-_]([a-z]{4}))?(?:[-_]([a-z]{2}|[0-9]{3}))?", re.IGNORECASE
+)
+_BARE_BOOLEAN = 'YAML reads bare yes/no/on/off/true/false as booleans; quote it, e.g. "yes"'
 # A datetime whose every part differs, so a format that drops or misreads one part is caught.
 _SAMPLE = datetime(2026, 12, 3, 21, 45, 30, tzinfo=UTC)
 
@@ -153,7 +163,7 @@ def canonical(name: str, text: str) -> str | None:
     if name in ("procedure", "clinic"):
         return (text.upper() if name == "procedure" else text) or None
     if name == "duration_minutes":
-        return text if text.isdigit() and 1 <= int(text) <= 1440 else None
+        return text if text.isascii() and text.isdigit() and 1 <= int(text) <= 1440 else None
     if name in PERSONAL_FIELDS:
         return "" if not text else None
     return text  # location
@@ -263,7 +273,7 @@ def _encoding(value: Any, report: _Report) -> str | None:
 def _delimiter(value: Any, report: _Report) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) != 1 or value in "\"\r\n":
+    if not isinstance(value, str) or len(value) != 1 or value in '"\r\n':
         report("", "delimiter", 'must be one character such as ",", ";", "|" or "\\t"')
         return None
     return value
@@ -281,14 +291,20 @@ def _columns(value: Any, report: _Report) -> dict[str, str]:
         name = str(key)
         if name not in FIELDS:
             report("columns", name, f"unknown field (known: {', '.join(FIELDS)})")
-        elif not isinstance(header, str | int) or isinstance(header, bool) or not str(header).strip():
+        elif (
+            not isinstance(header, str | int) or isinstance(header, bool) or not str(header).strip()
+        ):
             report("columns", name, "must be the header text in your file")
         elif (other := seen.get(str(header).strip().lower())) is not None:
             report("columns", name, f"header {header!r} is already used for {other}")
         else:
             columns[name] = str(header).strip()
             seen[columns[name].lower()] = name
-    for one, other in (("start", "start_date"), ("start", "start_time"), ("duration_minutes", "duration")):
+    for one, other in (
+        ("start", "start_date"),
+        ("start", "start_time"),
+        ("duration_minutes", "duration"),
+    ):
         if one in columns and other in columns:
             report("columns", other, f"give either {one} or {other}, not both")
     return columns
@@ -305,7 +321,9 @@ def _formats(value: Any, report: _Report) -> dict[str, tuple[str, ...]]:
         name = str(key)
         items = raw if isinstance(raw, list) else [raw]
         if name not in START_FIELDS:
-            report("formats", name, "unknown field (formats apply to start, start_date, start_time)")
+            report(
+                "formats", name, "unknown field (formats apply to start, start_date, start_time)"
+            )
         elif not items or not all(isinstance(f, str) and f.strip() for f in items):
             report("formats", name, 'must be a strptime format or a list of them, e.g. "%m/%d/%Y"')
         else:
@@ -377,22 +395,27 @@ def _values(value: Any, report: _Report) -> dict[str, dict[str, str]]:
 
 
 def _spellings(name: str, table: dict[Any, Any], report: _Report) -> dict[str, str]:
+    """{their spelling as written: ours}; spellings that differ only in case count as one."""
     spelled: dict[str, str] = {}
+    lowered: dict[str, str] = {}
     for target, raw in table.items():
         word = _yaml_word(name, target)
         ours = canonical(name, word) if word is not None else None
         if ours is None:
-            report("values", name, f"{target!r} is not a value we know (expected {EXPECTED[name]})")
+            hint = f" ({_BARE_BOOLEAN})" if isinstance(target, bool) else ""
+            report("values", name, f"{target!r} is not a value (expected {EXPECTED[name]}){hint}")
             continue
         for spelling in raw if isinstance(raw, list) else [raw]:
             text = None if isinstance(spelling, bool) else _yaml_word(name, spelling)
             if text is None:
-                report("values", name, f"{spelling!r} under {ours}: quote it, e.g. \"yes\"")
+                why = _BARE_BOOLEAN if isinstance(spelling, bool) else "must be text"
+                report("values", name, f"spelling {spelling!r} under {ours}: {why}")
                 continue
             key = text.strip().lower()
-            if spelled.get(key, ours) != ours:
-                report("values", name, f"{text!r} is listed under both {spelled[key]} and {ours}")
-            spelled[key] = ours
+            if lowered.get(key, ours) != ours:
+                report("values", name, f"{text!r} is listed under both {lowered[key]} and {ours}")
+            elif key not in lowered:
+                spelled[text.strip()] = lowered[key] = ours
     return spelled
 
 
@@ -412,7 +435,7 @@ def _defaults(value: Any, report: _Report) -> dict[str, str]:
         word = "" if raw is None else _yaml_word(name, raw)
         ours = canonical(name, word) if word is not None else None
         if ours is None:
-            report("defaults", name, f"{raw!r} is not valid here (expected {EXPECTED[name]})")
+            report("defaults", name, f"{raw!r} is not a value (expected {EXPECTED[name]})")
         else:
             defaults[name] = ours
     return defaults

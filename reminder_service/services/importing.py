@@ -264,6 +264,8 @@ def _chunks(items: Iterable[tuple[int, Appointment]]) -> Iterator[list[tuple[int
 
 def _upsert_patients(conn: Connection, batch: list[Appointment], now: datetime) -> dict[str, int]:
     latest = {a.patient.external_id: records.patient_values(a.patient) for a in batch}
+    # A cancellation says nothing reliable about contact details: it never overwrites them.
+    booked = {a.patient.external_id for a in batch if a.status is AppointmentStatus.BOOKED}
     found = conn.execute(
         select(patients).where(patients.c.external_id.in_(list(latest)))
     ).mappings()
@@ -272,7 +274,7 @@ def _upsert_patients(conn: Connection, batch: list[Appointment], now: datetime) 
     for row in found:
         ids[row["external_id"]] = row["id"]
         wanted = latest[row["external_id"]]
-        if any(row[k] != v for k, v in wanted.items()):
+        if row["external_id"] in booked and any(row[k] != v for k, v in wanted.items()):
             changed.append({**wanted, "pk": row["id"], "updated_at": now})
     if changed:
         conn.execute(update(patients).where(patients.c.id == bindparam("pk")), changed)

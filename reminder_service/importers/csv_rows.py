@@ -1,0 +1,705 @@
+"""CSV appointment exports -> Appointments and row errors. Parsing only: no database, no clock.
+
+Two stages, so the costly one can run in worker processes:
+- `read_csv` (cheap, main process): decode, find the delimiter, check the headers -> raw rows.
+- `RowConverter` (picklable plain data): raw rows -> `Appointment` or the row's `RowError`s.
+`parse_csv` does both in-process.
+
+Default layout headers (a mapping file, see csv_mapping, describes any other layout):
+appointment_id, patient_id, first_name, last_name, mobile, email, language, timezone, procedure,
+start, duration_minutes, location, sedation, anticoagulant, status; optionally clinic,
+on_chemotherapy, diabetes_on_medication. Header names ignore case and outer spaces; other headers
+are ignored.
+
+Policy:
+- A naive start is wall-clock time in the row's zone (its timezone cell, else the default). A time
+  skipped by a spring-forward change is a row error; a time that occurs twice at fall-back takes
+  its first occurrence (PEP 495 fold=0: the earlier instant, still on summer time). A start with an
+  offset or Z is that instant. `Appointment.start` is aware UTC.
+- `line` is the physical line where the row starts (1 = the first line), so a quoted value with a
+  line break does not shift the rows after it. Blank lines (or only delimiters) are skipped.
+- Missing trailing fields count as empty; extra empty trailing fields (Excel writes them) are
+  ignored; extra fields with text are a row error, as the row's values can no longer be trusted.
+- A mobile without a country code is read in the country of the row's time zone when the row
+  names a zone other than the default one (tzdata's zone.tab: America/New_York -> US), then in the
+  default region; so a multi-country export needs no +1/+61 prefixes.
+- A row error never quotes a name, phone number or email: error lists end up in logs. A booked row
+  needs a mobile or an email; a cancelled one needs neither, and problems in its contact details,
+  flags, duration or language do not block the cancellation (those values are then dropped).
+- A row with any error produces no Appointment; all of its errors are reported.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from functools import lru_cache
+from importlib import resources
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
+from phonenumbers import PhoneNumberFormat, PhoneNumberType
+
+from ..domain.appointment import FLAG_NAMES, Appointment, AppointmentStatus, Patient, Tristate
+from ..domain.timing import zone
+from .csv_mapping import (
+    DURATION_UNITS,
+    EXPECTED,
+    HHMM_INTEGER,
+    STATUS_WORDS,
+    TRISTATE_WORDS,
+    CsvMapping,
+    is_zone,
+    normalise_language,
+)
+
+DEFAULT_LAYOUT = CsvMapping()
+DELIMITERS = (",", ";", "\t", "|")  # in order of preference when they tie
+NOT_MOBILE = {
+    PhoneNumberType.FIXED_LINE: "a landline",
+    PhoneNumberType.TOLL_FREE: "a freephone number",
+    PhoneNumberType.PREMIUM_RATE: "a premium-rate number",
+    PhoneNumberType.SHARED_COST: "a shared-cost number",
+    PhoneNumberType.UAN: "a non-geographic business number",
+    PhoneNumberType.VOICEMAIL: "a voicemail access number",
+}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # stands in for a start that failed; the row is rejected
+_ISO_START = re.compile(
+    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:?\d{2})?"
+)
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ISO_TIME = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?")
+_HHMM = re.compile(r"\d{1,4}")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    line: int
+    column: str  # the header as written in the file; "" for the row as a whole
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" + (f", column {self.column!r}" if self.column else "")
+        return f"{where}: {self.reason}"
+
+
+class FileRejected(Exception):
+    """The whole file cannot be read; the message names the file."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class RawRow:
+    line: int
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CsvTable:
+    filename: str
+    headers: tuple[str, ...]
+    rows: list[RawRow]
+
+
+@dataclass(frozen=True, slots=True)
+class ImportDefaults:
+    clinic_id: str
+    timezone: str
+    phone_region: str
+    language: str
+    duration_minutes: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedCsv:
+    rows: list[tuple[int, Appointment]]  # (line, appointment)
+    errors: list[RowError]
+    total: int  # data rows read, blank lines excluded
+
+
+# --- reading: bytes -> raw rows ---------------------------------------------------------------
+
+
+def read_csv(
+    data: bytes, *, filename: str, mapping: CsvMapping | None = None, encoding: str | None = None
+) -> CsvTable:
+    """Decode, find the delimiter and check the headers; raises FileRejected."""
+    layout = mapping or DEFAULT_LAYOUT
+    text = _decode(data, filename, encoding or layout.encoding)
+    first = _first_line(text)
+    if first is None:
+        return CsvTable(filename, (), [])
+    sep_line = re.fullmatch(r"sep=(.)", first.strip())  # Excel's hint line, e.g. "sep=;"
+    delimiter = layout.delimiter or (sep_line[1] if sep_line else _sniff(first))
+    headers, rows = _split(text, delimiter, filename, skip_first=sep_line is not None)
+    problems = _locate(headers, layout)[1] if headers else []
+    if problems:
+        found = f"the header line has {len(headers)} field(s) when split on {delimiter!r}"
+        fix = f"mapping: {layout.source}" if layout.source else "other headers need a CSV mapping"
+        raise FileRejected(f"{filename}: {'; '.join(problems)}; {found} ({fix})")
+    return CsvTable(filename, headers, rows)
+
+
+def _decode(data: bytes, filename: str, declared: str | None) -> str:
+    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))  # Excel "Unicode text"
+    codec = declared or ("utf-16" if utf16 else "utf-8")
+    try:
+        if codecs.lookup(codec).name == "utf-8":
+            codec = "utf-8-sig"  # a BOM is fine whether or not UTF-8 was declared
+    except LookupError:
+        raise FileRejected(f"{filename}: unknown encoding {codec!r}") from None
+    try:
+        return data.decode(codec).removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = _line_at(data, exc.start)
+        raise FileRejected(
+            f"{filename}: line {line} is not valid {declared or 'UTF-8'} text; if the export uses "
+            "another encoding (older Excel and Windows systems write windows-1252), declare it, "
+            "e.g. `encoding: windows-1252` in the clinic's CSV mapping file"
+        ) from None
+
+
+def _line_at(data: bytes, offset: int) -> int:
+    newline = b"\n" if b"\n" in data else b"\r"
+    return data.count(newline, 0, offset) + 1
+
+
+def _first_line(text: str) -> str | None:
+    for line in io.StringIO(text, newline=""):
+        if line.strip():
+            return line
+    return None
+
+
+def _sniff(header_line: str) -> str:
+    """The delimiter that splits the header into the most fields (csv.Sniffer guesses badly)."""
+    counts = {d: len(next(csv.reader([header_line], delimiter=d))) for d in DELIMITERS}
+    return max(DELIMITERS, key=lambda d: counts[d])  # max keeps the first of equals
+
+
+def _split(
+    text: str, delimiter: str, filename: str, *, skip_first: bool
+) -> tuple[tuple[str, ...], list[RawRow]]:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    headers: tuple[str, ...] = ()
+    rows: list[RawRow] = []
+    last = 0  # the reader's line count after the previous record
+    try:
+        for fields in reader:
+            line, last = last + 1, reader.line_num
+            if not "".join(fields).strip():
+                continue
+            if skip_first:
+                skip_first = False
+            elif headers:
+                rows.append(RawRow(line, tuple(fields)))
+            else:
+                headers = tuple(f.strip() for f in fields)
+    except csv.Error as exc:
+        raise FileRejected(f"{filename}: line {reader.line_num} is not valid CSV ({exc})") from None
+    return headers, rows
+
+
+def _locate(headers: Sequence[str], layout: CsvMapping) -> tuple[dict[str, int], list[str]]:
+    """Each field's column index, and problems: missing required headers, ambiguous duplicates."""
+    positions: dict[str, list[int]] = {}
+    for i, header in enumerate(headers):
+        positions.setdefault(header.strip().lower(), []).append(i)
+    required = layout.required_fields()
+    index: dict[str, int] = {}
+    missing: list[str] = []
+    problems: list[str] = []
+    for name in required + layout.optional_fields():
+        header = layout.header(name)
+        found = positions.get(header.lower(), [])
+        if len(found) > 1:
+            problems.append(f"header {header!r} appears {len(found)} times")
+        elif found:
+            index[name] = found[0]
+        elif name in required:
+            missing.append(name if header == name else f"{name} (header {header!r})")
+    if missing:
+        problems.insert(0, f"missing required columns: {', '.join(missing)}")
+    return index, problems
+
+
+# --- converting: raw row -> Appointment | row errors ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Column:
+    index: int  # -1 when the file has no such column
+    header: str  # as written in the file, for RowError.column
+    spellings: dict[str, str] = field(default_factory=dict)  # their spelling (lower) -> ours
+    fallback: str = ""  # for an empty or absent cell
+    also: str = ""  # the mapped spellings, for "expected ..." messages
+
+
+class RowConverter:
+    """Turns raw rows into Appointments. Plain data only, so it pickles to worker processes."""
+
+    def __init__(
+        self, headers: Sequence[str], mapping: CsvMapping | None, defaults: ImportDefaults
+    ) -> None:
+        layout = mapping or DEFAULT_LAYOUT
+        index, header_problems = _locate(headers, layout)
+        # No headers means an empty file: nothing to convert, so nothing to complain about.
+        problems = (header_problems if headers else []) + _defaults_problems(defaults)
+        if problems:
+            raise ValueError("; ".join(problems))
+        self._width = len(headers)
+        self._region = defaults.phone_region.upper()
+        self._default_language = normalise_language(defaults.language) or "en"
+        self._default_zone = layout.defaults.get("timezone", defaults.timezone)
+        self._split_start = layout.split_start
+        self._duration_unit = (
+            layout.duration_unit if layout.duration_field == "duration" else "minutes"
+        )
+        self._formats = {
+            name: layout.formats.get(name, ()) for name in ("start", "start_date", "start_time")
+        }
+        minutes = layout.defaults.get("duration_minutes")
+        self._default_minutes = int(minutes) if minutes else defaults.duration_minutes
+        fallback = {
+            "language": normalise_language(defaults.language) or "",
+            "timezone": defaults.timezone,
+            "clinic": defaults.clinic_id,
+        } | layout.defaults
+        self._position = {header.strip(): i for i, header in reversed(list(enumerate(headers)))}
+        self._columns: dict[str, _Column] = {}
+        for name in layout.required_fields() + layout.optional_fields():
+            at = index.get(name, -1)
+            spellings = layout.values.get(name, {})
+            self._columns[name] = _Column(
+                index=at,
+                header=headers[at].strip() if at >= 0 else layout.header(name),
+                spellings={spelling.lower(): ours for spelling, ours in spellings.items()},
+                fallback="" if name in ("duration", "duration_minutes") else fallback.get(name, ""),
+                also=_also(spellings),
+            )
+
+    def convert_many(self, rows: Sequence[RawRow]) -> list[Appointment | list[RowError]]:
+        return [self.convert(row) for row in rows]
+
+    def convert(self, row: RawRow) -> Appointment | list[RowError]:
+        values, line = row.values, row.line
+        if len(values) > self._width and "".join(values[self._width :]).strip():
+            reason = (
+                f"has {len(values)} fields but the header has {self._width}"
+                " (a value containing the delimiter needs quotes)"
+            )
+            return [RowError(line, "", reason)]
+        errors: list[RowError] = []
+        status = self._status(values, line, errors)
+        zone_name = self._zone(values, line, errors)
+        language = self._language(values, line, errors)
+        start = self._start(values, zone_name, line, errors)
+        duration = self._duration(values, line, errors)
+        flags = {name: self._flag(values, name, line, errors) for name in FLAG_NAMES}
+        mobile, email = self._contacts(values, status, zone_name, line, errors)
+        appointment_id = self._required(values, "appointment_id", line, errors)
+        patient_id = self._required(values, "patient_id", line, errors)
+        procedure = self._required(values, "procedure", line, errors).upper()
+        if status is AppointmentStatus.CANCELLED and errors:
+            # A cancellation must never be blocked by details it does not need: a bad phone
+            # number on a cancelled row would otherwise leave the reminders going out.
+            errors = [e for e in errors if e.column not in self._irrelevant_when_cancelled]
+            language = language or self._default_language
+        if errors:
+            return sorted(errors, key=lambda e: self._position.get(e.column, self._width))
+        patient = Patient(
+            external_id=patient_id,
+            first_name=self._cell(values, "first_name"),
+            last_name=self._cell(values, "last_name"),
+            mobile=mobile,
+            email=email,
+            language=language,
+            timezone=zone_name,
+        )
+        return Appointment(
+            external_id=appointment_id,
+            clinic_id=self._cell(values, "clinic"),
+            patient=patient,
+            procedure=procedure,
+            start=start,
+            duration_minutes=duration,
+            location=self._cell(values, "location"),
+            status=status,
+            **flags,
+        )
+
+    @property
+    def _irrelevant_when_cancelled(self) -> frozenset[str]:
+        names = ("mobile", "email", "language", "duration", "duration_minutes", *FLAG_NAMES)
+        return frozenset(self._columns[n].header for n in names if n in self._columns)
+
+    def _cell(self, values: tuple[str, ...], name: str) -> str:
+        """The cell's text in our spelling: mapped spelling, else the text, else the fallback."""
+        column = self._columns[name]
+        text = values[column.index].strip() if 0 <= column.index < len(values) else ""
+        if column.spellings:
+            ours = column.spellings.get(text.lower())
+            if ours is not None:
+                return ours
+        return text or column.fallback
+
+    def _fail(self, errors: list[RowError], line: int, name: str, reason: str) -> None:
+        errors.append(RowError(line, self._columns[name].header, reason))
+
+    def _required(
+        self, values: tuple[str, ...], name: str, line: int, errors: list[RowError]
+    ) -> str:
+        text = self._cell(values, name)
+        if not text:
+            self._fail(errors, line, name, "is empty")
+        return text
+
+    def _status(
+        self, values: tuple[str, ...], line: int, errors: list[RowError]
+    ) -> AppointmentStatus:
+        text = self._cell(values, "status")
+        status = STATUS_WORDS.get(text.lower())
+        if status is None:
+            # Status codes are vendor vocabulary, not patient data: quoting one helps fix a mapping.
+            said = f"{_clip(text)!r} is not a status" if text else "is empty"
+            self._fail(
+                errors,
+                line,
+                "status",
+                f"{said}; expected {EXPECTED['status']}{self._also('status')}",
+            )
+            return AppointmentStatus.BOOKED
+        return status
+
+    def _flag(
+        self, values: tuple[str, ...], name: str, line: int, errors: list[RowError]
+    ) -> Tristate:
+        flag = TRISTATE_WORDS.get(self._cell(values, name).lower())
+        if flag is None:
+            expected = "yes, no or unknown (or y/n, true/false, 1/0)"
+            self._fail(
+                errors, line, name, f"is not a yes/no value; expected {expected}{self._also(name)}"
+            )
+            return Tristate.UNKNOWN
+        return flag
+
+    def _zone(self, values: tuple[str, ...], line: int, errors: list[RowError]) -> str:
+        name = self._cell(values, "timezone")
+        if not is_zone(name):
+            self._fail(
+                errors,
+                line,
+                "timezone",
+                f"{_clip(name)!r} is not an IANA time zone such as Europe/London",
+            )
+            return "UTC"  # lets the start still be checked; the row is rejected anyway
+        return name
+
+    def _language(self, values: tuple[str, ...], line: int, errors: list[RowError]) -> str:
+        text = self._cell(values, "language")
+        language = normalise_language(text)
+        if language is None:
+            self._fail(errors, line, "language", f"{_clip(text)!r} is not {EXPECTED['language']}")
+            return ""
+        return language
+
+    def _start(
+        self, values: tuple[str, ...], zone_name: str, line: int, errors: list[RowError]
+    ) -> datetime:
+        if self._split_start:
+            day = _date(self._cell(values, "start_date"), self._formats["start_date"])
+            wall = _time(self._cell(values, "start_time"), self._formats["start_time"])
+            if isinstance(day, str):
+                self._fail(errors, line, "start_date", day)
+            if isinstance(wall, str):
+                self._fail(errors, line, "start_time", wall)
+            if isinstance(day, str) or isinstance(wall, str):
+                return _EPOCH
+            result, name = _resolve(datetime.combine(day, wall), zone_name), "start_time"
+        else:
+            result, name = (
+                _parse_start(self._cell(values, "start"), self._formats["start"], zone_name),
+                "start",
+            )
+        if isinstance(result, str):
+            self._fail(errors, line, name, result)
+            return _EPOCH
+        return result
+
+    def _duration(self, values: tuple[str, ...], line: int, errors: list[RowError]) -> int:
+        name = "duration" if "duration" in self._columns else "duration_minutes"
+        text = self._cell(values, name)
+        if not text:
+            return self._default_minutes
+        minutes = _minutes(text, self._duration_unit)
+        if isinstance(minutes, str):
+            self._fail(errors, line, name, minutes)
+            return self._default_minutes
+        return minutes
+
+    def _contacts(
+        self,
+        values: tuple[str, ...],
+        status: AppointmentStatus,
+        zone_name: str,
+        line: int,
+        errors: list[RowError],
+    ) -> tuple[str | None, str | None]:
+        mobile_text, email_text = self._cell(values, "mobile"), self._cell(values, "email")
+        mobile = email = None
+        if mobile_text:
+            mobile, reason = _mobile(mobile_text, self._regions(zone_name))
+            if reason:
+                self._fail(errors, line, "mobile", reason)
+        if email_text:
+            email, reason = _email(email_text)
+            if reason:
+                self._fail(errors, line, "email", reason)
+        if not mobile_text and not email_text and status is AppointmentStatus.BOOKED:
+            self._fail(errors, line, "mobile", "no mobile or email")
+        return mobile, email
+
+    def _regions(self, zone_name: str) -> tuple[str, ...]:
+        """Where to read a number without a country code: the row's zone's country, then ours."""
+        country = None if zone_name == self._default_zone else _zone_countries().get(zone_name)
+        return (country, self._region) if country and country != self._region else (self._region,)
+
+    def _also(self, name: str) -> str:
+        return self._columns[name].also
+
+
+def gather(rows: Sequence[RawRow], results: Sequence[Appointment | list[RowError]]) -> ParsedCsv:
+    """Pair converted results back with their rows (e.g. after converting chunks in workers)."""
+    parsed = ParsedCsv(rows=[], errors=[], total=len(rows))
+    for row, result in zip(rows, results, strict=True):
+        if isinstance(result, Appointment):
+            parsed.rows.append((row.line, result))
+        else:
+            parsed.errors.extend(result)
+    return parsed
+
+
+def parse_csv(
+    data: bytes,
+    *,
+    filename: str,
+    defaults: ImportDefaults,
+    mapping: CsvMapping | None = None,
+    encoding: str | None = None,
+) -> ParsedCsv:
+    """read_csv and RowConverter in one process; raises FileRejected."""
+    table = read_csv(data, filename=filename, mapping=mapping, encoding=encoding)
+    if not table.rows:
+        return ParsedCsv(rows=[], errors=[], total=0)
+    converter = RowConverter(table.headers, mapping, defaults)
+    return gather(table.rows, converter.convert_many(table.rows))
+
+
+# --- per-value work, cached because clinics repeat dates, times, zones and patients ---------------
+
+
+def _defaults_problems(defaults: ImportDefaults) -> list[str]:
+    problems = []
+    if not defaults.clinic_id.strip():
+        problems.append("default clinic_id is empty")
+    if not is_zone(defaults.timezone):
+        problems.append(f"default timezone {defaults.timezone!r} is not an IANA time zone")
+    if defaults.phone_region.upper() not in phonenumbers.SUPPORTED_REGIONS:
+        problems.append(f"default phone_region {defaults.phone_region!r} is not a region like GB")
+    if normalise_language(defaults.language) is None:
+        problems.append(f"default language {defaults.language!r} is not a tag like en-GB")
+    if not 1 <= defaults.duration_minutes <= 1440:
+        problems.append("default duration_minutes must be 1 to 1440")
+    return problems
+
+
+def _also(spellings: dict[str, str]) -> str:
+    if not spellings:
+        return ""
+    listed = ", ".join(repr(s) for s in list(spellings)[:12])
+    return f", or a spelling from the mapping ({listed}{', ...' if len(spellings) > 12 else ''})"
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _formats_text(formats: tuple[str, ...]) -> str:
+    return " or ".join(repr(f) for f in formats)
+
+
+@lru_cache(maxsize=16384)
+def _parse_start(text: str, formats: tuple[str, ...], zone_name: str) -> datetime | str:
+    """A single start cell -> aware UTC, or the reason it is not one."""
+    if not text:
+        return "is empty"
+    if formats:
+        parsed = _strptime(text, formats)
+        if parsed is None:
+            return f"{_clip(text)!r} does not match the mapping's format {_formats_text(formats)}"
+    else:
+        parsed = _iso_start(text)
+        if parsed is None:
+            return f"{_clip(text)!r} is not an ISO 8601 date and time such as 2026-12-03T09:30"
+    return _resolve(parsed, zone_name)
+
+
+def _iso_start(text: str) -> datetime | None:
+    if not _ISO_START.fullmatch(text):
+        return None  # fromisoformat alone would also take a bare date or a week date
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:  # e.g. month 13 or 24:00
+        return None
+
+
+@lru_cache(maxsize=4096)
+def _date(text: str, formats: tuple[str, ...]) -> date | str:
+    if not text:
+        return "is empty"
+    if formats:
+        parsed = _strptime(text, formats)
+        return (
+            parsed.date() if parsed else f"{_clip(text)!r} does not match {_formats_text(formats)}"
+        )
+    if _ISO_DATE.fullmatch(text):
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            pass
+    return f"{_clip(text)!r} is not a date in the form YYYY-MM-DD"
+
+
+@lru_cache(maxsize=4096)
+def _time(text: str, formats: tuple[str, ...]) -> time | str:
+    if not text:
+        return "is empty"
+    if formats:
+        parsed = _strptime(text, formats)
+        return (
+            parsed.time() if parsed else f"{_clip(text)!r} does not match {_formats_text(formats)}"
+        )
+    match = _ISO_TIME.fullmatch(text)
+    if match and int(match[1]) < 24 and int(match[2]) < 60 and int(match[3] or 0) < 60:
+        return time(int(match[1]), int(match[2]), int(match[3] or 0))
+    return f"{_clip(text)!r} is not a time in the form HH:MM or HH:MM:SS"
+
+
+def _strptime(text: str, formats: tuple[str, ...]) -> datetime | None:
+    for fmt in formats:
+        if fmt == HHMM_INTEGER:
+            if _HHMM.fullmatch(text) and int(text) // 100 < 24 and int(text) % 100 < 60:
+                return datetime(1900, 1, 1, int(text) // 100, int(text) % 100)  # noqa: DTZ001
+            continue
+        try:
+            return datetime.strptime(text, fmt)  # noqa: DTZ007 (naive means local; resolved later)
+        except ValueError:
+            continue
+    return None
+
+
+@lru_cache(maxsize=16384)
+def _resolve(moment: datetime, zone_name: str) -> datetime | str:
+    """Aware -> UTC; naive -> wall-clock in the zone, fold=0 (see the module docstring)."""
+    if moment.tzinfo is not None:
+        return moment.astimezone(UTC)
+    tz = zone(zone_name)
+    utc = moment.replace(tzinfo=tz).astimezone(UTC)
+    if utc.astimezone(tz).replace(tzinfo=None) != moment:
+        return f"{moment:%Y-%m-%d %H:%M} does not exist in {zone_name} (clocks go forward)"
+    return utc
+
+
+@lru_cache(maxsize=1024)
+def _minutes(text: str, unit: str) -> int | str:
+    """A duration cell in `unit` -> whole minutes (rounded up), or the reason it is not one."""
+    if unit == "minutes":
+        if not text.isascii() or not text.isdigit():
+            return f"{_clip(text)!r} is not a whole number of minutes"
+        minutes = int(text)
+    elif _NUMBER.fullmatch(text):
+        minutes = math.ceil(Decimal(text) * DURATION_UNITS[unit] / 60)
+    else:
+        return f"{_clip(text)!r} is not a number of {unit}"
+    if not 1 <= minutes <= 1440:
+        return f"{_clip(text)!r} {unit} is not between 1 minute and 24 hours"
+    return minutes
+
+
+@lru_cache(maxsize=16384)
+def _mobile(text: str, regions: tuple[str, ...]) -> tuple[str | None, str]:
+    """(E.164, "") or (None, reason), judged in the first region where the number is valid.
+
+    One parse and one type lookup per region tried: ~20-40 us for a new number.
+    """
+    for region in regions:
+        try:
+            number = phonenumbers.parse(text, region)
+        except phonenumbers.NumberParseException:
+            continue
+        kind = phonenumbers.number_type(number)  # UNKNOWN exactly when is_valid_number() is False
+        if kind in NOT_MOBILE:
+            return None, f"not a mobile number ({NOT_MOBILE[kind]})"
+        if kind != PhoneNumberType.UNKNOWN:
+            return phonenumbers.format_number(number, PhoneNumberFormat.E164), ""
+    return None, f"not a valid phone number for region {' or '.join(regions)}"
+
+
+@lru_cache(maxsize=1)
+def _zone_countries() -> dict[str, str]:
+    """IANA zone -> the country it is listed under in tzdata's zone.tab (one per zone)."""
+    table = resources.files("tzdata.zoneinfo").joinpath("zone.tab").read_text(encoding="utf-8")
+    rows = (line.split("\t") for line in table.splitlines() if not line.startswith("#"))
+    return {row[2]: row[0] for row in rows if len(row) >= 3}
+
+
+# RFC 5322 dot-atom in ASCII: the local parts email_validator accepts and returns unchanged.
+_DOT_ATOM = re.compile(r"[A-Za-z0-9_!#$%&'*+\-/=?^`{|}~]+(?:\.[A-Za-z0-9_!#$%&'*+\-/=?^`{|}~]+)*")
+_ROLE_MAILBOXES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)  # validate_email lower-cases these
+
+
+def _email(text: str) -> tuple[str | None, str]:
+    """(normalized, "") or (None, reason), as email_validator decides.
+
+    Most of validate_email's ~30 us goes on the domain, which patients share (a few hundred per
+    clinic), so a plain local part is checked here and the domain's verdict is cached. Anything
+    unusual (quotes, Unicode, role names it lower-cases, long addresses) takes the full path; a
+    unit test checks the two paths agree.
+    """
+    local, at, domain = text.partition("@")
+    if at and _DOT_ATOM.fullmatch(local) and local.lower() not in _ROLE_MAILBOXES:
+        forms = _email_domain(domain)
+        sizes = [len(f"{local}@{form}".encode()) for form in (domain, *(forms or ()))]
+        if forms is not None and max(sizes) <= 254:
+            return f"{local}@{forms[0]}", ""
+    return _email_full(text)
+
+
+@lru_cache(maxsize=4096)
+def _email_domain(domain: str) -> tuple[str, str] | None:
+    """(normalized, ASCII) forms of a valid email domain, or None."""
+    try:
+        checked = validate_email(f"x@{domain}", check_deliverability=False)
+    except EmailNotValidError:
+        return None
+    return checked.domain, checked.ascii_domain
+
+
+@lru_cache(maxsize=16384)
+def _email_full(text: str) -> tuple[str | None, str]:
+    try:
+        return validate_email(text, check_deliverability=False).normalized, ""
+    except EmailNotValidError:
+        return None, "not a valid email address"  # the library's message would quote the address
