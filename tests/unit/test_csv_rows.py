@@ -449,8 +449,8 @@ def test_a_cancellation_is_not_blocked_by_details_it_does_not_need() -> None:
         line(appointment_id="A10", patient_id="P10", mobile="12345", email="", status="booked"),
     )
     parsed = parse_csv(data, filename="c.csv", defaults=DEFAULTS)
-    [(line, cancelled)] = parsed.rows
-    assert (line, cancelled.external_id, cancelled.status.value) == (2, "A9", "cancelled")
+    [(row_line, cancelled)] = parsed.rows
+    assert (row_line, cancelled.external_id, cancelled.status.value) == (2, "A9", "cancelled")
     assert cancelled.patient.mobile is None and cancelled.patient.email is None
     # The same bad phone on a booked row is still an error.
     assert [(e.line, e.column) for e in parsed.errors] == [(3, "mobile")]
