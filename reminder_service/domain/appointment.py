@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -69,6 +69,25 @@ class Appointment:
 
     def fingerprint(self) -> str:
         """A stable digest of everything the reminders depend on; equal digests mean no change."""
-        parts = (*astuple(self.patient), *(str(v) for v in astuple(self)[3:]))
-        raw = "\x1f".join("" if p is None else str(p) for p in parts)
+        p = self.patient
+        parts = (
+            p.external_id,
+            p.first_name,
+            p.last_name,
+            p.mobile or "",
+            p.email or "",
+            p.language,
+            p.timezone,
+            self.clinic_id,
+            self.procedure,
+            self.start.isoformat(),
+            str(self.duration_minutes),
+            self.location,
+            self.status.value,
+            self.sedation.value,
+            self.anticoagulant.value,
+            self.on_chemotherapy.value,
+            self.diabetes_on_medication.value,
+        )  # written out: dataclasses.astuple deep-copies, which costs seconds on a large import
+        raw = "\x1f".join(parts)
         return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()

@@ -6,14 +6,15 @@ Pure and deterministic: the caller passes `now` and the moment the appointment t
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from .appointment import Appointment, AppointmentStatus
 from .protocol import Channel, Condition, LatePolicy, Protocol, Step
-from .timing import AnchorTimes, SendWindow, resolve, zone
+from .timing import AnchorTimes, RelativeTime, SendWindow, resolve, zone
 
 
 class ReminderStatus(StrEnum):
@@ -25,8 +26,9 @@ class ReminderStatus(StrEnum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedReminder:
+class PlannedReminder(NamedTuple):
+    """Immutable; a NamedTuple because a large import builds over a million of them."""
+
     step_id: str
     channel: Channel
     template: str
@@ -79,10 +81,33 @@ def _plan_step(
             nominal_at=nominal,
             due_at=due,
             not_after=not_after,
-            status=ReminderStatus.SKIPPED if reason else ReminderStatus.PENDING,
-            reason=reason or f"planned: {step.send_at.describe()}",
+            status=_SKIPPED if reason else _PENDING,
+            reason=reason or _planned_reason(step.send_at),
             alert_staff=alert and bool(reason),
         )
+
+
+# Module constants: an Enum member lookup through the class costs a descriptor call each time,
+# and planning a large import makes millions of them.
+_PENDING = ReminderStatus.PENDING
+_SKIPPED = ReminderStatus.SKIPPED
+_SMS = Channel.SMS
+_EMAIL = Channel.EMAIL
+
+
+@lru_cache(maxsize=256)
+def _planned_reason(moment: RelativeTime) -> str:
+    return f"planned: {moment.describe()}"
+
+
+@lru_cache(maxsize=256)
+def _condition_reason(condition: Condition) -> str:
+    return f"condition not met: {condition.describe()}"
+
+
+@lru_cache(maxsize=256)
+def _channel_condition_reason(channel: Channel, condition: Condition) -> str:
+    return f"{channel.value} only when {condition.describe()}"
 
 
 def _due_and_step_skip(
@@ -95,7 +120,7 @@ def _due_and_step_skip(
     nominal: datetime,
 ) -> tuple[datetime, str, bool]:
     if not step.condition.holds(appointment):
-        return nominal, f"condition not met: {step.condition.describe()}", False
+        return nominal, _condition_reason(step.condition), False
     if step.min_notice is not None and anchors.start - anchors.booking < step.min_notice:
         return nominal, f"booked less than {_span(step.min_notice)} ahead", False
     due = nominal
@@ -117,11 +142,11 @@ def _deadline_reason(nominal: datetime, now: datetime, not_after: datetime) -> s
 
 
 def _channel_skip(channel: Channel, condition: Condition, appointment: Appointment) -> str:
-    if not condition.holds(appointment):
-        return f"{channel.value} only when {condition.describe()}"
-    if channel is Channel.SMS and not appointment.patient.mobile:
+    if condition.requirements and not condition.holds(appointment):
+        return _channel_condition_reason(channel, condition)
+    if channel is _SMS and not appointment.patient.mobile:
         return "no mobile number"
-    if channel is Channel.EMAIL and not appointment.patient.email:
+    if channel is _EMAIL and not appointment.patient.email:
         return "no email address"
     return ""
 

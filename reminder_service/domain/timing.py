@@ -36,6 +36,11 @@ class Offset:
     amount: int  # signed: negative is before the anchor
     unit: Unit
 
+    @property
+    def elapsed(self) -> timedelta:
+        """Minutes and hours as elapsed time (days are calendar days: see resolve)."""
+        return timedelta(minutes=self.amount * (60 if self.unit is Unit.HOURS else 1))
+
     def describe(self) -> str:
         if self.amount == 0:
             return "at"
@@ -62,9 +67,8 @@ class AnchorTimes:
     end: datetime
 
     def of(self, anchor: Anchor) -> datetime:
-        return {Anchor.BOOKING: self.booking, Anchor.START: self.start, Anchor.END: self.end}[
-            anchor
-        ]
+        moment: datetime = getattr(self, anchor.value)
+        return moment
 
 
 _OFFSET = re.compile(r"^\s*(\d+)\s+(minute|hour|day)s?(?:\s+(before|after))?\s*$", re.IGNORECASE)
@@ -91,6 +95,9 @@ def parse_local_time(text: str) -> time:
     return parsed.replace(second=0, microsecond=0)
 
 
+_DAYS = Unit.DAYS
+
+
 @lru_cache(maxsize=512)
 def zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
@@ -102,11 +109,16 @@ def local_to_utc(day: date, wall: time, tz: ZoneInfo) -> datetime:
 
 
 def resolve(moment: RelativeTime, anchors: AnchorTimes, tz: ZoneInfo) -> datetime:
-    base = anchors.of(moment.anchor)
+    return _resolve(moment, anchors.of(moment.anchor), tz)
+
+
+# Pure and called millions of times on a large import, with few distinct arguments (appointments
+# share dates and slots), so the results are memoised.
+@lru_cache(maxsize=65536)
+def _resolve(moment: RelativeTime, base: datetime, tz: ZoneInfo) -> datetime:
     offset = moment.offset
-    if offset.unit is not Unit.DAYS:
-        step = timedelta(minutes=offset.amount * (60 if offset.unit is Unit.HOURS else 1))
-        return base + step
+    if offset.unit is not _DAYS:
+        return base + offset.elapsed
     local = base.astimezone(tz)
     day = local.date() + timedelta(days=offset.amount)
     wall = moment.at if moment.at is not None else local.time().replace(tzinfo=None)
@@ -122,12 +134,17 @@ class SendWindow:
 
     def next_allowed(self, when: datetime, tz: ZoneInfo) -> datetime:
         """`when` if inside the window, else the next opening (never earlier than `when`)."""
-        local = when.astimezone(tz)
-        wall = local.time().replace(tzinfo=None)
-        if self.opens <= wall < self.closes:
-            return when
-        day = local.date() if wall < self.opens else local.date() + timedelta(days=1)
-        return max(local_to_utc(day, self.opens, tz), when)
+        return _next_allowed(self, when, tz)
+
+
+@lru_cache(maxsize=65536)
+def _next_allowed(window: SendWindow, when: datetime, tz: ZoneInfo) -> datetime:
+    local = when.astimezone(tz)
+    wall = local.time().replace(tzinfo=None)
+    if window.opens <= wall < window.closes:
+        return when
+    day = local.date() if wall < window.opens else local.date() + timedelta(days=1)
+    return max(local_to_utc(day, window.opens, tz), when)
 
 
 _RELATIVE = re.compile(

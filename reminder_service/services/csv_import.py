@@ -9,12 +9,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
+from ..catalog import Catalog
 from ..domain.appointment import Appointment
 from ..importers.csv_mapping import CsvMapping
 from ..importers.csv_rows import ImportDefaults, RawRow, RowConverter, RowError, read_csv
-from .importing import ImportService, ImportSummary
+from ..store.bulk import utc_encoder
+from .importing import ImportItem, ImportService, ImportSummary, PlanRow, preplan
 
 CHUNK_ROWS = 2000
 PARALLEL_FROM = 5000  # below this, starting processes costs more than it saves
@@ -35,10 +39,12 @@ def import_csv_file(
     table = read_csv(path.read_bytes(), filename=str(path), mapping=mapping, encoding=encoding)
     if on_total:
         on_total(len(table.rows))
-    converter = RowConverter(table.headers, mapping, defaults)
+    now = service.now()
+    task = _Task(RowConverter(table.headers, mapping, defaults), service.catalog, now,
+                 service.dialect_name)  # fmt: skip
     errors: list[RowError] = []
-    items = _converted(table.rows, converter, errors, _worker_count(workers, len(table.rows)))
-    summary = service.apply(items, source="csv", label=path.name, progress=progress)
+    items = _converted(table.rows, task, errors, _worker_count(workers, len(table.rows)))
+    summary = service.apply(items, source="csv", label=path.name, progress=progress, now=now)
     # Row errors arrive while the import runs; fold them in once it is done.
     summary.errors.extend(errors)
     summary.errors.sort(key=lambda e: e.line)
@@ -54,26 +60,46 @@ def _worker_count(requested: int | None, rows: int) -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+@dataclass(frozen=True)
+class _Task:
+    """What a worker needs to validate and plan a chunk of rows: plain data, so it pickles."""
+
+    converter: RowConverter
+    catalog: Catalog
+    now: datetime
+    dialect: str
+
+    def __call__(self, rows: Sequence[RawRow]) -> list[Converted]:
+        encode = utc_encoder(self.dialect)
+        converted: list[Converted] = []
+        for result in self.converter.convert_many(rows):
+            if isinstance(result, list):
+                converted.append(result)
+            else:
+                converted.append((result, preplan(result, self.catalog, self.now, encode)))
+        return converted
+
+
+Converted = list[RowError] | tuple[Appointment, list[PlanRow]]
+
+
 def _converted(
-    rows: Sequence[RawRow], converter: RowConverter, errors: list[RowError], workers: int
-) -> Iterator[tuple[int, Appointment]]:
+    rows: Sequence[RawRow], task: _Task, errors: list[RowError], workers: int
+) -> Iterator[ImportItem]:
     chunks = [rows[i : i + CHUNK_ROWS] for i in range(0, len(rows), CHUNK_ROWS)]
     if workers == 0:
-        results: Iterator[list[Appointment | list[RowError]]] = map(converter.convert_many, chunks)
-        yield from _collect(chunks, results, errors)
+        yield from _collect(chunks, map(task, chunks), errors)
         return
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from _collect(chunks, pool.map(converter.convert_many, chunks), errors)
+        yield from _collect(chunks, pool.map(task, chunks), errors)
 
 
 def _collect(
-    chunks: list[Sequence[RawRow]],
-    results: Iterator[list[Appointment | list[RowError]]],
-    errors: list[RowError],
-) -> Iterator[tuple[int, Appointment]]:
+    chunks: list[Sequence[RawRow]], results: Iterator[list[Converted]], errors: list[RowError]
+) -> Iterator[ImportItem]:
     for chunk, converted in zip(chunks, results, strict=True):
         for raw, result in zip(chunk, converted, strict=True):
             if isinstance(result, list):
                 errors.extend(result)
             else:
-                yield raw.line, result
+                yield raw.line, result[0], result[1]

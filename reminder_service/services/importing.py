@@ -13,7 +13,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, case, insert, literal, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from ..catalog import Catalog
 from ..clock import Clock
@@ -21,10 +30,17 @@ from ..domain.appointment import Appointment, AppointmentStatus
 from ..domain.planning import PlannedReminder, ReminderStatus, plan_reminders
 from ..domain.reconcile import OPEN, reconcile
 from ..importers.csv_rows import RowError
-from ..store import records
+from ..store import bulk, records
 from ..store.tables import appointments, audit_log, imports, patients, reminders
+from ..store.types import UtcDateTime
 
 CHUNK = 1000
+SKIPPED = ReminderStatus.SKIPPED.value
+
+# A reminder row's planned part: step, channel, template, nominal, due, not_after, status, reason.
+PlanRow = tuple[Any, ...]
+# (file line, appointment) or (file line, appointment, rows from preplan()).
+ImportItem = tuple[int, Appointment] | tuple[int, Appointment, list[PlanRow]]
 
 
 @dataclass
@@ -60,16 +76,30 @@ class ImportService:
         self._catalog = catalog
         self._clock = clock
 
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    @property
+    def dialect_name(self) -> str:
+        return self._engine.dialect.name
+
+    def now(self) -> datetime:
+        return self._clock()
+
     def apply(
         self,
-        items: Iterable[tuple[int, Appointment]],
+        items: Iterable[ImportItem],
         *,
         source: str,
         label: str,
         parse_errors: Sequence[RowError] = (),
         progress: Callable[[int], None] | None = None,
+        now: datetime | None = None,
     ) -> ImportSummary:
-        now = self._clock()
+        """Apply appointments in order. An item may carry `preplan(...)`'s rows made with the same
+        `now`; they are used if the appointment turns out to be new, and ignored otherwise."""
+        now = now or self._clock()
         summary = ImportSummary(rejected=len({e.line for e in parse_errors}))
         summary.errors.extend(parse_errors)
         with self._engine.begin() as conn:
@@ -82,7 +112,6 @@ class ImportService:
                 self._apply_chunk(conn, chunk, now, summary)
                 if progress:
                     progress(len(chunk))
-            _audit_planned(conn, summary.import_id)
             conn.execute(
                 update(imports)
                 .where(imports.c.id == summary.import_id)
@@ -94,12 +123,15 @@ class ImportService:
     def _apply_chunk(
         self,
         conn: Connection,
-        chunk: list[tuple[int, Appointment]],
+        chunk: list[ImportItem],
         now: datetime,
         summary: ImportSummary,
     ) -> None:
         accepted = []
-        for line, appointment in chunk:
+        preplanned: dict[str, list[PlanRow]] = {}
+        for line, appointment, *pre in chunk:
+            if pre:
+                preplanned[appointment.external_id] = pre[0]
             if self._catalog.clinics.get(appointment.clinic_id) is None:
                 summary.errors.append(
                     RowError(line, "clinic", f"unknown clinic {appointment.clinic_id!r}")
@@ -122,16 +154,19 @@ class ImportService:
                 update(appointments).where(appointments.c.id == bindparam("pk")),
                 [values for _, values, _ in work.changed],
             )
-        plans: list[PlannedReminder] = []
-        rows: list[dict[str, Any]] = []
+        encode = bulk.utc_encoder(conn.dialect)
+        enc_now = encode(now)
+        rows: list[tuple[Any, ...]] = []
+        import_id = summary.import_id
         for appointment, values, outcome in work.new:
             appointment_id = new_ids[appointment.external_id]
-            plans = self._plan(appointment, values, now)
-            rows.extend(_reminder_row(p, appointment_id, 1, summary.import_id, now) for p in plans)
-            work.audit.append(_event(now, appointment_id, outcome, values, len(plans)))
-        cancelled = self._reconcile_changed(conn, work, now, rows, summary)
-        if rows:
-            conn.execute(insert(reminders), rows)
+            planned = preplanned.get(appointment.external_id)
+            if planned is None:
+                planned = plan_rows(self._plan(appointment, values, now), encode)
+            rows.extend((appointment_id, 1, import_id, *r, 0, enc_now, enc_now) for r in planned)
+            work.audit.append(_event(now, appointment_id, outcome, values, planned))
+        cancelled = self._reconcile_changed(conn, work, now, rows, summary, encode)
+        bulk.insert_tuples(conn, reminders, REMINDER_COLUMNS, rows)
         summary.reminders_planned += len(rows)
         summary.reminders_cancelled += cancelled
         if work.audit:
@@ -196,9 +231,11 @@ class ImportService:
         conn: Connection,
         work: _Chunk,
         now: datetime,
-        rows: list[dict[str, Any]],
+        rows: list[tuple[Any, ...]],
         summary: ImportSummary,
+        encode: Callable[[datetime | None], Any],
     ) -> int:
+        enc_now = encode(now)
         if not work.changed:
             return 0
         by_appointment = _existing_reminders(conn, [values["pk"] for _, values, _ in work.changed])
@@ -209,11 +246,13 @@ class ImportService:
             result = reconcile(by_appointment.get(appointment_id, []), plans)
             reason = _CANCEL_REASONS.get(outcome, "appointment details changed")
             cancels.extend({"rid": rid, "reason": reason, "now": now} for rid in result.cancel)
+            created = plan_rows(result.create, encode)
+            version = values["version"]
             rows.extend(
-                _reminder_row(p, appointment_id, values["version"], summary.import_id, now)
-                for p in result.create
+                (appointment_id, version, summary.import_id, *r, 0, enc_now, enc_now)
+                for r in created
             )
-            work.audit.append(_event(now, appointment_id, outcome, values, len(result.create)))
+            work.audit.append(_event(now, appointment_id, outcome, values, created))
             work.audit.extend(
                 {
                     "at": now,
@@ -248,9 +287,9 @@ _CANCEL_REASONS = {
 }
 
 
-def _chunks(items: Iterable[tuple[int, Appointment]]) -> Iterator[list[tuple[int, Appointment]]]:
+def _chunks(items: Iterable[ImportItem]) -> Iterator[list[ImportItem]]:
     """Chunks in file order; a repeated appointment id starts a new chunk so the later row wins."""
-    chunk: list[tuple[int, Appointment]] = []
+    chunk: list[ImportItem] = []
     seen: set[str] = set()
     for item in items:
         if len(chunk) >= CHUNK or item[1].external_id in seen:
@@ -280,13 +319,10 @@ def _upsert_patients(conn: Connection, batch: list[Appointment], now: datetime) 
         conn.execute(update(patients).where(patients.c.id == bindparam("pk")), changed)
     fresh = [{**values, "updated_at": now} for ext, values in latest.items() if ext not in ids]
     if fresh:
-        result = conn.execute(
-            insert(patients).returning(
-                patients.c.id, patients.c.external_id, sort_by_parameter_order=True
-            ),
-            fresh,
+        _insert_dicts(conn, patients, list(fresh[0]), fresh)
+        ids.update(
+            bulk.ids_by_key(conn, patients, "external_id", (r["external_id"] for r in fresh))
         )
-        ids.update({ext: pk for pk, ext in result})
     return ids
 
 
@@ -311,13 +347,18 @@ def _existing_appointments(conn: Connection, external_ids: list[str]) -> dict[st
 def _insert_appointments(conn: Connection, rows: list[dict[str, Any]]) -> dict[str, int]:
     if not rows:
         return {}
-    result = conn.execute(
-        insert(appointments).returning(
-            appointments.c.id, appointments.c.external_id, sort_by_parameter_order=True
-        ),
-        rows,
-    )
-    return {ext: pk for pk, ext in result}
+    columns = [c for c in rows[0] if c != "pk"]
+    _insert_dicts(conn, appointments, columns, rows)
+    return bulk.ids_by_key(conn, appointments, "external_id", (r["external_id"] for r in rows))
+
+
+def _insert_dicts(
+    conn: Connection, table: Table, columns: list[str], rows: list[dict[str, Any]]
+) -> None:
+    encode = bulk.utc_encoder(conn.dialect)
+    timestamps = {c for c in columns if isinstance(table.c[c].type, UtcDateTime)}
+    tuples = [tuple(encode(row[c]) if c in timestamps else row[c] for c in columns) for row in rows]
+    bulk.insert_tuples(conn, table, columns, tuples)
 
 
 def _existing_reminders(conn: Connection, appointment_ids: list[int]) -> dict[int, list[Any]]:
@@ -339,31 +380,56 @@ def _existing_reminders(conn: Connection, appointment_ids: list[int]) -> dict[in
     return grouped
 
 
-def _reminder_row(
-    plan: PlannedReminder, appointment_id: int, version: int, import_id: int | None, now: datetime
-) -> dict[str, Any]:
-    return {
-        "appointment_id": appointment_id,
-        "appointment_version": version,
-        "import_id": import_id,
-        "step_id": plan.step_id,
-        "channel": plan.channel.value,
-        "template": plan.template,
-        "nominal_at": plan.nominal_at,
-        "due_at": plan.due_at,
-        "not_after": plan.not_after,
-        "status": plan.status.value,
-        "reason": plan.reason,
-        "attempts": 0,
-        "created_at": now,
-        "updated_at": now,
-    }
+REMINDER_COLUMNS = (
+    "appointment_id", "appointment_version", "import_id", "step_id", "channel", "template",
+    "nominal_at", "due_at", "not_after", "status", "reason", "attempts", "created_at", "updated_at",
+)  # fmt: skip
+
+
+def plan_rows(
+    plans: Iterable[PlannedReminder], encode: Callable[[datetime | None], Any]
+) -> list[PlanRow]:
+    """The part of each reminder row that planning decides (REMINDER_COLUMNS[3:11])."""
+    return [
+        (
+            p.step_id,
+            p.channel.value,
+            p.template,
+            encode(p.nominal_at),
+            encode(p.due_at),
+            encode(p.not_after),
+            p.status.value,
+            p.reason,
+        )
+        for p in plans
+    ]
+
+
+def preplan(
+    appointment: Appointment,
+    catalog: Catalog,
+    now: datetime,
+    encode: Callable[[datetime | None], Any],
+) -> list[PlanRow]:
+    """Plan rows for `appointment` as a new booking made at `now`. Pure, so worker processes run
+    it while the database work of earlier chunks goes on."""
+    clinic = catalog.clinics.get(appointment.clinic_id)
+    protocol = catalog.protocol_for(appointment.procedure)
+    if clinic is None or protocol is None:
+        return []
+    return plan_rows(plan_reminders(appointment, protocol, clinic.send_window, now, now), encode)
 
 
 def _event(
-    now: datetime, appointment_id: int, outcome: str, values: dict[str, Any], planned: int
+    now: datetime, appointment_id: int, outcome: str, values: dict[str, Any], planned: list[PlanRow]
 ) -> dict[str, Any]:
-    detail = {"version": values["version"], "reminders_created": planned}
+    """The appointment's audit entry. It carries this import's planning decisions: how many
+    reminders were planned and each skipped one with its reason (the reminder rows hold the times;
+    every later change to a reminder gets an audit entry of its own)."""
+    skipped = {f"{r[0]}/{r[1]}": r[7] for r in planned if r[6] == SKIPPED}
+    detail: dict[str, Any] = {"version": values["version"], "planned": len(planned) - len(skipped)}
+    if skipped:
+        detail["skipped"] = skipped
     return {
         "at": now,
         "appointment_id": appointment_id,
@@ -372,23 +438,3 @@ def _event(
         "reason": f"import: {outcome}",
         "detail": json.dumps(detail),
     }
-
-
-def _audit_planned(conn: Connection, import_id: int | None) -> None:
-    """One audit row per reminder this import planned or skipped, written by the database itself."""
-    event = case(
-        (reminders.c.status == ReminderStatus.PENDING.value, literal("planned")),
-        else_=reminders.c.status,
-    )
-    conn.execute(
-        insert(audit_log).from_select(
-            ["at", "appointment_id", "reminder_id", "event", "reason"],
-            select(
-                reminders.c.created_at,
-                reminders.c.appointment_id,
-                reminders.c.id,
-                event,
-                reminders.c.reason,
-            ).where(reminders.c.import_id == import_id),
-        )
-    )

@@ -11,6 +11,16 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+MICROSECOND = timedelta(microseconds=1)
+
+
+def encode_utc(value: datetime) -> int:
+    """Microseconds since the epoch, exactly (timedelta division is integer arithmetic)."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return (value - EPOCH) // MICROSECOND
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes in, aware UTC datetimes out.
 
@@ -35,8 +45,7 @@ class UtcDateTime(TypeDecorator[datetime]):
             raise ValueError("naive datetime given to a UTC column")
         if dialect.name == "postgresql":
             return value
-        delta = value - EPOCH
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        return encode_utc(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -35,12 +36,24 @@ def test_new_appointment_is_stored_and_planned(service: Service) -> None:
     planned = rows(service)
     assert summary.reminders_planned == len(planned) == 13
     assert {r["status"] for r in planned} == {"pending"}
-    # Every planning decision is in the audit log, with its reason.
+    # The planning decisions are in the appointment's audit entry, skipped ones with reasons.
+    apply(service, appointment(external_id="A2", sedation=Tristate.NO))
     with service.engine.connect() as conn:
-        events = conn.execute(
-            select(audit_log.c.event, func.count()).group_by(audit_log.c.event)
+        entries = conn.execute(
+            select(audit_log.c.event, audit_log.c.detail).order_by(audit_log.c.id)
         ).all()
-    assert dict(events) == {"imported": 1, "planned": 13}
+    skipped = "condition not met: sedation is unknown or yes"
+    assert [(event, json.loads(detail)) for event, detail in entries] == [
+        ("imported", {"version": 1, "planned": 13}),
+        (
+            "imported",
+            {
+                "version": 1,
+                "planned": 11,
+                "skipped": {"escort/email": skipped, "escort/sms": skipped},
+            },
+        ),
+    ]
 
 
 def test_reimporting_the_same_appointment_changes_nothing(service, clock) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,65 @@
+"""Bulk writes for imports: plain tuples straight to the driver's executemany.
+
+SQLAlchemy Core binds every parameter of every row through Python; for the million reminder rows of
+a large import that costs more than SQLite's own work. Here values are encoded once by the caller
+(timestamps through `utc_encoder`, memoised, since many reminders share a moment) and the driver
+receives ready tuples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Dialect, Table, select
+
+from .types import encode_utc
+
+PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s", "numeric": None, "named": None}
+
+
+def utc_encoder(dialect: Dialect | str) -> Callable[[datetime | None], Any]:
+    """A memoising datetime -> column value function for this dialect (or dialect name)."""
+    name = dialect if isinstance(dialect, str) else dialect.name
+    if name == "postgresql":
+        return lambda value: value
+    cache: dict[datetime, int] = {}
+
+    def encode(value: datetime | None) -> Any:
+        if value is None:
+            return None
+        found = cache.get(value)
+        if found is None:
+            found = cache[value] = encode_utc(value)
+        return found
+
+    return encode
+
+
+def insert_tuples(
+    conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    if not rows:
+        return
+    mark = PLACEHOLDERS.get(conn.dialect.paramstyle)
+    if mark is None:
+        raise NotImplementedError(f"paramstyle {conn.dialect.paramstyle}")
+    preparer = conn.dialect.identifier_preparer
+    names = ", ".join(preparer.quote(c) for c in columns)
+    marks = ", ".join([mark] * len(columns))
+    sql = f"INSERT INTO {preparer.format_table(table)} ({names}) VALUES ({marks})"  # noqa: S608
+    conn.exec_driver_sql(sql, list(rows))
+
+
+def ids_by_key(
+    conn: Connection, table: Table, key: str, values: Iterable[str], chunk: int = 900
+) -> dict[str, int]:
+    """Primary keys of freshly inserted rows, found by their unique external key."""
+    found: dict[str, int] = {}
+    wanted = list(values)
+    for start in range(0, len(wanted), chunk):
+        part = wanted[start : start + chunk]
+        query = select(table.c[key], table.c.id).where(table.c[key].in_(part))
+        found.update({k: v for k, v in conn.execute(query).tuples()})
+    return found
