@@ -115,7 +115,8 @@ def run_textbook(csv_path: Path, workdir: Path, sample: int, queue: multiprocess
                 )
                 jobs += 1
     elapsed = time.perf_counter() - started
-    scheduler.shutdown(wait=False)
+    # No shutdown(): a stopping APScheduler runs one last pass over due jobs, and this process
+    # exits right after reporting (the scheduler thread is a daemon).
     queue.put(
         {
             "seconds": elapsed,

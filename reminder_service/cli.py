@@ -30,7 +30,13 @@ from .services.previewing import NotFound, PreviewService
 from .services.reporting import status_report
 from .settings import Settings, SettingsError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Patient reminder service.")
+# No local variables in tracebacks: they could hold patient data.
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    help="Patient reminder service.",
+)
 out = Console()
 err = Console(stderr=True)
 
@@ -56,6 +62,8 @@ def _service() -> bootstrap.Service:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     try:
         return bootstrap.build(settings)
     except ConfigError as exc:

@@ -32,16 +32,19 @@ class StatusReport:
 
 def status_report(engine: Engine, failures: int = 10) -> StatusReport:
     with engine.connect() as conn:
-        by_status: dict[str, int] = dict(
-            conn.execute(
+        # A comprehension, not dict(result): results have keys(), so dict() reads them as mappings.
+        by_status: dict[str, int] = {
+            status: count
+            for status, count in conn.execute(
                 select(reminders.c.status, func.count()).group_by(reminders.c.status)
             ).tuples()
-        )
-        appointment_counts: dict[str, int] = dict(
-            conn.execute(
+        }
+        appointment_counts: dict[str, int] = {
+            status: count
+            for status, count in conn.execute(
                 select(appointments.c.status, func.count()).group_by(appointments.c.status)
             ).tuples()
-        )
+        }
         next_due = conn.execute(
             select(func.min(reminders.c.due_at)).where(
                 reminders.c.status == ReminderStatus.PENDING.value

@@ -1,0 +1,244 @@
+"""The real command line in subprocesses: import, preview, status, check-config, run, crash."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, func, select
+
+from bench.generate_appointments import HEADERS, changes, generate, write_csv
+from reminder_service.configuration.clinics import load_clinics
+from reminder_service.sample_data import daytime_zone
+from reminder_service.store.tables import audit_log, reminders
+from tests.factories import CONFIG_DIR, ROOT, TEMPLATES_DIR
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "REMINDER_DATABASE_URL": f"sqlite:///{tmp_path / 'var' / 'reminders.db'}",
+        "REMINDER_OUTBOX_DIR": str(tmp_path / "outbox"),
+        "REMINDER_CONFIG_DIR": str(CONFIG_DIR),
+        "REMINDER_TEMPLATES_DIR": str(TEMPLATES_DIR),
+        "REMINDER_LEASE_SECONDS": "2",
+        "REMINDER_LOG_LEVEL": "WARNING",
+    }
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "reminder_service", *args],
+        env=env, capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def test_check_config_says_ok_or_names_the_problem(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ok = cli(env, "check-config")
+    assert (ok.returncode, ok.stdout.strip()) == (0, "ok")
+    broken = tmp_path / "config"
+    (broken / "protocols").mkdir(parents=True)
+    (broken / "clinics.yaml").write_text((CONFIG_DIR / "clinics.yaml").read_text())
+    text = (CONFIG_DIR / "protocols" / "bone_marrow_biopsy.yaml").read_text()
+    (broken / "protocols" / "p.yaml").write_text(
+        text.replace("7 days before start", "7 dayz before start")
+    )
+    bad = cli({**env, "REMINDER_CONFIG_DIR": str(broken)}, "check-config")
+    assert bad.returncode == 2
+    assert "p.yaml: step 'medicines': field 'send_at':" in bad.stderr
+    run = cli({**env, "REMINDER_CONFIG_DIR": str(broken)}, "run")
+    assert run.returncode == 2 and "field 'send_at'" in run.stderr  # refuses to start
+
+
+def test_import_summary_reimport_and_changes(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rows, expected, bad = generate(3000, seed=11, today=datetime.now(UTC).date())
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    write_csv(first, rows, excel=True)  # BOM, CRLF and ';' as Excel writes them
+    changed, expected_changes = changes(rows, seed=11, bad=bad)
+    write_csv(second, changed, excel=False)
+
+    result = cli(env, "import", str(first), "--errors-csv", str(tmp_path / "errors.csv"))
+    assert result.returncode == 1, result.stderr  # some rows were rejected
+    counts = _summary(result.stdout)
+    assert {k: counts[k] for k in ("imported", "cancelled", "not served", "rejected")} == {
+        "imported": expected.imported, "cancelled": expected.cancelled,
+        "not served": expected.not_served, "rejected": expected.rejected,
+    }  # fmt: skip
+    with (tmp_path / "errors.csv").open() as handle:
+        errors = list(csv.DictReader(handle))
+    assert len({e["line"] for e in errors}) == expected.rejected
+    assert all("@" not in e["reason"] for e in errors)  # no patient data in error text
+
+    again = _summary(cli(env, "import", str(first)).stdout)
+    assert again["unchanged"] == 3000 - expected.rejected
+    assert again["imported"] == again["reminders planned"] == 0
+
+    after = _summary(cli(env, "import", str(second)).stdout)
+    assert after["rescheduled"] == expected_changes.rescheduled
+    assert after["cancelled"] == expected_changes.cancelled
+    assert after["unchanged"] == expected_changes.unchanged
+
+
+def _summary(stdout: str) -> dict[str, int]:
+    counts = {}
+    for line in stdout.splitlines():
+        parts = [p.strip() for p in line.strip("│┃ ").split("│")]
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_unreadable_file_is_rejected_whole(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "latin.csv"
+    path.write_bytes(
+        ",".join(HEADERS).encode()
+        + b"\nA1,P1,Jos\xe9,Test,,x@example.org,,,BMBX,2027-01-05 09:00,60,,,,booked\n"
+    )
+    result = cli(env, "import", str(path))
+    assert result.returncode == 2
+    assert "latin.csv" in result.stderr and "nothing imported" in result.stderr
+    status = json.loads(cli(env, "status", "--json").stdout)
+    assert sum(status["reminders_by_status"].values()) == 0
+
+
+def test_preview_json_gives_local_times_across_dst(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Monday 15 March 2027, the day after New York springs forward; the patient is in New York.
+    path = tmp_path / "one.csv"
+    values = ["DST1", "P1", "Test", "Patient", "(212) 555-0142", "t@example.org", "en-US",
+              "America/New_York", "BMBX", "2027-03-15 09:30", "60", "Room 4", "yes", "unknown",
+              "booked"]  # fmt: skip
+    row = dict(zip(HEADERS, values, strict=True))
+    write_csv(path, [row], excel=False)
+    assert cli(env, "import", str(path)).returncode == 0
+    lines = json.loads(cli(env, "preview", "DST1", "--json").stdout)
+    due = {(line["step"], line["channel"]): line for line in lines}
+    assert due[("medicines", "sms")]["due_at"] == "2027-03-08T10:00:00-05:00"
+    assert due[("escort", "sms")]["due_at"] == "2027-03-13T10:00:00-05:00"
+    assert due[("day_before", "sms")]["due_at"] == "2027-03-14T18:00:00-04:00"  # after the change
+    assert due[("after_care", "sms")]["due_at"] == "2027-03-15T12:30:00-04:00"
+    assert due[("morning_of", "email")]["status"] == "disabled"
+    sms = due[("day_before", "sms")]
+    assert (
+        sms["status"] == "pending" and "9:30" in sms["body"] and sms["reason"].startswith("planned")
+    )
+    assert {"step", "channel", "due_at", "status", "body", "reason"} <= set(sms)
+
+
+@pytest.fixture
+def daytime_rows() -> Iterator[list[dict[str, str]]]:
+    """Appointments whose booking messages are due now, in a zone where it is now daytime."""
+    clinic = load_clinics(CONFIG_DIR / "clinics.yaml").default
+    zone_name = daytime_zone(clinic, datetime.now(UTC))
+    start = (datetime.now(UTC) + timedelta(days=10)).strftime("%Y-%m-%d 10:00")
+    yield [
+        dict(
+            zip(
+                HEADERS,
+                [
+                    f"K{i}",
+                    f"KP{i}",
+                    "Test",
+                    f"Patient{i}",
+                    "",
+                    f"k{i}@example.org",
+                    "en-GB",
+                    zone_name,
+                    "BMBX",
+                    start,
+                    "60",
+                    "Room 4",
+                    "no",
+                    "no",
+                    "booked",
+                ],
+                strict=True,
+            )
+        )
+        for i in range(600)
+    ]
+
+
+def _row(i: int, zone_name: str, start: str) -> list[str]:
+    return [f"K{i}", f"KP{i}", "Test", f"Patient{i}", "", f"k{i}@example.org", "en-GB", zone_name,
+            "BMBX", start, "60", "Room 4", "no", "no", "booked"]  # fmt: skip
+
+
+def test_sigkill_mid_run_then_restart_sends_each_reminder_exactly_once(
+    env, tmp_path, daytime_rows
+) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "due.csv"
+    write_csv(path, daytime_rows, excel=False)
+    assert cli(env, "import", str(path)).returncode == 0  # 600 booking emails due now
+    outbox = tmp_path / "outbox" / "email"
+
+    engine = create_engine(env["REMINDER_DATABASE_URL"])
+    try:
+        with _start_run(env) as first:
+            _wait_for(lambda: outbox.exists() and len(list(outbox.glob("*.eml"))) >= 100, first)
+            first.send_signal(signal.SIGKILL)
+        assert len(list(outbox.glob("*.eml"))) < 600, "killed too late to prove anything"
+        with _start_run(env) as second:
+            try:
+                _wait_for(lambda: _sent(engine) == 600, second)
+            finally:
+                second.send_signal(signal.SIGTERM)  # a clean stop
+            assert second.wait(timeout=30) == 0
+        names = sorted(p.name for p in outbox.glob("*.eml"))
+        assert len(names) == 600 and not list(outbox.glob(".*.tmp"))
+        with engine.connect() as conn:
+            sent_events = conn.execute(
+                select(audit_log.c.reminder_id, func.count())
+                .where(audit_log.c.event == "sent")
+                .group_by(audit_log.c.reminder_id)
+            ).all()
+        assert len(sent_events) == 600 and {n for _, n in sent_events} == {1}
+    finally:
+        engine.dispose()
+
+
+def _start_run(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "reminder_service", "run"], env=env, cwd=ROOT, text=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def _sent(engine: Engine) -> int:
+    with engine.connect() as conn:
+        query = select(func.count()).select_from(reminders).where(reminders.c.status == "sent")
+        return int(conn.execute(query).scalar_one())
+
+
+def _wait_for(condition, process: subprocess.Popen[str], timeout: float = 120) -> None:  # type: ignore[no-untyped-def]
+    """Wait for a real subprocess to reach a state (not a sleep standing in for a clock)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(
+                f"run exited early: {process.stderr.read() if process.stderr else ''}"
+            )
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the dispatcher")
+        time.sleep(0.05)
+
+
+def test_status_json(env, tmp_path, daytime_rows) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "few.csv"
+    write_csv(path, daytime_rows[:3], excel=False)
+    cli(env, "import", str(path))
+    status = json.loads(cli(env, "status", "--json").stdout)
+    assert status["reminders_by_status"]["pending"] == 3 * 6  # email only, no sedation: 6 steps
+    assert status["appointments_by_status"] == {"booked": 3}
+    assert status["next_due"] is not None and status["recent_failures"] == []
