@@ -263,6 +263,13 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     out.print(table)
     out.print(f"appointments: {report.appointments_by_status}")
     out.print(f"next due: {report.next_due.isoformat() if report.next_due else 'nothing pending'}")
+    for alert in report.staff_alerts:
+        out.print(
+            f"staff alert: appointment {alert['appointment_id']} at "
+            f"{alert['at'].isoformat()}: {alert['reason']}",
+            markup=False,
+            highlight=False,
+        )
     for failure in report.recent_failures:
         out.print(
             f"failed: reminder {failure['id']} ({failure['appointment_id']} "

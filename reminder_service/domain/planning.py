@@ -26,6 +26,10 @@ class ReminderStatus(StrEnum):
     FAILED = "failed"
 
 
+# The reason of a step skipped under the alert_staff late policy; importing raises the alert.
+STAFF_ALERT_REASON = "booked too late for this step; staff alerted"
+
+
 class PlannedReminder(NamedTuple):
     """Immutable; a NamedTuple because a large import builds over a million of them."""
 
@@ -128,7 +132,7 @@ def _due_and_step_skip(
         if step.late is LatePolicy.SKIP:
             return nominal, "booked too late for this step", False
         if step.late is LatePolicy.ALERT_STAFF:
-            return nominal, "booked too late for this step; staff alerted", True
+            return nominal, STAFF_ALERT_REASON, True
         due = now
     return window.next_allowed(due, tz), "", False
 

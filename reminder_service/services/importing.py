@@ -27,7 +27,7 @@ from sqlalchemy import (
 from ..catalog import Catalog
 from ..clock import Clock
 from ..domain.appointment import Appointment, AppointmentStatus
-from ..domain.planning import PlannedReminder, ReminderStatus, plan_reminders
+from ..domain.planning import STAFF_ALERT_REASON, PlannedReminder, ReminderStatus, plan_reminders
 from ..domain.reconcile import OPEN, reconcile
 from ..importers.csv_rows import RowError
 from ..store import bulk, records
@@ -165,6 +165,7 @@ class ImportService:
                 planned = plan_rows(self._plan(appointment, values, now), encode)
             rows.extend((appointment_id, 1, import_id, *r, 0, enc_now, enc_now) for r in planned)
             work.audit.append(_event(now, appointment_id, outcome, values, planned))
+            work.audit.extend(_staff_alerts(now, appointment_id, planned))
         cancelled = self._reconcile_changed(conn, work, now, rows, summary, encode)
         bulk.insert_tuples(conn, reminders, REMINDER_COLUMNS, rows)
         summary.reminders_planned += len(rows)
@@ -253,6 +254,7 @@ class ImportService:
                 for r in created
             )
             work.audit.append(_event(now, appointment_id, outcome, values, created))
+            work.audit.extend(_staff_alerts(now, appointment_id, created))
             work.audit.extend(
                 {
                     "at": now,
@@ -438,3 +440,21 @@ def _event(
         "reason": f"import: {outcome}",
         "detail": json.dumps(detail),
     }
+
+
+def _staff_alerts(
+    now: datetime, appointment_id: int, planned: list[PlanRow]
+) -> list[dict[str, Any]]:
+    """A step skipped under the alert_staff policy needs a person: `status` lists these."""
+    return [
+        {
+            "at": now,
+            "appointment_id": appointment_id,
+            "reminder_id": None,
+            "event": "staff_alert",
+            "reason": f"{r[0]}/{r[1]}: {r[7]}",
+            "detail": None,
+        }
+        for r in planned
+        if r[7] == STAFF_ALERT_REASON
+    ]

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from ..domain.planning import ReminderStatus
-from ..store.tables import appointments, reminders
+from ..store.tables import appointments, audit_log, reminders
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,7 @@ class StatusReport:
     appointments_by_status: dict[str, int]
     next_due: datetime | None
     recent_failures: list[dict[str, Any]]
+    staff_alerts: list[dict[str, Any]]
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -27,6 +28,7 @@ class StatusReport:
             "recent_failures": [
                 {**f, "updated_at": f["updated_at"].isoformat()} for f in self.recent_failures
             ],
+            "staff_alerts": [{**a, "at": a["at"].isoformat()} for a in self.staff_alerts],
         }
 
 
@@ -68,10 +70,26 @@ def status_report(engine: Engine, failures: int = 10) -> StatusReport:
             .mappings()
             .all()
         )
+        alerts = (
+            conn.execute(
+                select(
+                    audit_log.c.at,
+                    appointments.c.external_id.label("appointment_id"),
+                    audit_log.c.reason,
+                )
+                .join(appointments, appointments.c.id == audit_log.c.appointment_id)
+                .where(audit_log.c.event == "staff_alert")
+                .order_by(audit_log.c.at.desc(), audit_log.c.id.desc())
+                .limit(failures)
+            )
+            .mappings()
+            .all()
+        )
     counts = {s.value: int(by_status.get(s.value, 0)) for s in ReminderStatus}
     return StatusReport(
         counts,
         {k: int(v) for k, v in appointment_counts.items()},
         next_due,
         [dict(f) for f in failed],
+        [dict(a) for a in alerts],
     )

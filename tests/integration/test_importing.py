@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy import func, select
 
+from reminder_service import bootstrap
 from reminder_service.bootstrap import Service
 from reminder_service.domain.appointment import AppointmentStatus, Tristate
+from reminder_service.services.reporting import status_report
 from reminder_service.store.tables import appointments, audit_log, imports, reminders
 from tests.factories import appointment, patient
 
@@ -128,3 +132,28 @@ def test_a_repeated_id_in_one_import_applies_in_order(service) -> None:  # type:
     assert (summary.imported, summary.rescheduled) == (1, 1)
     with service.engine.connect() as conn:
         assert conn.execute(select(appointments.c.start_at)).scalar_one() == second.start
+
+
+def test_alert_staff_policy_records_an_alert_that_status_shows(settings, clock, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "config"
+    shutil.copytree(settings.config_dir, config)
+    protocol = config / "protocols" / "bone_marrow_biopsy.yaml"
+    text = protocol.read_text()
+    escort = text.index("- id: escort")
+    late = text.index("late: catch_up", escort)
+    protocol.write_text(text[:late] + "late: alert_staff" + text[late + len("late: catch_up") :])
+    service = bootstrap.build(replace(settings, config_dir=config), clock)
+    try:
+        clock.now = appointment().start - timedelta(days=1, hours=12)  # escort's 10:00 has passed
+        apply(service, appointment())
+        escort_rows = rows(service, step_id="escort")
+        assert {r["reason"] for r in escort_rows} == {
+            "booked too late for this step; staff alerted"
+        }
+        report = status_report(service.engine)
+        assert sorted((a["appointment_id"], a["reason"]) for a in report.staff_alerts) == [
+            ("A1", "escort/email: booked too late for this step; staff alerted"),
+            ("A1", "escort/sms: booked too late for this step; staff alerted"),
+        ]
+    finally:
+        service.engine.dispose()
