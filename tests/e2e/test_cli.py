@@ -242,3 +242,21 @@ def test_status_json(env, tmp_path, daytime_rows) -> None:  # type: ignore[no-un
     assert status["reminders_by_status"]["pending"] == 3 * 6  # email only, no sedation: 6 steps
     assert status["appointments_by_status"] == {"booked": 3}
     assert status["next_due"] is not None and status["recent_failures"] == []
+
+
+def test_run_notices_an_import_made_by_another_process(env, tmp_path, daytime_rows) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "later.csv"
+    write_csv(path, daytime_rows[:5], excel=False)
+    engine = create_engine(env["REMINDER_DATABASE_URL"])
+    quiet = {**env, "REMINDER_MAX_IDLE_SECONDS": "600"}  # no coarse poll to hide behind
+    try:
+        assert cli(quiet, "migrate").returncode == 0
+        with _start_run(quiet) as running:
+            try:
+                assert cli(quiet, "import", str(path)).returncode == 0
+                _wait_for(lambda: _sent(engine) == 5, running, timeout=20)
+            finally:
+                running.send_signal(signal.SIGTERM)
+            assert running.wait(timeout=30) == 0
+    finally:
+        engine.dispose()

@@ -1,0 +1,68 @@
+"""APScheduler is only the timer: it wakes the dispatcher at the next due time, not on a poll."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+from reminder_service.scheduler import DispatchTimer
+from reminder_service.services.dispatching import DispatchReport
+
+
+class FakeDispatcher:
+    """Reports a next due time; records when it was asked to dispatch."""
+
+    def __init__(self, due: datetime | None) -> None:
+        self.due = due
+        self.calls: list[datetime] = []
+        self.called = threading.Event()
+
+    def dispatch_due(self) -> DispatchReport:
+        self.calls.append(datetime.now(UTC))
+        if len(self.calls) > 1:  # the first run happens at start
+            self.called.set()
+        if self.due is not None and self.due <= datetime.now(UTC):
+            self.due = None
+        return DispatchReport()
+
+    def next_due(self) -> datetime | None:
+        return self.due
+
+
+def wall() -> datetime:
+    return datetime.now(UTC)
+
+
+def test_next_due_time_pulls_the_dispatch_job_forward():
+    dispatcher = FakeDispatcher(due=None)
+    timer = DispatchTimer(dispatcher, wall, max_idle=timedelta(seconds=30))  # type: ignore[arg-type]
+    timer._scheduler.start(paused=True)
+    try:
+        job = timer._scheduler.get_job("dispatch")
+        job.modify(next_run_time=wall() + timedelta(seconds=30))
+        dispatcher.due = wall() + timedelta(seconds=5)
+        timer._schedule_next()
+        gap = timer._scheduler.get_job("dispatch").next_run_time - dispatcher.due
+        assert abs(gap.total_seconds()) < 0.5
+        # A later due time never pushes an earlier wake-up back.
+        dispatcher.due = wall() + timedelta(seconds=20)
+        timer._schedule_next()
+        gap = timer._scheduler.get_job("dispatch").next_run_time - wall()
+        assert gap < timedelta(seconds=6)
+    finally:
+        timer._scheduler.shutdown(wait=False)
+
+
+def test_a_due_time_is_honoured_within_its_second_not_at_the_idle_poll():
+    dispatcher = FakeDispatcher(due=wall() + timedelta(milliseconds=300))
+    timer = DispatchTimer(dispatcher, wall, max_idle=timedelta(seconds=30), watch_every=60)  # type: ignore[arg-type]
+    runner = threading.Thread(target=timer.run_until_stopped)
+    runner.start()
+    try:
+        assert dispatcher.called.wait(timeout=10), "the timer did not wake at the due time"
+        late = dispatcher.calls[1] - (dispatcher.calls[0] + timedelta(milliseconds=300))
+        assert late < timedelta(seconds=2)
+    finally:
+        timer.stop()
+        runner.join(timeout=10)
+    assert not runner.is_alive()

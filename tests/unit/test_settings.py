@@ -1,0 +1,40 @@
+from pathlib import Path
+
+import pytest
+
+from reminder_service.settings import Settings, SettingsError
+
+
+def test_defaults_are_the_embedded_sqlite_and_file_outbox():
+    settings = Settings.from_env({})
+    assert settings.database_url == "sqlite:///./var/reminders.db"
+    assert settings.outbox_dir == Path("./var/outbox")
+    assert settings.config_dir == Path("./config") and settings.templates_dir == Path("./templates")
+
+
+def test_environment_overrides_and_converts():
+    settings = Settings.from_env(
+        {
+            "REMINDER_DATABASE_URL": "postgresql://svc:s3cret@db.internal/reminders",
+            "REMINDER_OUTBOX_DIR": "/data/outbox",
+            "REMINDER_LEASE_SECONDS": "5",
+            "REMINDER_WATCH_SECONDS": "0.5",
+        }
+    )
+    assert settings.outbox_dir == Path("/data/outbox")
+    assert settings.lease_seconds == 5 and settings.watch_seconds == 0.5
+    shown = settings.describe()
+    assert "s3cret" not in str(shown) and shown["database_url"].startswith("postgresql://svc:***@")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"REMINDER_LEASE_SECONDS": "soon"}, "REMINDER_LEASE_SECONDS: 'soon' is not a number"),
+        ({"REMINDER_DISPATCH_BATCH": "0"}, "REMINDER_DISPATCH_BATCH: must be 1 or more"),
+        ({"REMINDER_DATABASE_URL": "not a url"}, "REMINDER_DATABASE_URL: not a database URL"),
+    ],
+)
+def test_bad_settings_name_the_variable(env, message):  # type: ignore[no-untyped-def]
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
