@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -50,10 +51,24 @@ class DispatchTimer:
     def run_until_stopped(self) -> None:
         """Block until stop() (e.g. from a SIGTERM handler); in-flight sends finish first."""
         self._scheduler.start()
+        heartbeat = threading.Thread(target=self._heartbeat, name="timer-heartbeat", daemon=True)
+        heartbeat.start()
         log.info("dispatcher running")
         self._stopped.wait()
         self._scheduler.shutdown(wait=True)
         log.info("dispatcher stopped")
+
+    def _heartbeat(self) -> None:
+        """Nudge APScheduler every second.
+
+        Its main loop sleeps in a timed Event.wait(), which relies on the monotonic clock. Under a
+        faked clock (libfaketime, used to test due times) that wait can hang for ever, while
+        time.sleep() keeps working; with this nudge a due reminder is at most a second late there,
+        and nothing changes under a real clock.
+        """
+        while not self._stopped.is_set():
+            time.sleep(1.0)
+            self._scheduler.wakeup()
 
     def stop(self) -> None:
         self._stopped.set()

@@ -260,3 +260,57 @@ def test_run_notices_an_import_made_by_another_process(env, tmp_path, daytime_ro
             assert running.wait(timeout=30) == 0
     finally:
         engine.dispose()
+
+
+LIBFAKETIME = next(iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1"))), None)
+
+
+def _faked(env: dict[str, str], moment: str) -> dict[str, str]:
+    """Run under libfaketime directly (the `faketime` wrapper does not pass SIGTERM on)."""
+    return {**env, "LD_PRELOAD": str(LIBFAKETIME), "FAKETIME": f"@{moment}"}
+
+
+@pytest.mark.skipif(LIBFAKETIME is None, reason="needs libfaketime (.ci/run installs faketime)")
+def test_under_a_moved_system_clock_each_reminder_lands_once_at_its_time(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # New York patient, procedure Thu 10 Dec 2026 09:30: "day before" is Wed 9 Dec 18:00 EST
+    # (23:00 UTC). Import in November, then run the service with the clock moved to 10 s before.
+    values = ["FT1", "FP1", "Test", "Patient", "(212) 555-0142", "ft@example.org", "en-US",
+              "America/New_York", "BMBX", "2026-12-10 09:30", "60", "Room 4", "yes", "yes",
+              "booked"]  # fmt: skip
+    path = tmp_path / "ft.csv"
+    write_csv(path, [dict(zip(HEADERS, values, strict=True))], excel=False)
+    imported = cli(_faked(env, "2026-11-20 15:00:00"), "import", str(path))
+    assert imported.returncode == 0, imported.stderr
+    engine = create_engine(env["REMINDER_DATABASE_URL"])
+    try:
+        with _start_run(_faked(env, "2026-12-09 22:59:50")) as running:
+            try:
+                _wait_for(lambda: _sent_step(engine, "day_before") == 2, running, timeout=40)
+            finally:
+                running.send_signal(signal.SIGTERM)
+            assert running.wait(timeout=30) == 0
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(reminders.c.id, reminders.c.step_id, reminders.c.status, reminders.c.sent_at)
+            ).all()
+    finally:
+        engine.dispose()
+    due = datetime(2026, 12, 9, 23, 0, tzinfo=UTC)
+    for reminder_id, step, status, sent_at in rows:
+        if step == "day_before":
+            assert status == "sent" and due <= sent_at < due + timedelta(seconds=3)
+        if status == "sent":
+            files = list((tmp_path / "outbox").glob(f"*/{reminder_id}.*"))
+            assert len(files) == 1
+    # Escort advice (due Tue 8 Dec 10:00) was never sent late: its deadline had passed.
+    assert {status for _, step, status, _ in rows if step == "escort"} == {"skipped"}
+
+
+def _sent_step(engine: Engine, step: str) -> int:
+    with engine.connect() as conn:
+        query = (
+            select(func.count())
+            .select_from(reminders)
+            .where(reminders.c.status == "sent", reminders.c.step_id == step)
+        )
+        return int(conn.execute(query).scalar_one())
