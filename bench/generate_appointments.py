@@ -22,23 +22,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
-HEADERS = [
-    "appointment_id",
-    "patient_id",
-    "first_name",
-    "last_name",
-    "mobile",
-    "email",
-    "language",
-    "timezone",
-    "procedure",
-    "start",
-    "duration_minutes",
-    "location",
-    "sedation",
-    "anticoagulant",
-    "status",
-]
+from reminder_service.importers.csv_mapping import LAYOUT_FIELDS
+
+HEADERS = list(LAYOUT_FIELDS)
 ZONES = [
     ("Europe/London", 45),
     ("America/New_York", 30),

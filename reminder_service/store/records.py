@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import fields
 from typing import Any
 
-from ..domain.appointment import Appointment, AppointmentStatus, Patient, Tristate
+from ..domain.appointment import FLAG_NAMES, Appointment, AppointmentStatus, Patient, Tristate
 from ..domain.planning import ReminderStatus
 from ..domain.protocol import Channel
 from ..domain.reconcile import ExistingReminder
@@ -13,16 +14,8 @@ from ..domain.reconcile import ExistingReminder
 # A row as SQLAlchemy returns it (keys may be names or columns).
 RowData = Mapping[Any, Any]
 
-FLAG_COLUMNS = ("sedation", "anticoagulant", "on_chemotherapy", "diabetes_on_medication")
-PATIENT_COLUMNS = (
-    "external_id",
-    "first_name",
-    "last_name",
-    "mobile",
-    "email",
-    "language",
-    "timezone",
-)
+FLAG_COLUMNS = FLAG_NAMES  # one column per flag, named as the flag
+PATIENT_COLUMNS = tuple(f.name for f in fields(Patient))  # patients' columns, as Patient's fields
 
 
 def patient_values(patient: Patient) -> dict[str, Any]:
