@@ -44,12 +44,9 @@ def import_csv_file(
                  service.dialect_name)  # fmt: skip
     errors: list[RowError] = []
     items = _converted(table.rows, task, errors, _worker_count(workers, len(table.rows)))
-    summary = service.apply(items, source="csv", label=path.name, progress=progress, now=now)
-    # Row errors arrive while the import runs; fold them in once it is done.
-    summary.errors.extend(errors)
-    summary.errors.sort(key=lambda e: e.line)
-    summary.rejected += len({e.line for e in errors})
-    return summary
+    return service.apply(
+        items, source="csv", label=path.name, parse_errors=errors, progress=progress, now=now
+    )
 
 
 def _worker_count(requested: int | None, rows: int) -> int:

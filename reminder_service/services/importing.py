@@ -98,10 +98,12 @@ class ImportService:
         now: datetime | None = None,
     ) -> ImportSummary:
         """Apply appointments in order. An item may carry `preplan(...)`'s rows made with the same
-        `now`; they are used if the appointment turns out to be new, and ignored otherwise."""
+        `now`; they are used if the appointment turns out to be new, and ignored otherwise.
+
+        `parse_errors` is read after the last item: a streaming parser may still be adding to it
+        while `items` are consumed."""
         now = now or self._clock()
-        summary = ImportSummary(rejected=len({e.line for e in parse_errors}))
-        summary.errors.extend(parse_errors)
+        summary = ImportSummary()
         with self._engine.begin() as conn:
             summary.import_id = conn.execute(
                 insert(imports)
@@ -112,6 +114,8 @@ class ImportService:
                 self._apply_chunk(conn, chunk, now, summary)
                 if progress:
                     progress(len(chunk))
+            summary.errors.extend(parse_errors)
+            summary.rejected += len({e.line for e in parse_errors})
             conn.execute(
                 update(imports)
                 .where(imports.c.id == summary.import_id)

@@ -12,6 +12,8 @@ from sqlalchemy import func, select
 from reminder_service import bootstrap
 from reminder_service.bootstrap import Service
 from reminder_service.domain.appointment import AppointmentStatus, Tristate
+from reminder_service.importers.csv_rows import ImportDefaults
+from reminder_service.services.csv_import import import_csv_file
 from reminder_service.services.reporting import status_report
 from reminder_service.store.tables import appointments, audit_log, imports, reminders
 from tests.factories import appointment, patient
@@ -157,3 +159,19 @@ def test_alert_staff_policy_records_an_alert_that_status_shows(settings, clock, 
         ]
     finally:
         service.engine.dispose()
+
+
+def test_the_import_record_counts_rows_rejected_while_parsing(service, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "two.csv"
+    header = "appointment_id,patient_id,first_name,last_name,mobile,email,language,timezone,"
+    header += "procedure,start,duration_minutes,location,sedation,anticoagulant,status\n"
+    good = "A1,P1,Test,Patient,,a@example.org,,,BMBX,2026-12-10 09:30,60,,yes,no,booked\n"
+    bad = "A2,P2,Test,Patient,,not-an-email,,,BMBX,2026-12-10 09:30,60,,yes,no,booked\n"
+    path.write_text(header + good + bad)
+    defaults = ImportDefaults("riverside", "Europe/London", "GB", "en-GB")
+    summary = import_csv_file(path, service.importer, defaults, workers=0)
+    assert (summary.imported, summary.rejected) == (1, 1)
+    assert [(e.line, e.column) for e in summary.errors] == [(3, "email")]
+    with service.engine.connect() as conn:
+        recorded = json.loads(conn.execute(select(imports.c.summary)).scalar_one())
+    assert (recorded["imported"], recorded["rejected"]) == (1, 1)
