@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from . import bootstrap
+from . import bootstrap, log_masking
 from .configuration.problems import ConfigError
 from .domain.timing import zone
 from .importers.csv_mapping import load_mapping
@@ -62,6 +62,7 @@ def _service() -> bootstrap.Service:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    log_masking.install()
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     try:
