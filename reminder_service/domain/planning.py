@@ -5,7 +5,6 @@ Pure and deterministic: the caller passes `now` and the moment the appointment t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
@@ -59,7 +58,7 @@ def plan_reminders(
     planned: list[PlannedReminder] = []
     for step in protocol.steps:
         if step.enabled:
-            planned.extend(_plan_step(step, appointment, window, now, anchors, tz))
+            _plan_step(step, appointment, window, now, anchors, tz, planned)
     return planned
 
 
@@ -70,7 +69,8 @@ def _plan_step(
     now: datetime,
     anchors: AnchorTimes,
     tz: ZoneInfo,
-) -> Iterator[PlannedReminder]:
+    planned: list[PlannedReminder],
+) -> None:
     nominal = resolve(step.send_at, anchors, tz)
     not_after = resolve(step.not_after, anchors, tz) if step.not_after else None
     due, step_skip, alert = _due_and_step_skip(step, appointment, window, now, anchors, tz, nominal)
@@ -78,16 +78,18 @@ def _plan_step(
         step_skip = _deadline_reason(nominal, now, not_after)
     for rule in step.channels:
         reason = step_skip or _channel_skip(rule.channel, rule.condition, appointment)
-        yield PlannedReminder(
-            step_id=step.id,
-            channel=rule.channel,
-            template=step.template,
-            nominal_at=nominal,
-            due_at=due,
-            not_after=not_after,
-            status=_SKIPPED if reason else _PENDING,
-            reason=reason or _planned_reason(step.send_at),
-            alert_staff=alert and bool(reason),
+        planned.append(
+            PlannedReminder(
+                step.id,
+                rule.channel,
+                step.template,
+                nominal,
+                due,
+                not_after,
+                _SKIPPED if reason else _PENDING,
+                reason or _planned_reason(step.send_at),
+                alert and bool(reason),
+            )
         )
 
 

@@ -12,7 +12,7 @@ Policy (documented in the README):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from functools import lru_cache
@@ -35,11 +35,12 @@ class Unit(StrEnum):
 class Offset:
     amount: int  # signed: negative is before the anchor
     unit: Unit
+    # Minutes and hours as elapsed time (days are calendar days: see resolve).
+    elapsed: timedelta = field(init=False, repr=False, compare=False)
 
-    @property
-    def elapsed(self) -> timedelta:
-        """Minutes and hours as elapsed time (days are calendar days: see resolve)."""
-        return timedelta(minutes=self.amount * (60 if self.unit is Unit.HOURS else 1))
+    def __post_init__(self) -> None:
+        minutes = self.amount * (60 if self.unit is Unit.HOURS else 1)
+        object.__setattr__(self, "elapsed", timedelta(minutes=minutes))
 
     def describe(self) -> str:
         if self.amount == 0:
@@ -54,6 +55,14 @@ class RelativeTime:
     anchor: Anchor
     offset: Offset
     at: time | None = None  # a local wall-clock time; only with a day offset
+    # Planning hashes these millions of times (memo keys); a generated hash would recompute it.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.anchor, self.offset, self.at)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def describe(self) -> str:
         text = f"{self.offset.describe()} {self.anchor.value}"
@@ -67,7 +76,7 @@ class AnchorTimes:
     end: datetime
 
     def of(self, anchor: Anchor) -> datetime:
-        moment: datetime = getattr(self, anchor.value)
+        moment: datetime = getattr(self, anchor)  # an Anchor is a str: the attribute's name
         return moment
 
 
@@ -109,20 +118,20 @@ def local_to_utc(day: date, wall: time, tz: ZoneInfo) -> datetime:
 
 
 def resolve(moment: RelativeTime, anchors: AnchorTimes, tz: ZoneInfo) -> datetime:
-    return _resolve(moment, anchors.of(moment.anchor), tz)
-
-
-# Pure and called millions of times on a large import, with few distinct arguments (appointments
-# share dates and slots), so the results are memoised.
-@lru_cache(maxsize=65536)
-def _resolve(moment: RelativeTime, base: datetime, tz: ZoneInfo) -> datetime:
+    base: datetime = getattr(anchors, moment.anchor)
     offset = moment.offset
-    if offset.unit is not _DAYS:
-        return base + offset.elapsed
+    if offset.unit is _DAYS:
+        return _calendar_days(base, offset.amount, moment.at, tz)
+    return base + offset.elapsed
+
+
+# Pure and called millions of times on a large import with few distinct arguments (appointments
+# share dates and slots), so memoised; the key is cheap to hash.
+@lru_cache(maxsize=65536)
+def _calendar_days(base: datetime, days: int, at: time | None, tz: ZoneInfo) -> datetime:
     local = base.astimezone(tz)
-    day = local.date() + timedelta(days=offset.amount)
-    wall = moment.at if moment.at is not None else local.time().replace(tzinfo=None)
-    return local_to_utc(day, wall, tz)
+    wall = at if at is not None else local.time().replace(tzinfo=None)
+    return local_to_utc(local.date() + timedelta(days=days), wall, tz)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +140,13 @@ class SendWindow:
 
     opens: time
     closes: time
+    _hash: int = field(init=False, repr=False, compare=False)  # a memo key: hash it once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.opens, self.closes)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def next_allowed(self, when: datetime, tz: ZoneInfo) -> datetime:
         """`when` if inside the window, else the next opening (never earlier than `when`)."""

@@ -17,8 +17,7 @@ from ..catalog import Catalog
 from ..domain.appointment import Appointment
 from ..importers.csv_mapping import CsvMapping
 from ..importers.csv_rows import ImportDefaults, RawRow, RowConverter, RowError, read_csv
-from ..store.bulk import utc_encoder
-from .importing import ImportItem, ImportService, ImportSummary, PlanRow, preplan
+from .importing import ImportItem, ImportService, ImportSummary, Preplan, preplan
 
 CHUNK_ROWS = 2000
 PARALLEL_FROM = 5000  # below this, starting processes costs more than it saves
@@ -67,17 +66,16 @@ class _Task:
     dialect: str
 
     def __call__(self, rows: Sequence[RawRow]) -> list[Converted]:
-        encode = utc_encoder(self.dialect)
         converted: list[Converted] = []
         for result in self.converter.convert_many(rows):
             if isinstance(result, list):
                 converted.append(result)
             else:
-                converted.append((result, preplan(result, self.catalog, self.now, encode)))
+                converted.append((result, preplan(result, self.catalog, self.now, self.dialect)))
         return converted
 
 
-Converted = list[RowError] | tuple[Appointment, list[PlanRow]]
+Converted = list[RowError] | tuple[Appointment, Preplan]
 
 
 def _converted(

@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Connection,
@@ -39,8 +39,18 @@ SKIPPED = ReminderStatus.SKIPPED.value
 
 # A reminder row's planned part: step, channel, template, nominal, due, not_after, status, reason.
 PlanRow = tuple[Any, ...]
-# (file line, appointment) or (file line, appointment, rows from preplan()).
-ImportItem = tuple[int, Appointment] | tuple[int, Appointment, list[PlanRow]]
+
+
+class Preplan(NamedTuple):
+    """An appointment's reminders planned as a new booking, by `preplan()` in a worker process."""
+
+    rows: list[PlanRow]
+    detail: str  # the appointment's audit detail
+    alerts: tuple[str, ...]  # staff alerts
+
+
+# (file line, appointment) or (file line, appointment, its Preplan).
+ImportItem = tuple[int, Appointment] | tuple[int, Appointment, Preplan]
 
 
 @dataclass
@@ -132,7 +142,7 @@ class ImportService:
         summary: ImportSummary,
     ) -> None:
         accepted = []
-        preplanned: dict[str, list[PlanRow]] = {}
+        preplanned: dict[str, Preplan] = {}
         for line, appointment, *pre in chunk:
             if pre:
                 preplanned[appointment.external_id] = pre[0]
@@ -164,12 +174,13 @@ class ImportService:
         import_id = summary.import_id
         for appointment, values, outcome in work.new:
             appointment_id = new_ids[appointment.external_id]
-            planned = preplanned.get(appointment.external_id)
-            if planned is None:
+            plan = preplanned.get(appointment.external_id)
+            if plan is None:
                 planned = plan_rows(self._plan(appointment, values, now), encode)
-            rows.extend((appointment_id, 1, import_id, *r, 0, enc_now, enc_now) for r in planned)
-            work.audit.append(_event(now, appointment_id, outcome, values, planned))
-            work.audit.extend(_staff_alerts(now, appointment_id, planned))
+                plan = Preplan(planned, _detail(1, planned), _alert_reasons(planned))
+            rows.extend((appointment_id, 1, import_id, *r, 0, enc_now, enc_now) for r in plan.rows)
+            work.audit.append(_event(now, appointment_id, outcome, plan.detail))
+            work.audit.extend(_staff_alerts(now, appointment_id, plan.alerts))
         cancelled = self._reconcile_changed(conn, work, now, rows, summary, encode)
         bulk.insert_tuples(conn, reminders, REMINDER_COLUMNS, rows)
         summary.reminders_planned += len(rows)
@@ -257,8 +268,8 @@ class ImportService:
                 (appointment_id, version, summary.import_id, *r, 0, enc_now, enc_now)
                 for r in created
             )
-            work.audit.append(_event(now, appointment_id, outcome, values, created))
-            work.audit.extend(_staff_alerts(now, appointment_id, created))
+            work.audit.append(_event(now, appointment_id, outcome, _detail(version, created)))
+            work.audit.extend(_staff_alerts(now, appointment_id, _alert_reasons(created)))
             work.audit.extend(
                 {
                     "at": now,
@@ -411,43 +422,46 @@ def plan_rows(
     ]
 
 
-def preplan(
-    appointment: Appointment,
-    catalog: Catalog,
-    now: datetime,
-    encode: Callable[[datetime | None], Any],
-) -> list[PlanRow]:
-    """Plan rows for `appointment` as a new booking made at `now`. Pure, so worker processes run
-    it while the database work of earlier chunks goes on."""
+def preplan(appointment: Appointment, catalog: Catalog, now: datetime, dialect: str) -> Preplan:
+    """Plan `appointment` as a new booking made at `now`, ready to insert. Pure, so worker
+    processes run it while the database work of earlier chunks goes on."""
     clinic = catalog.clinics.get(appointment.clinic_id)
     protocol = catalog.protocol_for(appointment.procedure)
     if clinic is None or protocol is None:
-        return []
-    return plan_rows(plan_reminders(appointment, protocol, clinic.send_window, now, now), encode)
+        return Preplan([], _detail(1, []), ())
+    plans = plan_reminders(appointment, protocol, clinic.send_window, now, now)
+    rows = plan_rows(plans, bulk.utc_encoder(dialect))
+    return Preplan(rows, _detail(1, rows), _alert_reasons(rows))
 
 
-def _event(
-    now: datetime, appointment_id: int, outcome: str, values: dict[str, Any], planned: list[PlanRow]
-) -> dict[str, Any]:
-    """The appointment's audit entry. It carries this import's planning decisions: how many
-    reminders were planned and each skipped one with its reason (the reminder rows hold the times;
-    every later change to a reminder gets an audit entry of its own)."""
+def _detail(version: int, planned: list[PlanRow]) -> str:
+    """The planning decisions an appointment's audit entry carries: how many reminders were
+    planned and each skipped one with its reason (the reminder rows hold the times; every later
+    change to a reminder gets an audit entry of its own)."""
     skipped = {f"{r[0]}/{r[1]}": r[7] for r in planned if r[6] == SKIPPED}
-    detail: dict[str, Any] = {"version": values["version"], "planned": len(planned) - len(skipped)}
+    detail: dict[str, Any] = {"version": version, "planned": len(planned) - len(skipped)}
     if skipped:
         detail["skipped"] = skipped
+    return json.dumps(detail)
+
+
+def _alert_reasons(planned: list[PlanRow]) -> tuple[str, ...]:
+    return tuple(f"{r[0]}/{r[1]}: {r[7]}" for r in planned if r[7] == STAFF_ALERT_REASON)
+
+
+def _event(now: datetime, appointment_id: int, outcome: str, detail: str) -> dict[str, Any]:
     return {
         "at": now,
         "appointment_id": appointment_id,
         "reminder_id": None,
         "event": outcome,
         "reason": f"import: {outcome}",
-        "detail": json.dumps(detail),
+        "detail": detail,
     }
 
 
 def _staff_alerts(
-    now: datetime, appointment_id: int, planned: list[PlanRow]
+    now: datetime, appointment_id: int, alerts: tuple[str, ...]
 ) -> list[dict[str, Any]]:
     """A step skipped under the alert_staff policy needs a person: `status` lists these."""
     return [
@@ -456,9 +470,8 @@ def _staff_alerts(
             "appointment_id": appointment_id,
             "reminder_id": None,
             "event": "staff_alert",
-            "reason": f"{r[0]}/{r[1]}: {r[7]}",
+            "reason": reason,
             "detail": None,
         }
-        for r in planned
-        if r[7] == STAFF_ALERT_REASON
+        for reason in alerts
     ]
