@@ -53,7 +53,7 @@ def _worker_count(requested: int | None, rows: int) -> int:
         return max(0, requested)
     if rows < PARALLEL_FROM:
         return 0
-    return max(1, (os.cpu_count() or 2) - 1)
+    return max(1, (os.cpu_count() or 2) - 1)  # leave a core for the database work
 
 
 @dataclass(frozen=True)

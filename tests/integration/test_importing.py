@@ -9,14 +9,16 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
+from bench.generate_appointments import generate, write_csv
 from reminder_service import bootstrap
 from reminder_service.bootstrap import Service
 from reminder_service.domain.appointment import AppointmentStatus, Tristate
 from reminder_service.importers.csv_rows import ImportDefaults
 from reminder_service.services.csv_import import import_csv_file
 from reminder_service.services.reporting import status_report
+from reminder_service.settings import Settings
 from reminder_service.store.tables import appointments, audit_log, imports, reminders
-from tests.factories import appointment, patient
+from tests.factories import CONFIG_DIR, TEMPLATES_DIR, appointment, patient
 
 
 def apply(service: Service, *appts):  # type: ignore[no-untyped-def]
@@ -175,3 +177,32 @@ def test_the_import_record_counts_rows_rejected_while_parsing(service, tmp_path)
     with service.engine.connect() as conn:
         recorded = json.loads(conn.execute(select(imports.c.summary)).scalar_one())
     assert (recorded["imported"], recorded["rejected"]) == (1, 1)
+
+
+def test_validating_in_worker_processes_gives_the_same_database(clock, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rows, expected, _bad = generate(600, seed=3, today=clock.now.date())
+    path = tmp_path / "mix.csv"
+    write_csv(path, rows, excel=True)
+    defaults = ImportDefaults("riverside", "Europe/London", "GB", "en-GB")
+    snapshots = []
+    for workers in (0, 2):
+        database = tmp_path / f"w{workers}.db"
+        settings = Settings(f"sqlite:///{database}", tmp_path, CONFIG_DIR, TEMPLATES_DIR)
+        built = bootstrap.build(settings, clock)
+        try:
+            summary = import_csv_file(path, built.importer, defaults, workers=workers)
+            assert (summary.imported, summary.rejected) == (expected.imported, expected.rejected)
+            with built.engine.connect() as conn:
+                columns = [c for c in reminders.c if c.name not in {"id", "appointment_id"}]
+                snapshots.append(
+                    conn.execute(
+                        select(appointments.c.external_id, *columns)
+                        .join(appointments, appointments.c.id == reminders.c.appointment_id)
+                        .order_by(
+                            appointments.c.external_id, reminders.c.step_id, reminders.c.channel
+                        )
+                    ).all()
+                )
+        finally:
+            built.engine.dispose()
+    assert snapshots[0] == snapshots[1] and len(snapshots[0]) > 5000
