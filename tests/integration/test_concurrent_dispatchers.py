@@ -1,8 +1,10 @@
-"""Two dispatcher processes on one SQLite file never both send a reminder."""
+"""Two dispatcher processes on one database (SQLite or PostgreSQL) never both send a reminder."""
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +18,8 @@ from tests.factories import CONFIG_DIR, TEMPLATES_DIR, appointment, local, patie
 
 
 class LoggingChannel:
-    """Appends one line per send to a shared file (O_APPEND), so duplicates cannot hide."""
+    """Appends one line per send to a shared file (O_APPEND), so duplicates cannot hide. Each
+    send takes 5 ms, like a (fast) provider, so the two processes overlap."""
 
     def __init__(self, log: Path) -> None:
         self._log = log
@@ -28,8 +31,9 @@ class LoggingChannel:
         return self._write(message.reminder_id)
 
     def _write(self, reminder_id: int) -> Receipt:
+        time.sleep(0.005)
         with self._log.open("a") as handle:
-            handle.write(f"{reminder_id}\n")
+            handle.write(f"{os.getpid()} {reminder_id}\n")
         return Receipt(f"log:{reminder_id}")
 
 
@@ -43,9 +47,9 @@ def _worker(settings: Settings, log: Path, now_iso: str) -> None:
     dispatcher.dispatch_due()
 
 
-def test_two_processes_share_the_work_without_duplicates(tmp_path: Path) -> None:
+def test_two_processes_share_the_work_without_duplicates(tmp_path: Path, database_url: str) -> None:
     settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'r.db'}",
+        database_url=database_url,
         outbox_dir=tmp_path / "outbox",
         config_dir=CONFIG_DIR,
         templates_dir=TEMPLATES_DIR,
@@ -75,8 +79,10 @@ def test_two_processes_share_the_work_without_duplicates(tmp_path: Path) -> None
     for worker in workers:
         worker.join(timeout=120)
         assert worker.exitcode == 0
-    sent = log.read_text().split()
+    lines = [line.split() for line in log.read_text().splitlines()]
+    sent = [reminder for _, reminder in lines]
     assert len(sent) == 300 and len(set(sent)) == 300
+    assert len({pid for pid, _ in lines}) == 2  # both processes really took part
     with service.engine.connect() as conn:
         statuses = dict(
             conn.execute(
@@ -84,3 +90,4 @@ def test_two_processes_share_the_work_without_duplicates(tmp_path: Path) -> None
             ).all()
         )
     assert statuses["sent"] == 300
+    service.engine.dispose()
