@@ -242,10 +242,12 @@ def preview(
     for line in result.lines:
         when = line.due_at.isoformat() if line.due_at else "-"
         out.print(f"\n[bold]{line.step}[/bold] {line.channel} {when} {line.status}: {line.reason}")
+        # soft_wrap: message text is shown as written, never re-wrapped to the terminal.
         if line.subject:
-            out.print(f"  Subject: {line.subject}", markup=False, highlight=False)
+            out.print(f"  Subject: {line.subject}", markup=False, highlight=False, soft_wrap=True)
         if line.body:
-            out.print("  " + line.body.replace("\n", "\n  "), markup=False, highlight=False)
+            body = "  " + line.body.replace("\n", "\n  ")
+            out.print(body, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
