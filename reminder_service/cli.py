@@ -180,6 +180,17 @@ def _print_summary(summary: ImportSummary, errors_csv: Path | None) -> None:
 
 
 @app.command()
+def replan() -> None:
+    """Re-plan upcoming appointments after protocols or clinic settings changed."""
+    service = _service()
+    summary = service.importer.replan()
+    out.print(
+        f"re-planned: {summary.updated} appointments changed, {summary.unchanged} unchanged; "
+        f"{summary.reminders_planned} reminders planned, {summary.reminders_cancelled} cancelled"
+    )
+
+
+@app.command()
 def run(
     sample_data: Annotated[
         bool, typer.Option("--sample-data", help="First import synthetic sample appointments.")

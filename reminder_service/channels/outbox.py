@@ -2,6 +2,8 @@
 
 Files appear atomically (written aside, fsynced, renamed). A reminder that is sent again after a
 crash finds its file already there and is not written twice, so each reminder lands exactly once.
+A crash mid-write can leave a hidden `.<name>.*.tmp` file, never a message; readers ignore
+dot-files, and the outbox sweeps old ones when it starts.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -16,11 +19,15 @@ from pathlib import Path
 
 from .base import OutgoingEmail, OutgoingSms, Receipt
 
+# No write takes this long; a younger temp file may belong to another live dispatcher.
+STALE_TEMP_AGE = 600.0
+
 
 class OutboxChannel:
     def __init__(self, root: Path, from_address: str = "reminders@localhost") -> None:
         self._root = root
         self._from = from_address
+        sweep_stale_temp_files(root)
 
     def send_sms(self, message: OutgoingSms) -> Receipt:
         path = self._root / "sms" / f"{message.reminder_id}.json"
@@ -73,3 +80,17 @@ def _write_once(path: Path, data: bytes) -> None:
         os.fsync(directory)  # the rename itself survives a power cut
     finally:
         os.close(directory)
+
+
+def sweep_stale_temp_files(root: Path, older_than: float = STALE_TEMP_AGE) -> int:
+    """Remove temp files that a crashed writer left behind; returns how many."""
+    removed = 0
+    cutoff = time.time() - older_than
+    for path in root.glob("*/.*.tmp"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue  # another process swept or renamed it first
+    return removed

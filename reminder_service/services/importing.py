@@ -10,7 +10,7 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -31,6 +31,7 @@ from ..domain.planning import STAFF_ALERT_REASON, PlannedReminder, ReminderStatu
 from ..domain.reconcile import OPEN, reconcile
 from ..importers.csv_rows import RowError
 from ..store import bulk, records
+from ..store.records import RowData
 from ..store.tables import appointments, audit_log, imports, patients, reminders
 from ..store.types import UtcDateTime
 
@@ -133,6 +134,76 @@ class ImportService:
             )
         summary.errors.sort(key=lambda e: e.line)
         return summary
+
+    def replan(self) -> ImportSummary:
+        """Re-plan every booked appointment that may still have messages to come against the
+        current protocols and clinic settings (after staff change them). Reminders whose moment
+        moved are cancelled and planned anew; sent ones stay history; unchanged ones are kept."""
+        now = self._clock()
+        summary = ImportSummary()
+        with self._engine.begin() as conn:
+            summary.import_id = conn.execute(
+                insert(imports)
+                .values(source="replan", label="replan", started_at=now, summary="{}")
+                .returning(imports.c.id)
+            ).scalar_one()
+            booked = (
+                select(
+                    appointments, *[patients.c[c].label(f"p_{c}") for c in records.PATIENT_COLUMNS]
+                )
+                .join(patients, patients.c.id == appointments.c.patient_id)
+                .where(appointments.c.status == AppointmentStatus.BOOKED.value)
+                .where(appointments.c.start_at >= now - REPLAN_LOOKBACK)
+                .order_by(appointments.c.id)
+            )
+            batch: list[RowData] = []
+            for row in conn.execute(booked).mappings().all():
+                batch.append(row)
+                if len(batch) == CHUNK:
+                    self._replan_chunk(conn, batch, now, summary)
+                    batch = []
+            self._replan_chunk(conn, batch, now, summary)
+            conn.execute(
+                update(imports)
+                .where(imports.c.id == summary.import_id)
+                .values(summary=json.dumps(summary.counts()))
+            )
+        return summary
+
+    def _replan_chunk(
+        self, conn: Connection, batch: list[RowData], now: datetime, summary: ImportSummary
+    ) -> None:
+        work = _Chunk()
+        changed_protocol = []
+        for row in batch:
+            patient = {c: row[f"p_{c}"] for c in records.PATIENT_COLUMNS}
+            appointment = records.appointment_from_row(row, patient)
+            protocol = self._catalog.protocol_for(appointment.procedure)
+            protocol_id = protocol.id if protocol else None
+            if protocol_id != row["protocol_id"]:
+                changed_protocol.append({"pk": row["id"], "protocol_id": protocol_id})
+            values = {"pk": row["id"], "version": row["version"], "protocol_id": protocol_id,
+                      "scheduled_at": row["scheduled_at"]}  # fmt: skip
+            work.changed.append((appointment, values, "replanned"))
+        if changed_protocol:
+            conn.execute(
+                update(appointments).where(appointments.c.id == bindparam("pk")), changed_protocol
+            )
+        rows: list[tuple[Any, ...]] = []
+        encode = bulk.utc_encoder(conn.dialect)
+        summary.reminders_cancelled += self._reconcile_changed(
+            conn, work, now, rows, summary, encode
+        )
+        bulk.insert_tuples(conn, reminders, REMINDER_COLUMNS, rows)
+        summary.reminders_planned += len(rows)
+        # Only appointments whose plan changed count as updated and get an audit entry.
+        cancelled_for = {a["appointment_id"] for a in work.audit if a["reminder_id"] is not None}
+        touched = {r[0] for r in rows} | cancelled_for
+        summary.updated += len(touched)
+        summary.unchanged += len(batch) - len(touched)
+        work.audit = [a for a in work.audit if a["appointment_id"] in touched]
+        if work.audit:
+            conn.execute(insert(audit_log), work.audit)
 
     def _apply_chunk(
         self,
@@ -301,7 +372,10 @@ _CANCEL_REASONS = {
     "cancelled": "appointment cancelled",
     "rescheduled": "appointment rescheduled",
     "not_served": "no protocol serves this procedure any more",
+    "replanned": "protocol or clinic settings changed",
 }
+# Re-planning looks back this far: the latest post-procedure step of a protocol is within it.
+REPLAN_LOOKBACK = timedelta(days=60)
 
 
 def _chunks(items: Iterable[ImportItem]) -> Iterator[list[ImportItem]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import json
+import os
 from datetime import timedelta
 from email.message import EmailMessage
 from email.policy import default
@@ -11,6 +12,7 @@ from email.policy import default
 from sqlalchemy import select
 
 from reminder_service.bootstrap import Service
+from reminder_service.channels.outbox import OutboxChannel
 from reminder_service.domain.appointment import AppointmentStatus
 from reminder_service.domain.planning import ReminderStatus
 from reminder_service.store.tables import audit_log, reminders
@@ -133,3 +135,15 @@ def test_cancelled_appointment_sends_nothing_even_if_already_claimed(service, cl
     loaded = service.dispatcher._load_appointments({claimed[0]["appointment_id"]})
     status = service.dispatcher._deliver(claimed[0], *loaded[claimed[0]["appointment_id"]])
     assert status.value == "cancelled"
+
+
+def test_the_outbox_sweeps_temp_files_a_crash_left_behind(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "email").mkdir()
+    old = tmp_path / "email" / ".7.eml.abc.tmp"
+    fresh = tmp_path / "email" / ".8.eml.def.tmp"
+    message = tmp_path / "email" / "6.eml"
+    for path in (old, fresh, message):
+        path.write_text("x")
+    os.utime(old, (1_000_000_000, 1_000_000_000))
+    OutboxChannel(tmp_path)
+    assert not old.exists() and fresh.exists() and message.exists()

@@ -206,3 +206,33 @@ def test_validating_in_worker_processes_gives_the_same_database(clock, tmp_path)
         finally:
             built.engine.dispose()
     assert snapshots[0] == snapshots[1] and len(snapshots[0]) > 5000
+
+
+def test_replan_applies_a_changed_protocol_to_booked_appointments(
+    service, settings, clock, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    apply(service, appointment())
+    service.dispatcher.dispatch_due()  # the booking messages go out
+    config = tmp_path / "config"
+    shutil.copytree(settings.config_dir, config)
+    protocol = config / "protocols" / "bone_marrow_biopsy.yaml"
+    text = protocol.read_text()
+    protocol.write_text(text.replace("1 day before start at 18:00", "1 day before start at 17:00"))
+    changed = bootstrap.build(replace(settings, config_dir=config), clock)
+    try:
+        clock.advance(hours=1)
+        summary = changed.importer.replan()
+        counts = (summary.updated, summary.reminders_planned, summary.reminders_cancelled)
+        assert counts == (1, 2, 2)
+        day_before = rows(changed, step_id="day_before")
+        assert [(r["status"], r["reason"]) for r in day_before] == [
+            ("cancelled", "protocol or clinic settings changed"),
+            ("cancelled", "protocol or clinic settings changed"),
+            ("pending", "planned: 1 day before start at 17:00"),
+            ("pending", "planned: 1 day before start at 17:00"),
+        ]
+        assert len(rows(changed, status="sent")) == 2  # history untouched, nothing re-sent
+        again = changed.importer.replan()
+        assert (again.updated, again.unchanged, again.reminders_planned) == (0, 1, 0)
+    finally:
+        changed.engine.dispose()
