@@ -210,7 +210,7 @@ def test_headers_ignore_case_and_spaces_and_extra_columns() -> None:
 def test_each_bad_row_is_reported_and_good_rows_still_parse() -> None:
     data = csv_bytes(
         line(appointment_id="ok1"),
-        line(mobile="07700 900123"),  # Ofcom drama range: not an allocated number
+        line(mobile="07700 9001"),  # too short to be a number
         line(mobile="020 7946 0123"),  # a London landline
         line(email="test.patient@@example.org"),
         line(timezone="Europe/Londn"),
@@ -453,4 +453,13 @@ def test_a_cancellation_is_not_blocked_by_details_it_does_not_need() -> None:
     assert (row_line, cancelled.external_id, cancelled.status.value) == (2, "A9", "cancelled")
     assert cancelled.patient.mobile is None and cancelled.patient.email is None
     # The same bad phone on a booked row is still an error.
+    assert [(e.line, e.column) for e in parsed.errors] == [(3, "mobile")]
+
+
+def test_ofcom_drama_mobiles_are_accepted_but_nothing_near_them() -> None:
+    # Reserved for fiction (no real person can be reached), used by synthetic test data.
+    parsed = parse(
+        csv_bytes(line(mobile="07700 900123"), line(appointment_id="A2", mobile="07700 901123"))
+    )
+    assert [(n, a.patient.mobile) for n, a in parsed.rows] == [(2, "+447700900123")]
     assert [(e.line, e.column) for e in parsed.errors] == [(3, "mobile")]
