@@ -687,7 +687,8 @@ def _email(text: str) -> tuple[str | None, str]:
     unit test checks the two paths agree.
     """
     local, at, domain = text.partition("@")
-    if at and _DOT_ATOM.fullmatch(local) and local.lower() not in _ROLE_MAILBOXES:
+    plain = len(local) <= 64 and _DOT_ATOM.fullmatch(local)  # RFC 5321's local-part limit
+    if at and plain and local.lower() not in _ROLE_MAILBOXES:
         forms = _email_domain(domain)
         sizes = [len(f"{local}@{form}".encode()) for form in (domain, *(forms or ()))]
         if forms is not None and max(sizes) <= 254:
