@@ -35,6 +35,7 @@ from ..domain.protocol import Channel
 from ..domain.timing import zone
 from ..rendering import RenderedMessage, Renderer, RenderError, message_context
 from ..store import records
+from ..store.engine import reading
 from ..store.records import RowData
 from ..store.tables import appointments, audit_log, patients, reminders
 
@@ -93,7 +94,7 @@ class DispatchService:
 
     def next_due(self) -> datetime | None:
         """The earliest moment a row becomes claimable: a pending due time or a lease expiry."""
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             pending = conn.execute(
                 select(func.min(reminders.c.due_at)).where(
                     reminders.c.status == ReminderStatus.PENDING.value
@@ -140,7 +141,7 @@ class DispatchService:
             .join(patients, patients.c.id == appointments.c.patient_id)
             .where(appointments.c.id.in_(ids))
         )
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             rows = conn.execute(query).mappings().all()
         loaded: dict[int, tuple[Appointment, RowData]] = {}
         for row in rows:

@@ -15,6 +15,7 @@ from ..domain.protocol import Channel
 from ..domain.timing import zone
 from ..rendering import Renderer, RenderError, message_context
 from ..store import records
+from ..store.engine import reading
 from ..store.records import RowData
 from ..store.tables import appointments, patients, reminders
 
@@ -63,7 +64,7 @@ class PreviewService:
         self._renderer = renderer
 
     def preview(self, external_id: str) -> Preview:
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             row = (
                 conn.execute(select(appointments).where(appointments.c.external_id == external_id))
                 .mappings()

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from ..domain.planning import ReminderStatus
+from ..store.engine import reading
 from ..store.tables import appointments, audit_log, reminders
 
 
@@ -33,7 +34,7 @@ class StatusReport:
 
 
 def status_report(engine: Engine, failures: int = 10) -> StatusReport:
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         # A comprehension, not dict(result): results have keys(), so dict() reads them as mappings.
         by_status: dict[str, int] = {
             status: count

@@ -15,6 +15,7 @@ from reminder_service.bootstrap import Service
 from reminder_service.channels.outbox import OutboxChannel
 from reminder_service.domain.appointment import AppointmentStatus
 from reminder_service.domain.planning import ReminderStatus
+from reminder_service.services.reporting import status_report
 from reminder_service.store.tables import audit_log, reminders
 from tests.factories import appointment, local
 
@@ -147,3 +148,19 @@ def test_the_outbox_sweeps_temp_files_a_crash_left_behind(tmp_path) -> None:  # 
     os.utime(old, (1_000_000_000, 1_000_000_000))
     OutboxChannel(tmp_path)
     assert not old.exists() and fresh.exists() and message.exists()
+
+
+def test_reads_do_not_wait_for_a_writer_on_sqlite(service, settings) -> None:  # type: ignore[no-untyped-def]
+    if service.engine.dialect.name != "sqlite":
+        return  # PostgreSQL readers never wait for writers
+    service.importer.apply([(2, appointment())], source="test", label="t")
+    writer = service.engine.connect()
+    writer.begin()  # BEGIN IMMEDIATE: holds the write lock, as a long import does
+    try:
+        writer.exec_driver_sql("UPDATE appointments SET location = location")
+        # Readers answer at once instead of waiting out the 30 s busy timeout.
+        assert service.dispatcher.next_due() is not None
+        assert status_report(service.engine).appointments_by_status == {"booked": 1}
+    finally:
+        writer.rollback()
+        writer.close()
