@@ -198,6 +198,7 @@ def run(
 ) -> None:
     """Run the dispatcher in the foreground until Ctrl-C or SIGTERM."""
     service = _service()
+    logging.getLogger(__name__).info("settings: %s", service.settings.describe())
     if sample_data:
         clinic = service.catalog.clinics.default
         appointments = sample_appointments(clinic, service.clock())

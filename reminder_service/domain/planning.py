@@ -40,7 +40,6 @@ class PlannedReminder(NamedTuple):
     not_after: datetime | None
     status: ReminderStatus  # PENDING or SKIPPED
     reason: str
-    alert_staff: bool = False
 
 
 def plan_reminders(
@@ -73,7 +72,7 @@ def _plan_step(
 ) -> None:
     nominal = resolve(step.send_at, anchors, tz)
     not_after = resolve(step.not_after, anchors, tz) if step.not_after else None
-    due, step_skip, alert = _due_and_step_skip(step, appointment, window, now, anchors, tz, nominal)
+    due, step_skip = _due_and_step_skip(step, appointment, window, now, anchors, tz, nominal)
     if not step_skip and not_after is not None and due > not_after:
         step_skip = _deadline_reason(nominal, now, not_after)
     for rule in step.channels:
@@ -88,7 +87,6 @@ def _plan_step(
                 not_after,
                 _SKIPPED if reason else _PENDING,
                 reason or _planned_reason(step.send_at),
-                alert and bool(reason),
             )
         )
 
@@ -124,19 +122,19 @@ def _due_and_step_skip(
     anchors: AnchorTimes,
     tz: ZoneInfo,
     nominal: datetime,
-) -> tuple[datetime, str, bool]:
+) -> tuple[datetime, str]:
     if not step.condition.holds(appointment):
-        return nominal, _condition_reason(step.condition), False
+        return nominal, _condition_reason(step.condition)
     if step.min_notice is not None and anchors.start - anchors.booking < step.min_notice:
-        return nominal, f"booked less than {_span(step.min_notice)} ahead", False
+        return nominal, f"booked less than {_span(step.min_notice)} ahead"
     due = nominal
     if nominal < now:
         if step.late is LatePolicy.SKIP:
-            return nominal, "booked too late for this step", False
+            return nominal, "booked too late for this step"
         if step.late is LatePolicy.ALERT_STAFF:
-            return nominal, STAFF_ALERT_REASON, True
+            return nominal, STAFF_ALERT_REASON
         due = now
-    return window.next_allowed(due, tz), "", False
+    return window.next_allowed(due, tz), ""
 
 
 def _deadline_reason(nominal: datetime, now: datetime, not_after: datetime) -> str:

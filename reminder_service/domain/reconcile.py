@@ -34,10 +34,6 @@ class Reconciliation:
     cancel: list[int]
     keep: list[int]
 
-    @property
-    def changed(self) -> bool:
-        return bool(self.create or self.cancel)
-
 
 def reconcile(
     existing: Sequence[ExistingReminder], planned: Sequence[PlannedReminder]

@@ -9,6 +9,7 @@ from datetime import timedelta
 from email.message import EmailMessage
 from email.policy import default
 
+import pytest
 from sqlalchemy import select
 
 from reminder_service.bootstrap import Service
@@ -152,7 +153,7 @@ def test_the_outbox_sweeps_temp_files_a_crash_left_behind(tmp_path) -> None:  # 
 
 def test_reads_do_not_wait_for_a_writer_on_sqlite(service, settings) -> None:  # type: ignore[no-untyped-def]
     if service.engine.dialect.name != "sqlite":
-        return  # PostgreSQL readers never wait for writers
+        pytest.skip("PostgreSQL readers never wait for writers; this is SQLite's locking")
     service.importer.apply([(2, appointment())], source="test", label="t")
     writer = service.engine.connect()
     writer.begin()  # BEGIN IMMEDIATE: holds the write lock, as a long import does

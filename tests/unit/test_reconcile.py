@@ -31,7 +31,7 @@ def test_same_plan_changes_nothing():
     later = BOOKED_AT + timedelta(days=1)
     again = plan_reminders(appointment(), PROTOCOL, WINDOW, later, BOOKED_AT)
     result = reconcile(stored(plans), again)
-    assert not result.changed
+    assert result.create == [] and result.cancel == []
     assert len(result.keep) == len(plans)
 
 
