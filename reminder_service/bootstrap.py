@@ -16,6 +16,7 @@ from .configuration.protocols import load_protocols
 from .rendering import Renderer
 from .services.dispatching import DispatchPolicy, DispatchService
 from .services.importing import ImportService
+from .services.materializing import Materializer
 from .settings import Settings
 from .store.engine import make_engine, migrate
 from .template_layout import missing_parts
@@ -29,6 +30,7 @@ class Service:
     renderer: Renderer
     importer: ImportService
     dispatcher: DispatchService
+    materializer: Materializer
     clock: Clock
 
 
@@ -47,6 +49,7 @@ def build(settings: Settings, clock: Clock = system_clock) -> Service:
     migrate(engine)
     renderer = Renderer(settings.templates_dir)
     outbox = OutboxChannel(settings.outbox_dir, settings.email_from)
+    horizon = timedelta(hours=settings.planning_horizon_hours)
     policy = DispatchPolicy(
         lease=timedelta(seconds=settings.lease_seconds), batch=settings.dispatch_batch
     )
@@ -55,7 +58,8 @@ def build(settings: Settings, clock: Clock = system_clock) -> Service:
         engine=engine,
         catalog=catalog,
         renderer=renderer,
-        importer=ImportService(engine, catalog, clock),
+        importer=ImportService(engine, catalog, clock, horizon),
         dispatcher=DispatchService(engine, catalog, renderer, outbox, outbox, clock, policy),
+        materializer=Materializer(engine, catalog, clock, horizon),
         clock=clock,
     )

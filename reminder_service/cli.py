@@ -215,6 +215,8 @@ def run(
         service.clock,
         max_idle=timedelta(seconds=service.settings.max_idle_seconds),
         watch_every=service.settings.watch_seconds,
+        materializer=service.materializer,
+        materialize_every=timedelta(minutes=service.settings.materialize_minutes),
     )
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -278,6 +280,11 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     out.print(table)
     out.print(f"appointments: {report.appointments_by_status}")
     out.print(f"next due: {report.next_due.isoformat() if report.next_due else 'nothing pending'}")
+    if report.appointments_with_later_reminders:
+        out.print(
+            f"{report.appointments_with_later_reminders} appointments have later reminders, "
+            "stored as they come within the planning horizon (preview shows them)"
+        )
     for alert in report.staff_alerts:
         out.print(
             f"staff alert: appointment {alert['appointment_id']} at "

@@ -1,9 +1,10 @@
 """APScheduler as the timer that wakes the dispatcher; the reminder table stays the source of truth.
 
-Two jobs: `dispatch` runs at the next due time (and at least every max_idle), and `watch` looks
+Three jobs: `dispatch` runs at the next due time (and at least every max_idle); `watch` looks
 every second or so for an earlier due time (rows added by an import in another process) and pulls
-`dispatch` forward. One worker thread and one instance of each job: the dispatcher never
-overlaps itself.
+`dispatch` forward; `materialize` adds the reminders that have come within the planning horizon,
+at start and every few minutes. One worker thread and one instance of each job: the dispatcher
+never overlaps itself.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from .clock import Clock
 from .services.dispatching import DispatchService
+from .services.materializing import Materializer
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +31,11 @@ class DispatchTimer:
         clock: Clock,
         max_idle: timedelta = timedelta(seconds=30),
         watch_every: float = 1.0,
+        materializer: Materializer | None = None,
+        materialize_every: timedelta = timedelta(minutes=5),
     ) -> None:
         self._dispatcher = dispatcher
+        self._materializer = materializer
         self._clock = clock
         self._max_idle = max_idle
         self._scheduler = BackgroundScheduler(
@@ -46,6 +51,14 @@ class DispatchTimer:
             next_run_time=datetime.now(UTC),
         )
         self._scheduler.add_job(self._watch, "interval", seconds=watch_every, id="watch")
+        if materializer is not None:
+            self._scheduler.add_job(
+                self._materialize,
+                "interval",
+                seconds=materialize_every.total_seconds(),
+                id="materialize",
+                next_run_time=datetime.now(UTC),
+            )
         self._stopped = threading.Event()
 
     def run_until_stopped(self) -> None:
@@ -85,6 +98,20 @@ class DispatchTimer:
         except Exception:  # keep the timer alive; the rows are still in the table
             log.exception("dispatch failed; will try again")
         self._schedule_next()
+
+    def _materialize(self) -> None:
+        assert self._materializer is not None
+        try:
+            report = self._materializer.materialize()
+            if report.reminders:
+                log.info(
+                    "planning horizon: %d reminders added for %d appointments",
+                    report.reminders,
+                    report.appointments,
+                )
+                self._schedule_next()
+        except Exception:  # the plans stay where they resume; the next run adds them
+            log.exception("materializing failed; will try again")
 
     def _watch(self) -> None:
         try:

@@ -26,6 +26,10 @@ class Settings:
     lease_seconds: int = 60
     max_idle_seconds: int = 30  # the dispatcher re-checks at least this often
     watch_seconds: float = 1.0  # how often it looks for rows added by other processes
+    # Reminders due within this many hours are stored; later ones are added as they come within
+    # it, every `materialize_minutes` (see services/materializing.py).
+    planning_horizon_hours: int = 48
+    materialize_minutes: int = 5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -45,9 +49,20 @@ class Settings:
             make_url(self.database_url)
         except Exception as exc:
             raise SettingsError(f"REMINDER_DATABASE_URL: not a database URL ({exc})") from None
-        for name in ("dispatch_batch", "lease_seconds", "max_idle_seconds"):
+        for name in (
+            "dispatch_batch",
+            "lease_seconds",
+            "max_idle_seconds",
+            "planning_horizon_hours",
+            "materialize_minutes",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"REMINDER_{name.upper()}: must be 1 or more")
+        if self.materialize_minutes * 4 > self.planning_horizon_hours * 60:
+            raise SettingsError(
+                "REMINDER_MATERIALIZE_MINUTES: must be at most a quarter of "
+                "REMINDER_PLANNING_HORIZON_HOURS, so reminders are stored well before they are due"
+            )
 
     def describe(self) -> dict[str, str]:
         """For logs and `status`: the database password never appears."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -70,5 +71,14 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 def service(settings: Settings, clock: FakeClock) -> Iterator[bootstrap.Service]:
     built = bootstrap.build(settings, clock)
+    yield built
+    built.engine.dispose()
+
+
+@pytest.fixture
+def whole_plan_service(settings: Settings, clock: FakeClock) -> Iterator[bootstrap.Service]:
+    """A planning horizon of 90 days: an import stores every reminder of the test appointments
+    (weeks ahead), for tests about how whole plans are reconciled."""
+    built = bootstrap.build(replace(settings, planning_horizon_hours=90 * 24), clock)
     yield built
     built.engine.dispose()

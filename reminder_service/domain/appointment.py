@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 
 class Tristate(StrEnum):
@@ -39,6 +40,11 @@ class Patient:
     language: str  # BCP 47 tag, e.g. "en-GB"
     timezone: str  # IANA zone
 
+    def __reduce__(self) -> tuple[type[Patient], tuple[Any, ...]]:
+        # Pickled as its constructor's arguments: a slotted dataclass's default state protocol
+        # costs several times more, and a large import sends every row between processes.
+        return (Patient, tuple(getattr(self, f) for f in _PATIENT_FIELDS))
+
 
 @dataclass(frozen=True, slots=True)
 class Appointment:
@@ -67,6 +73,9 @@ class Appointment:
         value: Tristate = getattr(self, name)
         return value
 
+    def __reduce__(self) -> tuple[type[Appointment], tuple[Any, ...]]:
+        return (Appointment, tuple(getattr(self, f) for f in _APPOINTMENT_FIELDS))  # see Patient
+
     def fingerprint(self) -> str:
         """A stable digest of everything the reminders depend on; equal digests mean no change."""
         p = self.patient
@@ -91,3 +100,7 @@ class Appointment:
         )  # written out: dataclasses.astuple deep-copies, which costs seconds on a large import
         raw = "\x1f".join(parts)
         return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
+
+
+_PATIENT_FIELDS = tuple(f.name for f in fields(Patient))
+_APPOINTMENT_FIELDS = tuple(f.name for f in fields(Appointment))

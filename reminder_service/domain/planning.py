@@ -50,15 +50,56 @@ def plan_reminders(
     scheduled_at: datetime,
 ) -> list[PlannedReminder]:
     """Every enabled step and channel of `protocol`, each pending or skipped with its reason."""
+    return plan_window(appointment, protocol, window, now, scheduled_at).reminders
+
+
+class PlanWindow(NamedTuple):
+    reminders: list[PlannedReminder]  # those due in [since, until]
+    # None: nothing of the plan is due after `until`. Otherwise a moment after `until` before
+    # which nothing more is due (a lower bound, so planning from it again may find nothing yet).
+    resume_at: datetime | None
+
+
+def plan_window(
+    appointment: Appointment,
+    protocol: Protocol,
+    window: SendWindow,
+    now: datetime,
+    scheduled_at: datetime,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> PlanWindow:
+    """The part of `plan_reminders(...)` due from `since` to `until` (inclusive; None is open).
+
+    The same arguments always give the same plan, so consecutive windows of it add up to the
+    whole: the store keeps only the reminders due soon, and extends them as time passes. Steps
+    that cannot fall in the window are not resolved at all, which is what makes that cheap.
+    """
     if appointment.status is AppointmentStatus.CANCELLED:
-        return []
+        return PlanWindow([], None)
     tz = zone(appointment.patient.timezone)
     anchors = AnchorTimes(booking=scheduled_at, start=appointment.start, end=appointment.end)
     planned: list[PlannedReminder] = []
+    resume_at: datetime | None = None
     for step in protocol.steps:
-        if step.enabled:
-            _plan_step(step, appointment, window, now, anchors, tz, planned)
-    return planned
+        if not step.enabled:
+            continue
+        if until is not None:
+            earliest = getattr(anchors, step.send_at.anchor) + step.send_at.earliest_shift
+            if earliest > until:
+                resume_at = earliest if resume_at is None else min(resume_at, earliest)
+                continue
+        size = len(planned)
+        _plan_step(step, appointment, window, now, anchors, tz, planned)
+        due = planned[-1].due_at if len(planned) > size else None  # one due time per step
+        if due is None:
+            continue
+        if until is not None and due > until:
+            del planned[size:]
+            resume_at = due if resume_at is None else min(resume_at, due)
+        elif since is not None and due < since:
+            del planned[size:]  # stored by an earlier window
+    return PlanWindow(planned, resume_at)
 
 
 def _plan_step(

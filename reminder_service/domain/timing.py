@@ -57,9 +57,18 @@ class RelativeTime:
     at: time | None = None  # a local wall-clock time; only with a day offset
     # Planning hashes these millions of times (memo keys); a generated hash would recompute it.
     _hash: int = field(init=False, repr=False, compare=False)
+    # A lower bound on (resolved moment - anchor), so a planner can tell a step cannot fall in a
+    # time window without resolving it. Calendar days with an `at` time can land up to a day
+    # earlier than the plain offset, and DST shifts by at most a few hours: two days covers both.
+    earliest_shift: timedelta = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_hash", hash((self.anchor, self.offset, self.at)))
+        if self.offset.unit is Unit.DAYS:
+            shift = timedelta(days=self.offset.amount - 2)
+        else:
+            shift = self.offset.elapsed
+        object.__setattr__(self, "earliest_shift", shift)
 
     def __hash__(self) -> int:
         return self._hash

@@ -6,15 +6,19 @@ the database work of the chunks before it.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from multiprocessing.context import BaseContext
 from pathlib import Path
 
 from ..catalog import Catalog
 from ..domain.appointment import Appointment
+from ..gc_pause import paused_gc
 from ..importers.csv_mapping import CsvMapping
 from ..importers.csv_rows import ImportDefaults, RawRow, RowConverter, RowError, read_csv
 from .importing import ImportItem, ImportService, ImportSummary, Preplan, preplan
@@ -40,12 +44,13 @@ def import_csv_file(
         on_total(len(table.rows))
     now = service.now()
     task = _Task(RowConverter(table.headers, mapping, defaults), service.catalog, now,
-                 service.dialect_name)  # fmt: skip
+                 service.plan_until(now), service.dialect_name)  # fmt: skip
     errors: list[RowError] = []
     items = _converted(table.rows, task, errors, _worker_count(workers, len(table.rows)))
-    return service.apply(
-        items, source="csv", label=path.name, parse_errors=errors, progress=progress, now=now
-    )
+    with paused_gc():
+        return service.apply(
+            items, source="csv", label=path.name, parse_errors=errors, progress=progress, now=now
+        )
 
 
 def _worker_count(requested: int | None, rows: int) -> int:
@@ -56,6 +61,17 @@ def _worker_count(requested: int | None, rows: int) -> int:
     return max(1, (os.cpu_count() or 2) - 1)  # leave a core for the database work
 
 
+def _process_context() -> BaseContext:
+    """Fork when it is safe (no other threads): workers start at once with the modules, caches
+    and catalog already loaded. Otherwise a fork server, never a fork of a threaded process.
+    Chosen here, not inherited: a process that was itself spawned defaults to spawning, which
+    re-imports everything in each worker."""
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
 @dataclass(frozen=True)
 class _Task:
     """What a worker needs to validate and plan a chunk of rows: plain data, so it pickles."""
@@ -63,15 +79,18 @@ class _Task:
     converter: RowConverter
     catalog: Catalog
     now: datetime
+    until: datetime
     dialect: str
 
     def __call__(self, rows: Sequence[RawRow]) -> list[Converted]:
         converted: list[Converted] = []
-        for result in self.converter.convert_many(rows):
-            if isinstance(result, list):
-                converted.append(result)
-            else:
-                converted.append((result, preplan(result, self.catalog, self.now, self.dialect)))
+        with paused_gc():
+            for result in self.converter.convert_many(rows):
+                if isinstance(result, list):
+                    converted.append(result)
+                else:
+                    plan = preplan(result, self.catalog, self.now, self.until, self.dialect)
+                    converted.append((result, plan))
         return converted
 
 
@@ -85,7 +104,7 @@ def _converted(
     if workers == 0:
         yield from _collect(chunks, map(task, chunks), errors)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_process_context()) as pool:
         yield from _collect(chunks, pool.map(task, chunks), errors)
 
 

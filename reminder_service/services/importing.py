@@ -2,6 +2,10 @@
 
 One transaction per import: a crash or a bad file leaves nothing half-written. Appointments are
 matched by external id; an unchanged one is left alone, so re-importing a file changes nothing.
+
+Only reminders due within the planning horizon are stored (`services.materializing` adds the rest
+as their time comes), so a large import writes a fraction of the rows, and a reschedule weeks
+ahead cancels few.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -27,7 +32,13 @@ from sqlalchemy import (
 from ..catalog import Catalog
 from ..clock import Clock
 from ..domain.appointment import Appointment, AppointmentStatus
-from ..domain.planning import STAFF_ALERT_REASON, PlannedReminder, ReminderStatus, plan_reminders
+from ..domain.planning import (
+    STAFF_ALERT_REASON,
+    PlannedReminder,
+    PlanWindow,
+    ReminderStatus,
+    plan_window,
+)
 from ..domain.reconcile import OPEN, reconcile
 from ..importers.csv_rows import RowError
 from ..store import bulk, records
@@ -37,17 +48,21 @@ from ..store.types import UtcDateTime
 
 CHUNK = 1000
 SKIPPED = ReminderStatus.SKIPPED.value
+DEFAULT_HORIZON = timedelta(hours=48)
 
 # A reminder row's planned part: step, channel, template, nominal, due, not_after, status, reason.
 PlanRow = tuple[Any, ...]
 
 
 class Preplan(NamedTuple):
-    """An appointment's reminders planned as a new booking, by `preplan()` in a worker process."""
+    """An appointment's row values, and its reminders planned as a new booking, prepared by
+    `preplan()` in a worker process."""
 
-    rows: list[PlanRow]
+    values: dict[str, Any]  # records.appointment_values()
+    rows: list[PlanRow]  # those due within the planning horizon
     detail: str  # the appointment's audit detail
     alerts: tuple[str, ...]  # staff alerts
+    resume_at: datetime | None  # see PlanWindow
 
 
 # (file line, appointment) or (file line, appointment, its Preplan).
@@ -82,10 +97,13 @@ class _Chunk:
 
 
 class ImportService:
-    def __init__(self, engine: Engine, catalog: Catalog, clock: Clock) -> None:
+    def __init__(
+        self, engine: Engine, catalog: Catalog, clock: Clock, horizon: timedelta = DEFAULT_HORIZON
+    ) -> None:
         self._engine = engine
         self._catalog = catalog
         self._clock = clock
+        self._horizon = horizon
 
     @property
     def catalog(self) -> Catalog:
@@ -98,6 +116,10 @@ class ImportService:
     def now(self) -> datetime:
         return self._clock()
 
+    def plan_until(self, now: datetime) -> datetime:
+        """The end of the planning horizon for an import made at `now`."""
+        return now + self._horizon
+
     def apply(
         self,
         items: Iterable[ImportItem],
@@ -109,7 +131,8 @@ class ImportService:
         now: datetime | None = None,
     ) -> ImportSummary:
         """Apply appointments in order. An item may carry `preplan(...)`'s rows made with the same
-        `now`; they are used if the appointment turns out to be new, and ignored otherwise.
+        `now` and `plan_until(now)`; they are used if the appointment turns out to be new, and
+        ignored otherwise.
 
         `parse_errors` is read after the last item: a streaming parser may still be adding to it
         while `items` are consumed."""
@@ -173,26 +196,28 @@ class ImportService:
     def _replan_chunk(
         self, conn: Connection, batch: list[RowData], now: datetime, summary: ImportSummary
     ) -> None:
+        if not batch:
+            return
         work = _Chunk()
-        changed_protocol = []
+        plans: list[list[PlannedReminder]] = []
+        until = self.plan_until(now)
         for row in batch:
             patient = {c: row[f"p_{c}"] for c in records.PATIENT_COLUMNS}
             appointment = records.appointment_from_row(row, patient)
             protocol = self._catalog.protocol_for(appointment.procedure)
-            protocol_id = protocol.id if protocol else None
-            if protocol_id != row["protocol_id"]:
-                changed_protocol.append({"pk": row["id"], "protocol_id": protocol_id})
-            values = {"pk": row["id"], "version": row["version"], "protocol_id": protocol_id,
+            values = {"pk": row["id"], "version": row["version"],
+                      "protocol_id": protocol.id if protocol else None,
                       "scheduled_at": row["scheduled_at"]}  # fmt: skip
+            plans.append(self._plan_into(appointment, values, now, until))
             work.changed.append((appointment, values, "replanned"))
-        if changed_protocol:
-            conn.execute(
-                update(appointments).where(appointments.c.id == bindparam("pk")), changed_protocol
-            )
+        conn.execute(
+            update(appointments).where(appointments.c.id == bindparam("pk")),
+            [{k: v for k, v in values.items() if k != "version"} for _, values, _ in work.changed],
+        )
         rows: list[tuple[Any, ...]] = []
         encode = bulk.utc_encoder(conn.dialect)
         summary.reminders_cancelled += self._reconcile_changed(
-            conn, work, now, rows, summary, encode
+            conn, work, plans, now, rows, summary, encode
         )
         bulk.insert_tuples(conn, reminders, REMINDER_COLUMNS, rows)
         summary.reminders_planned += len(rows)
@@ -202,8 +227,7 @@ class ImportService:
         summary.updated += len(touched)
         summary.unchanged += len(batch) - len(touched)
         work.audit = [a for a in work.audit if a["appointment_id"] in touched]
-        if work.audit:
-            conn.execute(insert(audit_log), work.audit)
+        insert_audit(conn, work.audit)
 
     def _apply_chunk(
         self,
@@ -230,38 +254,53 @@ class ImportService:
         existing = _existing_appointments(conn, [a.external_id for a in accepted])
         work = _Chunk()
         for appointment in accepted:
+            prepared = preplanned.get(appointment.external_id)
+            values = prepared.values if prepared else records.appointment_values(appointment)
             self._classify(
-                appointment, existing.get(appointment.external_id), patient_ids, now, work, summary
+                appointment,
+                values,
+                existing.get(appointment.external_id),
+                patient_ids,
+                now,
+                work,
+                summary,
             )
+        # Plan before writing the appointments: their rows record where each plan resumes.
+        encode = bulk.utc_encoder(conn.dialect)
+        until = self.plan_until(now)
+        new_plans: list[Preplan] = []
+        for appointment, values, _ in work.new:
+            plan = preplanned.get(appointment.external_id)
+            if plan is None:
+                window = self._plan(appointment, values, now, until)
+                plan = _preplan(values, window, encode)
+            values["planned_at"], values["plan_resume_at"] = now, plan.resume_at
+            new_plans.append(plan)
+        changed_plans = [self._plan_into(a, values, now, until) for a, values, _ in work.changed]
         new_ids = _insert_appointments(conn, [values for _, values, _ in work.new])
         if work.changed:
             conn.execute(
                 update(appointments).where(appointments.c.id == bindparam("pk")),
                 [values for _, values, _ in work.changed],
             )
-        encode = bulk.utc_encoder(conn.dialect)
         enc_now = encode(now)
         rows: list[tuple[Any, ...]] = []
         import_id = summary.import_id
-        for appointment, values, outcome in work.new:
+        for (appointment, _, outcome), plan in zip(work.new, new_plans, strict=True):
             appointment_id = new_ids[appointment.external_id]
-            plan = preplanned.get(appointment.external_id)
-            if plan is None:
-                planned = plan_rows(self._plan(appointment, values, now), encode)
-                plan = Preplan(planned, _detail(1, planned), _alert_reasons(planned))
             rows.extend((appointment_id, 1, import_id, *r, 0, enc_now, enc_now) for r in plan.rows)
             work.audit.append(_event(now, appointment_id, outcome, plan.detail))
             work.audit.extend(_staff_alerts(now, appointment_id, plan.alerts))
-        cancelled = self._reconcile_changed(conn, work, now, rows, summary, encode)
+        cancelled = self._reconcile_changed(conn, work, changed_plans, now, rows, summary, encode)
         bulk.insert_tuples(conn, reminders, REMINDER_COLUMNS, rows)
         summary.reminders_planned += len(rows)
         summary.reminders_cancelled += cancelled
-        if work.audit:
-            conn.execute(insert(audit_log), work.audit)
+        insert_audit(conn, work.audit)
 
     def _classify(
         self,
         appointment: Appointment,
+        values: dict[str, Any],
         row: dict[str, Any] | None,
         patient_ids: dict[str, int],
         now: datetime,
@@ -269,7 +308,6 @@ class ImportService:
         summary: ImportSummary,
     ) -> None:
         protocol = self._catalog.protocol_for(appointment.procedure)
-        values = records.appointment_values(appointment)
         values["patient_id"] = patient_ids[appointment.patient.external_id]
         values["protocol_id"] = protocol.id if protocol else None
         values["updated_at"] = now
@@ -302,21 +340,30 @@ class ImportService:
         setattr(summary, outcome, getattr(summary, outcome) + 1)
 
     def _plan(
-        self, appointment: Appointment, values: dict[str, Any], now: datetime
-    ) -> list[PlannedReminder]:
+        self, appointment: Appointment, values: dict[str, Any], now: datetime, until: datetime
+    ) -> PlanWindow:
         if values["protocol_id"] is None:
-            return []
+            return PlanWindow([], None)
         clinic = self._catalog.clinics.get(appointment.clinic_id)
         assert clinic is not None  # checked on entry
         protocol = self._catalog.protocol(values["protocol_id"])
-        return plan_reminders(
-            appointment, protocol, clinic.send_window, now, values["scheduled_at"]
+        return plan_window(
+            appointment, protocol, clinic.send_window, now, values["scheduled_at"], until=until
         )
+
+    def _plan_into(
+        self, appointment: Appointment, values: dict[str, Any], now: datetime, until: datetime
+    ) -> list[PlannedReminder]:
+        """Plan an existing appointment anew and record in `values` where its plan resumes."""
+        window = self._plan(appointment, values, now, until)
+        values["planned_at"], values["plan_resume_at"] = now, window.resume_at
+        return window.reminders
 
     def _reconcile_changed(
         self,
         conn: Connection,
         work: _Chunk,
+        plans_of_changed: list[list[PlannedReminder]],
         now: datetime,
         rows: list[tuple[Any, ...]],
         summary: ImportSummary,
@@ -327,9 +374,8 @@ class ImportService:
             return 0
         by_appointment = _existing_reminders(conn, [values["pk"] for _, values, _ in work.changed])
         cancels: list[dict[str, Any]] = []
-        for appointment, values, outcome in work.changed:
+        for (_, values, outcome), plans in zip(work.changed, plans_of_changed, strict=True):
             appointment_id = values["pk"]
-            plans = self._plan(appointment, values, now)
             result = reconcile(by_appointment.get(appointment_id, []), plans)
             reason = _CANCEL_REASONS.get(outcome, "appointment details changed")
             cancels.extend({"rid": rid, "reason": reason, "now": now} for rid in result.cancel)
@@ -339,7 +385,8 @@ class ImportService:
                 (appointment_id, version, summary.import_id, *r, 0, enc_now, enc_now)
                 for r in created
             )
-            work.audit.append(_event(now, appointment_id, outcome, _detail(version, created)))
+            detail = plan_detail(version, created, values["plan_resume_at"])
+            work.audit.append(_event(now, appointment_id, outcome, detail))
             work.audit.extend(_staff_alerts(now, appointment_id, _alert_reasons(created)))
             work.audit.extend(
                 {
@@ -444,12 +491,28 @@ def _insert_appointments(conn: Connection, rows: list[dict[str, Any]]) -> dict[s
 
 
 def _insert_dicts(
-    conn: Connection, table: Table, columns: list[str], rows: list[dict[str, Any]]
+    conn: Connection, table: Table, columns: Sequence[str], rows: list[dict[str, Any]]
 ) -> None:
+    if not rows:
+        return
     encode = bulk.utc_encoder(conn.dialect)
-    timestamps = {c for c in columns if isinstance(table.c[c].type, UtcDateTime)}
-    tuples = [tuple(encode(row[c]) if c in timestamps else row[c] for c in columns) for row in rows]
+    timestamps = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, UtcDateTime)]
+    pick = itemgetter(*columns)
+    tuples = []
+    for row in rows:
+        values = list(pick(row))
+        for i in timestamps:
+            values[i] = encode(values[i])
+        tuples.append(tuple(values))
     bulk.insert_tuples(conn, table, columns, tuples)
+
+
+AUDIT_COLUMNS = ("at", "appointment_id", "reminder_id", "event", "reason", "detail")
+
+
+def insert_audit(conn: Connection, entries: list[dict[str, Any]]) -> None:
+    """Audit entries (dicts of AUDIT_COLUMNS) in one bulk statement."""
+    _insert_dicts(conn, audit_log, AUDIT_COLUMNS, entries)
 
 
 def _existing_reminders(conn: Connection, appointment_ids: list[int]) -> dict[int, list[Any]]:
@@ -496,26 +559,39 @@ def plan_rows(
     ]
 
 
-def preplan(appointment: Appointment, catalog: Catalog, now: datetime, dialect: str) -> Preplan:
-    """Plan `appointment` as a new booking made at `now`, ready to insert. Pure, so worker
-    processes run it while the database work of earlier chunks goes on."""
+def preplan(
+    appointment: Appointment, catalog: Catalog, now: datetime, until: datetime, dialect: str
+) -> Preplan:
+    """Plan `appointment` as a new booking made at `now`, up to `until`, ready to insert. Pure, so
+    worker processes run it while the database work of earlier chunks goes on."""
+    values = records.appointment_values(appointment)
     clinic = catalog.clinics.get(appointment.clinic_id)
     protocol = catalog.protocol_for(appointment.procedure)
     if clinic is None or protocol is None:
-        return Preplan([], _detail(1, []), ())
-    plans = plan_reminders(appointment, protocol, clinic.send_window, now, now)
-    rows = plan_rows(plans, bulk.utc_encoder(dialect))
-    return Preplan(rows, _detail(1, rows), _alert_reasons(rows))
+        return _preplan(values, PlanWindow([], None), bulk.utc_encoder(dialect))
+    window = plan_window(appointment, protocol, clinic.send_window, now, now, until=until)
+    return _preplan(values, window, bulk.utc_encoder(dialect))
 
 
-def _detail(version: int, planned: list[PlanRow]) -> str:
+def _preplan(
+    values: dict[str, Any], window: PlanWindow, encode: Callable[[datetime | None], Any]
+) -> Preplan:
+    rows = plan_rows(window.reminders, encode)
+    detail = plan_detail(1, rows, window.resume_at)
+    return Preplan(values, rows, detail, _alert_reasons(rows), window.resume_at)
+
+
+def plan_detail(version: int, planned: list[PlanRow], resume_at: datetime | None) -> str:
     """The planning decisions an appointment's audit entry carries: how many reminders were
     planned and each skipped one with its reason (the reminder rows hold the times; every later
-    change to a reminder gets an audit entry of its own)."""
+    change to a reminder gets an audit entry of its own), and when the rest of the plan is due
+    to be added."""
     skipped = {f"{r[0]}/{r[1]}": r[7] for r in planned if r[6] == SKIPPED}
     detail: dict[str, Any] = {"version": version, "planned": len(planned) - len(skipped)}
     if skipped:
         detail["skipped"] = skipped
+    if resume_at is not None:
+        detail["more_from"] = resume_at.isoformat()
     return json.dumps(detail)
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, select
 
 from ..catalog import Catalog
 from ..domain.appointment import Appointment
-from ..domain.planning import ReminderStatus
+from ..domain.planning import PlannedReminder, ReminderStatus
 from ..domain.protocol import Channel
 from ..domain.timing import zone
 from ..rendering import Renderer, RenderError, message_context
@@ -18,6 +18,7 @@ from ..store import records
 from ..store.engine import reading
 from ..store.records import RowData
 from ..store.tables import appointments, patients, reminders
+from .materializing import CannotPlan, remaining_plan
 
 SHOW_BODY = {ReminderStatus.PENDING, ReminderStatus.SENDING, ReminderStatus.SENT}
 
@@ -88,6 +89,7 @@ class PreviewService:
             )
         appointment = records.appointment_from_row(row, patient)
         lines = [self._line(r, appointment, row) for r in rows]
+        lines.extend(self._later_lines(appointment, row, patient))
         lines.extend(self._disabled_steps(row["protocol_id"]))
         return Preview(appointment, row["protocol_id"], lines)
 
@@ -110,6 +112,39 @@ class PreviewService:
             subject=subject,
             body=body,
             reminder_id=reminder["id"],
+        )
+
+    def _later_lines(
+        self, appointment: Appointment, stored: RowData, patient: RowData
+    ) -> list[PreviewLine]:
+        """The rest of the plan, beyond the planning horizon: not stored yet, computed the same
+        way the materializer will store it."""
+        try:
+            later = remaining_plan(stored, patient, self._catalog).reminders
+        except CannotPlan as exc:
+            return [PreviewLine("*", "*", None, "unknown", f"cannot plan: {exc}", None, None, None)]
+        return [self._planned_line(p, appointment, stored) for p in later]
+
+    def _planned_line(
+        self, planned: PlannedReminder, appointment: Appointment, stored: RowData
+    ) -> PreviewLine:
+        subject = body = None
+        reason = planned.reason
+        if planned.status in SHOW_BODY:
+            reminder = {"template": planned.template, "channel": planned.channel.value}
+            try:
+                subject, body = self._render(reminder, appointment, stored)
+            except RenderError as exc:
+                reason = f"{reason}; cannot render: {exc}"
+        return PreviewLine(
+            step=planned.step_id,
+            channel=planned.channel.value,
+            due_at=planned.due_at.astimezone(zone(appointment.patient.timezone)),
+            status=planned.status.value,
+            reason=reason,
+            subject=subject,
+            body=body,
+            reminder_id=None,
         )
 
     def _render(

@@ -20,6 +20,8 @@ class StatusReport:
     next_due: datetime | None
     recent_failures: list[dict[str, Any]]
     staff_alerts: list[dict[str, Any]]
+    # Appointments with reminders beyond the planning horizon, not counted above yet.
+    appointments_with_later_reminders: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -30,6 +32,7 @@ class StatusReport:
                 {**f, "updated_at": f["updated_at"].isoformat()} for f in self.recent_failures
             ],
             "staff_alerts": [{**a, "at": a["at"].isoformat()} for a in self.staff_alerts],
+            "appointments_with_later_reminders": self.appointments_with_later_reminders,
         }
 
 
@@ -86,6 +89,11 @@ def status_report(engine: Engine, failures: int = 10) -> StatusReport:
             .mappings()
             .all()
         )
+        later = conn.execute(
+            select(func.count())
+            .select_from(appointments)
+            .where(appointments.c.plan_resume_at.is_not(None))
+        ).scalar_one()
     counts = {s.value: int(by_status.get(s.value, 0)) for s in ReminderStatus}
     return StatusReport(
         counts,
@@ -93,4 +101,5 @@ def status_report(engine: Engine, failures: int = 10) -> StatusReport:
         next_due,
         [dict(f) for f in failed],
         [dict(a) for a in alerts],
+        int(later),
     )

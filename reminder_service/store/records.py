@@ -41,7 +41,7 @@ def appointment_values(appointment: Appointment) -> dict[str, Any]:
         "status": appointment.status.value,
         "fingerprint": appointment.fingerprint(),
     }
-    values.update({flag: appointment.flag(flag).value for flag in FLAG_COLUMNS})
+    values.update({flag: getattr(appointment, flag).value for flag in FLAG_COLUMNS})
     return values
 
 

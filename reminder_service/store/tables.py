@@ -70,6 +70,11 @@ appointments = Table(
     Column("booked_at", UtcDateTime, nullable=False),  # first seen
     Column("scheduled_at", UtcDateTime, nullable=False),  # when the current start was set
     Column("updated_at", UtcDateTime, nullable=False),
+    # The reminders table holds only what is due within the planning horizon. The plan is a pure
+    # function of the appointment and `planned_at` (the `now` it was made with); from
+    # `plan_resume_at` on, the rest is added as it comes within the horizon. NULL: all is there.
+    Column("planned_at", UtcDateTime),
+    Column("plan_resume_at", UtcDateTime, index=True),
 )
 
 reminders = Table(

@@ -241,7 +241,10 @@ def test_status_json(env, tmp_path, daytime_rows) -> None:  # type: ignore[no-un
     write_csv(path, daytime_rows[:3], excel=False)
     cli(env, "import", str(path))
     status = json.loads(cli(env, "status", "--json").stdout)
-    assert status["reminders_by_status"]["pending"] == 3 * 6  # email only, no sedation: 6 steps
+    # Email only: each booking confirmation is stored; the steps ten days ahead are beyond the
+    # planning horizon, so they are counted as appointments with later reminders.
+    assert status["reminders_by_status"]["pending"] == 3
+    assert status["appointments_with_later_reminders"] == 3
     assert status["appointments_by_status"] == {"booked": 3}
     assert status["next_due"] is not None and status["recent_failures"] == []
 

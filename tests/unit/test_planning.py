@@ -7,7 +7,12 @@ import pytest
 
 from reminder_service.configuration.protocols import load_protocols
 from reminder_service.domain.appointment import AppointmentStatus, Tristate
-from reminder_service.domain.planning import PlannedReminder, ReminderStatus, plan_reminders
+from reminder_service.domain.planning import (
+    PlannedReminder,
+    ReminderStatus,
+    plan_reminders,
+    plan_window,
+)
 from reminder_service.domain.timing import SendWindow, zone
 from tests.factories import CONFIG_DIR, appointment, local, patient
 
@@ -145,3 +150,59 @@ def test_plan_is_deterministic():
     assert plan(appointment(), now) == plan(appointment(), now)
     later = replace(appointment(), start=appointment().start + timedelta(days=1))
     assert plan(later, now) != plan(appointment(), now)
+
+
+# --- Windows of a plan (the planning horizon) -------------------------------------------------
+
+WINDOW_CASES = [
+    # (zone, start local, booked at local): far ahead, across both DST changes, booked late.
+    ("Europe/London", (2026, 12, 10, 9, 30), (2026, 11, 19, 11, 0)),
+    ("Europe/London", (2027, 3, 29, 8, 0), (2027, 3, 1, 9, 0)),  # the day after spring forward
+    ("America/New_York", (2026, 11, 2, 9, 0), (2026, 10, 20, 12, 0)),  # the day after fall back
+    ("America/New_York", (2027, 3, 15, 16, 45), (2027, 3, 13, 19, 30)),
+    ("Australia/Sydney", (2027, 4, 5, 10, 15), (2027, 3, 20, 9, 0)),
+    ("Europe/London", (2026, 12, 10, 9, 30), (2026, 12, 9, 21, 0)),  # booked the evening before
+]
+
+
+@pytest.mark.parametrize(("tz", "start", "booked"), WINDOW_CASES)
+@pytest.mark.parametrize("step_hours", [1, 5, 24])
+def test_consecutive_windows_add_up_to_exactly_the_whole_plan(tz, start, booked, step_hours):  # type: ignore[no-untyped-def]
+    horizon = timedelta(hours=48)
+    appt = appointment(
+        start=local(tz, *start), patient=patient(timezone=tz), sedation=Tristate.UNKNOWN
+    )
+    now = local(tz, *booked)
+    whole = plan(appt, now)
+    first = plan_window(appt, PROTOCOL, WINDOW, now, now, until=now + horizon)
+    stored, resume, clock = list(first.reminders), first.resume_at, now
+    while resume is not None:
+        # Nothing is due between the end of one window and where the plan says it resumes.
+        assert resume > clock + horizon
+        assert all(p.due_at >= resume for p in whole if p not in stored)
+        clock += timedelta(hours=step_hours)
+        until = clock + horizon
+        window = plan_window(appt, PROTOCOL, WINDOW, now, now, since=resume, until=until)
+        assert all(resume <= p.due_at <= until for p in window.reminders)
+        stored.extend(window.reminders)
+        resume = window.resume_at
+    assert sorted(stored) == sorted(whole)  # each reminder once, identical in every field
+
+
+def test_a_window_resolves_only_steps_that_can_fall_in_it():
+    now = local("Europe/London", 2026, 11, 19, 11, 0)
+    window = plan_window(appointment(), PROTOCOL, WINDOW, now, now, until=now + timedelta(hours=48))
+    assert {(p.step_id, p.channel.value) for p in window.reminders} == {
+        ("booked", "sms"),
+        ("booked", "email"),
+    }
+    # It resumes no later than the first step left out (medicines, Thu 3 Dec 10:00).
+    medicines = by_key(plan(appointment(), now))[("medicines", "sms")].due_at
+    assert window.resume_at is not None
+    assert now + timedelta(hours=48) < window.resume_at <= medicines
+
+
+def test_a_cancelled_appointment_has_no_window_and_nothing_to_resume():
+    now = local("Europe/London", 2026, 11, 19, 11, 0)
+    cancelled = appointment(status=AppointmentStatus.CANCELLED)
+    assert plan_window(cancelled, PROTOCOL, WINDOW, now, now, until=now) == ([], None)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from reminder_service.scheduler import DispatchTimer
 from reminder_service.services.dispatching import DispatchReport
+from reminder_service.services.materializing import MaterializeReport
 
 
 class FakeDispatcher:
@@ -62,6 +63,46 @@ def test_a_due_time_is_honoured_within_its_second_not_at_the_idle_poll():
         assert dispatcher.called.wait(timeout=10), "the timer did not wake at the due time"
         late = dispatcher.calls[1] - (dispatcher.calls[0] + timedelta(milliseconds=300))
         assert late < timedelta(seconds=2)
+    finally:
+        timer.stop()
+        runner.join(timeout=10)
+    assert not runner.is_alive()
+
+
+class FakeMaterializer:
+    """Adds a reminder due shortly when first run, as materializing a horizon does."""
+
+    def __init__(self, dispatcher: FakeDispatcher) -> None:
+        self.dispatcher = dispatcher
+        self.runs = 0
+        self.added_due: datetime | None = None
+
+    def materialize(self) -> MaterializeReport:
+        self.runs += 1
+        if self.runs == 1:
+            self.added_due = self.dispatcher.due = wall() + timedelta(milliseconds=300)
+            return MaterializeReport(appointments=1, reminders=1)
+        return MaterializeReport()
+
+
+def test_materializing_runs_at_start_and_what_it_adds_is_dispatched_on_time():
+    dispatcher = FakeDispatcher(due=None)
+    materializer = FakeMaterializer(dispatcher)
+    timer = DispatchTimer(
+        dispatcher,  # type: ignore[arg-type]
+        wall,
+        max_idle=timedelta(seconds=30),
+        watch_every=60,  # no watch poll: the materialize job itself pulls dispatch forward
+        materializer=materializer,  # type: ignore[arg-type]
+        materialize_every=timedelta(minutes=5),
+    )
+    runner = threading.Thread(target=timer.run_until_stopped)
+    runner.start()
+    try:
+        assert dispatcher.called.wait(timeout=10), "what was materialized was not dispatched"
+        assert materializer.runs == 1 and materializer.added_due is not None
+        late = dispatcher.calls[1] - materializer.added_due
+        assert timedelta(0) <= late < timedelta(seconds=2)
     finally:
         timer.stop()
         runner.join(timeout=10)

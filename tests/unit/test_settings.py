@@ -33,6 +33,14 @@ def test_environment_overrides_and_converts():
         ({"REMINDER_LEASE_SECONDS": "soon"}, "REMINDER_LEASE_SECONDS: 'soon' is not a number"),
         ({"REMINDER_DISPATCH_BATCH": "0"}, "REMINDER_DISPATCH_BATCH: must be 1 or more"),
         ({"REMINDER_DATABASE_URL": "not a url"}, "REMINDER_DATABASE_URL: not a database URL"),
+        (
+            {"REMINDER_PLANNING_HORIZON_HOURS": "0"},
+            "REMINDER_PLANNING_HORIZON_HOURS: must be 1 or more",
+        ),
+        (
+            {"REMINDER_PLANNING_HORIZON_HOURS": "2", "REMINDER_MATERIALIZE_MINUTES": "31"},
+            "REMINDER_MATERIALIZE_MINUTES: must be at most a quarter",
+        ),
     ],
 )
 def test_bad_settings_name_the_variable(env, message):  # type: ignore[no-untyped-def]
