@@ -160,6 +160,12 @@ def _print_summary(summary: ImportSummary, errors_csv: Path | None) -> None:
     for name, count in summary.counts().items():
         table.add_row(name.replace("_", " "), str(count))
     out.print(table)
+    if summary.reminders_planned:
+        out.print(
+            "Reminders planned: those due within the planning horizon, stored now; later ones "
+            "are stored as their time comes. `preview APPOINTMENT_ID` shows every one.",
+            markup=False,
+        )
     shown = summary.errors[:50]
     for error in shown:
         out.print(
