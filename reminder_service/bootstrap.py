@@ -6,15 +6,20 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 
+from fastapi import FastAPI
 from sqlalchemy import Engine
 
+from .api.app import create_app
 from .catalog import Catalog
 from .channels.outbox import OutboxChannel
 from .clock import Clock, system_clock
 from .configuration.clinics import load_clinics
+from .configuration.delivery_failures import load_failure_table
 from .configuration.protocols import load_protocols
 from .rendering import Renderer
+from .services.delivery_status import DeliveryStatusService
 from .services.dispatching import DispatchPolicy, DispatchService
+from .services.follow_ups import FollowUps
 from .services.importing import ImportService
 from .services.materializing import Materializer
 from .settings import Settings
@@ -31,16 +36,32 @@ class Service:
     importer: ImportService
     dispatcher: DispatchService
     materializer: Materializer
+    delivery_status: DeliveryStatusService
     clock: Clock
+
+    def http_app(self) -> FastAPI:
+        token = self.settings.twilio.auth_token if self.settings.twilio else None
+        return create_app(
+            self.engine,
+            self.delivery_status,
+            public_url=self.settings.public_url,
+            twilio_auth_token=token,
+        )
+
+    def close(self) -> None:
+        self.dispatcher.close()
+        self.engine.dispose()
 
 
 def load_catalog(settings: Settings) -> Catalog:
-    """Clinics and protocols, validated; raises ConfigError listing every problem."""
+    """Clinics, protocols and the failure table, validated; raises ConfigError listing every
+    problem."""
     clinics = load_clinics(settings.config_dir / "clinics.yaml")
     protocols = load_protocols(
         settings.config_dir / "protocols", partial(missing_parts, settings.templates_dir)
     )
-    return Catalog(protocols=tuple(protocols), clinics=clinics)
+    failures = load_failure_table(settings.config_dir / "delivery_failures.yaml")
+    return Catalog(protocols=tuple(protocols), clinics=clinics, failures=failures)
 
 
 def build(settings: Settings, clock: Clock = system_clock) -> Service:
@@ -59,7 +80,19 @@ def build(settings: Settings, clock: Clock = system_clock) -> Service:
         catalog=catalog,
         renderer=renderer,
         importer=ImportService(engine, catalog, clock, horizon),
-        dispatcher=DispatchService(engine, catalog, renderer, outbox, outbox, clock, policy),
+        dispatcher=DispatchService(
+            engine,
+            catalog,
+            renderer,
+            outbox,
+            outbox,
+            clock,
+            policy,
+            failures=catalog.failures,
+            public_url=settings.public_url,
+            email_from=settings.email_from,
+        ),
         materializer=Materializer(engine, catalog, clock, horizon),
+        delivery_status=DeliveryStatusService(engine, FollowUps(catalog), catalog.failures, clock),
         clock=clock,
     )

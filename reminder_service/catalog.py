@@ -1,10 +1,11 @@
-"""Protocols by procedure code, and the clinic each appointment belongs to."""
+"""The configuration: protocols by procedure code, the clinics, the delivery failure table."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .configuration.clinics import Clinics
+from .domain.failure_rules import FailureTable
 from .domain.protocol import Protocol
 
 
@@ -12,11 +13,18 @@ from .domain.protocol import Protocol
 class Catalog:
     protocols: tuple[Protocol, ...]
     clinics: Clinics
+    failures: FailureTable = field(default_factory=lambda: FailureTable(()))  # delivery failures
 
     def protocol_for(self, procedure: str) -> Protocol | None:
         code = procedure.strip().upper()
         for protocol in self.protocols:
             if code in protocol.procedure_codes:
+                return protocol
+        return None
+
+    def protocol_or_none(self, protocol_id: str | None) -> Protocol | None:
+        for protocol in self.protocols:
+            if protocol.id == protocol_id:
                 return protocol
         return None
 

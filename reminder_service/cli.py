@@ -20,6 +20,7 @@ from rich.table import Table
 from . import bootstrap, log_masking
 from .configuration.problems import ConfigError
 from .domain.timing import zone
+from .http_server import HttpServer
 from .importers.csv_mapping import load_mapping
 from .importers.csv_rows import FileRejected, ImportDefaults
 from .sample_data import sample_appointments
@@ -201,8 +202,16 @@ def run(
     sample_data: Annotated[
         bool, typer.Option("--sample-data", help="First import synthetic sample appointments.")
     ] = False,
+    http: Annotated[
+        bool,
+        typer.Option(
+            "--http/--no-http",
+            help="Also serve the webhooks and health on REMINDER_HTTP_PORT ('serve' runs them "
+            "alone, in a process of their own).",
+        ),
+    ] = True,
 ) -> None:
-    """Run the dispatcher in the foreground until Ctrl-C or SIGTERM."""
+    """Run the dispatcher (and the HTTP endpoints) in the foreground until Ctrl-C or SIGTERM."""
     service = _service()
     logging.getLogger(__name__).info("settings: %s", service.settings.describe())
     if sample_data:
@@ -231,7 +240,29 @@ def run(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    timer.run_until_stopped()
+    server = None
+    if http:
+        settings = service.settings
+        server = HttpServer(service.http_app(), settings.http_host, settings.http_port)
+        server.start()
+    try:
+        timer.run_until_stopped()
+    finally:
+        if server is not None:
+            server.stop()
+        service.close()
+
+
+@app.command()
+def serve() -> None:
+    """Serve only the HTTP endpoints (webhooks, health) until Ctrl-C or SIGTERM, so they can run
+    in processes of their own beside `run --no-http`."""
+    service = _service()
+    settings = service.settings
+    try:
+        HttpServer(service.http_app(), settings.http_host, settings.http_port).run()
+    finally:
+        service.close()
 
 
 @app.command()

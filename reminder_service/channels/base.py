@@ -1,9 +1,16 @@
-"""The channel port: send one message, get a receipt, or raise ChannelError."""
+"""The channel port: send one message, get a receipt, or raise ChannelError with the facts.
+
+Sends are coroutines, so one process keeps hundreds in flight and a slow one holds up no other.
+A channel reports what happened (an HTTP status, a provider error code, an SMTP reply, a
+timeout); whether that is permanent is decided in one place, the failure table in
+`config/delivery_failures.yaml` (see `failures.py`), not in each adapter.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Protocol
 
 
@@ -15,6 +22,22 @@ class OutgoingSms:
     to: str  # E.164
     body: str
     sent_at: datetime
+    status_callback: str | None = None  # the URL the provider reports delivery status to
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarEvent:
+    """An appointment as a calendar entry (.ics). The UID is the same for every version of one
+    appointment, and the sequence grows with each, so a calendar updates the entry it has."""
+
+    uid: str
+    sequence: int
+    start: datetime  # aware
+    end: datetime
+    summary: str  # generic: no procedure name
+    location: str
+    organizer: str  # an email address
+    cancelled: bool = False  # METHOD:CANCEL: the calendar removes the entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +52,7 @@ class OutgoingEmail:
     html: str
     message_id: str  # deterministic, so a resend after a crash is recognisably the same message
     sent_at: datetime
+    calendar: CalendarEvent | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,18 +60,49 @@ class Receipt:
     provider_id: str
 
 
-class ChannelError(Exception):
-    """A send that did not happen. Permanent failures are never retried."""
+class FailureKind(StrEnum):
+    HTTP = "http"  # the provider answered with an error status (and maybe its own code)
+    SMTP = "smtp"  # the mail server answered with an error reply
+    TIMEOUT = "timeout"  # no answer in time: the message may or may not have been accepted
+    CONNECTION = "connection"  # could not reach the provider at all
+    LOCAL = "local"  # our side: a full disk, a bad certificate file
 
-    def __init__(self, message: str, *, permanent: bool, code: str | None = None) -> None:
-        super().__init__(message)
-        self.permanent = permanent
-        self.code = code
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What went wrong, as facts. Never a message body or a patient's contact details."""
+
+    provider: str  # "twilio", "smtp", "outbox"
+    kind: FailureKind
+    status: int | None = None  # HTTP status or SMTP reply code
+    code: str | None = None  # the provider's own error code, e.g. Twilio's "21211"
+    detail: str = ""
+
+    def describe(self) -> str:
+        parts = [self.provider, self.kind.value]
+        if self.status is not None:
+            parts.append(str(self.status))
+        if self.code:
+            parts.append(f"code {self.code}")
+        text = " ".join(parts)
+        return f"{text}: {self.detail}" if self.detail else text
+
+
+class ChannelError(Exception):
+    """A send that did not happen (or, after a timeout, may not have)."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.describe())
+        self.failure = failure
 
 
 class SmsChannel(Protocol):
-    def send_sms(self, message: OutgoingSms) -> Receipt: ...
+    async def send_sms(self, message: OutgoingSms) -> Receipt: ...
+
+    async def aclose(self) -> None: ...
 
 
 class EmailChannel(Protocol):
-    def send_email(self, message: OutgoingEmail) -> Receipt: ...
+    async def send_email(self, message: OutgoingEmail) -> Receipt: ...
+
+    async def aclose(self) -> None: ...

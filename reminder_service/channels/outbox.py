@@ -8,16 +8,15 @@ dot-files, and the outbox sweeps old ones when it starts.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tempfile
 import time
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime
 from pathlib import Path
 
 from .base import OutgoingEmail, OutgoingSms, Receipt
+from .email_mime import build_mime
 
 # No write takes this long; a younger temp file may belong to another live dispatcher.
 STALE_TEMP_AGE = 600.0
@@ -29,7 +28,7 @@ class OutboxChannel:
         self._from = from_address
         sweep_stale_temp_files(root)
 
-    def send_sms(self, message: OutgoingSms) -> Receipt:
+    async def send_sms(self, message: OutgoingSms) -> Receipt:
         path = self._root / "sms" / f"{message.reminder_id}.json"
         document = {
             "to": message.to,
@@ -39,26 +38,18 @@ class OutboxChannel:
             "step": message.step,
             "sent_at": message.sent_at.isoformat(),
         }
-        _write_once(path, (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode())
+        data = (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode()
+        await asyncio.to_thread(_write_once, path, data)  # fsync must not stall other sends
         return Receipt(provider_id=f"outbox:sms/{path.name}")
 
-    def send_email(self, message: OutgoingEmail) -> Receipt:
+    async def send_email(self, message: OutgoingEmail) -> Receipt:
         path = self._root / "email" / f"{message.reminder_id}.eml"
-        _write_once(path, bytes(self._mime(message)))
+        data = bytes(build_mime(message, self._from))
+        await asyncio.to_thread(_write_once, path, data)
         return Receipt(provider_id=f"outbox:email/{path.name}")
 
-    def _mime(self, message: OutgoingEmail) -> EmailMessage:
-        mime = EmailMessage()
-        user, _, domain = self._from.partition("@")
-        mime["From"] = Address(message.from_name, user, domain)
-        mime["To"] = message.to
-        mime["Subject"] = message.subject
-        mime["Date"] = format_datetime(message.sent_at)
-        mime["Message-ID"] = message.message_id
-        mime["X-Reminder-Id"] = str(message.reminder_id)
-        mime.set_content(message.text)
-        mime.add_alternative(message.html, subtype="html")
-        return mime
+    async def aclose(self) -> None:
+        """Nothing is held open between sends."""
 
 
 def _write_once(path: Path, data: bytes) -> None:

@@ -13,6 +13,7 @@ from .problems import ConfigError, ConfigProblem, check_keys, read_yaml
 
 STEP_REQUIRED = {"id", "send_at", "channels", "template"}
 STEP_OPTIONAL = {"description", "when", "enabled", "late", "not_after", "min_notice"}
+STEP_OPTIONAL |= {"email_fallback", "calendar"}
 PROTOCOL_REQUIRED = {"id", "name", "procedure_codes", "steps"}
 
 E = TypeVar("E", LatePolicy, Channel)
@@ -121,9 +122,10 @@ def _load_step(
     condition = _condition(raw.get("when", "always"), "when", problem)
     channels = _channels(raw.get("channels"), problem)
     late = _choice(raw.get("late", LatePolicy.CATCH_UP.value), LatePolicy, "late", problem)
-    enabled = raw.get("enabled", True)
-    if not isinstance(enabled, bool):
-        problem("enabled", "must be true or false")
+    flags = {name: raw.get(name, default) for name, default in STEP_FLAGS.items()}
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            problem(name, "must be true or false")
     min_notice = None
     if "min_notice" in raw:
         try:
@@ -134,8 +136,12 @@ def _load_step(
     if not isinstance(template, str) or not template:
         problem("template", "must name a template")
     elif len(problems) == before:
-        for rule in channels:
-            missing = missing_templates(protocol_id, template, rule.channel)
+        # An SMS step that may fall back to email needs the email parts too.
+        wanted = {rule.channel for rule in channels}
+        if flags["email_fallback"] and Channel.SMS in wanted:
+            wanted.add(Channel.EMAIL)
+        for channel in sorted(wanted):
+            missing = missing_templates(protocol_id, template, channel)
             if missing:
                 problem("template", f"unknown template '{template}': missing {', '.join(missing)}")
     if len(problems) > before or send_at is None or late is None:
@@ -146,12 +152,17 @@ def _load_step(
         channels=tuple(channels),
         template=str(template),
         condition=condition,
-        enabled=bool(enabled),
+        enabled=bool(flags["enabled"]),
+        email_fallback=bool(flags["email_fallback"]),
+        calendar=bool(flags["calendar"]),
         late=late,
         not_after=not_after,
         min_notice=min_notice,
         description=str(raw.get("description", "")),
     )
+
+
+STEP_FLAGS = {"enabled": True, "email_fallback": True, "calendar": False}
 
 
 def _moment(value: Any, field: str, problem: Callable[[str, str], None]) -> RelativeTime | None:

@@ -64,6 +64,10 @@ class Step:
     # Plan the step only when the appointment is at least this far from its booking.
     min_notice: timedelta | None = None
     description: str = ""
+    # When its SMS cannot be delivered, send the step by email instead (if the patient has one).
+    email_fallback: bool = True
+    # Attach the appointment as a calendar entry (.ics) to the step's email.
+    calendar: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,12 @@ class Protocol:
     name: str
     procedure_codes: frozenset[str]
     steps: tuple[Step, ...] = field(default_factory=tuple)
+
+    def step_or_none(self, step_id: str) -> Step | None:
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        return None
 
     def step(self, step_id: str) -> Step:
         for step in self.steps:

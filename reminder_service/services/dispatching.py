@@ -1,25 +1,35 @@
-"""Dispatching: claim due reminders, commit, then render and send each one and record the result.
+"""Dispatching: claim due reminders, commit, then render and send them, many at once.
 
 No transaction is held across a send. A claim is a lease: if this process dies mid-send, the row
 returns to the pool when the lease expires. Results are written only by the holder of the claim
 token, so a worker whose lease ran out cannot overwrite a newer attempt.
+
+Sends are coroutines on one event loop: up to `max_in_flight` reminders are claimed and in
+flight at once, each send finishes on its own (a slow one holds up no other), and results are
+written in small batches as they come. How a failure is treated (retry or not, opt-out) comes
+from the failure table in config, never from the channel.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import random
+import time
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, or_, select, update
 
+from ..async_runner import LoopThread
 from ..catalog import Catalog
 from ..channels.base import (
+    CalendarEvent,
     ChannelError,
     EmailChannel,
     OutgoingEmail,
@@ -30,18 +40,22 @@ from ..channels.base import (
 from ..clock import Clock
 from ..domain.appointment import Appointment, AppointmentStatus
 from ..domain.clinic import Clinic
+from ..domain.failure_rules import FailureTable
 from ..domain.planning import ReminderStatus
 from ..domain.protocol import Channel
 from ..domain.timing import zone
 from ..rendering import RenderedMessage, Renderer, RenderError, message_context
-from ..store import records
+from ..store import bulk, records
 from ..store.engine import reading
 from ..store.records import RowData
-from ..store.tables import appointments, audit_log, patients, reminders
+from ..store.tables import appointments, patients, reminders, sms_opt_outs
+from .follow_ups import STAFF_CHANNEL, FollowUps, record_opt_outs
+from .importing import CALENDAR_CANCEL
 
 log = logging.getLogger(__name__)
 
-Outcome = tuple[ReminderStatus, str, dict[str, Any]]
+FLUSH_EVERY = 0.05  # seconds: results are written at least this often while sends go on
+FLUSH_SIZE = 200
 
 
 @dataclass
@@ -56,10 +70,32 @@ class DispatchReport:
 @dataclass(frozen=True)
 class DispatchPolicy:
     lease: timedelta = timedelta(seconds=60)
-    batch: int = 100
+    batch: int = 100  # reminders claimed per query
+    max_in_flight: int = 400  # claimed and not yet recorded; keep sendable well within the lease
     max_attempts: int = 5
     retry_base: timedelta = timedelta(seconds=30)
     retry_cap: timedelta = timedelta(hours=1)
+
+
+@dataclass
+class Result:
+    """One reminder's outcome, to be recorded."""
+
+    reminder: RowData
+    status: ReminderStatus
+    reason: str
+    changes: dict[str, Any] = field(default_factory=dict)  # columns to set besides the status
+    detail: dict[str, Any] = field(default_factory=dict)  # for the audit entry
+    opt_out: str | None = None  # a number that must get no more SMS
+    undeliverable: bool = False  # this channel will not deliver it: try another, or tell staff
+
+
+@dataclass(frozen=True)
+class _Job:
+    reminder: RowData
+    message: OutgoingSms | OutgoingEmail
+    language: str
+    digest: str
 
 
 class DispatchService:
@@ -72,6 +108,9 @@ class DispatchService:
         email: EmailChannel,
         clock: Clock,
         policy: DispatchPolicy = DispatchPolicy(),
+        failures: FailureTable | None = None,
+        public_url: str = "",
+        email_from: str = "reminders@localhost",
     ) -> None:
         self._engine = engine
         self._catalog = catalog
@@ -80,17 +119,26 @@ class DispatchService:
         self._email = email
         self._clock = clock
         self._policy = policy
+        self._failures = failures or FailureTable(())
+        self._public_url = public_url.rstrip("/")
+        self._email_from = email_from
+        self._follow_ups = FollowUps(catalog)
+        self._loop = LoopThread()
 
     def dispatch_due(self) -> DispatchReport:
-        """Send everything due now, batch by batch, until nothing is left."""
-        report = DispatchReport()
-        while claimed := self._claim():
-            report.claimed += len(claimed)
-            context = self._load_appointments({row["appointment_id"] for row in claimed})
-            for row in claimed:
-                status = self._deliver(row, *context[row["appointment_id"]])
-                report.count(status.value)
-        return report
+        """Send everything due now, until nothing claimable is left and nothing is in flight."""
+        return self._loop.run(self._dispatch_due())
+
+    def close(self) -> None:
+        """Close the channels' connections (in-flight sends have finished: dispatch_due waits)."""
+        try:
+            self._loop.run(self._close_channels())
+        finally:
+            self._loop.stop()
+
+    async def _close_channels(self) -> None:
+        await self._sms.aclose()
+        await self._email.aclose()
 
     def next_due(self) -> datetime | None:
         """The earliest moment a row becomes claimable: a pending due time or a lease expiry."""
@@ -108,7 +156,61 @@ class DispatchService:
         moments = [m for m in (pending, lease) if m is not None]
         return min(moments) if moments else None
 
-    def _claim(self) -> list[RowData]:
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def _dispatch_due(self) -> DispatchReport:
+        report = DispatchReport()
+        in_flight: set[asyncio.Task[Result]] = set()
+        done: list[Result] = []
+        exhausted = False
+        last_flush = time.monotonic()
+        while True:
+            room = self._policy.max_in_flight - len(in_flight) - len(done)
+            if not exhausted and room >= min(self._policy.batch, self._policy.max_in_flight // 2):
+                started = await self._claim_and_start(min(room, self._policy.batch), done)
+                if started is None:
+                    exhausted = True
+                else:
+                    report.claimed += started[0]
+                    in_flight |= started[1]
+            if not in_flight:
+                if done:
+                    await self._flush(done, report)
+                if exhausted:
+                    return report
+                continue
+            finished, in_flight = await asyncio.wait(
+                in_flight, timeout=FLUSH_EVERY, return_when=asyncio.FIRST_COMPLETED
+            )
+            done.extend(task.result() for task in finished)
+            if len(done) >= FLUSH_SIZE or time.monotonic() - last_flush >= FLUSH_EVERY:
+                await self._flush(done, report)
+                last_flush = time.monotonic()
+
+    async def _claim_and_start(
+        self, limit: int, done: list[Result]
+    ) -> tuple[int, set[asyncio.Task[Result]]] | None:
+        claimed = await asyncio.to_thread(self._claim, limit)
+        if not claimed:
+            return None
+        prepared = await asyncio.to_thread(self._prepare_all, claimed)
+        tasks: set[asyncio.Task[Result]] = set()
+        for item in prepared:
+            if isinstance(item, Result):
+                done.append(item)
+            else:
+                tasks.add(asyncio.create_task(self._send(item)))
+        return len(claimed), tasks
+
+    async def _flush(self, done: list[Result], report: DispatchReport) -> None:
+        batch, done[:] = list(done), []
+        await asyncio.to_thread(self._record_many, batch, self._clock())
+        for result in batch:
+            report.count(result.status.value)
+
+    # -- claiming and preparing (synchronous: database and templates) -----------------------
+
+    def _claim(self, limit: int | None = None) -> list[RowData]:
         now = self._clock()
         token = uuid.uuid4().hex
         due = or_(
@@ -116,7 +218,7 @@ class DispatchService:
             and_(reminders.c.status == ReminderStatus.SENDING.value, reminders.c.lease_until < now),
         )
         candidates = select(reminders.c.id).where(due).order_by(reminders.c.due_at)
-        candidates = candidates.limit(self._policy.batch)
+        candidates = candidates.limit(limit or self._policy.batch)
         if self._engine.dialect.name == "postgresql":
             candidates = candidates.with_for_update(skip_locked=True)
         with self._engine.begin() as conn:
@@ -135,6 +237,22 @@ class DispatchService:
                 ).mappings()
             )
 
+    def _prepare_all(self, claimed: list[RowData]) -> list[Result | _Job]:
+        context = self._load_appointments({row["appointment_id"] for row in claimed})
+        opted_out = self._opted_out(
+            {a.patient.mobile for a, _ in context.values() if a.patient.mobile}
+        )
+        now = self._clock()
+        prepared: list[Result | _Job] = []
+        for row in claimed:
+            appointment, stored = context[row["appointment_id"]]
+            try:
+                prepared.append(self._prepare(row, appointment, stored, opted_out, now))
+            except Exception as exc:  # a bug: retry later, never lose the reminder
+                log.exception("reminder %s: unexpected error while preparing", row["id"])
+                prepared.append(self._retry(row, now, f"unexpected error: {type(exc).__name__}"))
+        return prepared
+
     def _load_appointments(self, ids: set[int]) -> dict[int, tuple[Appointment, RowData]]:
         query = (
             select(appointments, *[patients.c[c].label(f"p_{c}") for c in records.PATIENT_COLUMNS])
@@ -149,75 +267,65 @@ class DispatchService:
             loaded[row["id"]] = (records.appointment_from_row(row, patient), row)
         return loaded
 
-    def _deliver(
-        self, reminder: RowData, appointment: Appointment, stored: RowData
-    ) -> ReminderStatus:
-        now = self._clock()
-        clinic = self._catalog.clinics.get(appointment.clinic_id)
-        try:
-            status, reason, changes = self._decide_and_send(
-                reminder, appointment, stored, clinic, now
-            )
-        except Exception as exc:  # a bug or an unexpected provider fault: retry, never lose it
-            log.exception("reminder %s: unexpected error while sending", reminder["id"])
-            status, reason, changes = self._retry(
-                reminder, now, f"unexpected error: {type(exc).__name__}"
-            )
-        self._record(reminder, status, reason, changes, now)
-        return status
+    def _opted_out(self, numbers: set[str]) -> set[str]:
+        if not numbers:
+            return set()
+        with reading(self._engine) as conn:
+            found = conn.execute(
+                select(sms_opt_outs.c.phone).where(sms_opt_outs.c.phone.in_(numbers))
+            ).scalars()
+            return set(found)
 
-    def _decide_and_send(
+    def _prepare(
         self,
         reminder: RowData,
         appointment: Appointment,
         stored: RowData,
-        clinic: Clinic | None,
+        opted_out: set[str],
         now: datetime,
-    ) -> Outcome:
+    ) -> Result | _Job:
+        """The send-time checks, then the message; or the outcome when it must not be sent."""
+        clinic = self._catalog.clinics.get(appointment.clinic_id)
         not_after = reminder["not_after"]
         if clinic is None:
-            return ReminderStatus.FAILED, f"unknown clinic {appointment.clinic_id!r}", {}
-        if appointment.status is AppointmentStatus.CANCELLED:
-            return ReminderStatus.CANCELLED, "appointment cancelled", {}
+            return Result(
+                reminder, ReminderStatus.FAILED, f"unknown clinic {appointment.clinic_id!r}"
+            )
+        if reminder["channel"] == STAFF_CHANNEL:
+            return self._prepare_staff_alert(reminder, appointment, clinic, now)
+        if (
+            appointment.status is AppointmentStatus.CANCELLED
+            and reminder["template"] != "cancelled"
+        ):
+            return Result(reminder, ReminderStatus.CANCELLED, "appointment cancelled")
         if reminder["attempts"] > self._policy.max_attempts:
-            return ReminderStatus.FAILED, f"gave up after {self._policy.max_attempts} attempts", {}
+            reason = f"gave up after {self._policy.max_attempts} attempts"
+            return Result(reminder, ReminderStatus.FAILED, reason, undeliverable=True)
         if not_after is not None and now > not_after:
-            return ReminderStatus.SKIPPED, "deadline passed before it could be sent", {}
+            return Result(
+                reminder, ReminderStatus.SKIPPED, "deadline passed before it could be sent"
+            )
         opens = clinic.send_window.next_allowed(now, zone(appointment.patient.timezone))
         if opens > now:
             if not_after is not None and opens > not_after:
-                return ReminderStatus.SKIPPED, "deadline passes before the send window opens", {}
+                reason = "deadline passes before the send window opens"
+                return Result(reminder, ReminderStatus.SKIPPED, reason)
             # Not an attempt: the message was never tried.
             changes = {"due_at": opens, "attempts": reminder["attempts"] - 1}
-            return ReminderStatus.PENDING, "deferred to the send window", changes
+            return Result(reminder, ReminderStatus.PENDING, "deferred to the send window", changes)
         channel = Channel(reminder["channel"])
         to = appointment.patient.mobile if channel is Channel.SMS else appointment.patient.email
         if not to:
-            return (
-                ReminderStatus.SKIPPED,
-                f"no {'mobile number' if channel is Channel.SMS else 'email address'}",
-                {},
-            )
+            missing = "mobile number" if channel is Channel.SMS else "email address"
+            return Result(reminder, ReminderStatus.SKIPPED, f"no {missing}")
+        if channel is Channel.SMS and to in opted_out:
+            reason = "the number has opted out of SMS"
+            return Result(reminder, ReminderStatus.SKIPPED, reason, undeliverable=True)
         try:
             message = self._render(reminder, appointment, stored, clinic, channel)
         except RenderError as exc:
-            return ReminderStatus.FAILED, f"template error: {exc}", {}
-        try:
-            receipt = self._send(reminder, appointment, stored, clinic, message, to, now)
-        except ChannelError as exc:
-            if exc.permanent:
-                return ReminderStatus.FAILED, f"permanent failure: {exc}", {"last_error": str(exc)}
-            return self._retry(reminder, now, f"temporary failure: {exc}")
-        return (
-            ReminderStatus.SENT,
-            "sent",
-            {
-                "sent_at": now,
-                "provider_id": receipt.provider_id,
-                "language": message.language,
-                "_detail": {"language": message.language, "body_sha256": _digest(message)},
-            },
-        )
+            return Result(reminder, ReminderStatus.FAILED, f"template error: {exc}")
+        return self._job(reminder, appointment, stored, clinic, message, to, now)
 
     def _render(
         self,
@@ -238,7 +346,7 @@ class DispatchService:
             context,
         )
 
-    def _send(
+    def _job(
         self,
         reminder: RowData,
         appointment: Appointment,
@@ -247,23 +355,26 @@ class DispatchService:
         message: RenderedMessage,
         to: str,
         now: datetime,
-    ) -> Receipt:
+    ) -> _Job:
+        outgoing: OutgoingSms | OutgoingEmail
         if message.channel is Channel.SMS:
             assert message.sms is not None
-            return self._sms.send_sms(
-                OutgoingSms(
-                    reminder["id"],
-                    appointment.external_id,
-                    reminder["step_id"],
-                    to,
-                    message.sms,
-                    now,
-                )
+            callback = None
+            if self._public_url:
+                callback = f"{self._public_url}/webhooks/twilio/status?reminder={reminder['id']}"
+            outgoing = OutgoingSms(
+                reminder["id"],
+                appointment.external_id,
+                reminder["step_id"],
+                to,
+                message.sms,
+                now,
+                status_callback=callback,
             )
-        assert message.subject is not None and message.text is not None and message.html is not None
-        message_id = f"<reminder-{reminder['id']}.v{stored['version']}@reminder-service>"
-        return self._email.send_email(
-            OutgoingEmail(
+        else:
+            assert message.subject is not None and message.text is not None
+            assert message.html is not None
+            outgoing = OutgoingEmail(
                 reminder["id"],
                 appointment.external_id,
                 reminder["step_id"],
@@ -272,29 +383,121 @@ class DispatchService:
                 message.subject,
                 message.text,
                 message.html,
-                message_id,
+                f"<reminder-{reminder['id']}.v{stored['version']}@reminder-service>",
                 now,
+                calendar=self._calendar(reminder, appointment, stored, clinic),
             )
-        )
+        return _Job(reminder, outgoing, message.language, _digest(message))
 
-    def _retry(self, reminder: RowData, now: datetime, reason: str) -> Outcome:
+    def _calendar(
+        self, reminder: RowData, appointment: Appointment, stored: RowData, clinic: Clinic
+    ) -> CalendarEvent | None:
+        cancelled = reminder["template"] == CALENDAR_CANCEL
+        protocol = self._catalog.protocol_or_none(stored["protocol_id"])
+        step = protocol.step_or_none(reminder["step_id"]) if protocol else None
+        if not cancelled and (step is None or not step.calendar):
+            return None
+        return calendar_event(appointment, stored["version"], clinic, self._email_from, cancelled)
+
+    def _prepare_staff_alert(
+        self, reminder: RowData, appointment: Appointment, clinic: Clinic, now: datetime
+    ) -> Result | _Job:
+        if not clinic.staff_email:
+            return Result(reminder, ReminderStatus.FAILED, "the clinic has no staff_email")
+        local = appointment.start.astimezone(zone(clinic.timezone))
+        context = {
+            "clinic_name": clinic.name,
+            "appointment_id": appointment.external_id,
+            "appointment_time": f"{local:%a %d %b %Y %H:%M} {local.tzname()}",
+            "step": reminder["step_id"],
+            "reason": reminder["alert"] or reminder["reason"],
+        }
+        try:
+            message = self._renderer.render(
+                "_staff", "staff_alert", Channel.EMAIL, clinic.default_language,
+                clinic.default_language, context,
+            )  # fmt: skip
+        except RenderError as exc:
+            return Result(reminder, ReminderStatus.FAILED, f"template error: {exc}")
+        assert message.subject is not None and message.text is not None
+        assert message.html is not None
+        outgoing = OutgoingEmail(
+            reminder["id"],
+            appointment.external_id,
+            reminder["step_id"],
+            clinic.staff_email,
+            clinic.name,
+            message.subject,
+            message.text,
+            message.html,
+            f"<staff-alert-{reminder['id']}@reminder-service>",
+            now,
+        )
+        return _Job(reminder, outgoing, message.language, _digest(message))
+
+    # -- sending (on the loop) --------------------------------------------------------------
+
+    async def _send(self, job: _Job) -> Result:
+        reminder = job.reminder
+        try:
+            receipt = await self._deliver(job.message)
+        except ChannelError as exc:
+            return self._failed(job, exc)
+        except Exception as exc:  # a bug or an unexpected provider fault: retry, never lose it
+            log.exception("reminder %s: unexpected error while sending", reminder["id"])
+            return self._retry(reminder, self._clock(), f"unexpected error: {type(exc).__name__}")
+        now = self._clock()
+        changes = {"sent_at": now, "provider_id": receipt.provider_id, "language": job.language}
+        detail = {"language": job.language, "body_sha256": job.digest}
+        return Result(reminder, ReminderStatus.SENT, "sent", changes, detail)
+
+    async def _deliver(self, message: OutgoingSms | OutgoingEmail) -> Receipt:
+        if isinstance(message, OutgoingSms):
+            return await self._sms.send_sms(message)
+        return await self._email.send_email(message)
+
+    def _failed(self, job: _Job, exc: ChannelError) -> Result:
+        reminder = job.reminder
+        verdict = self._failures.classify(exc.failure)
+        described = f"{exc.failure.describe()} ({verdict.meaning})"
+        if verdict.permanent:
+            opt_out = None
+            if verdict.opt_out and isinstance(job.message, OutgoingSms):
+                opt_out = job.message.to
+            return Result(
+                reminder,
+                ReminderStatus.FAILED,
+                f"permanent failure: {described}",
+                {"last_error": described},
+                {"failure": exc.failure.describe()},
+                opt_out=opt_out,
+                undeliverable=True,
+            )
+        return self._retry(reminder, self._clock(), f"temporary failure: {described}")
+
+    def _retry(self, reminder: RowData, now: datetime, reason: str) -> Result:
         attempts = reminder["attempts"]
         delay = min(self._policy.retry_base * 2 ** (attempts - 1), self._policy.retry_cap)
-        retry_at = now + delay * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not security
+        retry_at = now + delay * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not security
         not_after = reminder["not_after"]
         if attempts >= self._policy.max_attempts or (
             not_after is not None and retry_at > not_after
         ):
-            return (
+            return Result(
+                reminder,
                 ReminderStatus.FAILED,
                 f"{reason}; no retry left before the deadline",
                 {"last_error": reason},
+                undeliverable=True,
             )
-        return (
+        return Result(
+            reminder,
             ReminderStatus.PENDING,
             f"{reason}; retry {attempts + 1}",
             {"due_at": retry_at, "last_error": reason},
         )
+
+    # -- recording ----------------------------------------------------------------------------
 
     def _record(
         self,
@@ -304,46 +507,102 @@ class DispatchService:
         changes: dict[str, Any],
         now: datetime,
     ) -> None:
-        detail = {"attempt": reminder["attempts"], **changes.pop("_detail", {})}
-        values = {
-            "status": status.value,
-            "reason": reason,
-            "updated_at": now,
-            "lease_until": None,
-            "claim_token": None,
-            **changes,
-        }
+        """Record one outcome (kept for callers outside the loop)."""
+        self._record_many([Result(reminder, status, reason, dict(changes))], now)
+
+    def _record_many(self, results: list[Result], now: datetime) -> None:
         with self._engine.begin() as conn:
-            result = conn.execute(
+            recorded = self._update_rows(conn, results, now)
+            bulk.insert_audit(conn, [_audit_entry(r, now) for r in recorded])
+            opted_out = {r.opt_out for r in recorded if r.opt_out}
+            record_opt_outs(conn, opted_out, now, source="provider: recipient unsubscribed")
+            self._follow_ups.after_undeliverable(
+                conn, [(r.reminder, r.reason) for r in recorded if r.undeliverable], now
+            )
+        for result in recorded:
+            log.info(
+                "reminder %s (%s/%s): %s: %s",
+                result.reminder["id"],
+                result.reminder["step_id"],
+                result.reminder["channel"],
+                result.status.value,
+                result.reason,
+            )
+
+    def _update_rows(self, conn: Connection, results: list[Result], now: datetime) -> list[Result]:
+        """Write each result if this worker still holds the claim; returns those written."""
+        by_shape: dict[tuple[str, ...], list[Result]] = defaultdict(list)
+        for result in results:
+            by_shape[tuple(sorted(result.changes))].append(result)
+        recorded: list[Result] = []
+        for shape, group in by_shape.items():
+            statement = (
                 update(reminders)
-                .where(reminders.c.id == reminder["id"])
-                .where(reminders.c.claim_token == reminder["claim_token"])
-                .values(**values)
-            )
-            if result.rowcount != 1:
-                log.warning(
-                    "reminder %s: lease lost before the result was recorded", reminder["id"]
-                )
-                return
-            event = "deferred" if status is ReminderStatus.PENDING else status.value
-            conn.execute(
-                insert(audit_log).values(
-                    at=now,
-                    appointment_id=reminder["appointment_id"],
-                    reminder_id=reminder["id"],
-                    event=event,
-                    reason=reason,
-                    detail=json.dumps(detail, default=str),
+                .where(reminders.c.id == bindparam("rid"))
+                .where(reminders.c.claim_token == bindparam("token"))
+                .values(
+                    status=bindparam("new_status"),
+                    reason=bindparam("new_reason"),
+                    updated_at=now,
+                    lease_until=None,
+                    claim_token=None,
+                    **{column: bindparam(f"new_{column}") for column in shape},
                 )
             )
-        log.info(
-            "reminder %s (%s/%s): %s: %s",
-            reminder["id"],
-            reminder["step_id"],
-            reminder["channel"],
-            status.value,
-            reason,
-        )
+            params = [_params(result) for result in group]
+            if conn.execute(statement, params).rowcount == len(group):
+                recorded.extend(group)
+                continue
+            for result, one in zip(group, params, strict=True):  # rare: find the lost leases
+                if conn.execute(statement, [one]).rowcount == 1:
+                    recorded.append(result)
+                else:
+                    log.warning(
+                        "reminder %s: lease lost before the result was recorded",
+                        result.reminder["id"],
+                    )
+        return recorded
+
+
+def _params(result: Result) -> dict[str, Any]:
+    return {
+        "rid": result.reminder["id"],
+        "token": result.reminder["claim_token"],
+        "new_status": result.status.value,
+        "new_reason": result.reason,
+        **{f"new_{column}": value for column, value in result.changes.items()},
+    }
+
+
+def _audit_entry(result: Result, now: datetime) -> dict[str, Any]:
+    event = "deferred" if result.status is ReminderStatus.PENDING else result.status.value
+    detail = {"attempt": result.reminder["attempts"], **result.detail}
+    return {
+        "at": now,
+        "appointment_id": result.reminder["appointment_id"],
+        "reminder_id": result.reminder["id"],
+        "event": event,
+        "reason": result.reason,
+        "detail": json.dumps(detail, default=str),
+    }
+
+
+def calendar_event(
+    appointment: Appointment, version: int, clinic: Clinic, organizer: str, cancelled: bool
+) -> CalendarEvent:
+    """The appointment as a calendar entry: one UID for all its versions, so a reschedule
+    updates the entry and a cancellation removes it. The summary names the clinic only."""
+    key = hashlib.sha256(appointment.external_id.encode()).hexdigest()[:24]
+    return CalendarEvent(
+        uid=f"appointment-{key}@reminder-service",
+        sequence=version,
+        start=appointment.start,
+        end=appointment.end,
+        summary=f"Appointment: {clinic.name}",
+        location=appointment.location or clinic.address,
+        organizer=organizer,
+        cancelled=cancelled,
+    )
 
 
 def _digest(message: RenderedMessage) -> str:

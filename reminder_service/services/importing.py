@@ -15,13 +15,11 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from operator import itemgetter
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Connection,
     Engine,
-    Table,
     bindparam,
     insert,
     or_,
@@ -39,14 +37,18 @@ from ..domain.planning import (
     ReminderStatus,
     plan_window,
 )
+from ..domain.protocol import Channel
 from ..domain.reconcile import OPEN, reconcile
 from ..importers.csv_rows import RowError
 from ..store import bulk, records
 from ..store.records import RowData
-from ..store.tables import appointments, audit_log, imports, patients, reminders
-from ..store.types import UtcDateTime
+from ..store.tables import appointments, imports, patients, reminders
+from .follow_ups import STAFF_CHANNEL, STAFF_TEMPLATE
 
 CHUNK = 1000
+# A patient who got the appointment as a calendar entry (.ics) gets its cancellation too: an
+# email with METHOD:CANCEL, step and template of this name.
+CALENDAR_CANCEL = "cancelled"
 SKIPPED = ReminderStatus.SKIPPED.value
 DEFAULT_HORIZON = timedelta(hours=48)
 
@@ -94,6 +96,7 @@ class _Chunk:
     new: list[tuple[Appointment, dict[str, Any], str]] = field(default_factory=list)
     changed: list[tuple[Appointment, dict[str, Any], str]] = field(default_factory=list)
     audit: list[dict[str, Any]] = field(default_factory=list)
+    staff: list[dict[str, Any]] = field(default_factory=list)  # alert emails to the clinic
 
 
 class ImportService:
@@ -227,7 +230,9 @@ class ImportService:
         summary.updated += len(touched)
         summary.unchanged += len(batch) - len(touched)
         work.audit = [a for a in work.audit if a["appointment_id"] in touched]
-        insert_audit(conn, work.audit)
+        bulk.insert_audit(conn, work.audit)
+        if work.staff:
+            conn.execute(insert(reminders), work.staff)
 
     def _apply_chunk(
         self,
@@ -291,11 +296,14 @@ class ImportService:
             rows.extend((appointment_id, 1, import_id, *r, 0, enc_now, enc_now) for r in plan.rows)
             work.audit.append(_event(now, appointment_id, outcome, plan.detail))
             work.audit.extend(_staff_alerts(now, appointment_id, plan.alerts))
+            work.staff.extend(_staff_alert_rows(now, appointment_id, 1, import_id, plan.alerts))
         cancelled = self._reconcile_changed(conn, work, changed_plans, now, rows, summary, encode)
         bulk.insert_tuples(conn, reminders, REMINDER_COLUMNS, rows)
         summary.reminders_planned += len(rows)
         summary.reminders_cancelled += cancelled
-        insert_audit(conn, work.audit)
+        bulk.insert_audit(conn, work.audit)
+        if work.staff:
+            conn.execute(insert(reminders), work.staff)
 
     def _classify(
         self,
@@ -359,6 +367,21 @@ class ImportService:
         values["planned_at"], values["plan_resume_at"] = now, window.resume_at
         return window.reminders
 
+    def _sent_a_calendar_entry(self, values: dict[str, Any], existing: list[Any]) -> bool:
+        protocol = self._catalog.protocol_or_none(values["protocol_id"])
+        if protocol is None:
+            return False
+        for reminder in existing:
+            step = protocol.step_or_none(reminder.step_id)
+            if (
+                step is not None
+                and step.calendar
+                and reminder.channel is Channel.EMAIL
+                and reminder.status is ReminderStatus.SENT
+            ):
+                return True
+        return False
+
     def _reconcile_changed(
         self,
         conn: Connection,
@@ -374,9 +397,20 @@ class ImportService:
             return 0
         by_appointment = _existing_reminders(conn, [values["pk"] for _, values, _ in work.changed])
         cancels: list[dict[str, Any]] = []
-        for (_, values, outcome), plans in zip(work.changed, plans_of_changed, strict=True):
+        for (appointment, values, outcome), plans in zip(
+            work.changed, plans_of_changed, strict=True
+        ):
             appointment_id = values["pk"]
-            result = reconcile(by_appointment.get(appointment_id, []), plans)
+            existing = by_appointment.get(appointment_id, [])
+            result = reconcile(existing, plans)
+            if outcome == "cancelled" and self._sent_a_calendar_entry(values, existing):
+                rows.append(
+                    (appointment_id, values["version"], summary.import_id, CALENDAR_CANCEL,
+                     Channel.EMAIL.value, CALENDAR_CANCEL, enc_now, enc_now,
+                     encode(appointment.start), ReminderStatus.PENDING.value,
+                     "appointment cancelled: the calendar entry sent is withdrawn", 0, enc_now,
+                     enc_now)
+                )  # fmt: skip
             reason = _CANCEL_REASONS.get(outcome, "appointment details changed")
             cancels.extend({"rid": rid, "reason": reason, "now": now} for rid in result.cancel)
             created = plan_rows(result.create, encode)
@@ -387,7 +421,11 @@ class ImportService:
             )
             detail = plan_detail(version, created, values["plan_resume_at"])
             work.audit.append(_event(now, appointment_id, outcome, detail))
-            work.audit.extend(_staff_alerts(now, appointment_id, _alert_reasons(created)))
+            alerts = _alert_reasons(created)
+            work.audit.extend(_staff_alerts(now, appointment_id, alerts))
+            work.staff.extend(
+                _staff_alert_rows(now, appointment_id, version, summary.import_id, alerts)
+            )
             work.audit.extend(
                 {
                     "at": now,
@@ -457,7 +495,7 @@ def _upsert_patients(conn: Connection, batch: list[Appointment], now: datetime) 
         conn.execute(update(patients).where(patients.c.id == bindparam("pk")), changed)
     fresh = [{**values, "updated_at": now} for ext, values in latest.items() if ext not in ids]
     if fresh:
-        _insert_dicts(conn, patients, list(fresh[0]), fresh)
+        bulk.insert_dicts(conn, patients, list(fresh[0]), fresh)
         ids.update(
             bulk.ids_by_key(conn, patients, "external_id", (r["external_id"] for r in fresh))
         )
@@ -486,33 +524,8 @@ def _insert_appointments(conn: Connection, rows: list[dict[str, Any]]) -> dict[s
     if not rows:
         return {}
     columns = [c for c in rows[0] if c != "pk"]
-    _insert_dicts(conn, appointments, columns, rows)
+    bulk.insert_dicts(conn, appointments, columns, rows)
     return bulk.ids_by_key(conn, appointments, "external_id", (r["external_id"] for r in rows))
-
-
-def _insert_dicts(
-    conn: Connection, table: Table, columns: Sequence[str], rows: list[dict[str, Any]]
-) -> None:
-    if not rows:
-        return
-    encode = bulk.utc_encoder(conn.dialect)
-    timestamps = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, UtcDateTime)]
-    pick = itemgetter(*columns)
-    tuples = []
-    for row in rows:
-        values = list(pick(row))
-        for i in timestamps:
-            values[i] = encode(values[i])
-        tuples.append(tuple(values))
-    bulk.insert_tuples(conn, table, columns, tuples)
-
-
-AUDIT_COLUMNS = ("at", "appointment_id", "reminder_id", "event", "reason", "detail")
-
-
-def insert_audit(conn: Connection, entries: list[dict[str, Any]]) -> None:
-    """Audit entries (dicts of AUDIT_COLUMNS) in one bulk statement."""
-    _insert_dicts(conn, audit_log, AUDIT_COLUMNS, entries)
 
 
 def _existing_reminders(conn: Connection, appointment_ids: list[int]) -> dict[int, list[Any]]:
@@ -527,6 +540,7 @@ def _existing_reminders(conn: Connection, appointment_ids: list[int]) -> dict[in
         )
         .where(reminders.c.appointment_id.in_(appointment_ids))
         .where(reminders.c.status != ReminderStatus.CANCELLED.value)
+        .where(reminders.c.channel != STAFF_CHANNEL)  # alerts to staff are no patient's plan
     )
     grouped: dict[int, list[Any]] = defaultdict(list)
     for row in result.mappings():
@@ -608,6 +622,33 @@ def _event(now: datetime, appointment_id: int, outcome: str, detail: str) -> dic
         "reason": f"import: {outcome}",
         "detail": detail,
     }
+
+
+def _staff_alert_rows(
+    now: datetime, appointment_id: int, version: int, import_id: int | None, alerts: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """One alert email to the clinic's staff per step (alerts name "step/channel: reason")."""
+    steps = {alert.split("/", 1)[0]: alert.split(": ", 1)[-1] for alert in alerts}
+    return [
+        {
+            "appointment_id": appointment_id,
+            "appointment_version": version,
+            "import_id": import_id,
+            "step_id": step,
+            "channel": STAFF_CHANNEL,
+            "template": STAFF_TEMPLATE,
+            "nominal_at": now,
+            "due_at": now,
+            "not_after": None,
+            "status": ReminderStatus.PENDING.value,
+            "reason": "staff alert",
+            "alert": f"{step}: {reason}",
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for step, reason in steps.items()
+    ]
 
 
 def _staff_alerts(

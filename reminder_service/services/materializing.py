@@ -23,7 +23,7 @@ from ..domain.planning import PlanWindow, plan_window
 from ..store import bulk, records
 from ..store.records import RowData
 from ..store.tables import appointments, patients, reminders
-from .importing import DEFAULT_HORIZON, REMINDER_COLUMNS, insert_audit, plan_detail, plan_rows
+from .importing import DEFAULT_HORIZON, REMINDER_COLUMNS, plan_detail, plan_rows
 
 CHUNK = 500
 
@@ -129,7 +129,7 @@ class Materializer:
                 audit.append(_audit(now, row["id"], "planned", "planning horizon reached", detail))
         conn.execute(update(appointments).where(appointments.c.id == bindparam("pk")), resumes)
         bulk.insert_tuples(conn, reminders, REMINDER_COLUMNS, rows)
-        insert_audit(conn, audit)
+        bulk.insert_audit(conn, audit)
         return len(rows)
 
 

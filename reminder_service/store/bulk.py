@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, Dialect, Table, select
 
-from .types import encode_utc
+from .tables import audit_log
+from .types import UtcDateTime, encode_utc
 
 PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s", "numeric": None, "named": None}
 
@@ -63,3 +65,28 @@ def ids_by_key(
         query = select(table.c[key], table.c.id).where(table.c[key].in_(part))
         found.update({k: v for k, v in conn.execute(query).tuples()})
     return found
+
+
+def insert_dicts(
+    conn: Connection, table: Table, columns: Sequence[str], rows: list[dict[str, Any]]
+) -> None:
+    if not rows:
+        return
+    encode = utc_encoder(conn.dialect)
+    timestamps = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, UtcDateTime)]
+    pick = itemgetter(*columns)
+    tuples = []
+    for row in rows:
+        values = list(pick(row))
+        for i in timestamps:
+            values[i] = encode(values[i])
+        tuples.append(tuple(values))
+    insert_tuples(conn, table, columns, tuples)
+
+
+AUDIT_COLUMNS = ("at", "appointment_id", "reminder_id", "event", "reason", "detail")
+
+
+def insert_audit(conn: Connection, entries: list[dict[str, Any]]) -> None:
+    """Audit entries (dicts of AUDIT_COLUMNS) in one bulk statement."""
+    insert_dicts(conn, audit_log, AUDIT_COLUMNS, entries)

@@ -101,7 +101,24 @@ reminders = Table(
     Column("language", String(35)),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # What the provider later reported (Twilio status callbacks): queued, sent, delivered,
+    # undelivered, failed; with its error code.
+    Column("delivery_status", String(16)),
+    Column("delivery_error", String(16)),
+    Column("delivery_updated_at", UtcDateTime),
+    # Set on a reminder created because another one failed (SMS -> email, or a staff alert).
+    Column("fallback_for", ForeignKey("reminders.id")),
+    Column("alert", Text),  # a staff alert's report (its reason column changes as it is sent)
     Index("ix_reminders_status_due_at", "status", "due_at"),
+)
+
+# Numbers that must get no SMS: the recipient replied STOP, or the provider says they did.
+sms_opt_outs = Table(
+    "sms_opt_outs",
+    metadata,
+    Column("phone", String(20), primary_key=True),  # E.164
+    Column("opted_out_at", UtcDateTime, nullable=False),
+    Column("source", String(64), nullable=False),  # "twilio error 21610", "reply STOP"
 )
 
 audit_log = Table(

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -35,7 +36,14 @@ def env(tmp_path: Path) -> dict[str, str]:
         "REMINDER_TEMPLATES_DIR": str(TEMPLATES_DIR),
         "REMINDER_LEASE_SECONDS": "2",
         "REMINDER_LOG_LEVEL": "WARNING",
+        "REMINDER_HTTP_PORT": str(_free_port()),
     }
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

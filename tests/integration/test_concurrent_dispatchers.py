@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select
 
 from reminder_service import bootstrap
 from reminder_service.channels.base import OutgoingEmail, OutgoingSms, Receipt
+from reminder_service.services.dispatching import DispatchPolicy
 from reminder_service.settings import Settings
 from reminder_service.store.tables import reminders
 from tests.factories import CONFIG_DIR, TEMPLATES_DIR, appointment, local, patient
@@ -24,27 +26,34 @@ class LoggingChannel:
     def __init__(self, log: Path) -> None:
         self._log = log
 
-    def send_sms(self, message: OutgoingSms) -> Receipt:
-        return self._write(message.reminder_id)
+    async def send_sms(self, message: OutgoingSms) -> Receipt:
+        return await self._write(message.reminder_id)
 
-    def send_email(self, message: OutgoingEmail) -> Receipt:
-        return self._write(message.reminder_id)
+    async def send_email(self, message: OutgoingEmail) -> Receipt:
+        return await self._write(message.reminder_id)
 
-    def _write(self, reminder_id: int) -> Receipt:
-        time.sleep(0.005)
+    async def aclose(self) -> None:
+        pass
+
+    async def _write(self, reminder_id: int) -> Receipt:
+        await asyncio.sleep(0.005)  # a provider's answer time (not a test waiting for a clock)
         with self._log.open("a") as handle:
             handle.write(f"{os.getpid()} {reminder_id}\n")
         return Receipt(f"log:{reminder_id}")
 
 
-def _worker(settings: Settings, log: Path, now_iso: str) -> None:
+def _worker(settings: Settings, log: Path, now_iso: str, start: Any) -> None:
     now = datetime.fromisoformat(now_iso)
     service = bootstrap.build(settings, lambda: now)
     channel = LoggingChannel(log)
+    # A few in flight at a time, so the work is spread over time and both processes race for it.
+    policy = DispatchPolicy(batch=10, max_in_flight=10)
     dispatcher = type(service.dispatcher)(
-        service.engine, service.catalog, service.renderer, channel, channel, lambda: now
+        service.engine, service.catalog, service.renderer, channel, channel, lambda: now, policy
     )
+    start.wait()  # both processes claim from the same moment
     dispatcher.dispatch_due()
+    dispatcher.close()
 
 
 def test_two_processes_share_the_work_without_duplicates(tmp_path: Path, database_url: str) -> None:
@@ -73,7 +82,8 @@ def test_two_processes_share_the_work_without_duplicates(tmp_path: Path, databas
     log = tmp_path / "sends.log"
     now = (booked_at + timedelta(seconds=1)).isoformat()
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_worker, args=(settings, log, now)) for _ in range(2)]
+    start = context.Barrier(2)
+    workers = [context.Process(target=_worker, args=(settings, log, now, start)) for _ in range(2)]
     for worker in workers:
         worker.start()
     for worker in workers:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import email
 import json
 import os
+from dataclasses import replace
 from datetime import timedelta
 from email.message import EmailMessage
 from email.policy import default
 
 import pytest
+from icalendar import Calendar
 from sqlalchemy import select
 
 from reminder_service.bootstrap import Service
@@ -58,9 +60,13 @@ def test_due_reminders_land_in_the_outbox_once(service: Service, settings) -> No
     assert isinstance(message, EmailMessage)
     assert message["To"] == "test.patient@example.org"
     assert message["Message-ID"] == f"<reminder-{email_row['id']}.v1@reminder-service>"
-    assert message.get_content_type() == "multipart/alternative"
-    parts = {part.get_content_type(): part.get_content() for part in message.iter_parts()}
-    assert set(parts) == {"text/plain", "text/html"}
+    # The booking email carries the appointment as a calendar entry (the step says calendar: true).
+    assert message.get_content_type() == "multipart/mixed"
+    body, invite = message.iter_parts()
+    assert body.get_content_type() == "multipart/alternative"
+    assert {part.get_content_type() for part in body.iter_parts()} == {"text/plain", "text/html"}
+    assert invite.get_content_type() == "text/calendar"
+    assert b"METHOD:REQUEST" in invite.get_payload(decode=True)
     assert "biopsy" not in message["Subject"].lower()
 
     assert service.dispatcher.dispatch_due().claimed == 0  # nothing is sent twice
@@ -140,9 +146,9 @@ def test_cancelled_appointment_sends_nothing_even_if_already_claimed(service, cl
     service.importer.apply(
         [(2, appointment(status=AppointmentStatus.CANCELLED))], source="t", label="t"
     )
-    loaded = service.dispatcher._load_appointments({claimed[0]["appointment_id"]})
-    status = service.dispatcher._deliver(claimed[0], *loaded[claimed[0]["appointment_id"]])
-    assert status.value == "cancelled"
+    # The claimed batch is prepared after the cancellation landed: the send-time check sees it.
+    prepared = service.dispatcher._prepare_all(claimed)
+    assert {p.status.value for p in prepared} == {"cancelled"}  # type: ignore[union-attr]
 
 
 def test_the_outbox_sweeps_temp_files_a_crash_left_behind(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -171,3 +177,46 @@ def test_reads_do_not_wait_for_a_writer_on_sqlite(service, settings) -> None:  #
     finally:
         writer.rollback()
         writer.close()
+
+
+def test_a_calendar_entry_is_updated_by_a_reschedule_and_withdrawn_by_a_cancellation(
+    service, clock, settings
+) -> None:  # type: ignore[no-untyped-def]
+    def invite(reminder_id: int) -> Calendar:
+        raw = (settings.outbox_dir / "email" / f"{reminder_id}.eml").read_bytes()
+        message = email.message_from_bytes(raw, policy=default)
+        assert isinstance(message, EmailMessage)
+        [part] = [p for p in message.walk() if p.get_content_type() == "text/calendar"]
+        return Calendar.from_ical(part.get_payload(decode=True))
+
+    service.importer.apply([(2, appointment())], source="t", label="t")
+    service.dispatcher.dispatch_due()
+    first = invite(load(service, "booked", "email")["id"])
+    clock.advance(hours=1)
+    moved = appointment(start=appointment().start + timedelta(days=2))
+    service.importer.apply([(2, moved)], source="t", label="t")
+    service.dispatcher.dispatch_due()  # the "your appointment has moved" email, with the entry
+    with service.engine.connect() as conn:
+        booked = (
+            conn.execute(
+                select(reminders.c.id)
+                .where(reminders.c.step_id == "booked", reminders.c.channel == "email")
+                .order_by(reminders.c.id)
+            )
+            .scalars()
+            .all()
+        )
+    second = invite(booked[-1])
+    clock.advance(hours=1)
+    service.importer.apply(
+        [(2, replace(moved, status=AppointmentStatus.CANCELLED))], source="t", label="t"
+    )
+    report = service.dispatcher.dispatch_due()
+    assert report.by_status == {"sent": 1}
+    cancel = invite(load(service, "cancelled", "email")["id"])
+    events = [next(iter(c.walk("VEVENT"))) for c in (first, second, cancel)]
+    assert len({str(e["UID"]) for e in events}) == 1  # one calendar entry throughout
+    assert [int(e["SEQUENCE"]) for e in events] == [1, 2, 3]
+    assert events[1].decoded("DTSTART") == moved.start
+    assert [str(c["METHOD"]) for c in (first, second, cancel)] == ["REQUEST", "REQUEST", "CANCEL"]
+    assert str(events[2]["STATUS"]) == "CANCELLED"

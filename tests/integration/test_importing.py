@@ -155,9 +155,16 @@ def test_alert_staff_policy_records_an_alert_that_status_shows(settings, clock, 
         clock.now = appointment().start - timedelta(days=1, hours=12)  # escort's 10:00 has passed
         apply(service, appointment())
         escort_rows = rows(service, step_id="escort")
-        assert {r["reason"] for r in escort_rows} == {
+        patient_rows = [r for r in escort_rows if r["channel"] != "staff"]
+        assert {r["reason"] for r in patient_rows} == {
             "booked too late for this step; staff alerted"
         }
+        # One alert email to the clinic's staff for the step, sent like any reminder.
+        [alert] = [r for r in escort_rows if r["channel"] == "staff"]
+        assert alert["status"] == "pending"
+        assert alert["alert"] == "escort: booked too late for this step; staff alerted"
+        service.dispatcher.dispatch_due()
+        assert rows(service, channel="staff")[0]["status"] == "sent"
         report = status_report(service.engine)
         assert sorted((a["appointment_id"], a["reason"]) for a in report.staff_alerts) == [
             ("A1", "escort/email: booked too late for this step; staff alerted"),

@@ -1,0 +1,1 @@
+"""HTTP entry points (FastAPI): health and provider webhooks. They only translate."""

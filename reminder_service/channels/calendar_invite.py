@@ -1,0 +1,51 @@
+"""An appointment as an iCalendar invitation (RFC 5545/5546), attached to reminder emails.
+
+One VEVENT per appointment: its UID stays the same across versions and SEQUENCE grows, so a
+mail client updates (or, with METHOD:CANCEL, removes) the entry it already has instead of adding
+a second one. Times are written in UTC, which every client reads without a VTIMEZONE block.
+Nothing here chooses wording: the summary and location come from the caller.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from icalendar import Calendar, Event, vCalAddress
+
+from .base import CalendarEvent
+
+PRODID = "-//reminder-service//appointment reminders//EN"
+
+
+def invite_method(event: CalendarEvent) -> str:
+    """The iTIP method: also the `method` parameter of the text/calendar MIME part."""
+    return "CANCEL" if event.cancelled else "REQUEST"
+
+
+def build_invite(event: CalendarEvent, stamp: datetime) -> bytes:
+    """The .ics for one version of an appointment; `stamp` (DTSTAMP) is when it is sent."""
+    calendar = Calendar()
+    calendar.add("prodid", PRODID)
+    calendar.add("version", "2.0")
+    calendar.add("method", invite_method(event))
+
+    entry = Event()
+    entry.add("uid", event.uid)
+    entry.add("sequence", event.sequence)
+    entry.add("dtstamp", _utc(stamp))
+    entry.add("dtstart", _utc(event.start))
+    entry.add("dtend", _utc(event.end))
+    entry.add("summary", event.summary)
+    entry.add("location", event.location)
+    entry.add("organizer", vCalAddress(f"mailto:{event.organizer}"))
+    entry.add("status", "CANCELLED" if event.cancelled else "CONFIRMED")
+    calendar.add_component(entry)
+    ics: bytes = calendar.to_ical()
+    return ics
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        # A naive time has no single meaning across clinics' zones; refuse rather than guess.
+        raise ValueError("calendar times must be timezone-aware")
+    return moment.astimezone(UTC)

@@ -1,0 +1,207 @@
+"""What happens after a message cannot be delivered: another channel, or a person.
+
+When an SMS fails for good (a permanent error, retries used up, an opted-out number, or the
+provider reports it undelivered), the step goes by email if the patient has an address, the
+step allows it (`email_fallback`, on by default) and no email of that step is already on its
+way. When no channel of a step reached the patient, the clinic's staff address gets one alert
+email naming the appointment, the step and the reason, never the message.
+
+Follow-ups are rows in the reminders table like any other, so they are sent, retried and
+audited the same way, and a crash loses none of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select
+
+from ..catalog import Catalog
+from ..domain.planning import ReminderStatus
+from ..domain.protocol import Channel
+from ..store import bulk
+from ..store.records import RowData
+from ..store.tables import appointments, patients, reminders, sms_opt_outs
+
+log = logging.getLogger(__name__)
+
+STAFF_CHANNEL = "staff"  # a reminders row addressed to the clinic's staff, not the patient
+STAFF_TEMPLATE = "staff_alert"
+UNDELIVERED = frozenset({"undelivered", "failed"})
+OPEN = frozenset({ReminderStatus.PENDING.value, ReminderStatus.SENDING.value})
+
+
+class FollowUps:
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
+    def after_undeliverable(
+        self, conn: Connection, failed: list[tuple[RowData, str]], now: datetime
+    ) -> None:
+        """Plan the fallback email or the staff alert for each reminder (with the reason it
+        failed) that will not arrive."""
+        failed = [(r, why) for r, why in failed if r["channel"] != STAFF_CHANNEL]
+        if not failed:
+            return
+        ids = {r["appointment_id"] for r, _ in failed}
+        siblings = _steps_of(conn, ids)
+        booked = _booked_appointments(conn, ids)
+        new_rows: list[dict[str, Any]] = []
+        audit: list[dict[str, Any]] = []
+        for row, why in failed:
+            if row["appointment_id"] not in booked:
+                continue  # cancelled since: nobody needs the message any more
+            email, protocol_id = booked[row["appointment_id"]]
+            key = (row["appointment_id"], row["step_id"], row["nominal_at"])
+            others = [s for s in siblings[key] if s["id"] != row["id"]]
+            follow_up = self._follow_up(row, why, others, email, protocol_id, now)
+            if follow_up is None:
+                continue
+            siblings[key].append({**follow_up, "id": None})  # one follow-up per step
+            new_rows.append(follow_up)
+            if follow_up["channel"] == STAFF_CHANNEL:
+                audit.append(_alert_audit(row, follow_up["reason"], now))
+        if new_rows:
+            conn.execute(insert(reminders), new_rows)
+        bulk.insert_audit(conn, audit)
+
+    def _follow_up(
+        self,
+        row: RowData,
+        why: str,
+        others: list[RowData],
+        email: str | None,
+        protocol_id: str | None,
+        now: datetime,
+    ) -> dict[str, Any] | None:
+        if any(_reaches_patient(s) for s in others):
+            return None  # another channel of this step is sent or on its way
+        if any(s["channel"] == STAFF_CHANNEL for s in others):
+            return None  # staff already told
+        has_email_row = any(s["channel"] == Channel.EMAIL.value for s in others)
+        if (
+            row["channel"] == Channel.SMS.value
+            and email
+            and not has_email_row
+            and self._fallback_allowed(protocol_id, row["step_id"])
+        ):
+            return _row(row, Channel.EMAIL.value, row["template"], now,
+                        "fallback: the SMS could not be delivered")  # fmt: skip
+        failures = [f"{row['channel']}: {why}"]
+        failures += [f"{s['channel']}: {_why(s)}" for s in others if s["channel"] != STAFF_CHANNEL]
+        reason = f"{row['step_id']}: no channel reached the patient ({'; '.join(sorted(failures))})"
+        alert = _row(row, STAFF_CHANNEL, STAFF_TEMPLATE, now, reason, not_after=None)
+        return {**alert, "alert": reason}
+
+    def _fallback_allowed(self, protocol_id: str | None, step_id: str) -> bool:
+        protocol = self._catalog.protocol_or_none(protocol_id)
+        step = protocol.step_or_none(step_id) if protocol else None
+        return step.email_fallback if step is not None else True
+
+
+def _why(row: RowData) -> str:
+    if row["delivery_status"] in UNDELIVERED:
+        code = f" (error {row['delivery_error']})" if row["delivery_error"] else ""
+        return f"provider reports {row['delivery_status']}{code}"
+    return str(row["reason"])
+
+
+def _reaches_patient(row: RowData) -> bool:
+    if row["channel"] == STAFF_CHANNEL:
+        return False
+    if row["status"] in OPEN:
+        return True
+    return row["status"] == ReminderStatus.SENT.value and row["delivery_status"] not in UNDELIVERED
+
+
+def _row(
+    failed: RowData,
+    channel: str,
+    template: str,
+    now: datetime,
+    reason: str,
+    *,
+    not_after: Any = ...,
+) -> dict[str, Any]:
+    return {
+        "appointment_id": failed["appointment_id"],
+        "appointment_version": failed["appointment_version"],
+        "import_id": None,
+        "step_id": failed["step_id"],
+        "channel": channel,
+        "template": template,
+        "nominal_at": failed["nominal_at"],
+        "due_at": now,
+        "not_after": failed["not_after"] if not_after is ... else not_after,
+        "status": ReminderStatus.PENDING.value,
+        "reason": reason,
+        "attempts": 0,
+        "fallback_for": failed["id"],
+        "alert": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _alert_audit(row: RowData, reason: str, now: datetime) -> dict[str, Any]:
+    return {
+        "at": now,
+        "appointment_id": row["appointment_id"],
+        "reminder_id": row["id"],
+        "event": "staff_alert",
+        "reason": reason,
+        "detail": None,
+    }
+
+
+def _steps_of(conn: Connection, appointment_ids: set[int]) -> dict[tuple[Any, ...], list[Any]]:
+    query = (
+        select(
+            reminders.c.id,
+            reminders.c.appointment_id,
+            reminders.c.step_id,
+            reminders.c.channel,
+            reminders.c.nominal_at,
+            reminders.c.status,
+            reminders.c.reason,
+            reminders.c.delivery_status,
+            reminders.c.delivery_error,
+        )
+        .where(reminders.c.appointment_id.in_(appointment_ids))
+        .where(reminders.c.status != ReminderStatus.CANCELLED.value)
+    )
+    grouped: dict[tuple[Any, ...], list[Any]] = defaultdict(list)
+    for row in conn.execute(query).mappings():
+        grouped[(row["appointment_id"], row["step_id"], row["nominal_at"])].append(dict(row))
+    return grouped
+
+
+def _booked_appointments(
+    conn: Connection, appointment_ids: set[int]
+) -> dict[int, tuple[str | None, str | None]]:
+    """Booked appointments among these: id -> (the patient's email, the protocol id)."""
+    query = (
+        select(appointments.c.id, patients.c.email, appointments.c.protocol_id)
+        .join(patients, patients.c.id == appointments.c.patient_id)
+        .where(appointments.c.id.in_(appointment_ids))
+        .where(appointments.c.status == "booked")
+    )
+    return {row.id: (row.email, row.protocol_id) for row in conn.execute(query)}
+
+
+def record_opt_outs(conn: Connection, numbers: Iterable[str], now: datetime, source: str) -> int:
+    """Mark numbers as opted out of SMS (already marked ones stay as they are)."""
+    wanted = set(numbers)
+    if not wanted:
+        return 0
+    known = set(
+        conn.execute(select(sms_opt_outs.c.phone).where(sms_opt_outs.c.phone.in_(wanted))).scalars()
+    )
+    fresh = [{"phone": n, "opted_out_at": now, "source": source} for n in sorted(wanted - known)]
+    if fresh:
+        conn.execute(insert(sms_opt_outs), fresh)
+    return len(fresh)

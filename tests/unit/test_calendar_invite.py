@@ -1,0 +1,138 @@
+"""The .ics for an appointment, and where it goes in the email's MIME structure."""
+
+from __future__ import annotations
+
+import email
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.policy import default
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from icalendar import Calendar
+
+from reminder_service.channels.base import CalendarEvent, OutgoingEmail
+from reminder_service.channels.calendar_invite import build_invite, invite_method
+from reminder_service.channels.email_mime import build_mime
+
+LONDON = ZoneInfo("Europe/London")
+SENT_AT = datetime(2026, 11, 19, 11, 0, tzinfo=UTC)
+START = datetime(2026, 12, 9, 9, 30, tzinfo=LONDON)
+
+EVENT = CalendarEvent(
+    uid="appointment-A1@reminder-service",
+    sequence=0,
+    start=START,
+    end=START + timedelta(minutes=90),
+    summary="Your appointment at Riverside Haematology",
+    location="Riverside Hospital, Day Unit, Level 2",
+    organizer="reminders@example.org",
+)
+
+EMAIL = OutgoingEmail(
+    reminder_id=7,
+    appointment_id="A1",
+    step="booked",
+    to="test.patient@example.org",
+    from_name="Riverside Haematology",
+    subject="Your appointment on 9 December",
+    text="Dear Test Patient,\nyour appointment is on 9 December at 09:30.\n",
+    html="<p>Dear Test Patient,</p><p>your appointment is on 9 December at 09:30.</p>",
+    message_id="<reminder-7.v1@reminder-service>",
+    sent_at=SENT_AT,
+)
+
+
+def parse(ics: bytes) -> tuple[Calendar, Any]:
+    calendar = Calendar.from_ical(ics)
+    events = calendar.walk("VEVENT")
+    assert len(events) == 1
+    return calendar, events[0]
+
+
+def test_a_booking_is_a_request_with_every_field_in_utc() -> None:
+    calendar, event = parse(build_invite(EVENT, SENT_AT))
+    assert str(calendar["VERSION"]) == "2.0"
+    assert str(calendar["PRODID"])
+    assert str(calendar["METHOD"]) == "REQUEST"
+    assert str(event["UID"]) == "appointment-A1@reminder-service"
+    assert int(event["SEQUENCE"]) == 0
+    assert event.decoded("DTSTAMP") == SENT_AT
+    # 09:30 in London in December is 09:30 UTC; written as UTC ("...Z"), not in a local zone
+    assert event.decoded("DTSTART") == datetime(2026, 12, 9, 9, 30, tzinfo=UTC)
+    assert event.decoded("DTEND") == datetime(2026, 12, 9, 11, 0, tzinfo=UTC)
+    assert event["DTSTART"].to_ical() == b"20261209T093000Z"
+    assert str(event["SUMMARY"]) == EVENT.summary
+    assert str(event["LOCATION"]) == EVENT.location
+    assert str(event["ORGANIZER"]) == "mailto:reminders@example.org"
+    assert str(event["STATUS"]) == "CONFIRMED"
+
+
+def test_times_in_summer_are_converted_to_utc() -> None:
+    summer = datetime(2026, 7, 1, 9, 30, tzinfo=LONDON)  # BST, UTC+1
+    _, event = parse(build_invite(replace(EVENT, start=summer, end=summer), SENT_AT))
+    assert event["DTSTART"].to_ical() == b"20260701T083000Z"
+
+
+def test_versions_of_one_appointment_keep_the_uid_and_raise_the_sequence() -> None:
+    moved = START + timedelta(days=7)
+    versions = [
+        EVENT,
+        replace(EVENT, sequence=1, start=moved, end=moved + timedelta(minutes=90)),
+        replace(EVENT, sequence=2, start=moved, end=moved + timedelta(minutes=90), cancelled=True),
+    ]
+    parsed = [parse(build_invite(version, SENT_AT)) for version in versions]
+    assert {str(event["UID"]) for _, event in parsed} == {EVENT.uid}
+    assert [int(event["SEQUENCE"]) for _, event in parsed] == [0, 1, 2]
+    assert [str(calendar["METHOD"]) for calendar, _ in parsed] == ["REQUEST", "REQUEST", "CANCEL"]
+    assert [str(event["STATUS"]) for _, event in parsed] == ["CONFIRMED", "CONFIRMED", "CANCELLED"]
+    assert [invite_method(version) for version in versions] == ["REQUEST", "REQUEST", "CANCEL"]
+
+
+def test_text_with_commas_and_non_ascii_round_trips() -> None:
+    event = replace(EVENT, summary="Rendez-vous à l'hôpital", location="Bâtiment B, niveau 2")
+    _, parsed = parse(build_invite(event, SENT_AT))
+    assert str(parsed["SUMMARY"]) == "Rendez-vous à l'hôpital"
+    assert str(parsed["LOCATION"]) == "Bâtiment B, niveau 2"
+
+
+def test_naive_times_are_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        build_invite(replace(EVENT, start=datetime(2026, 12, 9, 9, 30)), SENT_AT)
+
+
+def reparse(mime: EmailMessage) -> EmailMessage:
+    parsed = email.message_from_bytes(bytes(mime), policy=default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def test_without_a_calendar_the_email_stays_multipart_alternative() -> None:
+    message = reparse(build_mime(EMAIL, "reminders@example.org"))
+    assert message.get_content_type() == "multipart/alternative"
+    assert [part.get_content_type() for part in message.iter_parts()] == [
+        "text/plain",
+        "text/html",
+    ]
+
+
+@pytest.mark.parametrize("cancelled", [False, True])
+def test_with_a_calendar_the_invite_is_attached_beside_the_alternative(cancelled: bool) -> None:
+    message = reparse(
+        build_mime(replace(EMAIL, calendar=replace(EVENT, cancelled=cancelled)), "r@example.org")
+    )
+    assert message.get_content_type() == "multipart/mixed"
+    assert message["Message-ID"] == EMAIL.message_id
+    body, invite = message.iter_parts()
+    assert body.get_content_type() == "multipart/alternative"
+    assert [part.get_content_type() for part in body.iter_parts()] == ["text/plain", "text/html"]
+    method = "CANCEL" if cancelled else "REQUEST"
+    assert invite.get_content_type() == "text/calendar"
+    assert invite.get_param("method") == method
+    assert invite.get_content_charset() == "utf-8"
+    assert invite.get_filename() == "invite.ics"
+    calendar, event = parse(invite.get_content().encode())
+    assert str(calendar["METHOD"]) == method
+    assert event.decoded("DTSTAMP") == EMAIL.sent_at
