@@ -24,10 +24,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     REMINDER_DATABASE_URL=sqlite:////data/reminders.db \
     REMINDER_OUTBOX_DIR=/data/outbox \
     REMINDER_CONFIG_DIR=/app/config \
-    REMINDER_TEMPLATES_DIR=/app/templates
+    REMINDER_TEMPLATES_DIR=/app/templates \
+    REMINDER_HTTP_HOST=0.0.0.0 \
+    REMINDER_HTTP_PORT=8080
 
 USER 10001
 VOLUME ["/data"]
+# Webhooks (Twilio status callbacks) and GET /healthz.
+EXPOSE 8080
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["reminder-service"]
 CMD ["run"]
