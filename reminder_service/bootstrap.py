@@ -11,7 +11,10 @@ from sqlalchemy import Engine
 
 from .api.app import create_app
 from .catalog import Catalog
+from .channels.base import EmailChannel, SmsChannel
 from .channels.outbox import OutboxChannel
+from .channels.smtp_email import SmtpEmailChannel
+from .channels.twilio_sms import TwilioSmsChannel
 from .clock import Clock, system_clock
 from .configuration.clinics import load_clinics
 from .configuration.delivery_failures import load_failure_table
@@ -69,10 +72,12 @@ def build(settings: Settings, clock: Clock = system_clock) -> Service:
     engine = make_engine(settings.database_url)
     migrate(engine)
     renderer = Renderer(settings.templates_dir)
-    outbox = OutboxChannel(settings.outbox_dir, settings.email_from)
+    sms, email = _channels(settings)
     horizon = timedelta(hours=settings.planning_horizon_hours)
     policy = DispatchPolicy(
-        lease=timedelta(seconds=settings.lease_seconds), batch=settings.dispatch_batch
+        lease=timedelta(seconds=settings.lease_seconds),
+        batch=settings.dispatch_batch,
+        max_in_flight=_max_in_flight(settings),
     )
     return Service(
         settings=settings,
@@ -84,8 +89,8 @@ def build(settings: Settings, clock: Clock = system_clock) -> Service:
             engine,
             catalog,
             renderer,
-            outbox,
-            outbox,
+            sms,
+            email,
             clock,
             policy,
             failures=catalog.failures,
@@ -96,3 +101,31 @@ def build(settings: Settings, clock: Clock = system_clock) -> Service:
         delivery_status=DeliveryStatusService(engine, FollowUps(catalog), catalog.failures, clock),
         clock=clock,
     )
+
+
+def _channels(settings: Settings) -> tuple[SmsChannel, EmailChannel]:
+    """One instance of each per process: a rate limit is per channel instance."""
+    outbox = OutboxChannel(settings.outbox_dir, settings.email_from)
+    sms: SmsChannel = outbox
+    email: EmailChannel = outbox
+    if settings.sms_channel == "twilio":
+        assert settings.twilio is not None  # settings.validate() checked it
+        sms = TwilioSmsChannel(
+            settings.twilio,
+            concurrency=settings.sms_concurrency,
+            rate_limit=settings.sms_rate_limit,
+        )
+    if settings.email_channel == "smtp":
+        assert settings.smtp is not None
+        email = SmtpEmailChannel(settings.smtp)
+    return sms, email
+
+
+def _max_in_flight(settings: Settings) -> int:
+    """Claimed and not yet recorded at once: enough to keep every channel busy, but no more
+    than the SMS rate limit lets go out within a third of the lease (a claim must not expire
+    while it waits its turn)."""
+    wanted = 2 * max(settings.sms_concurrency, settings.email_concurrency)
+    if settings.sms_channel == "twilio":
+        wanted = min(wanted, int(settings.sms_rate_limit * settings.lease_seconds / 3))
+    return max(1, wanted)

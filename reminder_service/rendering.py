@@ -28,6 +28,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
 
@@ -229,6 +230,9 @@ def _clinic_context(clinic: Clinic) -> dict[str, object]:
     }
 
 
+# Formatting with Babel costs far more than rendering a template, and messages sent together
+# share languages, days and times: each of these is pure, so memoised.
+@lru_cache(maxsize=64)
 def _locale(language: str) -> Locale:
     try:
         return Locale.parse(language.replace("-", "_"))
@@ -248,14 +252,17 @@ def _date_pattern(locale: Locale) -> str:
     return _DATE_PATTERNS["en"]
 
 
+@lru_cache(maxsize=4096)
 def _format_day(day: date, locale: Locale) -> str:
     return _plain_spaces(format_date(day, _date_pattern(locale), locale=locale))
 
 
+@lru_cache(maxsize=4096)
 def _format_wall(wall: time, locale: Locale) -> str:
     return _plain_spaces(format_time(wall, format="short", locale=locale))
 
 
+@lru_cache(maxsize=4096)
 def _format_when(day: date, wall: time, locale: Locale) -> str:
     day_text, time_text = _format_day(day, locale), _format_wall(wall, locale)
     if locale.language == "en":

@@ -72,7 +72,7 @@ class DispatchPolicy:
     lease: timedelta = timedelta(seconds=60)
     batch: int = 100  # reminders claimed per query
     max_in_flight: int = 400  # claimed and not yet recorded; keep sendable well within the lease
-    max_attempts: int = 5
+    max_attempts: int = 20  # a backstop: retries normally end at the step's deadline
     retry_base: timedelta = timedelta(seconds=30)
     retry_cap: timedelta = timedelta(hours=1)
 
@@ -459,7 +459,9 @@ class DispatchService:
     def _failed(self, job: _Job, exc: ChannelError) -> Result:
         reminder = job.reminder
         verdict = self._failures.classify(exc.failure)
-        described = f"{exc.failure.describe()} ({verdict.meaning})"
+        described = exc.failure.describe()
+        if verdict.meaning and verdict.meaning not in described:
+            described = f"{described} ({verdict.meaning})"
         if verdict.permanent:
             opt_out = None
             if verdict.opt_out and isinstance(job.message, OutgoingSms):

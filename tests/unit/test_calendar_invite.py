@@ -1,4 +1,5 @@
-"""The .ics for an appointment, and where it goes in the email's MIME structure."""
+"""The .ics for an appointment, and the email's MIME form (where the .ics goes, and that the
+directly written form is 7-bit, decodes to the original and refuses header injection)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from icalendar import Calendar
 
 from reminder_service.channels.base import CalendarEvent, OutgoingEmail
 from reminder_service.channels.calendar_invite import build_invite, invite_method
-from reminder_service.channels.email_mime import build_mime
+from reminder_service.channels.email_mime import build_mime, render_mime
 
 LONDON = ZoneInfo("Europe/London")
 SENT_AT = datetime(2026, 11, 19, 11, 0, tzinfo=UTC)
@@ -136,3 +137,52 @@ def test_with_a_calendar_the_invite_is_attached_beside_the_alternative(cancelled
     calendar, event = parse(invite.get_content().encode())
     assert str(calendar["METHOD"]) == method
     assert event.decoded("DTSTAMP") == EMAIL.sent_at
+
+
+def test_the_wire_form_is_seven_bit_with_short_lines_and_decodes_to_the_original() -> None:
+    long_html = "<p>" + "Riverside Haematology — " * 100 + "</p>"  # one 2,400-character line
+    message = replace(
+        EMAIL,
+        from_name="Hôpital Riverside, Haematology",
+        subject="Rendez-vous à l'hôpital le mercredi 9 décembre à 09:30, salle de traitement 4",
+        text="Chère Test Patient,\nà bientôt.\n",
+        html=long_html,
+        calendar=replace(EVENT, summary="Rendez-vous à l'hôpital"),
+    )
+    raw = render_mime(message, "reminders@example.org")
+    assert raw.isascii()
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 78
+    parsed = email.message_from_bytes(raw, policy=default)
+    assert isinstance(parsed, EmailMessage)
+    assert parsed["Subject"] == message.subject
+    assert parsed["From"].addresses[0].display_name == "Hôpital Riverside, Haematology"
+    assert parsed["From"].addresses[0].addr_spec == "reminders@example.org"
+    plain, html = (parsed.get_body((kind,)) for kind in ("plain", "html"))
+    assert plain is not None and html is not None
+    assert plain.get_content().splitlines() == ["Chère Test Patient,", "à bientôt."]
+    assert html.get_content().strip() == long_html
+    _, event = parse(_invite(parsed))
+    assert str(event["SUMMARY"]) == "Rendez-vous à l'hôpital"
+
+
+def _invite(message: EmailMessage) -> bytes:
+    [invite] = [p for p in message.walk() if p.get_content_type() == "text/calendar"]
+    return invite.get_content().encode()
+
+
+@pytest.mark.parametrize(
+    "field", ["subject", "from_name", "to", "message_id"], ids=lambda name: name
+)
+def test_a_line_break_in_a_header_field_is_refused(field: str) -> None:
+    injected = replace(EMAIL, **{field: getattr(EMAIL, field) + "\r\nBcc: x@example.org"})
+    with pytest.raises(ValueError, match="line breaks"):
+        render_mime(injected, "reminders@example.org")
+
+
+def test_build_mime_is_the_rendered_form_parsed() -> None:
+    raw = render_mime(EMAIL, "reminders@example.org")
+    built = build_mime(EMAIL, "reminders@example.org")
+    assert isinstance(built, EmailMessage)
+    parsed = email.message_from_bytes(raw, policy=default)
+    for name in ("From", "To", "Subject", "Date", "Message-ID", "X-Reminder-Id"):
+        assert built[name] == parsed[name]

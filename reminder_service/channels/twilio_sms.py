@@ -1,0 +1,225 @@
+"""SMS through Twilio's official SDK, on one aiohttp session we own.
+
+- No retries anywhere below us: a retried POST can send a text twice, so a failed send comes back
+  as a ChannelError and the reminders table decides when to try again.
+- Explicit timeouts (TWILIO_TIMEOUT_SECONDS) for connecting and for the whole request.
+- At most `concurrency` requests in flight, each on its own connection: a slow answer holds one
+  slot and delays no other send.
+- At most `rate_limit` requests a second from the sender (its number or messaging service),
+  measured by a leaky bucket that holds only a few sends, so no burst overshoots the rate.
+- TWILIO_API_BASE_URL, when set, replaces https://api.twilio.com (a staging proxy, a test server).
+
+Errors are reported as facts (status, Twilio's code); never with Twilio's message text, which
+often quotes the recipient's number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+import aiohttp
+from aiolimiter import AsyncLimiter
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.http import AsyncHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+
+from ..settings import TwilioSettings
+from .base import ChannelError, Failure, FailureKind, OutgoingSms, Receipt
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "twilio"
+# The rate limiter's bucket holds one send plus this much time's worth. After a pause its
+# contents can go at once, the only overshoot over any window; the extra also absorbs late
+# wake-ups of the event loop (a timer fires a millisecond late), which would otherwise be lost
+# from the rate: at 100 a second, 1 ms late on each send would cost 10%.
+BURST_SECONDS = 0.02
+
+
+class TwilioSmsChannel:
+    def __init__(self, settings: TwilioSettings, *, concurrency: int, rate_limit: float) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be 1 or more")
+        if rate_limit <= 0:
+            raise ValueError("rate_limit must be more than 0")
+        self._settings = settings
+        self._concurrency = concurrency
+        self._rate_limit = rate_limit
+        self._http = AiohttpTwilioClient(concurrency, settings.timeout_seconds)
+        client = Client(settings.account_sid, settings.auth_token, http_client=self._http)
+        if settings.api_base_url:
+            # The SDK has no option for another host: every API domain joins its `base_url`
+            # with the versioned path, so Messages go to <base>/2010-04-01/Accounts/...
+            client.api.base_url = settings.api_base_url.rstrip("/")
+            # TWILIO_EDGE / TWILIO_REGION would rewrite the host name; not on a custom base.
+            client.edge = client.region = None
+        self._messages = client.messages
+        # Bound to the running loop, so made on the first send (we are built outside the loop).
+        self._slots: asyncio.Semaphore | None = None
+        self._limiter: AsyncLimiter | None = None
+
+    async def send_sms(self, message: OutgoingSms) -> Receipt:
+        slots, limiter = await self._flow_control()
+        sender: dict[str, str] = (
+            {"messaging_service_sid": self._settings.messaging_service_sid}
+            if self._settings.messaging_service_sid
+            else {"from_": self._settings.from_number}
+        )
+        if message.status_callback:
+            sender["status_callback"] = message.status_callback
+        # A slot first, then the limiter: a send leaves the moment the limiter lets it, so the
+        # requests Twilio sees are spaced exactly as the limiter spaces them.
+        async with slots:
+            await limiter.acquire()
+            try:
+                created = await self._messages.create_async(
+                    to=message.to, body=message.body, **sender
+                )
+            except Exception as exc:
+                failure = failure_from(exc, self._settings.timeout_seconds)
+                if failure is None:
+                    raise
+                log.debug("reminder %s: not sent: %s", message.reminder_id, failure.describe())
+                raise ChannelError(failure) from None  # the cause may quote the number
+        sid = getattr(created, "sid", None)
+        if not isinstance(sid, str) or not sid:
+            raise ChannelError(Failure(PROVIDER, FailureKind.HTTP, detail="answer had no SID"))
+        return Receipt(provider_id=sid)
+
+    async def aclose(self) -> None:
+        await self._http.close()
+        self._slots = self._limiter = None
+
+    async def _flow_control(self) -> tuple[asyncio.Semaphore, AsyncLimiter]:
+        if self._slots is None or self._limiter is None:
+            bucket = 1 + self._rate_limit * BURST_SECONDS
+            self._slots = asyncio.Semaphore(self._concurrency)
+            # One limiter for this channel's only sender (settings.sender).
+            self._limiter = AsyncLimiter(bucket, bucket / self._rate_limit)
+            # Start with the bucket all but full: a new limiter would let a whole bucket go at
+            # once, and the first sends, slowed by opening connections, would then arrive
+            # together with the next ones. (Capacity is free, so this does not wait.)
+            await self._limiter.acquire(bucket - 1)
+        return self._slots, self._limiter
+
+
+def failure_from(exc: BaseException, timeout_seconds: float) -> Failure | None:
+    """The facts of a failed request, or None for an exception that is not a send failure (a
+    bug, a cancellation). Never Twilio's message text: it can quote the recipient's number."""
+    if isinstance(exc, TwilioRestException | TwilioServiceException):
+        status = int(exc.status)
+        code = exc.code
+        # Without a Twilio code in the answer the SDK puts the HTTP status there instead.
+        known = code is not None and str(code) != str(status)
+        return Failure(
+            PROVIDER,
+            FailureKind.HTTP,
+            status=status,
+            code=str(code) if known else None,
+            detail=_http_detail(status),
+        )
+    # Before OSError: TimeoutError is one, and so are aiohttp's timeouts.
+    if isinstance(exc, TimeoutError):
+        return Failure(
+            PROVIDER, FailureKind.TIMEOUT, detail=f"no answer within {timeout_seconds:g}s"
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return Failure(PROVIDER, FailureKind.CONNECTION, detail="could not connect")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        # E.g. the connection dropped after the request went out: like a timeout, the message
+        # may or may not have been accepted. The exception's text is left out (it can hold URLs
+        # with the account SID); its type is enough to tell cases apart.
+        return Failure(PROVIDER, FailureKind.CONNECTION, detail=type(exc).__name__)
+    return None
+
+
+def _http_detail(status: int) -> str:
+    if status == 401:
+        return "credentials rejected"
+    if status == 429:
+        return "too many requests"
+    if status >= 500:
+        return "Twilio server error"
+    return "request refused"
+
+
+class AiohttpTwilioClient(AsyncHttpClient):  # type: ignore[misc]  # the SDK is untyped
+    """The SDK's HTTP hook on one aiohttp session, never retrying.
+
+    (The SDK's own AsyncTwilioHttpClient makes its session in the constructor, outside any loop,
+    and can wrap it in aiohttp_retry.)
+    """
+
+    def __init__(self, concurrency: int, timeout_seconds: float) -> None:
+        super().__init__(logger=log, is_async=True, timeout=timeout_seconds)
+        self._limit = concurrency
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeout_seconds, connect=timeout_seconds, sock_connect=timeout_seconds
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self._credentials: tuple[tuple[str, str], str] | None = None
+
+    async def request(
+        self,
+        method: str,
+        uri: str,
+        params: Mapping[str, object] | None = None,
+        data: Mapping[str, object] | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> Response:
+        session = self._open()
+        sent_headers = dict(headers or {})
+        if auth is not None:
+            sent_headers["Authorization"] = self._authorization(auth)
+        response = await session.request(
+            method.upper(),
+            uri,
+            params=_pairs(params),
+            data=_pairs(data),
+            headers=sent_headers,
+            timeout=self._timeout if timeout is None else _overall(timeout),
+            allow_redirects=allow_redirects,
+        )
+        async with response:
+            text = await response.text()
+        return Response(response.status, text, response.headers)
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _authorization(self, auth: tuple[str, str]) -> str:
+        # aiohttp.BasicAuth is deprecated (a DeprecationWarning); the header is the same.
+        if self._credentials is None or self._credentials[0] != auth:
+            self._credentials = (auth, aiohttp.encode_basic_auth(auth[0], auth[1]))
+        return self._credentials[1]
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._limit), timeout=self._timeout
+            )
+        return self._session
+
+
+def _overall(seconds: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=seconds, connect=seconds, sock_connect=seconds)
+
+
+def _pairs(values: Mapping[str, object] | None) -> list[tuple[str, str]] | None:
+    """Form or query pairs; a list value repeats its key (MediaUrl=a&MediaUrl=b), as Twilio
+    expects."""
+    if values is None:
+        return None
+    pairs: list[tuple[str, str]] = []
+    for key, value in values.items():
+        items = value if isinstance(value, list | tuple) else [value]
+        pairs.extend((key, str(item)) for item in items)
+    return pairs
