@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from .base import OutgoingEmail, OutgoingSms, Receipt
-from .email_mime import build_mime
+from .email_mime import render_mime
 
 # No write takes this long; a younger temp file may belong to another live dispatcher.
 STALE_TEMP_AGE = 600.0
@@ -44,7 +44,7 @@ class OutboxChannel:
 
     async def send_email(self, message: OutgoingEmail) -> Receipt:
         path = self._root / "email" / f"{message.reminder_id}.eml"
-        data = bytes(build_mime(message, self._from))
+        data = render_mime(message, self._from)
         await asyncio.to_thread(_write_once, path, data)
         return Receipt(provider_id=f"outbox:email/{path.name}")
 

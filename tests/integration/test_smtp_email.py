@@ -269,6 +269,14 @@ def test_a_refused_recipient_is_an_smtp_failure_with_the_reply_code(
     assert server.handler.connections == 1
 
 
+def test_a_header_injection_is_refused_before_connecting(plain: SmtpServer) -> None:
+    injected = email_for(1, subject="Your appointment\r\nBcc: someone.else@example.org")
+    [outcome] = send(SmtpEmailChannel(plain.settings()), injected)
+    failure = failure_of(outcome).failure
+    assert failure.kind is FailureKind.LOCAL and "example.org" not in failure.detail
+    assert plain.handler.connections == 0
+
+
 def test_nothing_listening_is_a_connection_failure() -> None:
     with socket.socket() as reserved:  # bound, never listening: connecting is refused
         reserved.bind(("127.0.0.1", 0))

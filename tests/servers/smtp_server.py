@@ -146,7 +146,7 @@ class RecordingHandler:
 
 async def _hang_up(server: SMTP) -> None:
     """Close the session without answering; the session's task is cancelled as it closes."""
-    assert server.transport is not None
+    assert isinstance(server.transport, asyncio.Transport)
     server.transport.abort()
     await asyncio.get_running_loop().create_future()  # never set: cancelled by connection_lost
 
@@ -195,9 +195,9 @@ class _Controller(Controller):
 
     def _trigger_server(self) -> None:
         # Bound to port 0: aiosmtpd's start-up probe must use the port the OS chose.
-        assert self.server is not None
+        assert isinstance(self.server, asyncio.Server)
         self.port = self.server.sockets[0].getsockname()[1]
-        super()._trigger_server()
+        super()._trigger_server()  # type: ignore[no-untyped-call]
 
 
 class SmtpServer:
@@ -234,7 +234,7 @@ class SmtpServer:
         # Only sessions that started: one whose TLS handshake failed never had a transport.
         sessions = [s for s in self._controller.sessions if s.transport is not None]
         for session in sessions:
-            assert session.transport is not None
+            assert isinstance(session.transport, asyncio.Transport)
             # abort: no TLS close_notify exchange, which an idle client would have to answer
             session.transport.abort()
         for session in sessions:

@@ -167,7 +167,7 @@ def test_the_wire_form_is_seven_bit_with_short_lines_and_decodes_to_the_original
 
 def _invite(message: EmailMessage) -> bytes:
     [invite] = [p for p in message.walk() if p.get_content_type() == "text/calendar"]
-    return invite.get_content().encode()
+    return str(invite.get_content()).encode()
 
 
 @pytest.mark.parametrize(
