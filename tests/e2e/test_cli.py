@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import os
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +24,16 @@ from reminder_service.configuration.clinics import load_clinics
 from reminder_service.sample_data import daytime_zone
 from reminder_service.store.tables import audit_log, reminders
 from tests.factories import CONFIG_DIR, ROOT, TEMPLATES_DIR
+from tests.servers.twilio_api import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    FROM_NUMBER,
+    Behaviour,
+    post_status_callback,
+    serve_in_thread,
+    sign_callback,
+    status_callback_params,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -327,3 +339,73 @@ def _sent_step(engine: Engine, step: str) -> int:
             .where(reminders.c.status == "sent", reminders.c.step_id == step)
         )
         return int(conn.execute(query).scalar_one())
+
+
+def test_run_sends_through_twilio_and_serves_its_signed_callbacks(
+    env, tmp_path, daytime_rows
+) -> None:  # type: ignore[no-untyped-def]
+    """The real service process: SMS through the Twilio SDK to a local Twilio API server, and
+    that message's status callback, signed as Twilio signs it, to the service's own HTTP port."""
+    row = {**daytime_rows[0], "mobile": "+447700900123", "email": ""}
+    path = tmp_path / "twilio.csv"
+    write_csv(path, [row], excel=False)
+    with serve_in_thread(Behaviour(latency_ms=20)) as server:
+        public = f"http://127.0.0.1:{env['REMINDER_HTTP_PORT']}"
+        twilio_env = {
+            **env,
+            "REMINDER_SMS_CHANNEL": "twilio",
+            "REMINDER_PUBLIC_URL": public,
+            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "TWILIO_FROM_NUMBER": FROM_NUMBER,
+            "TWILIO_API_BASE_URL": server.base_url,
+        }
+        assert cli(twilio_env, "import", str(path)).returncode == 0
+        engine = create_engine(env["REMINDER_DATABASE_URL"])
+        try:
+            with _start_run(twilio_env) as running:
+                try:
+                    _wait_for(lambda: len(server.messages()) == 1, running, timeout=60)
+                    [message] = server.messages()
+                    assert message["StatusCallback"].startswith(f"{public}/webhooks/twilio/status")
+                    health = _http(running, f"{public}/healthz")
+                    assert json.loads(health) == {"status": "ok", "database": "ok"}
+                    params = status_callback_params(message, "delivered")
+                    signature = sign_callback(message["StatusCallback"], params)
+                    forged = asyncio.run(
+                        post_status_callback(message["StatusCallback"], params, signature="x")
+                    )
+                    assert forged[0] == 403
+                    genuine = asyncio.run(
+                        post_status_callback(message["StatusCallback"], params, signature=signature)
+                    )
+                    assert genuine[0] == 200
+                    _wait_for(lambda: _delivery(engine) == "delivered", running, timeout=20)
+                finally:
+                    running.send_signal(signal.SIGTERM)
+                assert running.wait(timeout=30) == 0
+        finally:
+            engine.dispose()
+
+
+def _http(process: subprocess.Popen[str], url: str) -> str:
+    """GET once the server listens (the process may still be starting its HTTP thread)."""
+
+    def answer() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                answers.append(response.read().decode())
+                return True
+        except OSError:
+            return False
+
+    answers: list[str] = []
+    _wait_for(answer, process, timeout=30)
+    return answers[0]
+
+
+def _delivery(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return conn.execute(
+            select(reminders.c.delivery_status).where(reminders.c.channel == "sms")
+        ).scalar()
