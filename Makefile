@@ -35,6 +35,8 @@ test: lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/python bench/import_planning.py
+	$(BIN)/python bench/sms_dispatch.py
+	$(BIN)/python bench/email_send.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

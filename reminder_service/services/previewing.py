@@ -18,6 +18,7 @@ from ..store import records
 from ..store.engine import reading
 from ..store.records import RowData
 from ..store.tables import appointments, patients, reminders
+from .follow_ups import STAFF_CHANNEL
 from .materializing import CannotPlan, remaining_plan
 
 SHOW_BODY = {ReminderStatus.PENDING, ReminderStatus.SENDING, ReminderStatus.SENT}
@@ -97,7 +98,10 @@ class PreviewService:
         status = ReminderStatus(reminder["status"])
         subject = body = None
         reason = reminder["reason"]
-        if status in SHOW_BODY:
+        if reminder["channel"] == STAFF_CHANNEL:
+            # To the clinic, not the patient: what it reports, never a patient's message.
+            reason = f"alert to clinic staff: {reminder['alert']}"
+        elif status in SHOW_BODY:
             try:
                 subject, body = self._render(reminder, appointment, stored)
             except RenderError as exc:
