@@ -25,6 +25,7 @@ from .importers.csv_mapping import load_mapping
 from .importers.csv_rows import FileRejected, ImportDefaults
 from .sample_data import sample_appointments
 from .scheduler import DispatchTimer
+from .services.auditing import audit_trail
 from .services.csv_import import import_csv_file
 from .services.importing import ImportSummary
 from .services.previewing import NotFound, PreviewService
@@ -263,6 +264,32 @@ def serve() -> None:
         HttpServer(service.http_app(), settings.http_host, settings.http_port).run()
     finally:
         service.close()
+
+
+@app.command()
+def audit(
+    appointment_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Every decision about this appointment and its messages, oldest first, with reasons."""
+    service = _service()
+    try:
+        entries = audit_trail(service.engine, appointment_id)
+    except NotFound as exc:
+        err.print(str(exc))
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    if as_json:
+        sys.stdout.write(json.dumps([e.as_json() for e in entries], indent=2) + "\n")
+        return
+    for entry in entries:
+        about = f"{entry.step}/{entry.channel}" if entry.step else "appointment"
+        detail = f" {json.dumps(entry.detail)}" if entry.detail else ""
+        out.print(
+            f"{entry.at.isoformat()}  {about:<22} {entry.event:<18} {entry.reason}{detail}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()

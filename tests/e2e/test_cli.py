@@ -409,3 +409,22 @@ def _delivery(engine: Engine) -> str | None:
         return conn.execute(
             select(reminders.c.delivery_status).where(reminders.c.channel == "sms")
         ).scalar()
+
+
+def test_audit_shows_every_decision_about_an_appointment(env, tmp_path, daytime_rows) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "one.csv"
+    write_csv(path, daytime_rows[:1], excel=False)
+    assert cli(env, "import", str(path)).returncode == 0
+    moved = {**daytime_rows[0], "start": daytime_rows[0]["start"].replace("10:00", "11:30")}
+    write_csv(path, [moved], excel=False)
+    assert cli(env, "import", str(path)).returncode == 0
+    trail = json.loads(cli(env, "audit", "K0", "--json").stdout)
+    events = [(e["event"], e["step"]) for e in trail]
+    assert events[0] == ("imported", None) and ("rescheduled", None) in events
+    cancelled = [e for e in trail if e["event"] == "cancelled"]
+    assert cancelled and {e["reason"] for e in cancelled} == {"appointment rescheduled"}
+    assert all(e["step"] and e["channel"] for e in cancelled)
+    text = cli(env, "audit", "K0").stdout
+    assert "rescheduled" in text and "k0@example.org" not in text  # no contact details
+    missing = cli(env, "audit", "NOPE")
+    assert missing.returncode == 2 and "no appointment with id 'NOPE'" in missing.stderr
