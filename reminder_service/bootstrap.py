@@ -25,6 +25,7 @@ from .services.dispatching import DispatchPolicy, DispatchService
 from .services.follow_ups import FollowUps
 from .services.importing import ImportService
 from .services.materializing import Materializer
+from .services.replies import ReplyService
 from .settings import Settings
 from .store.engine import make_engine, migrate
 from .template_layout import missing_parts
@@ -40,6 +41,7 @@ class Service:
     dispatcher: DispatchService
     materializer: Materializer
     delivery_status: DeliveryStatusService
+    replies: ReplyService
     clock: Clock
 
     def http_app(self) -> FastAPI:
@@ -47,6 +49,7 @@ class Service:
         return create_app(
             self.engine,
             self.delivery_status,
+            self.replies,
             public_url=self.settings.public_url,
             twilio_auth_token=token,
         )
@@ -99,6 +102,7 @@ def build(settings: Settings, clock: Clock = system_clock) -> Service:
         ),
         materializer=Materializer(engine, catalog, clock, horizon),
         delivery_status=DeliveryStatusService(engine, FollowUps(catalog), catalog.failures, clock),
+        replies=ReplyService(engine, catalog, renderer, clock),
         clock=clock,
     )
 

@@ -317,6 +317,12 @@ def preview(
         f"protocol {result.protocol_id or 'none'}",
         highlight=False,
     )
+    tz = zone(appointment.patient.timezone)
+    if result.confirmed_at:
+        out.print(f"Confirmed by the patient at {result.confirmed_at.astimezone(tz).isoformat()}")
+    if result.new_time_requested_at:
+        asked = result.new_time_requested_at.astimezone(tz).isoformat()
+        out.print(f"The patient asked for a new time at {asked}")
     for line in result.lines:
         when = line.due_at.isoformat() if line.due_at else "-"
         out.print(f"\n[bold]{line.step}[/bold] {line.channel} {when} {line.status}: {line.reason}")
@@ -344,6 +350,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     out.print(table)
     out.print(f"appointments: {report.appointments_by_status}")
     out.print(f"next due: {report.next_due.isoformat() if report.next_due else 'nothing pending'}")
+    out.print(f"replies by SMS: {report.replies}")
     if report.appointments_with_later_reminders:
         out.print(
             f"{report.appointments_with_later_reminders} appointments have later reminders, "

@@ -1,4 +1,5 @@
-"""The HTTP app: health, and Twilio's delivery status callbacks (signature checked here)."""
+"""The HTTP app: health, Twilio's delivery status callbacks and inbound SMS (their signatures are
+checked here, with the SDK's own validator, against the public URL Twilio called)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 from twilio.request_validator import RequestValidator
+from twilio.twiml.messaging_response import MessagingResponse
 
 from ..services.delivery_status import DeliveryStatusService
+from ..services.replies import ReplyService
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +23,7 @@ MAX_WEBHOOK_BYTES = 64 * 1024  # a Twilio callback is a few hundred bytes
 def create_app(
     engine: Engine,
     delivery: DeliveryStatusService,
+    replies: ReplyService,
     *,
     public_url: str,
     twilio_auth_token: str | None,
@@ -38,8 +42,8 @@ def create_app(
             return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)
         return JSONResponse({"status": "ok", "database": "ok"})
 
-    @app.post("/webhooks/twilio/status", include_in_schema=False)
-    async def twilio_status(request: Request) -> Response:
+    async def signed_params(request: Request) -> dict[str, str] | Response:
+        """The posted form if Twilio signed it; otherwise the answer to give."""
         if validator is None:
             return Response("Twilio is not configured here", status_code=404)
         body = await request.body()
@@ -50,8 +54,15 @@ def create_app(
         url = base + request.url.path + (f"?{request.url.query}" if request.url.query else "")
         signature = request.headers.get("X-Twilio-Signature", "")
         if not signature or not validator.validate(url, params, signature):
-            log.warning("status callback rejected: bad or missing signature")
+            log.warning("webhook %s rejected: bad or missing signature", request.url.path)
             return Response(status_code=403)
+        return params
+
+    @app.post("/webhooks/twilio/status", include_in_schema=False)
+    async def twilio_status(request: Request) -> Response:
+        params = await signed_params(request)
+        if isinstance(params, Response):
+            return params
         reminder = request.query_params.get("reminder", "")
         if not reminder.isdigit():
             return Response(status_code=200)  # signed, but not one of our callbacks
@@ -63,5 +74,19 @@ def create_app(
         )
         log.info("status callback for reminder %s: %s", reminder, outcome)
         return Response(status_code=200)
+
+    @app.post("/webhooks/twilio/inbound", include_in_schema=False)
+    async def twilio_inbound(request: Request) -> Response:
+        params = await signed_params(request)
+        if isinstance(params, Response):
+            return params
+        sid, phone = params.get("MessageSid", ""), params.get("From", "")
+        if not sid or not phone:
+            return Response(status_code=400)
+        outcome = replies.handle(sid, phone, params.get("Body", ""))
+        twiml = MessagingResponse()
+        if outcome.answer:
+            twiml.message(outcome.answer)
+        return Response(str(twiml), media_type="application/xml")
 
     return app

@@ -57,6 +57,8 @@ class Preview:
     appointment: Appointment
     protocol_id: str | None
     lines: list[PreviewLine]
+    confirmed_at: datetime | None = None  # the patient replied 1
+    new_time_requested_at: datetime | None = None  # the patient replied 2
 
 
 class PreviewService:
@@ -92,7 +94,13 @@ class PreviewService:
         lines = [self._line(r, appointment, row) for r in rows]
         lines.extend(self._later_lines(appointment, row, patient))
         lines.extend(self._disabled_steps(row["protocol_id"]))
-        return Preview(appointment, row["protocol_id"], lines)
+        return Preview(
+            appointment,
+            row["protocol_id"],
+            lines,
+            row["confirmed_at"],
+            row["new_time_requested_at"],
+        )
 
     def _line(self, reminder: RowData, appointment: Appointment, stored: RowData) -> PreviewLine:
         status = ReminderStatus(reminder["status"])

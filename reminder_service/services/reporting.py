@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +10,7 @@ from sqlalchemy import Engine, func, select
 
 from ..domain.planning import ReminderStatus
 from ..store.engine import reading
-from ..store.tables import appointments, audit_log, reminders
+from ..store.tables import appointments, audit_log, inbound_messages, reminders
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,8 @@ class StatusReport:
     staff_alerts: list[dict[str, Any]]
     # Appointments with reminders beyond the planning horizon, not counted above yet.
     appointments_with_later_reminders: int = 0
+    # Replies by SMS: booked appointments confirmed (1), new times asked for (2), free text.
+    replies: dict[str, int] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -33,6 +35,7 @@ class StatusReport:
             ],
             "staff_alerts": [{**a, "at": a["at"].isoformat()} for a in self.staff_alerts],
             "appointments_with_later_reminders": self.appointments_with_later_reminders,
+            "replies": self.replies,
         }
 
 
@@ -94,6 +97,22 @@ def status_report(engine: Engine, failures: int = 10) -> StatusReport:
             .select_from(appointments)
             .where(appointments.c.plan_resume_at.is_not(None))
         ).scalar_one()
+        booked = appointments.c.status == "booked"
+        replies = {
+            "confirmed": conn.execute(
+                select(func.count()).where(booked, appointments.c.confirmed_at.is_not(None))
+            ).scalar_one(),
+            "new_time_requested": conn.execute(
+                select(func.count()).where(
+                    booked, appointments.c.new_time_requested_at.is_not(None)
+                )
+            ).scalar_one(),
+            "free_text": conn.execute(
+                select(func.count())
+                .select_from(inbound_messages)
+                .where(inbound_messages.c.kind == "other")
+            ).scalar_one(),
+        }
     counts = {s.value: int(by_status.get(s.value, 0)) for s in ReminderStatus}
     return StatusReport(
         counts,
@@ -102,4 +121,5 @@ def status_report(engine: Engine, failures: int = 10) -> StatusReport:
         [dict(f) for f in failed],
         [dict(a) for a in alerts],
         int(later),
+        {k: int(v) for k, v in replies.items()},
     )

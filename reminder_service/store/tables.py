@@ -75,6 +75,9 @@ appointments = Table(
     # `plan_resume_at` on, the rest is added as it comes within the horizon. NULL: all is there.
     Column("planned_at", UtcDateTime),
     Column("plan_resume_at", UtcDateTime, index=True),
+    # The patient's replies by SMS: 1 confirms, 2 asks for a new time.
+    Column("confirmed_at", UtcDateTime),
+    Column("new_time_requested_at", UtcDateTime),
 )
 
 reminders = Table(
@@ -119,6 +122,20 @@ sms_opt_outs = Table(
     Column("phone", String(20), primary_key=True),  # E.164
     Column("opted_out_at", UtcDateTime, nullable=False),
     Column("source", String(64), nullable=False),  # "twilio error 21610", "reply STOP"
+)
+
+# Every SMS a patient sent us, once (Twilio may post a webhook twice). The text is kept for
+# the clinic's staff to read (free-text replies); it never goes to the logs.
+inbound_messages = Table(
+    "inbound_messages",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("message_sid", String(64), nullable=False, unique=True),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("phone", String(20), nullable=False),  # E.164, as Twilio gives it
+    Column("body", Text, nullable=False),
+    Column("kind", String(16), nullable=False),  # opt_out, opt_in, help, confirm, new_time, other
+    Column("appointment_id", ForeignKey("appointments.id")),  # the one a reply code applied to
 )
 
 audit_log = Table(

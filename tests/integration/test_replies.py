@@ -1,0 +1,146 @@
+"""Inbound SMS through the real HTTP app, signed as Twilio signs them: STOP stops at once (even a
+reminder due a second later), START brings texts back, HELP answers, 1 confirms, 2 asks staff for
+a new time on the nearest appointment of a shared number."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+from itertools import count
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from twilio.request_validator import RequestValidator
+
+from reminder_service import bootstrap
+from reminder_service.bootstrap import Service
+from reminder_service.services.reporting import status_report
+from reminder_service.settings import Settings, TwilioSettings
+from reminder_service.store.tables import appointments, inbound_messages, reminders
+from tests.factories import appointment, local, patient
+
+TOKEN = "test-auth-token"
+PUBLIC = "https://reminders.example.org"
+NUMBER = "+447700900123"
+SIDS = count(1)
+
+
+@pytest.fixture
+def replying(settings: Settings, clock) -> Iterator[tuple[Service, TestClient]]:  # type: ignore[no-untyped-def]
+    twilio = TwilioSettings(
+        account_sid="AC" + "0" * 32, auth_token=TOKEN, from_number="+15005550006"
+    )
+    service = bootstrap.build(replace(settings, twilio=twilio, public_url=PUBLIC), clock)
+    yield service, TestClient(service.http_app())
+    service.close()
+
+
+def text(client: TestClient, body: str, *, sid: str | None = None, sign: bool = True,
+         phone: str = NUMBER) -> Any:  # fmt: skip
+    params = {"MessageSid": sid or f"SM{next(SIDS):032d}", "From": phone, "To": "+15005550006",
+              "Body": body, "AccountSid": "AC" + "0" * 32}  # fmt: skip
+    headers = {}
+    if sign:
+        signature = RequestValidator(TOKEN).compute_signature(
+            f"{PUBLIC}/webhooks/twilio/inbound", params
+        )
+        headers["X-Twilio-Signature"] = signature
+    return client.post("/webhooks/twilio/inbound", data=params, headers=headers)
+
+
+def answer_of(response: Any) -> str:
+    assert response.status_code == 200
+    return str(response.text)
+
+
+def sms(service: Service, step: str) -> Any:
+    with service.engine.connect() as conn:
+        return (
+            conn.execute(
+                select(reminders).where(reminders.c.step_id == step, reminders.c.channel == "sms")
+            )
+            .mappings()
+            .one()
+        )
+
+
+def test_stop_a_second_before_a_reminder_start_again_and_1_confirms(replying, clock) -> None:  # type: ignore[no-untyped-def]
+    service, client = replying
+    service.importer.apply([(2, appointment())], source="t", label="t")
+    service.dispatcher.dispatch_due()
+    assert sms(service, "booked")["status"] == "sent"
+    # Medicines advice is due Thu 3 Dec 10:00; "Stop." arrives one second before.
+    clock.now = local("Europe/London", 2026, 12, 3, 10, 0) - timedelta(seconds=1)
+    service.materializer.materialize()
+    assert "no more texts" in answer_of(text(client, "Stop."))
+    assert "<Message>" not in answer_of(text(client, "STOP"))  # one confirmation at most
+    clock.now = local("Europe/London", 2026, 12, 3, 10, 0)
+    service.dispatcher.dispatch_due()
+    medicines = sms(service, "medicines")
+    assert medicines["status"] == "skipped"
+    assert medicines["reason"] == "the number has opted out of SMS"
+    # START brings texts back: the escort advice (Tue 8 Dec 10:00) goes by SMS again.
+    assert "texts again" in answer_of(text(client, "start"))
+    clock.now = local("Europe/London", 2026, 12, 8, 10, 0)
+    service.materializer.materialize()
+    service.dispatcher.dispatch_due()
+    assert sms(service, "escort")["status"] == "sent"
+    assert "confirmed" in answer_of(text(client, "1"))
+    with service.engine.connect() as conn:
+        assert conn.execute(select(appointments.c.confirmed_at)).scalar_one() == clock.now
+    assert status_report(service.engine).replies == {
+        "confirmed": 1, "new_time_requested": 0, "free_text": 0,
+    }  # fmt: skip
+
+
+def test_help_answers_with_the_clinic_and_its_phone(replying) -> None:  # type: ignore[no-untyped-def]
+    _, client = replying
+    answer = answer_of(text(client, "HELP"))
+    assert "Riverside Haematology" in answer and "020 7946 0123" in answer
+
+
+def test_an_unsigned_or_forged_message_is_refused_and_a_repeat_changes_nothing(replying) -> None:  # type: ignore[no-untyped-def]
+    service, client = replying
+    service.importer.apply([(2, appointment())], source="t", label="t")
+    assert text(client, "STOP", sign=False).status_code == 403
+    assert "no more texts" in answer_of(text(client, "STOP", sid="SM" + "9" * 32))
+    text(client, "START")
+    # Twilio posting the same STOP again (a retry) does not opt the number out again.
+    assert "<Message>" not in answer_of(text(client, "STOP", sid="SM" + "9" * 32))
+    with service.engine.connect() as conn:
+        kinds = (
+            conn.execute(select(inbound_messages.c.kind).order_by(inbound_messages.c.id))
+            .scalars()
+            .all()
+        )
+    assert kinds == ["opt_out", "opt_in"]
+
+
+def test_on_a_shared_number_2_applies_to_the_nearest_appointment_and_alerts_staff(
+    replying, clock
+) -> None:  # type: ignore[no-untyped-def]
+    service, client = replying
+    later = appointment(external_id="LATER", patient=patient(external_id="P2", first_name="Other"),
+                        start=appointment().start + timedelta(days=5))  # fmt: skip
+    service.importer.apply([(2, later), (3, appointment())], source="t", label="t")
+    assert "new time" in answer_of(text(client, "2"))
+    with service.engine.connect() as conn:
+        requested = dict(
+            conn.execute(
+                select(appointments.c.external_id, appointments.c.new_time_requested_at)
+            ).all()
+        )
+        alerts = (
+            conn.execute(select(reminders.c.alert).where(reminders.c.channel == "staff"))
+            .scalars()
+            .all()
+        )
+    assert requested == {"A1": clock.now, "LATER": None}
+    assert alerts == ["the patient replied 2: asks for a new time"]
+    text(client, "Can I bring my daughter?")
+    with service.engine.connect() as conn:
+        kept = conn.execute(select(inbound_messages.c.body, inbound_messages.c.kind)).all()
+    assert ("Can I bring my daughter?", "other") in kept
