@@ -20,6 +20,10 @@ class AppointmentStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+# When an import says nothing about SMS consent: the patient gave this number to the clinic for
+# their care (appointment messages are part of that care).
+DEFAULT_SMS_CONSENT = "number given for care"
+
 # Flags a protocol condition may test. Unknown is a real answer: the protocol decides what it means
 # (CLINICAL.md: an unknown anticoagulant counts as yes).
 FLAG_NAMES: tuple[str, ...] = (
@@ -39,6 +43,19 @@ class Patient:
     email: str | None
     language: str  # BCP 47 tag, e.g. "en-GB"
     timezone: str  # IANA zone
+    # The basis on which we may text this patient ("" = no consent: email only).
+    sms_consent: str = DEFAULT_SMS_CONSENT
+    deceased: bool = False  # no message of any kind, ever
+    do_not_contact: bool = False
+
+    @property
+    def suppressed(self) -> str:
+        """Why no message may go to this patient at all, or ""."""
+        if self.deceased:
+            return "the patient is recorded as deceased"
+        if self.do_not_contact:
+            return "the patient is marked do-not-contact"
+        return ""
 
     def __reduce__(self) -> tuple[type[Patient], tuple[Any, ...]]:
         # Pickled as its constructor's arguments: a slotted dataclass's default state protocol
@@ -79,7 +96,7 @@ class Appointment:
     def fingerprint(self) -> str:
         """A stable digest of everything the reminders depend on; equal digests mean no change."""
         p = self.patient
-        parts = (
+        parts: tuple[str, ...] = (
             p.external_id,
             p.first_name,
             p.last_name,
@@ -98,6 +115,10 @@ class Appointment:
             self.on_chemotherapy.value,
             self.diabetes_on_medication.value,
         )  # written out: dataclasses.astuple deep-copies, which costs seconds on a large import
+        # Consent and suppression join the digest only when they differ from the default, so
+        # appointments stored before these fields existed keep their digest.
+        if p.sms_consent != DEFAULT_SMS_CONSENT or p.deceased or p.do_not_contact:
+            parts += (p.sms_consent, str(p.deceased), str(p.do_not_contact))
         raw = "\x1f".join(parts)
         return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
 

@@ -25,6 +25,7 @@ class ReminderStatus(StrEnum):
     FAILED = "failed"
 
 
+NO_SMS_CONSENT = "no SMS consent: email only"
 # The reason of a step skipped under the alert_staff late policy; importing raises the alert.
 STAFF_ALERT_REASON = "booked too late for this step; staff alerted"
 
@@ -187,10 +188,15 @@ def _deadline_reason(nominal: datetime, now: datetime, not_after: datetime) -> s
 
 
 def _channel_skip(channel: Channel, condition: Condition, appointment: Appointment) -> str:
+    patient = appointment.patient
+    if patient.deceased or patient.do_not_contact:
+        return patient.suppressed
     if condition.requirements and not condition.holds(appointment):
         return _channel_condition_reason(channel, condition)
-    if channel is _SMS and not appointment.patient.mobile:
+    if channel is _SMS and not patient.mobile:
         return "no mobile number"
+    if channel is _SMS and not patient.sms_consent:
+        return NO_SMS_CONSENT
     if channel is _EMAIL and not appointment.patient.email:
         return "no email address"
     return ""

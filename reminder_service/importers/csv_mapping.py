@@ -78,7 +78,16 @@ LAYOUT_FIELDS: tuple[str, ...] = (
     "anticoagulant",
     "status",
 )
-OPTIONAL_FIELDS: tuple[str, ...] = ("clinic", "on_chemotherapy", "diabetes_on_medication")
+OPTIONAL_FIELDS: tuple[str, ...] = (
+    "clinic",
+    "on_chemotherapy",
+    "diabetes_on_medication",
+    "sms_consent",  # the basis for texting the patient; no/none/declined: email only
+    "deceased",  # yes: no message of any kind
+    "do_not_contact",  # yes: no message of any kind
+)
+# sms_consent values that mean there is none.
+NO_CONSENT_WORDS = frozenset({"no", "n", "none", "false", "0", "declined", "withdrawn", "refused"})
 ALTERNATIVE_FIELDS: tuple[str, ...] = ("start_date", "start_time", "duration")
 FIELDS: tuple[str, ...] = LAYOUT_FIELDS + OPTIONAL_FIELDS + ALTERNATIVE_FIELDS
 

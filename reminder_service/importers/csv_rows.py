@@ -48,12 +48,20 @@ from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from ..domain.appointment import FLAG_NAMES, Appointment, AppointmentStatus, Patient, Tristate
+from ..domain.appointment import (
+    DEFAULT_SMS_CONSENT,
+    FLAG_NAMES,
+    Appointment,
+    AppointmentStatus,
+    Patient,
+    Tristate,
+)
 from ..domain.timing import zone
 from .csv_mapping import (
     DURATION_UNITS,
     EXPECTED,
     HHMM_INTEGER,
+    NO_CONSENT_WORDS,
     STATUS_WORDS,
     TRISTATE_WORDS,
     CsvMapping,
@@ -309,6 +317,9 @@ class RowConverter:
         duration = self._duration(values, line, errors)
         flags = {name: self._flag(values, name, line, errors) for name in FLAG_NAMES}
         mobile, email = self._contacts(values, status, zone_name, line, errors)
+        deceased, do_not_contact = (
+            self._yes(values, name, line, errors) for name in ("deceased", "do_not_contact")
+        )
         appointment_id = self._required(values, "appointment_id", line, errors)
         patient_id = self._required(values, "patient_id", line, errors)
         procedure = self._required(values, "procedure", line, errors).upper()
@@ -327,6 +338,9 @@ class RowConverter:
             email=email,
             language=language,
             timezone=zone_name,
+            sms_consent=self._sms_consent(values),
+            deceased=deceased,
+            do_not_contact=do_not_contact,
         )
         return Appointment(
             external_id=appointment_id,
@@ -394,6 +408,22 @@ class RowConverter:
             )
             return Tristate.UNKNOWN
         return flag
+
+    def _yes(self, values: tuple[str, ...], name: str, line: int, errors: list[RowError]) -> bool:
+        """A suppression flag: only a clear yes sets it; blank or unknown is no."""
+        flag = TRISTATE_WORDS.get(self._cell(values, name).lower())
+        if flag is None:
+            self._fail(errors, line, name, f"is not a yes/no value{self._also(name)}")
+            return False
+        return flag is Tristate.YES
+
+    def _sms_consent(self, values: tuple[str, ...]) -> str:
+        text = self._cell(values, "sms_consent")
+        if not text:
+            return DEFAULT_SMS_CONSENT
+        if text.lower() in NO_CONSENT_WORDS:
+            return ""
+        return text[:64]
 
     def _zone(self, values: tuple[str, ...], line: int, errors: list[RowError]) -> str:
         name = self._cell(values, "timezone")

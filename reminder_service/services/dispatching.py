@@ -41,7 +41,7 @@ from ..clock import Clock
 from ..domain.appointment import Appointment, AppointmentStatus
 from ..domain.clinic import Clinic
 from ..domain.failure_rules import FailureTable
-from ..domain.planning import ReminderStatus
+from ..domain.planning import NO_SMS_CONSENT, ReminderStatus
 from ..domain.protocol import Channel
 from ..domain.timing import zone
 from ..rendering import RenderedMessage, Renderer, RenderError, message_context
@@ -298,6 +298,8 @@ class DispatchService:
             and reminder["template"] != "cancelled"
         ):
             return Result(reminder, ReminderStatus.CANCELLED, "appointment cancelled")
+        if appointment.patient.suppressed:
+            return Result(reminder, ReminderStatus.SKIPPED, appointment.patient.suppressed)
         if reminder["attempts"] > self._policy.max_attempts:
             reason = f"gave up after {self._policy.max_attempts} attempts"
             return Result(reminder, ReminderStatus.FAILED, reason, undeliverable=True)
@@ -318,6 +320,8 @@ class DispatchService:
         if not to:
             missing = "mobile number" if channel is Channel.SMS else "email address"
             return Result(reminder, ReminderStatus.SKIPPED, f"no {missing}")
+        if channel is Channel.SMS and not appointment.patient.sms_consent:
+            return Result(reminder, ReminderStatus.SKIPPED, NO_SMS_CONSENT, undeliverable=True)
         if channel is Channel.SMS and to in opted_out:
             reason = "the number has opted out of SMS"
             return Result(reminder, ReminderStatus.SKIPPED, reason, undeliverable=True)

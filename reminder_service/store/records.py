@@ -27,6 +27,9 @@ def patient_values(patient: Patient) -> dict[str, Any]:
         "email": patient.email,
         "language": patient.language,
         "timezone": patient.timezone,
+        "sms_consent": patient.sms_consent,
+        "deceased": patient.deceased,
+        "do_not_contact": patient.do_not_contact,
     }
 
 
@@ -57,6 +60,9 @@ def appointment_from_row(row: RowData, patient: RowData) -> Appointment:
             email=patient["email"],
             language=patient["language"],
             timezone=patient["timezone"],
+            sms_consent=patient["sms_consent"],
+            deceased=bool(patient["deceased"]),
+            do_not_contact=bool(patient["do_not_contact"]),
         ),
         procedure=row["procedure"],
         start=row["start_at"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -11,6 +12,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 from .types import UtcDateTime
@@ -36,6 +38,10 @@ patients = Table(
     Column("language", String(35), nullable=False),
     Column("timezone", String(64), nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # The basis on which we may text the patient; "" = no SMS consent (email only).
+    Column("sms_consent", String(64), nullable=False, server_default="number given for care"),
+    Column("deceased", Boolean, nullable=False, server_default=false()),
+    Column("do_not_contact", Boolean, nullable=False, server_default=false()),
 )
 
 imports = Table(

@@ -20,7 +20,7 @@ from reminder_service.domain.appointment import AppointmentStatus
 from reminder_service.domain.planning import ReminderStatus
 from reminder_service.services.reporting import status_report
 from reminder_service.store.tables import audit_log, reminders
-from tests.factories import appointment, local
+from tests.factories import appointment, local, patient
 
 
 def load(service: Service, step: str, channel: str):  # type: ignore[no-untyped-def]
@@ -220,3 +220,14 @@ def test_a_calendar_entry_is_updated_by_a_reschedule_and_withdrawn_by_a_cancella
     assert events[1].decoded("DTSTART") == moved.start
     assert [str(c["METHOD"]) for c in (first, second, cancel)] == ["REQUEST", "REQUEST", "CANCEL"]
     assert str(events[2]["STATUS"]) == "CANCELLED"
+
+
+def test_do_not_contact_set_after_planning_stops_the_send(service, clock) -> None:  # type: ignore[no-untyped-def]
+    service.importer.apply([(2, appointment())], source="t", label="t")
+    claimed = service.dispatcher._claim()
+    flagged = appointment(patient=patient(do_not_contact=True))
+    service.importer.apply([(2, flagged)], source="t", label="t")
+    prepared = service.dispatcher._prepare_all(claimed)
+    assert {(p.status.value, p.reason) for p in prepared} == {  # type: ignore[union-attr]
+        ("skipped", "the patient is marked do-not-contact")
+    }

@@ -251,3 +251,21 @@ def test_replan_applies_a_changed_protocol_to_booked_appointments(
         assert (again.updated, again.unchanged, again.reminders_planned) == (0, 1, 0)
     finally:
         changed.engine.dispose()
+
+
+def test_no_sms_consent_means_email_only_and_suppression_stops_everything(
+    whole_plan_service, clock
+) -> None:  # type: ignore[no-untyped-def]
+    service = whole_plan_service
+    apply(service, appointment(patient=patient(sms_consent="")))
+    sms_rows = rows(service, channel="sms")
+    assert {r["status"] for r in sms_rows} == {"skipped"}
+    assert {r["reason"] for r in sms_rows} == {"no SMS consent: email only"}
+    assert {r["status"] for r in rows(service, channel="email")} == {"pending"}
+    clock.advance(hours=1)
+    summary = apply(service, appointment(patient=patient(sms_consent="", deceased=True)))
+    assert summary.updated == 1
+    assert rows(service, status="pending") == []
+    skipped = {r["reason"] for r in rows(service, status="skipped")}
+    assert "the patient is recorded as deceased" in skipped
+    assert service.dispatcher.dispatch_due().claimed == 0

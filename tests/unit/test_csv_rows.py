@@ -469,3 +469,22 @@ def test_ofcom_drama_mobiles_are_accepted_but_nothing_near_them() -> None:
 def test_email_fast_path_agrees_with_email_validator_at_the_local_part_limit(local: str) -> None:
     address = f"{local}@example.org"
     assert csv_rows._email(address) == csv_rows._email_full(address)
+
+
+def test_consent_and_suppression_columns() -> None:
+    header = ",".join([*FIELDS, "sms_consent", "deceased", "do_not_contact"])
+    rows = [
+        line(appointment_id="C1", patient_id="Q1") + ",,,",
+        line(appointment_id="C2", patient_id="Q2") + ",Declined,no,",
+        line(appointment_id="C3", patient_id="Q3") + ",written 2026-11-02,YES,",
+        line(appointment_id="C4", patient_id="Q4") + ",verbal,,y",
+        line(appointment_id="C5", patient_id="Q5") + ",verbal,maybe,",
+    ]
+    parsed = parse(csv_bytes(*rows, header=header))
+    patients = {a.external_id: a.patient for _, a in parsed.rows}
+    assert patients["C1"].sms_consent == "number given for care"  # nothing said: the default
+    assert patients["C2"].sms_consent == ""  # no consent: email only
+    assert (patients["C3"].sms_consent, patients["C3"].deceased) == ("written 2026-11-02", True)
+    assert patients["C4"].do_not_contact and not patients["C4"].deceased
+    assert [(e.line, e.column) for e in parsed.errors] == [(6, "deceased")]
+    assert all(not p.deceased and not p.do_not_contact for p in (patients["C1"], patients["C2"]))
