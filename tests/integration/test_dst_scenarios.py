@@ -1,0 +1,84 @@
+"""Scenario runs with a moved clock across the DST weeks of three zones: every message lands
+inside the send window, at its wall-clock time, never after its deadline.
+
+The clock jumps as the running service's timer would wake: to each next due time, and at least
+every six hours (so the planning horizon keeps being extended)."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from reminder_service.bootstrap import Service
+from reminder_service.domain.timing import zone
+from reminder_service.store.tables import reminders
+from tests.factories import appointment, local, patient
+
+# (zone, the appointment's local start just after a transition, what the transition is)
+SCENARIOS = [
+    ("America/New_York", (2027, 3, 15, 9, 30), "spring forward, Sun 14 Mar"),
+    ("America/New_York", (2026, 11, 2, 9, 30), "fall back, Sun 1 Nov"),
+    ("Europe/London", (2027, 3, 29, 9, 30), "spring forward, Sun 28 Mar"),
+    ("Europe/London", (2026, 10, 26, 9, 30), "fall back, Sun 25 Oct"),
+    ("Australia/Sydney", (2027, 4, 5, 9, 30), "fall back, Sun 4 Apr"),
+    ("Australia/Sydney", (2026, 10, 5, 9, 30), "spring forward, Sun 4 Oct"),
+]
+AT_TIMES = {"medicines": time(10), "escort": time(10), "day_before": time(18), "next_day": time(10)}
+
+
+def walk(service: Service, clock, until: datetime) -> None:  # type: ignore[no-untyped-def]
+    while clock.now < until:
+        service.materializer.materialize()
+        service.dispatcher.dispatch_due()
+        due = service.dispatcher.next_due()
+        step = clock.now + timedelta(hours=6)
+        clock.now = min(due, step) if due is not None and due > clock.now else step
+
+
+def sent(service: Service) -> list[Any]:
+    with service.engine.connect() as conn:
+        return list(
+            conn.execute(select(reminders).where(reminders.c.status == "sent")).mappings().all()
+        )
+
+
+@pytest.mark.parametrize(
+    ("tz", "start", "transition"), SCENARIOS, ids=[s[2] + " " + s[0] for s in SCENARIOS]
+)
+def test_every_message_at_its_local_time_inside_the_window(
+    service, clock, tz, start, transition
+) -> None:  # type: ignore[no-untyped-def]
+    appt = appointment(start=local(tz, *start), patient=patient(timezone=tz))
+    clock.now = appt.start - timedelta(days=12)  # booked well ahead, at some hour of the day
+    service.importer.apply([(2, appt)], source="t", label="t")
+    walk(service, clock, appt.start + timedelta(days=4))
+    messages = sent(service)
+    assert {m["step_id"] for m in messages} >= {"booked", "medicines", "escort", "day_before",
+                                                 "after_care", "next_day"}  # fmt: skip
+    for message in messages:
+        local_time = message["sent_at"].astimezone(zone(tz))
+        assert time(8) <= local_time.time() < time(20), (message["step_id"], local_time)
+        if message["step_id"] in AT_TIMES:
+            assert local_time.time() == AT_TIMES[message["step_id"]], (
+                message["step_id"],
+                local_time,
+            )
+        if message["not_after"] is not None:
+            assert message["sent_at"] <= message["not_after"]
+        assert message["sent_at"] == message["due_at"]  # on time, not late
+
+
+def test_a_patient_in_another_zone_gets_their_own_local_times(service, clock) -> None:  # type: ignore[no-untyped-def]
+    # The clinic is in London; this patient is in New York for the week of its fall-back.
+    appt = appointment(start=local("America/New_York", 2026, 11, 2, 9, 30),
+                       patient=patient(timezone="America/New_York"))  # fmt: skip
+    clock.now = appt.start - timedelta(days=12)
+    service.importer.apply([(2, appt)], source="t", label="t")
+    walk(service, clock, appt.start + timedelta(days=4))
+    by_step = {m["step_id"]: m["sent_at"] for m in sent(service) if m["channel"] == "sms"}
+    new_york, london = zone("America/New_York"), zone("Europe/London")
+    assert by_step["day_before"].astimezone(new_york).time() == time(18)
+    assert by_step["day_before"].astimezone(london).time() == time(23)  # not London's 18:00
