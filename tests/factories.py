@@ -50,3 +50,19 @@ def appointment(**changes: Any) -> Appointment:
         anticoagulant=Tristate.YES,
     )
     return replace(base, **changes)
+
+
+def config_without_sms_caps(tmp_path: Path) -> Path:
+    """A copy of the shipped configuration with the SMS caps off, for tests about something else
+    (retries, deadlines) that send several texts to one patient in a day."""
+    import shutil  # noqa: PLC0415
+
+    config = tmp_path / "config-no-caps"
+    shutil.copytree(CONFIG_DIR, config)
+    clinics = config / "clinics.yaml"
+    clinics.write_text(
+        clinics.read_text().replace(
+            "sms_caps: {per_day: 1, per_7_days: 3}", "sms_caps: {per_day: 0, per_7_days: 0}"
+        )
+    )
+    return config

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfoNotFoundError
 import phonenumbers
 
 from ..domain.clinic import Clinic
+from ..domain.sms_caps import SmsCaps
 from ..domain.timing import SendWindow, parse_local_time, zone
 from .problems import ConfigError, ConfigProblem, check_keys, read_yaml
 
@@ -17,7 +18,7 @@ TEXT_FIELDS = {"name", "phone", "out_of_hours_phone", "emergency_number", "fever
 TEXT_FIELDS |= {"painkiller", "local_only_driving_advice"}
 INT_FIELDS = {"fasting_hours", "no_bath_days", "results_typical_days", "results_chase_days"}
 REQUIRED = TEXT_FIELDS | INT_FIELDS | {"timezone", "phone_region"}
-OPTIONAL = {"send_window", "default_language", "address", "staff_email"}
+OPTIONAL = {"send_window", "default_language", "address", "staff_email", "sms_caps"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +92,8 @@ def _load_clinic(
     if region not in phonenumbers.SUPPORTED_REGIONS:
         problem("phone_region", f"{region!r} is not a region code such as GB or US")
     window = _send_window(raw.get("send_window", {"opens": "08:00", "closes": "20:00"}), problem)
-    if len(problems) > before or window is None:
+    caps = _sms_caps(raw.get("sms_caps", {"per_day": 1, "per_7_days": 3}), problem)
+    if len(problems) > before or window is None or caps is None:
         return None
     return Clinic(
         id=clinic_id,
@@ -112,7 +114,20 @@ def _load_clinic(
         local_only_driving_advice=str(raw["local_only_driving_advice"]).strip(),
         address=str(raw.get("address", "")).strip(),
         staff_email=str(raw.get("staff_email", "")),
+        sms_caps=caps,
     )
+
+
+def _sms_caps(value: Any, problem: Any) -> SmsCaps | None:
+    if not isinstance(value, dict) or not set(value) <= {"per_day", "per_7_days"}:
+        problem("sms_caps", "must be a mapping with per_day and per_7_days (0: no cap)")
+        return None
+    numbers = {key: value.get(key, 0) for key in ("per_day", "per_7_days")}
+    for key, number in numbers.items():
+        if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+            problem("sms_caps", f"{key} must be a whole number, 0 or more")
+            return None
+    return SmsCaps(per_day=numbers["per_day"], per_week=numbers["per_7_days"])
 
 
 def _send_window(value: Any, problem: Any) -> SendWindow | None:

@@ -13,7 +13,7 @@ from .problems import ConfigError, ConfigProblem, check_keys, read_yaml
 
 STEP_REQUIRED = {"id", "send_at", "channels", "template"}
 STEP_OPTIONAL = {"description", "when", "enabled", "late", "not_after", "min_notice"}
-STEP_OPTIONAL |= {"email_fallback", "calendar"}
+STEP_OPTIONAL |= {"email_fallback", "calendar", "sms_priority"}
 PROTOCOL_REQUIRED = {"id", "name", "procedure_codes", "steps"}
 
 E = TypeVar("E", LatePolicy, Channel)
@@ -132,6 +132,9 @@ def _load_step(
             min_notice = parse_duration(str(raw["min_notice"]))
         except ValueError as exc:
             problem("min_notice", str(exc))
+    priority = raw.get("sms_priority", 1)
+    if not isinstance(priority, int) or isinstance(priority, bool) or priority < 0:
+        problem("sms_priority", "must be a whole number, 0 or more")
     template = raw.get("template")
     if not isinstance(template, str) or not template:
         problem("template", "must name a template")
@@ -155,6 +158,7 @@ def _load_step(
         enabled=bool(flags["enabled"]),
         email_fallback=bool(flags["email_fallback"]),
         calendar=bool(flags["calendar"]),
+        sms_priority=int(priority) if isinstance(priority, int) else 1,
         late=late,
         not_after=not_after,
         min_notice=min_notice,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .sms_caps import DEFAULT_SMS_CAPS, SmsCaps
 from .timing import SendWindow
 
 
@@ -27,3 +28,4 @@ class Clinic:
     local_only_driving_advice: str
     address: str = ""
     staff_email: str = ""
+    sms_caps: SmsCaps = DEFAULT_SMS_CAPS  # per patient

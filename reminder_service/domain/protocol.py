@@ -68,6 +68,8 @@ class Step:
     email_fallback: bool = True
     # Attach the appointment as a calendar entry (.ics) to the step's email.
     calendar: bool = False
+    # Under the SMS caps, the lowest priority gives way first (its SMS goes by email instead).
+    sms_priority: int = 1
 
 
 @dataclass(frozen=True, slots=True)

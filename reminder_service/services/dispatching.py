@@ -41,8 +41,9 @@ from ..clock import Clock
 from ..domain.appointment import Appointment, AppointmentStatus
 from ..domain.clinic import Clinic
 from ..domain.failure_rules import FailureTable
-from ..domain.planning import NO_SMS_CONSENT, ReminderStatus
+from ..domain.planning import NO_SMS_CONSENT, ReminderStatus, plan_reminders
 from ..domain.protocol import Channel
+from ..domain.sms_caps import Text, give_way
 from ..domain.timing import zone
 from ..rendering import RenderedMessage, Renderer, RenderError, message_context
 from ..store import bulk, records
@@ -243,11 +244,12 @@ class DispatchService:
             {a.patient.mobile for a, _ in context.values() if a.patient.mobile}
         )
         now = self._clock()
+        texts = _SentTexts(self._sms_history({s["patient_id"] for _, s in context.values()}, now))
         prepared: list[Result | _Job] = []
         for row in claimed:
             appointment, stored = context[row["appointment_id"]]
             try:
-                prepared.append(self._prepare(row, appointment, stored, opted_out, now))
+                prepared.append(self._prepare(row, appointment, stored, opted_out, now, texts))
             except Exception as exc:  # a bug: retry later, never lose the reminder
                 log.exception("reminder %s: unexpected error while preparing", row["id"])
                 prepared.append(self._retry(row, now, f"unexpected error: {type(exc).__name__}"))
@@ -267,6 +269,59 @@ class DispatchService:
             loaded[row["id"]] = (records.appointment_from_row(row, patient), row)
         return loaded
 
+    def _sms_history(self, patient_ids: set[int], now: datetime) -> dict[int, list[datetime]]:
+        """When each patient was last texted, as far back as the widest cap window reaches."""
+        query = (
+            select(appointments.c.patient_id, reminders.c.sent_at)
+            .join(appointments, appointments.c.id == reminders.c.appointment_id)
+            .where(appointments.c.patient_id.in_(patient_ids))
+            .where(reminders.c.channel == Channel.SMS.value)
+            .where(reminders.c.status == ReminderStatus.SENT.value)
+            .where(reminders.c.sent_at > now - timedelta(days=8))
+        )
+        history: dict[int, list[datetime]] = defaultdict(list)
+        with reading(self._engine) as conn:
+            for patient_id, sent_at in conn.execute(query).tuples():
+                history[patient_id].append(sent_at)
+        return history
+
+    def _over_cap(
+        self,
+        reminder: RowData,
+        appointment: Appointment,
+        stored: RowData,
+        clinic: Clinic,
+        texts: _SentTexts,
+        now: datetime,
+    ) -> str:
+        """Why this SMS must give way to the caps, or "". The decision looks at what this
+        patient was sent and at the appointment's texts still to come, by step priority."""
+        protocol = self._catalog.protocol_or_none(stored["protocol_id"])
+        if protocol is None or not (clinic.sms_caps.per_day or clinic.sms_caps.per_week):
+            return ""
+        step = protocol.step_or_none(reminder["step_id"])
+        this = Text("this", now, step.sms_priority if step else 1)
+        sent = [Text(("sent", i), at, sent=True) for i, at in enumerate(texts.of(stored))]
+        to_come = [
+            Text((p.step_id, p.nominal_at), p.due_at, protocol.step(p.step_id).sms_priority)
+            for p in plan_reminders(
+                appointment,
+                protocol,
+                clinic.send_window,
+                stored["planned_at"] or stored["updated_at"],
+                stored["scheduled_at"],
+            )
+            if p.channel is Channel.SMS
+            and p.status is ReminderStatus.PENDING
+            and p.due_at > now
+            and (p.step_id, p.nominal_at) != (reminder["step_id"], reminder["nominal_at"])
+        ]
+        tz = zone(appointment.patient.timezone)
+        if "this" in give_way([*sent, this, *to_come], clinic.sms_caps, tz):
+            return f"over the SMS cap ({clinic.sms_caps.describe()}): by email instead"
+        texts.add(stored, now)  # counts for the next text to this patient in the batch
+        return ""
+
     def _opted_out(self, numbers: set[str]) -> set[str]:
         if not numbers:
             return set()
@@ -283,6 +338,7 @@ class DispatchService:
         stored: RowData,
         opted_out: set[str],
         now: datetime,
+        texts: _SentTexts | None = None,
     ) -> Result | _Job:
         """The send-time checks, then the message; or the outcome when it must not be sent."""
         clinic = self._catalog.clinics.get(appointment.clinic_id)
@@ -325,6 +381,10 @@ class DispatchService:
         if channel is Channel.SMS and to in opted_out:
             reason = "the number has opted out of SMS"
             return Result(reminder, ReminderStatus.SKIPPED, reason, undeliverable=True)
+        if channel is Channel.SMS and texts is not None:
+            capped = self._over_cap(reminder, appointment, stored, clinic, texts, now)
+            if capped:
+                return Result(reminder, ReminderStatus.SKIPPED, capped, undeliverable=True)
         try:
             message = self._render(reminder, appointment, stored, clinic, channel)
         except RenderError as exc:
@@ -568,6 +628,19 @@ class DispatchService:
                         result.reminder["id"],
                     )
         return recorded
+
+
+class _SentTexts:
+    """Per patient, the SMS sent lately, plus those approved so far in this batch."""
+
+    def __init__(self, history: dict[int, list[datetime]]) -> None:
+        self._history = history
+
+    def of(self, stored: RowData) -> list[datetime]:
+        return self._history.get(stored["patient_id"], [])
+
+    def add(self, stored: RowData, at: datetime) -> None:
+        self._history.setdefault(stored["patient_id"], []).append(at)
 
 
 def _params(result: Result) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +12,7 @@ from ..catalog import Catalog
 from ..domain.appointment import Appointment
 from ..domain.planning import PlannedReminder, ReminderStatus
 from ..domain.protocol import Channel
+from ..domain.sms_caps import Text, give_way
 from ..domain.timing import zone
 from ..rendering import Renderer, RenderError, message_context
 from ..store import records
@@ -93,6 +94,7 @@ class PreviewService:
         appointment = records.appointment_from_row(row, patient)
         lines = [self._line(r, appointment, row) for r in rows]
         lines.extend(self._later_lines(appointment, row, patient))
+        lines = self._forecast_caps(lines, appointment, row)
         lines.extend(self._disabled_steps(row["protocol_id"]))
         return Preview(
             appointment,
@@ -125,6 +127,31 @@ class PreviewService:
             body=body,
             reminder_id=reminder["id"],
         )
+
+    def _forecast_caps(
+        self, lines: list[PreviewLine], appointment: Appointment, stored: RowData
+    ) -> list[PreviewLine]:
+        """Mark the pending texts expected to give way to the SMS caps (decided for good just
+        before each is sent, against what was sent by then)."""
+        clinic = self._catalog.clinics.get(appointment.clinic_id)
+        protocol = self._catalog.protocol_or_none(stored["protocol_id"])
+        if clinic is None or protocol is None:
+            return lines
+        texts = []
+        for index, line in enumerate(lines):
+            if line.channel != Channel.SMS.value or line.due_at is None:
+                continue
+            if line.status == ReminderStatus.SENT.value:
+                texts.append(Text(index, line.due_at, sent=True))
+            elif line.status == ReminderStatus.PENDING.value:
+                step = protocol.step_or_none(line.step)
+                texts.append(Text(index, line.due_at, step.sms_priority if step else 1))
+        capped = give_way(texts, clinic.sms_caps, zone(appointment.patient.timezone))
+        note = f"; expected to give way to the SMS caps ({clinic.sms_caps.describe()}): by email"
+        return [
+            replace(line, reason=line.reason + note) if index in capped else line
+            for index, line in enumerate(lines)
+        ]
 
     def _later_lines(
         self, appointment: Appointment, stored: RowData, patient: RowData

@@ -299,8 +299,10 @@ def _faked(env: dict[str, str], moment: str) -> dict[str, str]:
 def test_under_a_moved_system_clock_each_reminder_lands_once_at_its_time(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
     # New York patient, procedure Thu 10 Dec 2026 09:30: "day before" is Wed 9 Dec 18:00 EST
     # (23:00 UTC). Import in November, then run the service with the clock moved to 10 s before.
+    # No blood thinner: the booking text, overdue at restart, then gives way to the day-before
+    # text under the SMS caps (1 a day), which is what this test watches.
     values = ["FT1", "FP1", "Test", "Patient", "(212) 555-0142", "ft@example.org", "en-US",
-              "America/New_York", "BMBX", "2026-12-10 09:30", "60", "Room 4", "yes", "yes",
+              "America/New_York", "BMBX", "2026-12-10 09:30", "60", "Room 4", "yes", "no",
               "booked"]  # fmt: skip
     path = tmp_path / "ft.csv"
     write_csv(path, [dict(zip(HEADERS, values, strict=True))], excel=False)

@@ -1,5 +1,5 @@
 """Scenario runs with a moved clock across the DST weeks of three zones: every message lands
-inside the send window, at its wall-clock time, never after its deadline.
+inside the send window, at its wall-clock time, never after its deadline, within the SMS caps.
 
 The clock jumps as the running service's timer would wake: to each next due time, and at least
 every six hours (so the planning horizon keeps being extended)."""
@@ -69,6 +69,21 @@ def test_every_message_at_its_local_time_inside_the_window(
         if message["not_after"] is not None:
             assert message["sent_at"] <= message["not_after"]
         assert message["sent_at"] == message["due_at"]  # on time, not late
+    # Within the SMS caps: 1 a day, 3 in any 7 days; the escort text gave way, by email.
+    texts = sorted(m["sent_at"] for m in messages if m["channel"] == "sms")
+    days = [t.astimezone(zone(tz)).date() for t in texts]
+    assert len(days) == len(set(days))
+    assert all(sum(1 for u in texts if t - timedelta(days=7) < u <= t) <= 3 for t in texts)
+    with service.engine.connect() as conn:
+        escort = dict(
+            conn.execute(
+                select(reminders.c.channel, reminders.c.reason).where(
+                    reminders.c.step_id == "escort"
+                )
+            ).all()
+        )
+    assert escort["sms"].startswith("over the SMS cap (1 a day, 3 in 7 days)")
+    assert escort["email"] == "sent"
 
 
 def test_a_patient_in_another_zone_gets_their_own_local_times(service, clock) -> None:  # type: ignore[no-untyped-def]

@@ -170,3 +170,14 @@ def test_a_protocol_removed_from_the_configuration_stops_its_plans_with_a_staff_
         ]
     finally:
         changed.engine.dispose()
+
+
+def test_preview_forecasts_which_texts_give_way_to_the_sms_caps(service, clock) -> None:  # type: ignore[no-untyped-def]
+    apply(service, appointment())  # sedation and blood thinner: five texts in the last week
+    preview = PreviewService(service.engine, service.catalog, service.renderer).preview("A1")
+    capped = {
+        line.step
+        for line in preview.lines
+        if line.channel == "sms" and "give way to the SMS caps" in line.reason
+    }
+    assert capped == {"escort"}  # the lowest priority; the warning signs after keep their text

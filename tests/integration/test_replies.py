@@ -82,12 +82,12 @@ def test_stop_a_second_before_a_reminder_start_again_and_1_confirms(replying, cl
     medicines = sms(service, "medicines")
     assert medicines["status"] == "skipped"
     assert medicines["reason"] == "the number has opted out of SMS"
-    # START brings texts back: the escort advice (Tue 8 Dec 10:00) goes by SMS again.
+    # START brings texts back: the day-before message (Wed 9 Dec 18:00) goes by SMS again.
     assert "texts again" in answer_of(text(client, "start"))
-    clock.now = local("Europe/London", 2026, 12, 8, 10, 0)
+    clock.now = local("Europe/London", 2026, 12, 9, 18, 0)
     service.materializer.materialize()
     service.dispatcher.dispatch_due()
-    assert sms(service, "escort")["status"] == "sent"
+    assert sms(service, "day_before")["status"] == "sent"
     assert "confirmed" in answer_of(text(client, "1"))
     with service.engine.connect() as conn:
         assert conn.execute(select(appointments.c.confirmed_at)).scalar_one() == clock.now

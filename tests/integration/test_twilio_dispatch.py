@@ -17,7 +17,7 @@ from reminder_service import bootstrap
 from reminder_service.bootstrap import Service
 from reminder_service.settings import Settings, TwilioSettings
 from reminder_service.store.tables import audit_log, reminders, sms_opt_outs
-from tests.factories import appointment, local, patient
+from tests.factories import appointment, config_without_sms_caps, local, patient
 from tests.servers.twilio_api import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -45,7 +45,9 @@ def server() -> Iterator[TwilioApiServer]:
 
 
 @pytest.fixture
-def twilio_service(settings: Settings, clock, server: TwilioApiServer) -> Iterator[Service]:  # type: ignore[no-untyped-def]
+def twilio_service(
+    settings: Settings, clock, server: TwilioApiServer, tmp_path
+) -> Iterator[Service]:  # type: ignore[no-untyped-def]
     twilio = TwilioSettings(
         account_sid=ACCOUNT_SID,
         auth_token=AUTH_TOKEN,
@@ -53,9 +55,11 @@ def twilio_service(settings: Settings, clock, server: TwilioApiServer) -> Iterat
         api_base_url=server.base_url,
         timeout_seconds=5,
     )
+    # Caps off: these tests send several texts to one patient in a day on purpose.
     configured = replace(
-        settings, sms_channel="twilio", twilio=twilio, public_url=PUBLIC, sms_rate_limit=1000
-    )
+        settings, sms_channel="twilio", twilio=twilio, public_url=PUBLIC, sms_rate_limit=1000,
+        config_dir=config_without_sms_caps(tmp_path),
+    )  # fmt: skip
     service = bootstrap.build(configured, clock)
     yield service
     service.close()
