@@ -19,10 +19,12 @@ from rich.table import Table
 
 from . import bootstrap, log_masking
 from .configuration.problems import ConfigError
+from .configuration.sms_budgets import load_sms_budgets
 from .domain.timing import zone
 from .http_server import HttpServer
 from .importers.csv_mapping import load_mapping
 from .importers.csv_rows import FileRejected, ImportDefaults
+from .rendering import Renderer
 from .sample_data import sample_appointments
 from .scheduler import DispatchTimer
 from .services.auditing import audit_trail
@@ -30,6 +32,7 @@ from .services.csv_import import import_csv_file
 from .services.importing import ImportSummary
 from .services.previewing import NotFound, PreviewService
 from .services.reporting import status_report
+from .services.template_check import check_templates
 from .settings import Settings, SettingsError
 
 # No local variables in tracebacks: they could hold patient data.
@@ -77,7 +80,7 @@ def _service() -> bootstrap.Service:
 def _config_problems(exc: ConfigError) -> None:
     err.print("[red]configuration errors:[/red]")
     for problem in exc.problems:
-        err.print(f"  {problem}", markup=False, highlight=False)
+        err.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("check-config")
@@ -89,6 +92,42 @@ def check_config() -> None:
         _config_problems(exc)
         raise typer.Exit(EXIT_UNUSABLE) from None
     out.print("ok")
+
+
+@app.command("check-templates")
+def check_templates_command() -> None:
+    """Render every template in every language for every clinic with the longest values; print
+    each SMS's encoding and segments against its budget (config/sms_budgets.yaml)."""
+    settings = _settings()
+    try:
+        catalog = bootstrap.load_catalog(settings)
+        budgets = load_sms_budgets(settings.config_dir / "sms_budgets.yaml")
+    except ConfigError as exc:
+        _config_problems(exc)
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    report = check_templates(catalog, Renderer(settings.templates_dir), budgets)
+    several_clinics = len({r.clinic_id for r in report.sms}) > 1
+    for protocol_id in dict.fromkeys(r.protocol_id for r in report.sms):
+        table = Table(title=f"SMS: {protocol_id}")
+        columns = ["template", "language", *(["clinic"] if several_clinics else [])]
+        for name in [*columns, "encoding", "units", "segments", "budget", "ok"]:
+            table.add_column(
+                name, justify="right" if name in {"units", "segments", "budget"} else "left"
+            )
+        for r in (r for r in report.sms if r.protocol_id == protocol_id):
+            cells = [r.template, r.language, *([r.clinic_id] if several_clinics else [])]
+            # Several encodings: the date or flags decide; units and segments are the costliest.
+            cells += ["/".join(r.encodings), str(r.units), str(r.segments), str(r.budget)]
+            table.add_row(*cells, "yes" if r.ok else "NO")
+        out.print(table)
+    if report.ok:
+        out.print("ok: every template renders and every SMS is within its budget")
+        return
+    err.print(f"[red]template problems ({len(report.problems)}):[/red]")
+    for problem in report.problems:  # each starts with its file, relative to the templates
+        line = f"  {settings.templates_dir}/{problem}"
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(1)  # like a rejected row: the templates load, some fail their checks
 
 
 @app.command()

@@ -113,6 +113,30 @@ class Renderer:
             html=parts["email.html"].strip(),
         )
 
+    def render_for(
+        self,
+        protocol_id: str,
+        template: str,
+        channel: Channel,
+        appointment: Appointment,
+        clinic: Clinic,
+        rescheduled: bool,
+    ) -> RenderedMessage:
+        """An appointment's message in the patient's language, or the clinic's when that has no
+        template; dates and times are formatted in the language the text is written in, so a
+        fallback never mixes languages."""
+        wanted = appointment.patient.language
+        chosen = self._choose_language(
+            protocol_id, template, channel, wanted, clinic.default_language
+        )
+        base = chosen.split("-")[0].lower()
+        formatting = next(
+            (tag for tag in (wanted, clinic.default_language) if tag.split("-")[0].lower() == base),
+            chosen,
+        )
+        context = message_context(appointment, clinic, formatting, rescheduled)
+        return self.render(protocol_id, template, channel, wanted, clinic.default_language, context)
+
     def _choose_language(
         self, protocol_id: str, template: str, channel: Channel, language: str, fallback: str
     ) -> str:
@@ -234,10 +258,15 @@ def _clinic_context(clinic: Clinic) -> dict[str, object]:
 # share languages, days and times: each of these is pure, so memoised.
 @lru_cache(maxsize=64)
 def _locale(language: str) -> Locale:
-    try:
-        return Locale.parse(language.replace("-", "_"))
-    except (UnknownLocaleError, ValueError, TypeError):
-        return Locale.parse("en")
+    """The language's CLDR locale; a regional tag CLDR lacks (es-GB) falls back to its base
+    language, not to English."""
+    tag = language.replace("-", "_")
+    for candidate in (tag, tag.split("_")[0]):
+        try:
+            return Locale.parse(candidate)
+        except (UnknownLocaleError, ValueError, TypeError):
+            continue
+    return Locale.parse("en")
 
 
 def _date_pattern(locale: Locale) -> str:

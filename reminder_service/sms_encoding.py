@@ -45,6 +45,11 @@ _REPLACEMENTS: dict[int, str] = str.maketrans(
         "\u201e": '"',  # double low-9 quote
         "\u201f": '"',  # double high-reversed-9 quote
         "\u2033": '"',  # double prime
+        "\u00ab": '"',  # left guillemet (Spanish quotes)
+        "\u00bb": '"',  # right guillemet
+        "\u2039": "'",  # single left guillemet
+        "\u203a": "'",  # single right guillemet
+        "\u00b4": "'",  # acute accent used as an apostrophe
         "\u2010": "-",  # hyphen
         "\u2011": "-",  # non-breaking hyphen
         "\u2012": "-",  # figure dash

@@ -45,7 +45,7 @@ from ..domain.planning import NO_SMS_CONSENT, ReminderStatus, plan_reminders
 from ..domain.protocol import Channel
 from ..domain.sms_caps import Text, give_way
 from ..domain.timing import zone
-from ..rendering import RenderedMessage, Renderer, RenderError, message_context
+from ..rendering import RenderedMessage, Renderer, RenderError
 from ..store import bulk, records
 from ..store.engine import reading
 from ..store.records import RowData
@@ -97,6 +97,7 @@ class _Job:
     message: OutgoingSms | OutgoingEmail
     language: str
     digest: str
+    requested: str = ""  # the patient's language, when the message is in another
 
 
 class DispatchService:
@@ -400,14 +401,8 @@ class DispatchService:
         channel: Channel,
     ) -> RenderedMessage:
         rescheduled = stored["scheduled_at"] != stored["booked_at"]
-        context = message_context(appointment, clinic, appointment.patient.language, rescheduled)
-        return self._renderer.render(
-            stored["protocol_id"],
-            reminder["template"],
-            channel,
-            appointment.patient.language,
-            clinic.default_language,
-            context,
+        return self._renderer.render_for(
+            stored["protocol_id"], reminder["template"], channel, appointment, clinic, rescheduled
         )
 
     def _job(
@@ -451,7 +446,8 @@ class DispatchService:
                 now,
                 calendar=self._calendar(reminder, appointment, stored, clinic),
             )
-        return _Job(reminder, outgoing, message.language, _digest(message))
+        requested = appointment.patient.language
+        return _Job(reminder, outgoing, message.language, _digest(message), requested)
 
     def _calendar(
         self, reminder: RowData, appointment: Appointment, stored: RowData, clinic: Clinic
@@ -512,7 +508,9 @@ class DispatchService:
             return self._retry(reminder, self._clock(), f"unexpected error: {type(exc).__name__}")
         now = self._clock()
         changes = {"sent_at": now, "provider_id": receipt.provider_id, "language": job.language}
-        detail = {"language": job.language, "body_sha256": job.digest}
+        detail: dict[str, Any] = {"language": job.language, "body_sha256": job.digest}
+        if job.requested and job.requested.split("-")[0] != job.language.split("-")[0]:
+            detail["language_fallback"] = f"no {job.requested} template: sent in {job.language}"
         return Result(reminder, ReminderStatus.SENT, "sent", changes, detail)
 
     async def _deliver(self, message: OutgoingSms | OutgoingEmail) -> Receipt:

@@ -14,7 +14,7 @@ from ..domain.planning import PlannedReminder, ReminderStatus
 from ..domain.protocol import Channel
 from ..domain.sms_caps import Text, give_way
 from ..domain.timing import zone
-from ..rendering import Renderer, RenderError, message_context
+from ..rendering import Renderer, RenderError
 from ..store import records
 from ..store.engine import reading
 from ..store.records import RowData
@@ -193,14 +193,13 @@ class PreviewService:
         if clinic is None:
             raise RenderError(f"unknown clinic {appointment.clinic_id!r}")
         rescheduled = stored["scheduled_at"] != stored["booked_at"]
-        context = message_context(appointment, clinic, appointment.patient.language, rescheduled)
-        message = self._renderer.render(
+        message = self._renderer.render_for(
             stored["protocol_id"],
             reminder["template"],
             Channel(reminder["channel"]),
-            appointment.patient.language,
-            clinic.default_language,
-            context,
+            appointment,
+            clinic,
+            rescheduled,
         )
         if message.channel is Channel.SMS:
             return None, message.sms

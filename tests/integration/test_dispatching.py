@@ -231,3 +231,34 @@ def test_do_not_contact_set_after_planning_stops_the_send(service, clock) -> Non
     assert {(p.status.value, p.reason) for p in prepared} == {  # type: ignore[union-attr]
         ("skipped", "the patient is marked do-not-contact")
     }
+
+
+def test_a_language_without_templates_falls_back_whole_and_says_so(service, settings) -> None:  # type: ignore[no-untyped-def]
+    french = appointment(patient=patient(language="fr-FR"))
+    spanish = appointment(external_id="A2", patient=patient(external_id="P2", language="es-US"))
+    service.importer.apply([(2, french), (3, spanish)], source="t", label="t")
+    service.dispatcher.dispatch_due()
+    with service.engine.connect() as conn:
+        sms_rows = {
+            r.appointment_id: r
+            for r in conn.execute(
+                select(reminders.c.id, reminders.c.appointment_id, reminders.c.language).where(
+                    reminders.c.channel == "sms"
+                )
+            )
+        }
+        fallback = conn.execute(
+            select(audit_log.c.detail).where(
+                audit_log.c.event == "sent", audit_log.c.reminder_id == sms_rows[1].id
+            )
+        ).scalar_one()
+    bodies = {
+        appointment_id: json.loads((settings.outbox_dir / "sms" / f"{row.id}.json").read_text())[
+            "body"
+        ]
+        for appointment_id, row in sms_rows.items()
+    }
+    assert "Thursday" in bodies[1] and "jeudi" not in bodies[1]  # English text, English dates
+    assert json.loads(fallback)["language_fallback"] == "no fr-FR template: sent in en"
+    assert "jueves" in bodies[2]  # Spanish text with Spanish dates
+    assert sms_rows[2].language == "es"
