@@ -129,13 +129,28 @@ class Renderer:
         chosen = self._choose_language(
             protocol_id, template, channel, wanted, clinic.default_language
         )
-        base = chosen.split("-")[0].lower()
-        formatting = next(
-            (tag for tag in (wanted, clinic.default_language) if tag.split("-")[0].lower() == base),
-            chosen,
-        )
+        formatting = _formatting_language(chosen, wanted, clinic.default_language)
         context = message_context(appointment, clinic, formatting, rescheduled)
         return self.render(protocol_id, template, channel, wanted, clinic.default_language, context)
+
+    def merge_line_for(
+        self,
+        protocol_id: str,
+        template: str,
+        appointment: Appointment,
+        clinic: Clinic,
+        rescheduled: bool,
+    ) -> str:
+        """The one line a step's skipped SMS adds to the next text (`<template>.merge.j2`)."""
+        wanted = appointment.patient.language
+        for candidate in language_chain(wanted, clinic.default_language):
+            name = template_name(protocol_id, candidate, template, "merge")
+            if (self.templates_dir / name).is_file():
+                formatting = _formatting_language(candidate, wanted, clinic.default_language)
+                context = message_context(appointment, clinic, formatting, rescheduled)
+                return _clean_sms(self._render_part(name, context))
+        wanted_name = template_name(protocol_id, "<language>", template, "merge")
+        raise RenderError(f"no merge line for {template!r}: need {wanted_name}")
 
     def _choose_language(
         self, protocol_id: str, template: str, channel: Channel, language: str, fallback: str
@@ -187,6 +202,16 @@ def _innermost_template_frame(tb: TracebackType | None) -> tuple[str, int] | Non
             found = (filename, tb.tb_lineno)
         tb = tb.tb_next
     return found
+
+
+def _formatting_language(chosen: str, wanted: str, clinic_language: str) -> str:
+    """Format dates in the language the text is written in: the patient's or the clinic's tag
+    when it is that language (es-US for "es"), else the template's own."""
+    base = chosen.split("-", maxsplit=1)[0].lower()
+    for tag in (wanted, clinic_language):
+        if tag.split("-")[0].lower() == base:
+            return tag
+    return chosen
 
 
 def _clean_sms(text: str) -> str:

@@ -13,7 +13,8 @@ from .problems import ConfigError, ConfigProblem, check_keys, read_yaml
 
 STEP_REQUIRED = {"id", "send_at", "channels", "template"}
 STEP_OPTIONAL = {"description", "when", "enabled", "late", "not_after", "min_notice"}
-STEP_OPTIONAL |= {"email_fallback", "calendar", "sms_priority"}
+STEP_OPTIONAL |= {"email_fallback", "calendar", "sms_priority", "over_cap", "too_late"}
+STEP_CHOICES = {"over_cap": ("email", "merge"), "too_late": ("skip", "merge")}
 PROTOCOL_REQUIRED = {"id", "name", "procedure_codes", "steps"}
 
 E = TypeVar("E", LatePolicy, Channel)
@@ -135,6 +136,10 @@ def _load_step(
     priority = raw.get("sms_priority", 1)
     if not isinstance(priority, int) or isinstance(priority, bool) or priority < 0:
         problem("sms_priority", "must be a whole number, 0 or more")
+    choices = {name: str(raw.get(name, allowed[0])) for name, allowed in STEP_CHOICES.items()}
+    for name, value in choices.items():
+        if value not in STEP_CHOICES[name]:
+            problem(name, f"must be one of {', '.join(STEP_CHOICES[name])}")
     template = raw.get("template")
     if not isinstance(template, str) or not template:
         problem("template", "must name a template")
@@ -159,6 +164,8 @@ def _load_step(
         email_fallback=bool(flags["email_fallback"]),
         calendar=bool(flags["calendar"]),
         sms_priority=int(priority) if isinstance(priority, int) else 1,
+        over_cap=choices["over_cap"],
+        too_late=choices["too_late"],
         late=late,
         not_after=not_after,
         min_notice=min_notice,

@@ -92,14 +92,14 @@ def plan_window(
                 continue
         size = len(planned)
         _plan_step(step, appointment, window, now, anchors, tz, planned)
-        due = planned[-1].due_at if len(planned) > size else None  # one due time per step
-        if due is None:
-            continue
-        if until is not None and due > until:
-            del planned[size:]
-            resume_at = due if resume_at is None else min(resume_at, due)
-        elif since is not None and due < since:
-            del planned[size:]  # stored by an earlier window
+        kept = []
+        for reminder in planned[size:]:
+            due = reminder.due_at
+            if until is not None and due > until:
+                resume_at = due if resume_at is None else min(resume_at, due)
+            elif since is None or due >= since:  # else stored by an earlier window
+                kept.append(reminder)
+        planned[size:] = kept
     return PlanWindow(planned, resume_at)
 
 
@@ -115,17 +115,27 @@ def _plan_step(
     nominal = resolve(step.send_at, anchors, tz)
     not_after = resolve(step.not_after, anchors, tz) if step.not_after else None
     due, step_skip = _due_and_step_skip(step, appointment, window, now, anchors, tz, nominal)
+    merge_sms = False
     if not step_skip and not_after is not None and due > not_after:
         step_skip = _deadline_reason(nominal, now, not_after)
+        # The window, not the clock, pushes it past its deadline: a step that says so merges
+        # its SMS into the next text, so the SMS stays planned at its own moment and the
+        # dispatcher decides the merge when it comes (consent, caps, opt-out still apply).
+        merge_sms = step.too_late == "merge" and now <= nominal <= not_after
     for rule in step.channels:
-        reason = step_skip or _channel_skip(rule.channel, rule.condition, appointment)
+        if merge_sms and rule.channel is _SMS:
+            reason = _channel_skip(rule.channel, rule.condition, appointment)
+            row_due = nominal
+        else:
+            reason = step_skip or _channel_skip(rule.channel, rule.condition, appointment)
+            row_due = due
         planned.append(
             PlannedReminder(
                 step.id,
                 rule.channel,
                 step.template,
                 nominal,
-                due,
+                row_due,
                 not_after,
                 _SKIPPED if reason else _PENDING,
                 reason or _planned_reason(step.send_at),

@@ -68,8 +68,12 @@ class Step:
     email_fallback: bool = True
     # Attach the appointment as a calendar entry (.ics) to the step's email.
     calendar: bool = False
-    # Under the SMS caps, the lowest priority gives way first (its SMS goes by email instead).
+    # Under the SMS caps, the lowest priority gives way first.
     sms_priority: int = 1
+    # An SMS that gives way to the caps goes by "email", or its merge line joins the next text
+    # ("merge"); one that the send window pushes past its deadline is "skip"ped, or "merge"d.
+    over_cap: str = "email"
+    too_late: str = "skip"
 
 
 @dataclass(frozen=True, slots=True)

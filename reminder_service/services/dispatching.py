@@ -98,6 +98,7 @@ class _Job:
     language: str
     digest: str
     requested: str = ""  # the patient's language, when the message is in another
+    merged: tuple[int, ...] = ()  # skipped texts whose lines ride on this one
 
 
 class DispatchService:
@@ -126,6 +127,7 @@ class DispatchService:
         self._email_from = email_from
         self._follow_ups = FollowUps(catalog)
         self._loop = LoopThread()
+        self._merges: dict[int, list[RowData]] = {}  # per batch: see _pending_merges
 
     def dispatch_due(self) -> DispatchReport:
         """Send everything due now, until nothing claimable is left and nothing is in flight."""
@@ -246,6 +248,7 @@ class DispatchService:
         )
         now = self._clock()
         texts = _SentTexts(self._sms_history({s["patient_id"] for _, s in context.values()}, now))
+        self._merges = self._pending_merges(set(context))
         prepared: list[Result | _Job] = []
         for row in claimed:
             appointment, stored = context[row["appointment_id"]]
@@ -323,6 +326,27 @@ class DispatchService:
         texts.add(stored, now)  # counts for the next text to this patient in the batch
         return ""
 
+    def _step_says(self, stored: RowData, reminder: RowData, setting: str) -> bool:
+        """Whether the reminder's step says "merge" for `setting` (over_cap, too_late)."""
+        protocol = self._catalog.protocol_or_none(stored["protocol_id"])
+        step = protocol.step_or_none(reminder["step_id"]) if protocol else None
+        return step is not None and getattr(step, setting) == "merge"
+
+    def _pending_merges(self, appointment_ids: set[int]) -> dict[int, list[RowData]]:
+        """Skipped texts waiting to ride on the next text of their appointment."""
+        query = (
+            select(reminders)
+            .where(reminders.c.appointment_id.in_(appointment_ids))
+            .where(reminders.c.merge_into_next.is_(True), reminders.c.merged_into.is_(None))
+            .where(reminders.c.status == ReminderStatus.SKIPPED.value)
+            .order_by(reminders.c.nominal_at)
+        )
+        merges: dict[int, list[RowData]] = defaultdict(list)
+        with reading(self._engine) as conn:
+            for row in conn.execute(query).mappings():
+                merges[row["appointment_id"]].append(row)
+        return merges
+
     def _opted_out(self, numbers: set[str]) -> set[str]:
         if not numbers:
             return set()
@@ -368,6 +392,10 @@ class DispatchService:
         if opens > now:
             if not_after is not None and opens > not_after:
                 reason = "deadline passes before the send window opens"
+                if reminder["channel"] == Channel.SMS.value and self._step_says(
+                    stored, reminder, "too_late"
+                ):
+                    return _merge_later(reminder, reason)
                 return Result(reminder, ReminderStatus.SKIPPED, reason)
             # Not an attempt: the message was never tried.
             changes = {"due_at": opens, "attempts": reminder["attempts"] - 1}
@@ -384,6 +412,8 @@ class DispatchService:
             return Result(reminder, ReminderStatus.SKIPPED, reason, undeliverable=True)
         if channel is Channel.SMS and texts is not None:
             capped = self._over_cap(reminder, appointment, stored, clinic, texts, now)
+            if capped and self._step_says(stored, reminder, "over_cap"):
+                return _merge_later(reminder, capped.removesuffix(": by email instead"))
             if capped:
                 return Result(reminder, ReminderStatus.SKIPPED, capped, undeliverable=True)
         try:
@@ -416,8 +446,10 @@ class DispatchService:
         now: datetime,
     ) -> _Job:
         outgoing: OutgoingSms | OutgoingEmail
+        merged: tuple[int, ...] = ()
         if message.channel is Channel.SMS:
             assert message.sms is not None
+            body, merged = self._with_merges(message.sms, reminder, appointment, stored, clinic)
             callback = None
             if self._public_url:
                 callback = f"{self._public_url}/webhooks/twilio/status?reminder={reminder['id']}"
@@ -426,7 +458,7 @@ class DispatchService:
                 appointment.external_id,
                 reminder["step_id"],
                 to,
-                message.sms,
+                body,
                 now,
                 status_callback=callback,
             )
@@ -447,7 +479,32 @@ class DispatchService:
                 calendar=self._calendar(reminder, appointment, stored, clinic),
             )
         requested = appointment.patient.language
-        return _Job(reminder, outgoing, message.language, _digest(message), requested)
+        return _Job(reminder, outgoing, message.language, _digest(message), requested, merged)
+
+    def _with_merges(
+        self,
+        body: str,
+        reminder: RowData,
+        appointment: Appointment,
+        stored: RowData,
+        clinic: Clinic,
+    ) -> tuple[str, tuple[int, ...]]:
+        """This text, with the lines of skipped texts its step chain said to merge into it."""
+        waiting = self._merges.pop(reminder["appointment_id"], [])
+        lines, merged = [], []
+        rescheduled = stored["scheduled_at"] != stored["booked_at"]
+        for row in waiting:
+            try:
+                lines.append(
+                    self._renderer.merge_line_for(
+                        stored["protocol_id"], row["template"], appointment, clinic, rescheduled
+                    )
+                )
+            except RenderError:
+                log.exception("reminder %s: its merge line cannot be rendered", row["id"])
+                continue
+            merged.append(row["id"])
+        return "\n".join([body, *lines]), tuple(merged)
 
     def _calendar(
         self, reminder: RowData, appointment: Appointment, stored: RowData, clinic: Clinic
@@ -509,6 +566,8 @@ class DispatchService:
         now = self._clock()
         changes = {"sent_at": now, "provider_id": receipt.provider_id, "language": job.language}
         detail: dict[str, Any] = {"language": job.language, "body_sha256": job.digest}
+        if job.merged:
+            detail["merged"] = list(job.merged)
         if job.requested and job.requested.split("-")[0] != job.language.split("-")[0]:
             detail["language_fallback"] = f"no {job.requested} template: sent in {job.language}"
         return Result(reminder, ReminderStatus.SENT, "sent", changes, detail)
@@ -578,6 +637,7 @@ class DispatchService:
         with self._engine.begin() as conn:
             recorded = self._update_rows(conn, results, now)
             bulk.insert_audit(conn, [_audit_entry(r, now) for r in recorded])
+            _record_merges(conn, recorded, now)
             opted_out = {r.opt_out for r in recorded if r.opt_out}
             record_opt_outs(conn, opted_out, now, source="provider: recipient unsubscribed")
             self._follow_ups.after_undeliverable(
@@ -626,6 +686,30 @@ class DispatchService:
                         result.reminder["id"],
                     )
         return recorded
+
+
+def _merge_later(reminder: RowData, why: str) -> Result:
+    reason = f"{why}: merged into the next text"
+    return Result(reminder, ReminderStatus.SKIPPED, reason, {"merge_into_next": True})
+
+
+def _record_merges(conn: Connection, recorded: list[Result], now: datetime) -> None:
+    """Mark the skipped texts that rode on a text just sent, each with an audit entry."""
+    entries = []
+    for result in recorded:
+        merged = result.detail.get("merged") if result.status is ReminderStatus.SENT else None
+        for merged_id in merged or ():
+            conn.execute(
+                update(reminders)
+                .where(reminders.c.id == merged_id, reminders.c.merged_into.is_(None))
+                .values(merged_into=result.reminder["id"], updated_at=now)
+            )
+            entries.append(
+                {"at": now, "appointment_id": result.reminder["appointment_id"],
+                 "reminder_id": merged_id, "event": "merged",
+                 "reason": f"its line went with reminder {result.reminder['id']}", "detail": None}
+            )  # fmt: skip
+    bulk.insert_audit(conn, entries)
 
 
 class _SentTexts:

@@ -118,6 +118,9 @@ reminders = Table(
     # Set on a reminder created because another one failed (SMS -> email, or a staff alert).
     Column("fallback_for", ForeignKey("reminders.id")),
     Column("alert", Text),  # a staff alert's report (its reason column changes as it is sent)
+    # A skipped SMS whose step says "merge": its line rides on the next text to the patient.
+    Column("merge_into_next", Boolean, nullable=False, server_default=false()),
+    Column("merged_into", ForeignKey("reminders.id")),
     Index("ix_reminders_status_due_at", "status", "due_at"),
 )
 

@@ -13,7 +13,7 @@ from reminder_service.domain.planning import (
     plan_reminders,
     plan_window,
 )
-from reminder_service.domain.timing import SendWindow, zone
+from reminder_service.domain.timing import SendWindow, parse_relative_time, zone
 from tests.factories import CONFIG_DIR, appointment, local, patient
 
 PROTOCOL = load_protocols(CONFIG_DIR / "protocols", lambda *_: [])[0]
@@ -206,3 +206,22 @@ def test_a_cancelled_appointment_has_no_window_and_nothing_to_resume():
     now = local("Europe/London", 2026, 11, 19, 11, 0)
     cancelled = appointment(status=AppointmentStatus.CANCELLED)
     assert plan_window(cancelled, PROTOCOL, WINDOW, now, now, until=now) == ([], None)
+
+
+def test_a_step_that_merges_keeps_its_sms_for_the_dispatcher_when_the_window_makes_it_late():
+    late_evening = replace(
+        PROTOCOL.step("escort"),
+        send_at=parse_relative_time("2 days before start at 21:00"),
+        not_after=parse_relative_time("36 hours before start"),
+    )
+    now = local("Europe/London", 2026, 11, 19, 11, 0)
+    for too_late, sms_status in (
+        ("skip", ReminderStatus.SKIPPED),
+        ("merge", ReminderStatus.PENDING),
+    ):
+        protocol = replace(PROTOCOL, steps=(replace(late_evening, too_late=too_late),))
+        plans = by_key(plan_reminders(appointment(), protocol, WINDOW, now, now))
+        assert plans[("escort", "sms")].status is sms_status
+        assert plans[("escort", "email")].status is ReminderStatus.SKIPPED
+        assert plans[("escort", "email")].reason == "the send window opens after its deadline"
+    assert london(plans[("escort", "sms")]) == "Tue 08 Dec 21:00"  # at its own moment
