@@ -21,7 +21,7 @@ from . import bootstrap, log_masking
 from .configuration.problems import ConfigError
 from .configuration.sms_budgets import load_sms_budgets
 from .domain.timing import zone
-from .http_server import HttpServer
+from .http_server import HttpServer, HttpServerError
 from .importers.csv_mapping import load_mapping
 from .importers.csv_rows import FileRejected, ImportDefaults
 from .rendering import Renderer
@@ -284,7 +284,12 @@ def run(
     if http:
         settings = service.settings
         server = HttpServer(service.http_app(), settings.http_host, settings.http_port)
-        server.start()
+        try:
+            server.start()
+        except HttpServerError as exc:
+            err.print(f"{exc}; set REMINDER_HTTP_PORT, or run with --no-http", markup=False)
+            service.close()
+            raise typer.Exit(EXIT_UNUSABLE) from None
     try:
         timer.run_until_stopped()
     finally:

@@ -2,26 +2,46 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 
 import uvicorn
 from fastapi import FastAPI
+
+
+class HttpServerError(RuntimeError):
+    pass
 
 
 class HttpServer:
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
         config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
         self._server = uvicorn.Server(config)
+        self._where = f"{host}:{port}"
         self._thread: threading.Thread | None = None
 
     def run(self) -> None:
         """In the foreground, until SIGINT or SIGTERM (uvicorn handles them)."""
         self._server.run()
 
-    def start(self) -> None:
-        """In a background thread; the caller owns the signals and calls stop()."""
-        self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
+    def start(self, timeout: float = 30.0) -> None:
+        """In a background thread; the caller owns the signals and calls stop(). Returns once
+        listening; raises HttpServerError if it cannot (a port in use, say): webhooks that are
+        silently down would lose delivery reports and STOP replies."""
+        self._thread = threading.Thread(target=self._serve, name="http", daemon=True)
         self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise HttpServerError(
+                    f"the HTTP server could not listen on {self._where} (see the log above)"
+                )
+            time.sleep(0.05)  # waiting for a real socket to be bound, not standing in for a clock
+
+    def _serve(self) -> None:
+        with contextlib.suppress(SystemExit):  # uvicorn exits when it cannot bind
+            self._server.run()
 
     def stop(self) -> None:
         self._server.should_exit = True

@@ -430,3 +430,15 @@ def test_audit_shows_every_decision_about_an_appointment(env, tmp_path, daytime_
     assert "rescheduled" in text and "k0@example.org" not in text  # no contact details
     missing = cli(env, "audit", "NOPE")
     assert missing.returncode == 2 and "no appointment with id 'NOPE'" in missing.stderr
+
+
+def test_run_refuses_to_start_when_its_http_port_is_taken(env) -> None:  # type: ignore[no-untyped-def]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", int(env["REMINDER_HTTP_PORT"])))
+        taken.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "reminder_service", "run"], env=env, cwd=ROOT,
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert "could not listen on 127.0.0.1:" in result.stderr and "--no-http" in result.stderr
