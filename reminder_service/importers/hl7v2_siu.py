@@ -1,0 +1,852 @@
+"""HL7 v2 SIU messages -> appointment changes. Parsing only: no database, no clock, no ACKs.
+
+`parse_siu(data, defaults=..., mapping=...)` returns one `SiuChange` per message, in order. The
+caller decides what to store and how to acknowledge (`SiuChange.ack_code`: AA, AE or AR).
+
+Input: one message or a batch. Segments may end in CR, LF or CRLF; MLLP framing bytes (0x0B,
+0x1C) and blank lines are ignored; FHS/BHS/BTS/FTS batch segments are skipped; each MSH starts a
+message. Each message is decoded on its own: the charset in MSH-18 when Python knows it (`8859/1`,
+`UNICODE UTF-8`...), else UTF-8, else Windows-1252, else Latin-1.
+
+hl7apy reads MSH (encoding characters, message structure, version). Fields are then read by
+position, not through hl7apy's version-specific structures: in tolerant mode hl7apy still rejects
+a segment its version does not define (TQ1 in a v2.4 message, any Z segment) and drops the name
+of fields withdrawn in later versions (SCH-9, SCH-11 in v2.8), and real senders use both.
+
+Events (MSH-9.2): S12 new booking, S13 reschedule, S14 modification -> booked; S15 cancellation,
+S16 discontinuation, S17 deletion -> cancelled; S26 no-show -> kind `no_show`, appointment kept
+booked (the caller stops after-care steps). For S12-S14 a filler status (SCH-25) listed in
+`cancelled_statuses` (cancelled, canceled, deleted, discontinued) makes the change a cancellation.
+The S26 keeps its kind whatever SCH-25 says (Barts sends the S15 body with MSH-9 changed).
+
+Default field mapping (`SiuMapping`; a YAML file can override any of it, see `load_siu_mapping`):
+- appointment id: SCH-2.1 (filler), else SCH-1.1 (placer).
+- patient id: PID-3.1 of the first repetition, or of the first whose PID-3.5 (identifier type)
+  is `patient_id_type` when that is set (e.g. MR); none matching is an error.
+- name: PID-5.1.1 family, PID-5.2 given (first repetition).
+- mobile: PID-13 then PID-14 repetitions; those marked mobile (XTN-3 `CP`, or XTN-2 in
+  `mobile_use_codes`: MOBILE, CELL) first, then the other phone repetitions. The number is XTN-1,
+  else XTN-5/6/7 (country, area, local), else XTN-12. The first usable mobile wins.
+- email: XTN-4 of a repetition whose XTN-3 is `Internet` or XTN-2 is `NET`; also XTN-1 when it
+  holds an address and XTN-2 is `EMAIL` (Barts style).
+- language: PID-15.1 as a BCP 47 tag, an ISO 639-2 code (ENG, SPA) or an English name
+  (English); unknown -> the default language with a warning. A tag with the default's primary
+  language takes the default (en + en-GB default -> en-GB).
+- time zone: the clinic's (`ImportDefaults.timezone`); HL7 has no patient zone field.
+- start: the first of TQ1-7.1, SCH-11.4, AIS-4.1, AIG-8.1, AIL-6.1, AIP-6.1 that is present.
+- duration: the first of TQ1-6, TQ1-8, SCH-9, AIS-7, AIG-11, AIL-9, AIP-9 that is usable. A
+  quantity takes its unit from its second component (TQ1-6 `15^min`) or the next field (SCH-10,
+  AIS-8); no unit means minutes; seconds round up. A field holding a timestamp (TQ1-8 end) gives
+  end - start. None usable -> `ImportDefaults.duration_minutes`. TQ1 comes first because the
+  Microsoft samples carry `60|s` in SCH-9/10 while TQ1 and AIS agree on 50 minutes.
+- procedure: AIS-3.1, else SCH-7.1 (reason), else SCH-8.1 (type); upper-cased like the CSV importer.
+- location: AIL-3 components 1, 2, 4, 7 (point of care, room, facility, building) joined by ", ",
+  else PV1-3 the same way; empty when neither is present.
+- flags: `flags` maps a flag to a field (e.g. sedation: ZAP-2); NTE-3 lines such as
+  `sedation: yes` also set a flag when `nte_flags` is on. Anything else is Tristate.UNKNOWN (the
+  protocol decides what unknown means). An unreadable value is a warning and stays unknown.
+- clinic: `ImportDefaults.clinic_id`.
+
+Timestamps: YYYY[MM[DD[HH[MM[SS[.S{1,4}]]]]]][+/-HHMM]. With an offset it is that instant; without
+one it is wall-clock time in the patient's zone (a time skipped by a clock change is an error).
+
+Phone numbers: read in the clinic's region and kept only when `phonenumbers` calls them valid and
+not a landline, exactly as the CSV importer does (plus Ofcom's drama range). A number that fails is
+dropped with a warning naming the field: the message still imports when another contact remains,
+and a cancellation or no-show needs no contact at all. A booked change with no contact left is an
+error. Test numbers such as 78788788 or UK numbers one digit short are therefore dropped.
+
+Errors and warnings name the segment-field and never quote names, numbers or addresses.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta, timezone
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from hl7apy.parser import get_message_info  # type: ignore[import-untyped]
+
+from ..configuration.problems import ConfigError, ConfigProblem, check_keys, read_yaml
+from ..domain.appointment import FLAG_NAMES, Appointment, AppointmentStatus, Patient, Tristate
+from .csv_mapping import TRISTATE_WORDS, normalise_language
+from .csv_rows import ImportDefaults, _defaults_problems, _email, _mobile, _resolve
+
+# --- public types ---------------------------------------------------------------------------------
+
+
+class ChangeKind(StrEnum):
+    BOOKED = "booked"
+    CANCELLED = "cancelled"
+    NO_SHOW = "no_show"
+
+
+EVENT_KINDS: dict[str, ChangeKind] = {
+    "S12": ChangeKind.BOOKED,
+    "S13": ChangeKind.BOOKED,
+    "S14": ChangeKind.BOOKED,
+    "S15": ChangeKind.CANCELLED,
+    "S16": ChangeKind.CANCELLED,
+    "S17": ChangeKind.CANCELLED,
+    "S26": ChangeKind.NO_SHOW,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SiuProblem:
+    where: str  # "SCH-11.4", "PID-13", "MSH" or "" for the message as a whole
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}" if self.where else self.reason
+
+
+@dataclass(frozen=True, slots=True)
+class SiuChange:
+    """One message's outcome. `appointment` is None exactly when `errors` is not empty."""
+
+    index: int  # 1 = the first message in the input
+    event: str  # MSH-9.2, e.g. "S12"; "" when unreadable
+    kind: ChangeKind | None
+    control_id: str  # MSH-10, for the ACK; "" when not found
+    message_time: datetime | None  # MSH-7, aware UTC
+    appointment: Appointment | None
+    errors: list[SiuProblem] = field(default_factory=list)
+    warnings: list[SiuProblem] = field(default_factory=list)
+    parsed: bool = True  # False: not readable as HL7 at all
+
+    @property
+    def ack_code(self) -> str:
+        """AA accepted; AE understood but not usable; AR not readable as an HL7 message."""
+        if not self.parsed:
+            return "AR"
+        return "AE" if self.errors else "AA"
+
+
+_FIELD_REF = re.compile(r"([A-Z][A-Z0-9]{2})-(\d{1,3})(?:\.(\d{1,3}))?(?:\.(\d{1,3}))?")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRef:
+    """SEG-F[.C[.S]]: the first segment of that name, its first repetition."""
+
+    segment: str
+    field: int
+    component: int = 0  # 0 = the whole field as text (components joined by the separator)
+    subcomponent: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> FieldRef:
+        match = _FIELD_REF.fullmatch(text.strip())
+        if match is None:
+            raise ValueError(f"{text!r} is not a field such as SCH-11.4 or PID-3")
+        seg, fld, comp, sub = match.groups()
+        return cls(seg, int(fld), int(comp or 0), int(sub or 0))
+
+    def __str__(self) -> str:
+        parts = [f"{self.segment}-{self.field}"]
+        parts += [str(n) for n in (self.component, self.subcomponent) if n]
+        return ".".join(parts)
+
+
+def _refs(*texts: str) -> tuple[FieldRef, ...]:
+    return tuple(FieldRef.parse(t) for t in texts)
+
+
+@dataclass(frozen=True, slots=True)
+class SiuMapping:
+    """Where a sender puts things. Defaults fit HL7 v2.4-2.8 (see the module docstring)."""
+
+    appointment_id: tuple[FieldRef, ...] = _refs("SCH-2.1", "SCH-1.1")
+    patient_id_type: str = ""  # PID-3.5 to pick, e.g. "MR"; "" = the first repetition
+    start: tuple[FieldRef, ...] = _refs(
+        "TQ1-7.1", "SCH-11.4", "AIS-4.1", "AIG-8.1", "AIL-6.1", "AIP-6.1"
+    )
+    duration: tuple[FieldRef, ...] = _refs(
+        "TQ1-6", "TQ1-8", "SCH-9", "AIS-7", "AIG-11", "AIL-9", "AIP-9"
+    )
+    procedure: tuple[FieldRef, ...] = _refs("AIS-3.1", "SCH-7.1", "SCH-8.1")
+    location: tuple[FieldRef, ...] = _refs("AIL-3", "PV1-3")
+    location_components: tuple[int, ...] = (1, 2, 4, 7)
+    phones: tuple[FieldRef, ...] = _refs("PID-13", "PID-14")
+    mobile_use_codes: tuple[str, ...] = ("MOBILE", "CELL")
+    cancelled_statuses: tuple[str, ...] = ("cancelled", "canceled", "deleted", "discontinued")
+    flags: Mapping[str, FieldRef] = field(default_factory=dict)
+    nte_flags: bool = True
+    source: str = ""  # the YAML file it came from, for messages
+
+
+_DEFAULT_MAPPING = SiuMapping()
+_LIST_KEYS = ("appointment_id", "start", "duration", "procedure", "location", "phones")
+
+
+def load_siu_mapping(path: Path) -> SiuMapping:
+    """Read a mapping YAML file; raises ConfigError listing every problem by field."""
+    problems: list[ConfigProblem] = []
+    data = read_yaml(path, problems)
+    file = str(path)
+    if problems:
+        raise ConfigError(problems)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigProblem(file, "", "", "must be a mapping of field: value")])
+    known = {f.name for f in fields(SiuMapping)} - {"source"}
+    check_keys(data, set(), known, file, "", problems)
+    values: dict[str, Any] = {"source": file}
+    for key in _LIST_KEYS:
+        if key in data:
+            values[key] = _ref_list(data[key], file, key, problems)
+    for key in ("mobile_use_codes", "cancelled_statuses"):
+        if key in data:
+            values[key] = _text_list(data[key], file, key, problems)
+    if "location_components" in data:
+        values["location_components"] = _components(data["location_components"], file, problems)
+    if "patient_id_type" in data:
+        values["patient_id_type"] = _text(
+            data["patient_id_type"], file, "patient_id_type", problems
+        )
+    if "nte_flags" in data:
+        if isinstance(data["nte_flags"], bool):
+            values["nte_flags"] = data["nte_flags"]
+        else:
+            problems.append(ConfigProblem(file, "", "nte_flags", "must be true or false"))
+    if "flags" in data:
+        values["flags"] = _flag_refs(data["flags"], file, problems)
+    if problems:
+        raise ConfigError(problems)
+    return SiuMapping(**values)
+
+
+def _ref_list(
+    value: object, file: str, key: str, problems: list[ConfigProblem]
+) -> tuple[FieldRef, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        problems.append(ConfigProblem(file, "", key, "must be a field or a list of fields"))
+        return ()
+    refs = []
+    for item in items:
+        try:
+            refs.append(FieldRef.parse(str(item)))
+        except ValueError as exc:
+            problems.append(ConfigProblem(file, "", key, str(exc)))
+    return tuple(refs)
+
+
+def _text_list(
+    value: object, file: str, key: str, problems: list[ConfigProblem]
+) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        problems.append(ConfigProblem(file, "", key, "must be a list of texts"))
+        return ()
+    return tuple(value)
+
+
+def _text(value: object, file: str, key: str, problems: list[ConfigProblem]) -> str:
+    if not isinstance(value, str):
+        problems.append(ConfigProblem(file, "", key, "must be a text"))
+        return ""
+    return value.strip()
+
+
+def _components(value: object, file: str, problems: list[ConfigProblem]) -> tuple[int, ...]:
+    ok = isinstance(value, list) and value and all(isinstance(v, int) and v >= 1 for v in value)
+    if not ok:
+        message = "must be a list of component numbers (1 = the first)"
+        problems.append(ConfigProblem(file, "", "location_components", message))
+        return ()
+    assert isinstance(value, list)
+    return tuple(value)
+
+
+def _flag_refs(value: object, file: str, problems: list[ConfigProblem]) -> dict[str, FieldRef]:
+    if not isinstance(value, dict):
+        problems.append(ConfigProblem(file, "", "flags", "must map a flag name to a field"))
+        return {}
+    refs = {}
+    for name, text in value.items():
+        if name not in FLAG_NAMES:
+            message = f"unknown flag (known: {', '.join(FLAG_NAMES)})"
+            problems.append(ConfigProblem(file, "flags", str(name), message))
+            continue
+        try:
+            refs[name] = FieldRef.parse(str(text))
+        except ValueError as exc:
+            problems.append(ConfigProblem(file, "flags", name, str(exc)))
+    return refs
+
+
+# --- splitting: bytes -> message byte strings -----------------------------------------------------
+
+_BATCH_SEGMENTS = (b"FHS", b"BHS", b"BTS", b"FTS")
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+
+
+def split_messages(data: bytes) -> list[bytes]:
+    """Each message's segments joined by CR. Text before the first MSH becomes its own entry."""
+    messages: list[list[bytes]] = []
+    for raw in _LINE_BREAK.split(data.replace(b"\x0b", b"").replace(b"\x1c", b"")):
+        line = raw.strip(b" \t\x00")
+        if not line or line[:3] in _BATCH_SEGMENTS:
+            continue
+        if line.startswith(b"MSH") or not messages:
+            messages.append([])
+        messages[-1].append(line)
+    return [b"\r".join(segments) for segments in messages]
+
+
+_CHARSETS = {  # HL7 table 0211 -> Python codec
+    "ASCII": "ascii",
+    "UNICODE": "utf-8",
+    "UNICODE UTF-8": "utf-8",
+    "UTF-8": "utf-8",
+}
+
+
+def _decode(message: bytes) -> str:
+    declared = _declared_charset(message)
+    for codec in (declared, "utf-8", "cp1252"):
+        if codec:
+            try:
+                return message.decode(codec)
+            except UnicodeDecodeError:
+                continue
+    return message.decode("latin-1")  # never fails: every byte is a character
+
+
+def _declared_charset(message: bytes) -> str | None:
+    msh = message.split(b"\r", 1)[0].decode("ascii", errors="replace")
+    parts = msh.split(msh[3]) if len(msh) > 3 else []
+    name = parts[17].split(parts[1][:1] or "^")[0].strip().upper() if len(parts) > 17 else ""
+    if not name:
+        return None
+    codec = _CHARSETS.get(name) or re.sub(r"^8859/(\d+)$", r"iso8859-\1", name)
+    try:
+        return codecs.lookup(codec).name
+    except LookupError:
+        return None
+
+
+# --- reading fields by position ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Separators:
+    field: str
+    component: str
+    repetition: str
+    escape: str
+    subcomponent: str
+
+
+class _Message:
+    """Segments split into fields; values are unescaped when read."""
+
+    def __init__(self, text: str, seps: _Separators) -> None:
+        self.seps = seps
+        self.segments: list[tuple[str, list[str]]] = []
+        for line in text.split("\r"):
+            parts = line.split(seps.field)
+            if parts[0] == "MSH":  # MSH-1 is the separator itself, so MSH-n is parts[n - 1]
+                parts = ["MSH", seps.field, *parts[1:]]
+            self.segments.append((parts[0].strip(), parts))
+
+    def all(self, name: str) -> Iterator[list[str]]:
+        return (parts for seg, parts in self.segments if seg == name)
+
+    def raw(self, ref: FieldRef) -> str:
+        """The first repetition of the field in the first such segment, still escaped."""
+        for parts in self.all(ref.segment):
+            if ref.field < len(parts):
+                return parts[ref.field].split(self.seps.repetition)[0]
+            return ""
+        return ""
+
+    def repetitions(self, ref: FieldRef) -> list[str]:
+        for parts in self.all(ref.segment):
+            text = parts[ref.field] if ref.field < len(parts) else ""
+            return text.split(self.seps.repetition) if text else []
+        return []
+
+    def get(self, ref: FieldRef) -> str:
+        return self.pick(self.raw(ref), ref.component, ref.subcomponent)
+
+    def pick(self, value: str, component: int = 0, subcomponent: int = 0) -> str:
+        """A component (1-based; 0 = all) of one repetition, unescaped; `""` (HL7 null) -> ""."""
+        if component:
+            comps = value.split(self.seps.component)
+            value = comps[component - 1] if component <= len(comps) else ""
+            if subcomponent:
+                subs = value.split(self.seps.subcomponent)
+                value = subs[subcomponent - 1] if subcomponent <= len(subs) else ""
+            elif self.seps.subcomponent in value:
+                value = value.split(self.seps.subcomponent)[0]
+        text = self.unescape(value).strip()
+        return "" if text == '""' else text
+
+    def unescape(self, text: str) -> str:
+        esc = self.seps.escape
+        if not esc or esc not in text:
+            return text
+        pattern = re.escape(esc) + r"([^" + re.escape(esc) + r"]*)" + re.escape(esc)
+        return re.sub(pattern, self._escape_sequence, text)
+
+    def _escape_sequence(self, match: re.Match[str]) -> str:
+        code = match[1]
+        s = self.seps
+        simple = {"F": s.field, "S": s.component, "T": s.subcomponent, "R": s.repetition}
+        if code in simple:
+            return simple[code]
+        if code == "E":
+            return s.escape
+        if code == ".br":
+            return "\n"
+        if code[:1] == "X" and re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", code[1:]):
+            return bytes.fromhex(code[1:]).decode("latin-1")
+        return ""  # highlighting (\H\ \N\) and formatting codes carry no text
+
+
+def _read(text: str) -> _Message:
+    """Raises ValueError when the text has no readable MSH."""
+    if not text.startswith("MSH") or len(text) < 8:
+        raise ValueError("does not start with an MSH segment")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # hl7apy warns about versions it lacks; we only need MSH
+        encoding_chars, _structure, _version = get_message_info(text)
+    seps = _Separators(
+        field=text[3],
+        component=encoding_chars["COMPONENT"],
+        repetition=encoding_chars["REPETITION"],
+        escape=encoding_chars["ESCAPE"],
+        subcomponent=encoding_chars["SUBCOMPONENT"],
+    )
+    if len({seps.field, seps.component, seps.repetition, seps.escape, seps.subcomponent}) < 5:
+        raise ValueError("MSH-2 does not hold four distinct encoding characters")
+    return _Message(text, seps)
+
+
+# --- timestamps -----------------------------------------------------------------------------------
+
+_TIMESTAMP = re.compile(
+    r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,4}))?(?:([+-])(\d{2})(\d{2}))?"
+)
+
+
+def parse_timestamp(text: str, zone_name: str) -> datetime | str:
+    """An HL7 DTM of any precision -> aware UTC, or the reason it is not one (no value quoted)."""
+    match = _TIMESTAMP.fullmatch(text.strip())
+    if match is None:
+        return "not a timestamp (YYYYMMDDHHMM[SS][+HHMM])"
+    year, month, day, hour, minute, second, fraction, sign, off_h, off_m = match.groups()
+    try:
+        moment = datetime(  # noqa: DTZ001 (naive means the patient's wall clock; resolved below)
+            int(year),
+            int(month or 1),
+            int(day or 1),
+            int(hour or 0),
+            int(minute or 0),
+            int(second or 0),
+            int((fraction or "0").ljust(6, "0")),
+        )
+    except ValueError:
+        return "not a valid date and time"
+    if sign:
+        offset = timedelta(hours=int(off_h), minutes=int(off_m))
+        if offset >= timedelta(hours=24):
+            return "has an offset of 24 hours or more"
+        return moment.replace(tzinfo=timezone(-offset if sign == "-" else offset)).astimezone(UTC)
+    resolved = _resolve(moment, zone_name)
+    return (
+        "does not exist in the local time zone (clocks go forward)"
+        if isinstance(resolved, str)
+        else resolved
+    )
+
+
+# --- mapping one message --------------------------------------------------------------------------
+
+_MSH_TYPE = FieldRef("MSH", 9)
+_MSH_TIME = FieldRef("MSH", 7, 1)
+_MSH_CONTROL = FieldRef("MSH", 10, 1)
+_SCH_STATUS = FieldRef("SCH", 25, 1)
+_PID_3 = FieldRef("PID", 3)
+_PID_5 = FieldRef("PID", 5)
+_PID_15 = FieldRef("PID", 15, 1)
+
+_UNITS_SECONDS = {
+    **dict.fromkeys(("", "m", "min", "mins", "minute", "minutes"), 60),
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600),
+}
+_QUANTITY = re.compile(r"\d{1,5}(?:\.\d+)?")
+
+# ISO 639-2 (B and T forms) and English names of languages clinics commonly see -> ISO 639-1.
+_LANGUAGES = {
+    **dict.fromkeys(("eng", "english"), "en"),
+    **dict.fromkeys(("spa", "spanish"), "es"),
+    **dict.fromkeys(("fra", "fre", "french"), "fr"),
+    **dict.fromkeys(("deu", "ger", "german"), "de"),
+    **dict.fromkeys(("ita", "italian"), "it"),
+    **dict.fromkeys(("por", "portuguese"), "pt"),
+    **dict.fromkeys(("nld", "dut", "dutch"), "nl"),
+    **dict.fromkeys(("pol", "polish"), "pl"),
+    **dict.fromkeys(("ron", "rum", "romanian"), "ro"),
+    **dict.fromkeys(("rus", "russian"), "ru"),
+    **dict.fromkeys(("ukr", "ukrainian"), "uk"),
+    **dict.fromkeys(("ara", "arabic"), "ar"),
+    **dict.fromkeys(("zho", "chi", "chinese"), "zh"),
+    **dict.fromkeys(("vie", "vietnamese"), "vi"),
+    **dict.fromkeys(("kor", "korean"), "ko"),
+    **dict.fromkeys(("jpn", "japanese"), "ja"),
+    **dict.fromkeys(("tur", "turkish"), "tr"),
+    **dict.fromkeys(("urd", "urdu"), "ur"),
+    **dict.fromkeys(("ben", "bengali"), "bn"),
+    **dict.fromkeys(("pan", "punjabi"), "pa"),
+    **dict.fromkeys(("guj", "gujarati"), "gu"),
+    **dict.fromkeys(("hin", "hindi"), "hi"),
+    **dict.fromkeys(("tam", "tamil"), "ta"),
+    **dict.fromkeys(("som", "somali"), "so"),
+    **dict.fromkeys(("fas", "per", "persian", "farsi"), "fa"),
+    **dict.fromkeys(("ell", "gre", "greek"), "el"),
+    **dict.fromkeys(("heb", "hebrew"), "he"),
+    **dict.fromkeys(("tgl", "fil", "tagalog", "filipino"), "tl"),
+    **dict.fromkeys(("hat", "haitian creole"), "ht"),
+    **dict.fromkeys(("cym", "wel", "welsh"), "cy"),
+}
+
+
+class _Mapper:
+    """Maps one read message; collects errors and warnings as it goes."""
+
+    def __init__(self, msg: _Message, mapping: SiuMapping, defaults: ImportDefaults) -> None:
+        self.msg, self.mapping, self.defaults = msg, mapping, defaults
+        self.errors: list[SiuProblem] = []
+        self.warnings: list[SiuProblem] = []
+
+    def fail(self, where: str, reason: str) -> None:
+        self.errors.append(SiuProblem(where, reason))
+
+    def warn(self, where: str, reason: str) -> None:
+        self.warnings.append(SiuProblem(where, reason))
+
+    def kind(self, event: str) -> ChangeKind | None:
+        kind = EVENT_KINDS.get(event)
+        if kind is None:
+            self.fail("MSH-9", f"event {event or '(empty)'!r} is not an SIU event this handles")
+            return None
+        status = self.msg.get(_SCH_STATUS).lower()
+        cancelled = {s.lower() for s in self.mapping.cancelled_statuses}
+        if kind is ChangeKind.BOOKED and status in cancelled:
+            return ChangeKind.CANCELLED
+        return kind
+
+    def first(self, refs: tuple[FieldRef, ...]) -> tuple[str, str]:
+        """(value, field) of the first non-empty field, or ("", fields tried)."""
+        for ref in refs:
+            value = self.msg.get(ref)
+            if value:
+                return value, str(ref)
+        return "", "/".join(str(r) for r in refs)
+
+    def required(self, refs: tuple[FieldRef, ...]) -> str:
+        value, where = self.first(refs)
+        if not value:
+            self.fail(where, "is empty")
+        return value
+
+    def patient_id(self) -> str:
+        wanted = self.mapping.patient_id_type.upper()
+        for rep in self.msg.repetitions(_PID_3):
+            if not wanted or self.msg.pick(rep, 5).upper() == wanted:
+                value = self.msg.pick(rep, 1)
+                if value:
+                    return value
+        self.fail("PID-3", f"no identifier of type {wanted}" if wanted else "is empty")
+        return ""
+
+    def name(self) -> tuple[str, str]:
+        reps = self.msg.repetitions(_PID_5)
+        if not reps:
+            return "", ""
+        return self.msg.pick(reps[0], 2), self.msg.pick(reps[0], 1, 1)
+
+    def start(self) -> datetime | None:
+        text, where = self.first(self.mapping.start)
+        if not text:
+            self.fail(where, "no start date and time")
+            return None
+        moment = parse_timestamp(text, self.defaults.timezone)
+        if isinstance(moment, str):
+            self.fail(where, moment)
+            return None
+        if len(text.split("+")[0].split("-")[0]) < 10:
+            self.warn(where, "has no time of day; midnight was used")
+        return moment
+
+    def duration(self, start: datetime | None) -> int:
+        for ref in self.mapping.duration:
+            minutes = self._minutes(ref, start)
+            if minutes is not None:
+                return minutes
+        return self.defaults.duration_minutes
+
+    def _minutes(self, ref: FieldRef, start: datetime | None) -> int | None:
+        raw = self.msg.raw(ref)
+        quantity = self.msg.pick(raw, 1)
+        if not quantity:
+            return None
+        if len(quantity) >= 8 and _TIMESTAMP.fullmatch(quantity):  # an end time, not a quantity
+            end = parse_timestamp(quantity, self.defaults.timezone)
+            if isinstance(end, str) or start is None:
+                self.warn(str(ref), "end time is not usable")
+                return None
+            return self._in_range(ref, (end - start).total_seconds())
+        unit = self.msg.pick(raw, 2) or self.msg.get(FieldRef(ref.segment, ref.field + 1, 1))
+        seconds = _UNITS_SECONDS.get(unit.lower())
+        if seconds is None or not _QUANTITY.fullmatch(quantity):
+            self.warn(str(ref), "is not a duration in minutes, seconds or hours")
+            return None
+        return self._in_range(ref, float(quantity) * seconds)
+
+    def _in_range(self, ref: FieldRef, seconds: float) -> int | None:
+        minutes = -int(-seconds // 60)  # round up: a 90-second slot still needs 2 minutes
+        if not 1 <= minutes <= 1440:
+            self.warn(str(ref), "duration is not between 1 minute and 24 hours")
+            return None
+        return minutes
+
+    def location(self) -> str:
+        for ref in self.mapping.location:
+            raw = self.msg.raw(ref)
+            parts: list[str] = []
+            for n in self.mapping.location_components:
+                part = self.msg.pick(raw, n)
+                if part and part not in parts:
+                    parts.append(part)
+            if parts:
+                return ", ".join(parts)
+        return ""
+
+    def language(self) -> str:
+        text = self.msg.get(_PID_15)
+        if not text:
+            return self.defaults.language
+        tag = _LANGUAGES.get(text.lower()) or normalise_language(text)
+        if tag is None or len(tag.split("-")[0]) > 3:
+            self.warn("PID-15", "is not a known language; the default was used")
+            return self.defaults.language
+        default = self.defaults.language
+        return default if tag.split("-")[0] == default.split("-")[0].lower() else tag
+
+    def contacts(self) -> tuple[str | None, str | None]:
+        marked: list[tuple[str, str]] = []  # (field, number text)
+        other: list[tuple[str, str]] = []
+        email: str | None = None
+        for ref in self.mapping.phones:
+            for rep in self.msg.repetitions(ref):
+                address = self._email_text(rep)
+                if address:
+                    email = email or self._email(str(ref), address)
+                    continue
+                number = self._number_text(rep)
+                if number and self._is_phone(rep):
+                    (marked if self._is_mobile(rep) else other).append((str(ref), number))
+        return self._mobile(marked, other), email
+
+    def _mobile(self, marked: list[tuple[str, str]], other: list[tuple[str, str]]) -> str | None:
+        region = (self.defaults.phone_region.upper(),)
+        for where, number in marked:
+            mobile, reason = _mobile(number, region)
+            if mobile:
+                return mobile
+            self.warn(where, f"mobile number dropped: {reason}")
+        for _where, number in other:  # unmarked: a landline here is expected, not a problem
+            mobile, _reason = _mobile(number, region)
+            if mobile:
+                return mobile
+        return None
+
+    def _email(self, where: str, address: str) -> str | None:
+        email, reason = _email(address)
+        if reason:
+            self.warn(where, f"email dropped: {reason}")
+        return email
+
+    def _email_text(self, rep: str) -> str:
+        use, kind = self.msg.pick(rep, 2).upper(), self.msg.pick(rep, 3).upper()
+        if kind == "INTERNET" or use == "NET":
+            return self.msg.pick(rep, 4) or (self.msg.pick(rep, 1) if "@" in rep else "")
+        if use == "EMAIL":
+            return self.msg.pick(rep, 1) or self.msg.pick(rep, 4)
+        return ""
+
+    def _number_text(self, rep: str) -> str:
+        text = self.msg.pick(rep, 1)
+        if text:
+            return text
+        country, area, local = (self.msg.pick(rep, n) for n in (5, 6, 7))
+        if local:
+            return f"+{country.lstrip('+')} {area} {local}" if country else f"{area} {local}"
+        return self.msg.pick(rep, 12)
+
+    def _is_phone(self, rep: str) -> bool:
+        return self.msg.pick(rep, 3).upper() not in {"FX", "BP", "TDD", "TTY", "X.400", "MD"}
+
+    def _is_mobile(self, rep: str) -> bool:
+        use_codes = {c.upper() for c in self.mapping.mobile_use_codes}
+        return self.msg.pick(rep, 3).upper() == "CP" or self.msg.pick(rep, 2).upper() in use_codes
+
+    def flags(self) -> dict[str, Tristate]:
+        found = dict.fromkeys(FLAG_NAMES, Tristate.UNKNOWN)
+        if self.mapping.nte_flags:
+            for parts in self.msg.all("NTE"):
+                for line in self.msg.pick(parts[3] if len(parts) > 3 else "").splitlines():
+                    self._nte_flag(line, found)
+        for name, ref in self.mapping.flags.items():
+            value = self.msg.get(ref)
+            if value:
+                self._set_flag(found, name, value, str(ref))
+        return found
+
+    def _nte_flag(self, line: str, found: dict[str, Tristate]) -> None:
+        key, sep, value = line.partition(":")
+        name = key.strip().lower().replace(" ", "_")
+        if sep and name in FLAG_NAMES:
+            self._set_flag(found, name, value.strip(), "NTE-3")
+
+    def _set_flag(self, found: dict[str, Tristate], name: str, value: str, where: str) -> None:
+        flag = TRISTATE_WORDS.get(value.lower())
+        if flag is None:
+            self.warn(where, f"{name} is not a yes/no value; left unknown")
+        else:
+            found[name] = flag
+
+
+def _map(msg: _Message, event: str, mapping: SiuMapping, defaults: ImportDefaults) -> SiuChange:
+    m = _Mapper(msg, mapping, defaults)
+    kind = m.kind(event)
+    appointment_id = m.required(mapping.appointment_id)
+    patient_id = m.patient_id()
+    start = m.start()
+    duration = m.duration(start)
+    procedure = m.required(mapping.procedure).upper()
+    mobile, email = m.contacts()
+    if kind is ChangeKind.BOOKED and not mobile and not email:
+        m.fail("PID-13/PID-14", "no usable mobile number or email")
+    first, last = m.name()
+    appointment = None
+    if not m.errors and start is not None and kind is not None:
+        appointment = Appointment(
+            external_id=appointment_id,
+            clinic_id=defaults.clinic_id,
+            patient=Patient(
+                external_id=patient_id,
+                first_name=first,
+                last_name=last,
+                mobile=mobile,
+                email=email,
+                language=m.language(),
+                timezone=defaults.timezone,
+            ),
+            procedure=procedure,
+            start=start,
+            duration_minutes=duration,
+            location=m.location(),
+            status=(
+                AppointmentStatus.CANCELLED
+                if kind is ChangeKind.CANCELLED
+                else AppointmentStatus.BOOKED
+            ),
+            **m.flags(),
+        )
+    return _change(msg, event, kind, appointment, m.errors, m.warnings, defaults)
+
+
+def _change(
+    msg: _Message,
+    event: str,
+    kind: ChangeKind | None,
+    appointment: Appointment | None,
+    errors: list[SiuProblem],
+    warns: list[SiuProblem],
+    defaults: ImportDefaults,
+) -> SiuChange:
+    sent = parse_timestamp(msg.get(_MSH_TIME), defaults.timezone) if msg.get(_MSH_TIME) else None
+    return SiuChange(
+        index=0,
+        event=event,
+        kind=kind,
+        control_id=msg.get(_MSH_CONTROL),
+        message_time=sent if isinstance(sent, datetime) else None,
+        appointment=appointment,
+        errors=errors,
+        warnings=warns,
+    )
+
+
+def _one(raw: bytes, index: int, mapping: SiuMapping, defaults: ImportDefaults) -> SiuChange:
+    text = _decode(raw)
+    try:
+        msg = _read(text)
+    except Exception as exc:  # hl7apy raises several types; any of them means unreadable
+        control = _control_id_guess(text)
+        problem = SiuProblem("MSH", f"not a readable HL7 message ({_reason(exc)})")
+        return SiuChange(index, "", None, control, None, None, [problem], parsed=False)
+    message_type = msg.get(_MSH_TYPE)
+    if msg.pick(message_type, 1) != "SIU":
+        change = _change(msg, msg.pick(message_type, 2), None, None, [], [], defaults)
+        problem = SiuProblem("MSH-9", f"{message_type or '(empty)'!r} is not an SIU message")
+        return _with(change, index, errors=[problem])
+    change = _map(msg, msg.pick(message_type, 2).upper(), mapping, defaults)
+    return _with(change, index)
+
+
+def _with(change: SiuChange, index: int, errors: list[SiuProblem] | None = None) -> SiuChange:
+    return SiuChange(
+        index,
+        change.event,
+        change.kind,
+        change.control_id,
+        change.message_time,
+        change.appointment,
+        errors if errors is not None else change.errors,
+        change.warnings,
+        change.parsed,
+    )
+
+
+def _reason(exc: Exception) -> str:
+    # Our own ValueErrors say what is wrong without quoting data; hl7apy's may quote the segment.
+    return str(exc) if type(exc) is ValueError else type(exc).__name__
+
+
+def _control_id_guess(text: str) -> str:
+    """MSH-10 from a message that failed to parse, so the caller can still send an AR."""
+    line = text.split("\r", 1)[0]
+    if not line.startswith("MSH") or len(line) < 4:
+        return ""
+    parts = line.split(line[3])
+    return parts[9].split("^")[0].strip() if len(parts) > 9 else ""
+
+
+def parse_siu(
+    data: bytes,
+    *,
+    defaults: ImportDefaults,
+    mapping: SiuMapping | None = None,
+    filename: str = "",
+) -> list[SiuChange]:
+    """One SiuChange per message in `data`, in order. Raises ValueError for bad defaults."""
+    problems = _defaults_problems(defaults)
+    if problems:
+        where = f"{filename}: " if filename else ""
+        raise ValueError(where + "; ".join(problems))
+    layout = mapping or _DEFAULT_MAPPING
+    return [_one(raw, i, layout, defaults) for i, raw in enumerate(split_messages(data), start=1)]
