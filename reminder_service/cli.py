@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import logging
@@ -24,11 +25,14 @@ from .domain.timing import zone
 from .http_server import HttpServer, HttpServerError
 from .importers.csv_mapping import load_mapping
 from .importers.csv_rows import FileRejected, ImportDefaults
+from .importers.hl7v2_siu import load_siu_mapping
+from .mllp import MllpServer
 from .rendering import Renderer
 from .sample_data import sample_appointments
 from .scheduler import DispatchTimer
 from .services.auditing import audit_trail
 from .services.csv_import import import_csv_file
+from .services.hl7_import import apply_siu
 from .services.importing import ImportSummary
 from .services.previewing import NotFound, PreviewService
 from .services.reporting import status_report
@@ -146,18 +150,12 @@ def import_file(
     workers: Annotated[int | None, typer.Option(help="Validation processes (0: none).")] = None,
     errors_csv: Annotated[Path | None, typer.Option(help="Write every row error here.")] = None,
 ) -> None:
-    """Import a CSV export of appointments and (re)plan their reminders."""
+    """Import a CSV export (or an HL7 v2 SIU batch file, *.hl7) and (re)plan the reminders."""
     service = _service()
-    target = service.catalog.clinics.get(clinic)
-    if target is None:
-        err.print(f"[red]--clinic:[/red] no clinic {clinic!r} in the configuration")
-        raise typer.Exit(EXIT_UNUSABLE)
-    defaults = ImportDefaults(
-        clinic_id=target.id,
-        timezone=target.timezone,
-        phone_region=target.phone_region,
-        language=target.default_language,
-    )
+    defaults = _defaults(service, clinic)
+    if _is_hl7(file):
+        _import_hl7(service, file, defaults, mapping)
+        return
     try:
         parsed_mapping = load_mapping(mapping) if mapping else None
         with _progress() as progress:
@@ -180,6 +178,51 @@ def import_file(
         raise typer.Exit(EXIT_UNUSABLE) from None
     _print_summary(summary, errors_csv)
     if summary.rejected:
+        raise typer.Exit(EXIT_ROWS_REJECTED)
+
+
+def _defaults(service: bootstrap.Service, clinic: str | None) -> ImportDefaults:
+    target = service.catalog.clinics.get(clinic)
+    if target is None:
+        err.print(f"[red]--clinic:[/red] no clinic {clinic!r} in the configuration")
+        raise typer.Exit(EXIT_UNUSABLE)
+    return ImportDefaults(
+        clinic_id=target.id,
+        timezone=target.timezone,
+        phone_region=target.phone_region,
+        language=target.default_language,
+    )
+
+
+def _is_hl7(file: Path) -> bool:
+    if file.suffix.lower() in {".hl7", ".er7"}:
+        return True
+    with file.open("rb") as handle:
+        head = handle.read(8).lstrip(b"\x0b\xef\xbb\xbf \r\n")
+    return head.startswith((b"MSH", b"FHS", b"BHS"))
+
+
+def _import_hl7(
+    service: bootstrap.Service, file: Path, defaults: ImportDefaults, mapping: Path | None
+) -> None:
+    try:
+        siu_mapping = load_siu_mapping(mapping) if mapping else None
+    except ConfigError as exc:
+        _config_problems(exc)
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    results, summary = apply_siu(
+        service.importer, file.read_bytes(), defaults, mapping=siu_mapping, label=file.name
+    )
+    _print_summary(summary, None)
+    for result in results:
+        if result.ack != "AA":
+            out.print(
+                f"message {result.change.index} ({result.change.control_id or 'no control id'}): "
+                f"{result.ack} {result.text}",
+                markup=False,
+                highlight=False,
+            )
+    if any(result.ack != "AA" for result in results):
         raise typer.Exit(EXIT_ROWS_REJECTED)
 
 
@@ -296,6 +339,43 @@ def run(
         if server is not None:
             server.stop()
         service.close()
+
+
+@app.command()
+def mllp(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (MLLP's usual is 2575).")] = 2575,
+    mapping: Annotated[Path | None, typer.Option(help="HL7 SIU mapping file (YAML).")] = None,
+) -> None:
+    """Receive HL7 v2 SIU messages over MLLP until Ctrl-C or SIGTERM; each is applied and
+    acknowledged (AA, AE with the reason, or AR)."""
+    service = _service()
+    try:
+        siu_mapping = load_siu_mapping(mapping) if mapping else None
+    except ConfigError as exc:
+        _config_problems(exc)
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    defaults = _defaults(service, None)
+
+    def handle(frame: bytes) -> tuple[str, str]:
+        results, _ = apply_siu(service.importer, frame, defaults, mapping=siu_mapping, label="mllp")
+        worst = max(results, key=lambda r: ("AA", "AE", "AR").index(r.ack), default=None)
+        return (worst.ack, worst.text) if worst else ("AR", "no HL7 message in the frame")
+
+    async def main() -> None:
+        server = MllpServer(handle, host, port)
+        await server.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        serving = asyncio.create_task(server.serve_forever())
+        await stop.wait()
+        serving.cancel()
+        await server.close()
+
+    asyncio.run(main())
+    service.close()
 
 
 @app.command()

@@ -24,6 +24,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 
@@ -142,6 +143,7 @@ class ImportService:
         now = now or self._clock()
         summary = ImportSummary()
         with self._engine.begin() as conn:
+            _one_import_at_a_time(conn)
             summary.import_id = conn.execute(
                 insert(imports)
                 .values(source=source, label=label, started_at=now, summary="{}")
@@ -168,6 +170,7 @@ class ImportService:
         now = self._clock()
         summary = ImportSummary()
         with self._engine.begin() as conn:
+            _one_import_at_a_time(conn)
             summary.import_id = conn.execute(
                 insert(imports)
                 .values(source="replan", label="replan", started_at=now, summary="{}")
@@ -461,6 +464,18 @@ _CANCEL_REASONS = {
 }
 # Re-planning looks back this far: the latest post-procedure step of a protocol is within it.
 REPLAN_LOOKBACK = timedelta(days=60)
+
+
+# Any constant key: the advisory lock below is ours alone.
+IMPORT_LOCK_KEY = 7_302_115_001
+
+
+def _one_import_at_a_time(conn: Connection) -> None:
+    """Imports upsert patients and appointments by external id, so two at once (an MLLP
+    connection and an API call, say) could both insert the same new patient. SQLite's write
+    transaction already serialises them; on PostgreSQL a transaction-scoped advisory lock does."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": IMPORT_LOCK_KEY})
 
 
 def _chunks(items: Iterable[ImportItem]) -> Iterator[list[ImportItem]]:

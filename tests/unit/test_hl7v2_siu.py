@@ -22,7 +22,7 @@ from reminder_service.importers.hl7v2_siu import (
     split_messages,
 )
 
-SAMPLES = Path("/work/shared/conformance/hl7")
+SAMPLES = Path(__file__).parents[1] / "conformance" / "hl7"  # from ../shared/conformance
 REPO = Path(__file__).resolve().parents[2]
 US = ImportDefaults("clinic-us", "America/New_York", "US", "en-US")
 GB = ImportDefaults("clinic-gb", "Europe/London", "GB", "en-GB")

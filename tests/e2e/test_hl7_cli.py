@@ -1,0 +1,101 @@
+"""`reminder-service import FILE.hl7` and `reminder-service mllp`, as real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, select
+
+from reminder_service.store.tables import appointments
+from tests.factories import CONFIG_DIR, ROOT, TEMPLATES_DIR
+
+pytestmark = pytest.mark.slow
+SAMPLES = Path(__file__).parents[1] / "conformance" / "hl7"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "REMINDER_DATABASE_URL": f"sqlite:///{tmp_path / 'reminders.db'}",
+        "REMINDER_OUTBOX_DIR": str(tmp_path / "outbox"),
+        "REMINDER_CONFIG_DIR": str(CONFIG_DIR),
+        "REMINDER_TEMPLATES_DIR": str(TEMPLATES_DIR),
+        "REMINDER_LOG_LEVEL": "WARNING",
+    }
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "reminder_service", *args],
+        env=env, capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def stored(env: dict[str, str]) -> dict[str, str]:
+    engine = create_engine(env["REMINDER_DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(appointments.c.external_id, appointments.c.status))
+            return {external_id: status for external_id, status in rows}
+    finally:
+        engine.dispose()
+
+
+def test_import_takes_an_hl7_batch_file(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    batch = tmp_path / "siu-batch.hl7"
+    names = ["renalware-barts-siu-s12-new-booking.hl7", "renalware-barts-siu-s13-reschedule.hl7",
+             "msfc-siu-s12-biopsy-tq1-pv1-dg1.hl7"]  # fmt: skip
+    batch.write_bytes(b"\r\n".join((SAMPLES / n).read_bytes().rstrip() for n in names))
+    result = cli(env, "import", str(batch))
+    assert result.returncode == 1, result.stderr  # one message could not be applied
+    assert "message 3 (MSG00012): AE" in result.stdout
+    assert stored(env) == {"149549015": "booked", "149549023": "booked"}
+    again = cli(env, "import", str(batch))
+    assert "unchanged" in again.stdout and stored(env) == {
+        "149549015": "booked",
+        "149549023": "booked",
+    }
+
+
+def test_the_mllp_listener_acknowledges_and_applies(env) -> None:  # type: ignore[no-untyped-def]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert cli(env, "migrate").returncode == 0
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reminder_service", "mllp", "--port", str(port)],
+        env=env, cwd=ROOT, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # wait for a real listening socket (not a sleep standing in for a clock)
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                break
+            except OSError:
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                assert time.monotonic() < deadline, "the MLLP listener did not start"
+                time.sleep(0.1)
+        with sock:
+            message = (SAMPLES / "renalware-barts-siu-s15-cancel.hl7").read_bytes()
+            sock.sendall(b"\x0b" + message.replace(b"\n", b"\r") + b"\x1c\r")
+            sock.settimeout(30)
+            answer = b""
+            while b"\x1c\r" not in answer:
+                answer += sock.recv(4096)
+        assert b"MSA|AA|" in answer
+        assert stored(env) == {"149549027": "cancelled"}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+        if process.stderr is not None:
+            process.stderr.close()
+    assert code == 0

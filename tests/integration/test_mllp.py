@@ -1,0 +1,137 @@
+"""The MLLP listener on a real socket: frames split across packets or several per packet,
+garbage and half-frames between them, oversized frames, many connections; each message answered
+with an ACK carrying its control id, and applied."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from reminder_service.bootstrap import Service
+from reminder_service.importers.csv_rows import ImportDefaults
+from reminder_service.importers.hl7_ack import build_ack
+from reminder_service.mllp import MAX_FRAME, MllpServer
+from reminder_service.services.hl7_import import apply_siu
+from reminder_service.store.tables import appointments
+
+SAMPLES = Path(__file__).parents[1] / "conformance" / "hl7"  # from ../shared/conformance
+DEFAULTS = ImportDefaults("riverside", "Europe/London", "GB", "en-GB")
+
+
+def sample(name: str) -> bytes:
+    return (SAMPLES / name).read_bytes().replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+
+
+def framed(message: bytes) -> bytes:
+    return b"\x0b" + message + b"\x1c\r"
+
+
+@pytest.fixture
+def listener(service: Service) -> Iterator[int]:
+    def handle(frame: bytes) -> tuple[str, str]:
+        results, _ = apply_siu(service.importer, frame, DEFAULTS, label="mllp-test")
+        return results[0].ack, results[0].text
+
+    loop = asyncio.new_event_loop()
+    server = MllpServer(handle, "127.0.0.1", 0)
+    loop.run_until_complete(server.start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield server.port
+    asyncio.run_coroutine_threadsafe(server.close(), loop).result(timeout=10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=10)
+    loop.close()
+
+
+def acks(sock: socket.socket, count: int) -> list[dict[str, str]]:
+    """Read `count` framed ACKs; each as {code, control_id, text}."""
+    data, found = b"", []
+    sock.settimeout(30)
+    while len(found) < count:
+        chunk = sock.recv(65536)
+        assert chunk, "the listener closed the connection"
+        data += chunk
+        while b"\x1c\r" in data:
+            frame, data = data.split(b"\x1c\r", 1)
+            segments = frame.lstrip(b"\x0b").decode().split("\r")
+            msa = next(s for s in segments if s.startswith("MSA")).split("|")
+            found.append(
+                {"code": msa[1], "control_id": msa[2], "text": msa[3] if len(msa) > 3 else ""}
+            )
+    return found
+
+
+def stored(service: Service) -> dict[str, Any]:
+    with service.engine.connect() as conn:
+        return dict(conn.execute(select(appointments.c.external_id, appointments.c.status)).all())
+
+
+def test_split_and_batched_frames_with_garbage_between_are_each_acknowledged(
+    service, listener
+) -> None:  # type: ignore[no-untyped-def]
+    book = sample("renalware-barts-siu-s12-new-booking.hl7")
+    cancel = sample("renalware-barts-siu-s15-cancel.hl7")
+    no_contact = sample("msfc-siu-s12-biopsy-tq1-pv1-dg1.hl7")
+    with socket.create_connection(("127.0.0.1", listener)) as sock:
+        whole = framed(book)
+        sock.sendall(b"garbage before any frame\r\n")  # never answered, never crashes it
+        for part in (whole[:7], whole[7:60], whole[60:]):  # one frame in three packets
+            sock.sendall(part)
+        sock.sendall(framed(cancel) + b"\x0bhalf a frame" + framed(no_contact))  # two in one
+        answers = acks(sock, 3)
+    assert [(a["code"], a["control_id"]) for a in answers] == [
+        ("AA", "Q166323123117"),
+        ("AA", cancel.split(b"|")[9].decode()),
+        ("AE", "MSG00012"),
+    ]
+    assert "PID-13" in answers[2]["text"]  # why it was not applied, without patient data
+    assert stored(service) == {"149549015": "booked", "149549027": "cancelled"}
+
+
+def test_an_oversized_frame_is_refused_and_the_connection_goes_on(service, listener) -> None:  # type: ignore[no-untyped-def]
+    with socket.create_connection(("127.0.0.1", listener)) as sock:
+        sock.sendall(b"\x0b" + b"X" * (MAX_FRAME + 10) + b"\x1c\r")
+        sock.sendall(framed(sample("renalware-barts-siu-s12-new-booking.hl7")))
+        answers = acks(sock, 2)
+    assert [a["code"] for a in answers] == ["AR", "AA"]
+
+
+def test_many_connections_at_once_and_a_dropped_one(service, listener) -> None:  # type: ignore[no-untyped-def]
+    with socket.create_connection(("127.0.0.1", listener)) as dropped:
+        dropped.sendall(b"\x0bMSH|^~\\&|half")  # then gone
+    messages = [
+        sample("renalware-barts-siu-s12-new-booking.hl7").replace(b"149549015", f"9000{i}".encode())
+        for i in range(8)
+    ]
+    results: dict[int, str] = {}
+
+    def send(i: int) -> None:
+        with socket.create_connection(("127.0.0.1", listener)) as sock:
+            sock.sendall(framed(messages[i]))
+            results[i] = acks(sock, 1)[0]["code"]
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert results == dict.fromkeys(range(8), "AA")
+    assert {k for k in stored(service) if k.startswith("9000")} == {f"9000{i}" for i in range(8)}
+
+
+def test_an_ack_names_the_control_id_and_uses_the_senders_separators() -> None:
+    message = b"MSH#^~\\&#SEND#FAC#RECV#RFAC#20260101120000##SIU^S12#CTRL42#P#2.5\rSCH#1"
+    ack = build_ack(message, "AE", "SCH-11.4: not a timestamp").decode()
+    msh, msa, err = ack.strip("\r").split("\r")
+    assert msh.startswith("MSH#^~\\&#RECV#RFAC#SEND#FAC#") and "#ACK^S12^ACK#" in msh
+    assert msa == "MSA#AE#CTRL42#SCH-11.4: not a timestamp"
+    assert err.startswith("ERR#") and err.endswith("SCH-11.4: not a timestamp")
+    assert build_ack(b"not hl7 at all", "AR", "unreadable").decode().startswith("MSH|^~\\&|")
