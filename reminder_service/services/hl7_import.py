@@ -44,7 +44,10 @@ def apply_siu(
         for change in changes
         for problem in change.errors
     ]
-    summary = importer.apply(items, source="hl7", label=label, parse_errors=unusable)
+    times = {c.index: c.message_time for c in changes if c.message_time is not None}
+    summary = importer.apply(
+        items, source="hl7", label=label, parse_errors=unusable, source_times=times
+    )
     refused = {e.line: e.reason for e in summary.errors if e.column == "clinic"}
     results = []
     for change in changes:

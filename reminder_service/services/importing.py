@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -79,6 +79,7 @@ class ImportSummary:
     updated: int = 0
     cancelled: int = 0
     unchanged: int = 0
+    out_of_order: int = 0  # older than the change already applied (by the sender's clock)
     not_served: int = 0  # no protocol serves the procedure: stored, no reminders
     rejected: int = 0
     reminders_planned: int = 0
@@ -133,13 +134,15 @@ class ImportService:
         parse_errors: Sequence[RowError] = (),
         progress: Callable[[int], None] | None = None,
         now: datetime | None = None,
+        source_times: Mapping[int, datetime] | None = None,
     ) -> ImportSummary:
         """Apply appointments in order. An item may carry `preplan(...)`'s rows made with the same
         `now` and `plan_until(now)`; they are used if the appointment turns out to be new, and
         ignored otherwise.
 
         `parse_errors` is read after the last item: a streaming parser may still be adding to it
-        while `items` are consumed."""
+        while `items` are consumed. `source_times` (by item line) are when the sender made each
+        change: one older than the change already applied to its appointment is ignored."""
         now = now or self._clock()
         summary = ImportSummary()
         with self._engine.begin() as conn:
@@ -150,7 +153,7 @@ class ImportService:
                 .returning(imports.c.id)
             ).scalar_one()
             for chunk in _chunks(items):
-                self._apply_chunk(conn, chunk, now, summary)
+                self._apply_chunk(conn, chunk, now, summary, source_times or {})
                 if progress:
                     progress(len(chunk))
             summary.errors.extend(parse_errors)
@@ -243,12 +246,16 @@ class ImportService:
         chunk: list[ImportItem],
         now: datetime,
         summary: ImportSummary,
+        source_times: Mapping[int, datetime],
     ) -> None:
         accepted = []
+        sent_at: dict[str, datetime] = {}
         preplanned: dict[str, Preplan] = {}
         for line, appointment, *pre in chunk:
             if pre:
                 preplanned[appointment.external_id] = pre[0]
+            if line in source_times:
+                sent_at[appointment.external_id] = source_times[line]
             if self._catalog.clinics.get(appointment.clinic_id) is None:
                 summary.errors.append(
                     RowError(line, "clinic", f"unknown clinic {appointment.clinic_id!r}")
@@ -261,6 +268,7 @@ class ImportService:
         patient_ids = _upsert_patients(conn, accepted, now)
         existing = _existing_appointments(conn, [a.external_id for a in accepted])
         work = _Chunk()
+        accepted = _in_sender_order(conn, accepted, existing, sent_at, now, summary, work)
         for appointment in accepted:
             prepared = preplanned.get(appointment.external_id)
             values = prepared.values if prepared else records.appointment_values(appointment)
@@ -283,6 +291,7 @@ class ImportService:
                 window = self._plan(appointment, values, now, until)
                 plan = _preplan(values, window, encode)
             values["planned_at"], values["plan_resume_at"] = now, plan.resume_at
+            values["source_time"] = sent_at.get(appointment.external_id)
             new_plans.append(plan)
         changed_plans = [self._plan_into(a, values, now, until) for a, values, _ in work.changed]
         new_ids = _insert_appointments(conn, [values for _, values, _ in work.new])
@@ -470,6 +479,40 @@ REPLAN_LOOKBACK = timedelta(days=60)
 IMPORT_LOCK_KEY = 7_302_115_001
 
 
+def _in_sender_order(
+    conn: Connection,
+    accepted: list[Appointment],
+    existing: dict[str, dict[str, Any]],
+    sent_at: dict[str, datetime],
+    now: datetime,
+    summary: ImportSummary,
+    work: _Chunk,
+) -> list[Appointment]:
+    """Drop the changes older (by their sender's clock) than the one already applied to their
+    appointment, and record each appointment's newest sender time, even when nothing changed:
+    an older message arriving after it must be ignored too."""
+    kept = []
+    for appointment in accepted:
+        row = existing.get(appointment.external_id)
+        when = sent_at.get(appointment.external_id)
+        applied = row["source_time"] if row is not None else None
+        if when is not None and applied is not None and when < applied:
+            assert row is not None
+            summary.out_of_order += 1
+            detail = {"sent": when.isoformat(), "applied": applied.isoformat()}
+            work.audit.append(_event(now, row["id"], "out_of_order", json.dumps(detail)))
+        else:
+            kept.append(appointment)
+    newer = [
+        {"pk": row["id"], "source_time": sent_at[ext]}
+        for ext, row in existing.items()
+        if ext in sent_at and (row["source_time"] is None or sent_at[ext] > row["source_time"])
+    ]
+    if newer:
+        conn.execute(update(appointments).where(appointments.c.id == bindparam("pk")), newer)
+    return kept
+
+
 def _one_import_at_a_time(conn: Connection) -> None:
     """Imports upsert patients and appointments by external id, so two at once (an MLLP
     connection and an API call, say) could both insert the same new patient. SQLite's write
@@ -529,6 +572,7 @@ def _existing_appointments(conn: Connection, external_ids: list[str]) -> dict[st
             "status",
             "version",
             "scheduled_at",
+            "source_time",
         )
     ]
     result = conn.execute(select(*columns).where(appointments.c.external_id.in_(external_ids)))

@@ -84,6 +84,9 @@ appointments = Table(
     # The patient's replies by SMS: 1 confirms, 2 asks for a new time.
     Column("confirmed_at", UtcDateTime),
     Column("new_time_requested_at", UtcDateTime),
+    # When its sender made the latest change applied (HL7 MSH-7): an older message arriving
+    # later (an S13 after a newer S15) changes nothing. NULL: no timed source yet (a CSV).
+    Column("source_time", UtcDateTime),
 )
 
 reminders = Table(

@@ -19,7 +19,7 @@ from reminder_service.importers.csv_rows import ImportDefaults
 from reminder_service.importers.hl7_ack import build_ack
 from reminder_service.mllp import MAX_FRAME, MllpServer
 from reminder_service.services.hl7_import import apply_siu
-from reminder_service.store.tables import appointments
+from reminder_service.store.tables import appointments, audit_log
 
 SAMPLES = Path(__file__).parents[1] / "conformance" / "hl7"  # from ../shared/conformance
 DEFAULTS = ImportDefaults("riverside", "Europe/London", "GB", "en-GB")
@@ -135,3 +135,27 @@ def test_an_ack_names_the_control_id_and_uses_the_senders_separators() -> None:
     assert msa == "MSA#AE#CTRL42#SCH-11.4: not a timestamp"
     assert err.startswith("ERR#") and err.endswith("SCH-11.4: not a timestamp")
     assert build_ack(b"not hl7 at all", "AR", "unreadable").decode().startswith("MSH|^~\\&|")
+
+
+def test_an_older_message_arriving_after_a_newer_one_changes_nothing(service: Service) -> None:
+    booking = sample("renalware-barts-siu-s12-new-booking.hl7")  # MSH-7 2024-11-06 15:07:01
+    cancel = booking.replace(b"SIU^S12", b"SIU^S15").replace(
+        b"|20241106150701|", b"|20241106160000|"
+    )
+    moved = (
+        booking.replace(b"SIU^S12", b"SIU^S13")
+        .replace(b"|20241106150701|", b"|20241106155000|")  # sent before the cancellation...
+        .replace(b"^20241106120000^", b"^20241107120000^")
+    )
+    for message in (booking, cancel, moved):  # ...but it arrives after it
+        results, _ = apply_siu(service.importer, message, DEFAULTS, label="order")
+        assert results[0].ack == "AA"
+    assert stored(service) == {"149549015": "cancelled"}
+    _, summary = apply_siu(service.importer, moved, DEFAULTS, label="again")
+    assert summary.out_of_order == 1
+    with service.engine.connect() as conn:
+        events = conn.execute(select(audit_log.c.event)).scalars().all()
+    assert events.count("out_of_order") == 2
+    # The original booking replayed (an engine resending its queue) is older too.
+    assert apply_siu(service.importer, booking, DEFAULTS)[1].out_of_order == 1
+    assert stored(service) == {"149549015": "cancelled"}
