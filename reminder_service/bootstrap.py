@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from .api.app import create_app
+from .api.appointments import build_router
 from .catalog import Catalog
 from .channels.base import EmailChannel, SmsChannel
 from .channels.outbox import OutboxChannel
@@ -19,12 +20,15 @@ from .clock import Clock, system_clock
 from .configuration.clinics import load_clinics
 from .configuration.delivery_failures import load_failure_table
 from .configuration.protocols import load_protocols
+from .importers.csv_rows import ImportDefaults
 from .rendering import Renderer
+from .services.api_keys import ApiKeys
 from .services.delivery_status import DeliveryStatusService
 from .services.dispatching import DispatchPolicy, DispatchService
 from .services.follow_ups import FollowUps
 from .services.importing import ImportService
 from .services.materializing import Materializer
+from .services.previewing import PreviewService
 from .services.replies import ReplyService
 from .settings import Settings
 from .store.engine import make_engine, migrate
@@ -46,12 +50,29 @@ class Service:
 
     def http_app(self) -> FastAPI:
         token = self.settings.twilio.auth_token if self.settings.twilio else None
+        router = build_router(
+            self.importer,
+            PreviewService(self.engine, self.catalog, self.renderer),
+            ApiKeys(self.engine, self.clock),
+            self.import_defaults,
+        )
         return create_app(
             self.engine,
             self.delivery_status,
             self.replies,
             public_url=self.settings.public_url,
             twilio_auth_token=token,
+            router=router,
+        )
+
+    def import_defaults(self, clinic_id: str | None) -> ImportDefaults:
+        """What an import assumes for rows that do not say: the clinic's zone, region, language."""
+        clinic = self.catalog.clinics.get(clinic_id) or self.catalog.clinics.default
+        return ImportDefaults(
+            clinic_id=clinic.id,
+            timezone=clinic.timezone,
+            phone_region=clinic.phone_region,
+            language=clinic.default_language,
         )
 
     def close(self) -> None:

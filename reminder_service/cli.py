@@ -30,6 +30,7 @@ from .mllp import MllpServer
 from .rendering import Renderer
 from .sample_data import sample_appointments
 from .scheduler import DispatchTimer
+from .services.api_keys import ApiKeys, KeyExists
 from .services.auditing import audit_trail
 from .services.csv_import import import_csv_file
 from .services.hl7_import import apply_siu
@@ -376,6 +377,32 @@ def mllp(
 
     asyncio.run(main())
     service.close()
+
+
+api_key_app = typer.Typer(help="Keys for the HTTP API (shown once; stored as a hash).")
+app.add_typer(api_key_app, name="api-key")
+
+
+@api_key_app.command("create")
+def api_key_create(name: str) -> None:
+    """Create a key named NAME and print it: the only time it is shown."""
+    service = _service()
+    try:
+        key = ApiKeys(service.engine, service.clock).create(name)
+    except KeyExists as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    sys.stdout.write(key + "\n")
+
+
+@api_key_app.command("revoke")
+def api_key_revoke(name: str) -> None:
+    """Revoke the key named NAME at once."""
+    service = _service()
+    if not ApiKeys(service.engine, service.clock).revoke(name):
+        err.print(f"no live API key named {name!r}", markup=False)
+        raise typer.Exit(EXIT_UNUSABLE)
+    out.print(f"revoked {name}", markup=False)
 
 
 @app.command()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 from twilio.request_validator import RequestValidator
@@ -27,6 +27,7 @@ def create_app(
     *,
     public_url: str,
     twilio_auth_token: str | None,
+    router: APIRouter | None = None,
 ) -> FastAPI:
     app = FastAPI(title="reminder-service", docs_url="/docs", redoc_url=None)
     validator = RequestValidator(twilio_auth_token) if twilio_auth_token else None
@@ -89,4 +90,6 @@ def create_app(
             twiml.message(outcome.answer)
         return Response(str(twiml), media_type="application/xml")
 
+    if router is not None:
+        app.include_router(router)
     return app

@@ -30,7 +30,7 @@ from sqlalchemy import (
 
 from ..catalog import Catalog
 from ..clock import Clock
-from ..domain.appointment import Appointment, AppointmentStatus
+from ..domain.appointment import Appointment, AppointmentStatus, Patient
 from ..domain.planning import (
     STAFF_ALERT_REASON,
     PlannedReminder,
@@ -42,6 +42,7 @@ from ..domain.protocol import Channel
 from ..domain.reconcile import OPEN, reconcile
 from ..importers.csv_rows import RowError
 from ..store import bulk, records
+from ..store.engine import reading
 from ..store.records import RowData
 from ..store.tables import appointments, imports, patients, reminders
 from .follow_ups import STAFF_CHANNEL, STAFF_TEMPLATE
@@ -120,6 +121,16 @@ class ImportService:
 
     def now(self) -> datetime:
         return self._clock()
+
+    def known_patient(self, external_id: str) -> Patient | None:
+        """A patient already stored under this id (a FHIR reference to one not in the bundle)."""
+        with reading(self._engine) as conn:
+            row = (
+                conn.execute(select(patients).where(patients.c.external_id == external_id))
+                .mappings()
+                .first()
+            )
+        return records.patient_from_row(row) if row is not None else None
 
     def plan_until(self, now: datetime) -> datetime:
         """The end of the planning horizon for an import made at `now`."""

@@ -48,22 +48,26 @@ def appointment_values(appointment: Appointment) -> dict[str, Any]:
     return values
 
 
+def patient_from_row(patient: RowData) -> Patient:
+    return Patient(
+        external_id=patient["external_id"],
+        first_name=patient["first_name"],
+        last_name=patient["last_name"],
+        mobile=patient["mobile"],
+        email=patient["email"],
+        language=patient["language"],
+        timezone=patient["timezone"],
+        sms_consent=patient["sms_consent"],
+        deceased=bool(patient["deceased"]),
+        do_not_contact=bool(patient["do_not_contact"]),
+    )
+
+
 def appointment_from_row(row: RowData, patient: RowData) -> Appointment:
     return Appointment(
         external_id=row["external_id"],
         clinic_id=row["clinic_id"],
-        patient=Patient(
-            external_id=patient["external_id"],
-            first_name=patient["first_name"],
-            last_name=patient["last_name"],
-            mobile=patient["mobile"],
-            email=patient["email"],
-            language=patient["language"],
-            timezone=patient["timezone"],
-            sms_consent=patient["sms_consent"],
-            deceased=bool(patient["deceased"]),
-            do_not_contact=bool(patient["do_not_contact"]),
-        ),
+        patient=patient_from_row(patient),
         procedure=row["procedure"],
         start=row["start_at"],
         duration_minutes=row["duration_minutes"],

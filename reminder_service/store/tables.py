@@ -150,6 +150,17 @@ inbound_messages = Table(
     Column("appointment_id", ForeignKey("appointments.id")),  # the one a reply code applied to
 )
 
+# Keys for the HTTP API: only a hash is stored; the key itself is shown once, when created.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("key_hash", String(64), nullable=False, unique=True),  # SHA-256, hex
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime),
+)
+
 audit_log = Table(
     "audit_log",
     metadata,

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, create_engine, func, select
 from bench.generate_appointments import HEADERS, changes, generate, write_csv
 from reminder_service.configuration.clinics import load_clinics
 from reminder_service.sample_data import daytime_zone
-from reminder_service.store.tables import audit_log, reminders
+from reminder_service.store.tables import api_keys, audit_log, reminders
 from tests.factories import CONFIG_DIR, ROOT, TEMPLATES_DIR
 from tests.servers.twilio_api import (
     ACCOUNT_SID,
@@ -442,3 +442,20 @@ def test_run_refuses_to_start_when_its_http_port_is_taken(env) -> None:  # type:
         )  # fmt: skip
     assert result.returncode == 2
     assert "could not listen on 127.0.0.1:" in result.stderr and "--no-http" in result.stderr
+
+
+def test_api_key_create_prints_a_key_once_and_stores_only_its_hash(env) -> None:  # type: ignore[no-untyped-def]
+    created = cli(env, "api-key", "create", "scheduler")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert key.startswith("rs_") and len(key) > 40
+    assert cli(env, "api-key", "create", "scheduler").returncode == 2  # one key per name
+    engine = create_engine(env["REMINDER_DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(select(api_keys.c.name, api_keys.c.key_hash)).all()
+    finally:
+        engine.dispose()
+    assert [name for name, _ in stored] == ["scheduler"]
+    assert key not in str(stored)
+    assert cli(env, "api-key", "revoke", "scheduler").returncode == 0
