@@ -112,7 +112,16 @@ def build_router(
 
     router = APIRouter(dependencies=[Depends(api_key)])
 
-    @router.post("/appointments", response_model=ImportAnswer)
+    # The bodies are read raw (to limit their size before parsing), so their schemas are
+    # declared here for the OpenAPI document.
+    one = AppointmentIn.model_json_schema()
+    json_body = {"oneOf": [one, {"type": "array", "items": one, "maxItems": MAX_BATCH}]}
+
+    @router.post(
+        "/appointments",
+        response_model=ImportAnswer,
+        openapi_extra=_body("application/json", json_body),
+    )
     async def post_appointments(
         body: Annotated[bytes, Depends(size_limited(MAX_JSON_BYTES))],
     ) -> JSONResponse:
@@ -147,7 +156,11 @@ def build_router(
         summary = importer.apply([(0, cancelled)], source="api", label="cancel")
         return _answer(summary, [], rejected_all=False)
 
-    @router.post("/imports/csv", response_model=ImportAnswer)
+    @router.post(
+        "/imports/csv",
+        response_model=ImportAnswer,
+        openapi_extra=_body("text/csv", {"type": "string"}),
+    )
     async def post_csv(
         request: Request,
         body: Annotated[bytes, Depends(size_limited(MAX_CSV_BYTES))],
@@ -163,8 +176,10 @@ def build_router(
         errors = [ItemError(index=e.line, field=e.column, reason=e.reason) for e in summary.errors]
         return _answer(summary, errors, rejected_all=False)
 
-    @router.post("/fhir/Appointment")
-    @router.post("/fhir")
+    fhir_body = _body("application/fhir+json", {"type": "object"})
+
+    @router.post("/fhir/Appointment", openapi_extra=fhir_body)
+    @router.post("/fhir", openapi_extra=fhir_body)
     async def post_fhir(
         body: Annotated[bytes, Depends(size_limited(MAX_JSON_BYTES))],
     ) -> JSONResponse:
@@ -229,6 +244,10 @@ def _apply_fhir(
     answer = _outcome(200, issues or [_issue("information", "informational", "", "applied")])
     answer.headers["X-Import-Summary"] = json.dumps(summary.counts())
     return answer
+
+
+def _body(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}}}
 
 
 def _appointments_from(body: bytes) -> list[AppointmentIn]:
