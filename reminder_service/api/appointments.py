@@ -25,7 +25,13 @@ from ..importers.csv_rows import (
     RowConverter,
     parse_csv,
 )
-from ..importers.fhir_appointments import FhirChange, FhirOutcome, apply_known_patient, parse_fhir
+from ..importers.fhir_appointments import (
+    FhirChange,
+    FhirOutcome,
+    apply_known_patient,
+    map_patient,
+    parse_fhir,
+)
 from ..services.api_keys import ApiKeys
 from ..services.importing import ImportItem, ImportService, ImportSummary
 from ..services.previewing import NotFound, PreviewService
@@ -217,6 +223,11 @@ def _apply_fhir(
         return _outcome(400, [_issue("error", "structure", "", "not JSON")])
     if not isinstance(document, dict):
         return _outcome(400, [_issue("error", "structure", "", "not a FHIR resource")])
+    patient_issues = _save_patients(document, importer, import_defaults)
+    if document.get("resourceType") == "Patient":
+        errors = [i for i in patient_issues if i["severity"] == "error"]
+        done = [_issue("information", "informational", "", "patient stored")]
+        return _outcome(422 if errors else 200, patient_issues or done)
     changes = [
         _with_known_patient(change, importer)
         for change in parse_fhir(document, defaults=import_defaults)
@@ -244,6 +255,30 @@ def _apply_fhir(
     answer = _outcome(200, issues or [_issue("information", "informational", "", "applied")])
     answer.headers["X-Import-Summary"] = json.dumps(summary.counts())
     return answer
+
+
+def _save_patients(
+    document: dict[str, Any], importer: ImportService, import_defaults: ImportDefaults
+) -> list[dict[str, Any]]:
+    """Store the Patients sent (alone, or in a Bundle) with their FHIR ids, so a later
+    Appointment that only refers to one finds it."""
+    resources: list[tuple[str, dict[str, Any]]] = []
+    if document.get("resourceType") == "Patient":
+        resources.append(("Patient", document))
+    elif document.get("resourceType") == "Bundle":
+        for index, entry in enumerate(document.get("entry") or []):
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(resource, dict) and resource.get("resourceType") == "Patient":
+                resources.append((f"Bundle.entry[{index}].resource", resource))
+    found, issues = [], []
+    for root, resource in resources:
+        patient, problems = map_patient(resource, defaults=import_defaults, root=root)
+        issues += [_issue(i.severity, i.code, i.expression, i.diagnostics) for i in problems]
+        if patient is not None and isinstance(resource.get("id"), str):
+            found.append((resource["id"], patient))
+    if found:
+        importer.save_patients(found)
+    return issues if document.get("resourceType") == "Patient" else []
 
 
 def _body(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:

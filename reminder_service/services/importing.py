@@ -122,15 +122,34 @@ class ImportService:
     def now(self) -> datetime:
         return self._clock()
 
-    def known_patient(self, external_id: str) -> Patient | None:
-        """A patient already stored under this id (a FHIR reference to one not in the bundle)."""
+    def known_patient(self, fhir_id: str) -> Patient | None:
+        """A patient already stored under this FHIR logical id (or, failing that, this external
+        id): an Appointment may refer to a Patient sent earlier."""
         with reading(self._engine) as conn:
-            row = (
-                conn.execute(select(patients).where(patients.c.external_id == external_id))
-                .mappings()
-                .first()
-            )
-        return records.patient_from_row(row) if row is not None else None
+            for column in (patients.c.fhir_id, patients.c.external_id):
+                row = conn.execute(select(patients).where(column == fhir_id)).mappings().first()
+                if row is not None:
+                    return records.patient_from_row(row)
+        return None
+
+    def save_patients(self, found: list[tuple[str, Patient]]) -> int:
+        """Store patients sent without an appointment (a FHIR Patient), each with its FHIR id:
+        contact details are updated, the id remembered. Returns how many were new."""
+        now = self._clock()
+        fresh = 0
+        with self._engine.begin() as conn:
+            _one_import_at_a_time(conn)
+            for fhir_id, patient in found:
+                values = {**records.patient_values(patient), "fhir_id": fhir_id, "updated_at": now}
+                done = conn.execute(
+                    update(patients)
+                    .where(patients.c.external_id == patient.external_id)
+                    .values(**values)
+                )
+                if not done.rowcount:
+                    conn.execute(insert(patients).values(**values))
+                    fresh += 1
+        return fresh
 
     def plan_until(self, now: datetime) -> datetime:
         """The end of the planning horizon for an import made at `now`."""

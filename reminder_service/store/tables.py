@@ -42,6 +42,8 @@ patients = Table(
     Column("sms_consent", String(64), nullable=False, server_default="number given for care"),
     Column("deceased", Boolean, nullable=False, server_default=false()),
     Column("do_not_contact", Boolean, nullable=False, server_default=false()),
+    # The FHIR Patient's logical id, so an Appointment referring to "Patient/<id>" finds them.
+    Column("fhir_id", String(64), index=True),
 )
 
 imports = Table(

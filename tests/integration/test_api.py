@@ -105,13 +105,31 @@ def test_fhir_examples_post_as_they_are(api) -> None:  # type: ignore[no-untyped
     assert answer.json()["resourceType"] == "OperationOutcome"
     assert json.loads(answer.headers["X-Import-Summary"])["imported"] == 1
     assert client.get("/appointments/example", headers=auth).json()["procedure"] == "BMBX"
-    # Alone, the Appointment names Patient/example, which we know by its record number (12345),
-    # not by that resource id: refused, naming the element, nothing changed.
+    # Alone, the Appointment names Patient/example, sent before in the bundle: found by that id.
     appointment["end"] = "2026-12-10T10:30:00Z"
     alone = client.post("/fhir/Appointment", json=appointment, headers=auth)
-    assert alone.status_code == 422, alone.text
-    [issue] = alone.json()["issue"]
+    assert alone.status_code == 200, alone.text
+    assert json.loads(alone.headers["X-Import-Summary"])["updated"] == 1
+    # A reference to a patient nobody sent: refused, naming the element.
+    appointment["participant"][0]["actor"]["reference"] = "Patient/nobody"
+    unknown = client.post("/fhir/Appointment", json=appointment, headers=auth)
+    assert unknown.status_code == 422
+    [issue] = unknown.json()["issue"]
     assert issue["code"] == "not-found" and issue["expression"] == ["Appointment.participant.actor"]
+
+
+def test_the_official_examples_post_as_they_are_patient_first(api) -> None:  # type: ignore[no-untyped-def]
+    client, auth = api
+    patient = (FHIR / "r4-patient-example.json").read_bytes()
+    assert client.post("/fhir", content=patient, headers=auth).status_code == 200
+    appointment = client.post(
+        "/fhir/Appointment",
+        content=(FHIR / "r4-appointment-example.json").read_bytes(),
+        headers=auth,
+    )
+    assert appointment.status_code == 200, appointment.text
+    summary = json.loads(appointment.headers["X-Import-Summary"])
+    assert summary["not_served"] == 1  # its service (General Discussion) has no protocol here
     for name in ("r4-appointment-example2doctors.json", "msfc-siu-s15-01-bundle.json"):
         posted = client.post("/fhir", content=(FHIR / name).read_bytes(), headers=auth)
         assert posted.status_code in (200, 422), (name, posted.text)
