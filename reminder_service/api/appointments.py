@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
@@ -251,7 +252,13 @@ def _apply_fhir(
     errors = [i for i in issues if i["severity"] in ("error", "fatal")]
     if errors and not items:
         return _outcome(422, issues)
-    summary = importer.apply(items, source="fhir", label="POST /fhir")
+    updated = _last_updated(document)
+    times: dict[int, datetime] = {}
+    for item in items:
+        moment = updated[item[0]] if item[0] < len(updated) else None
+        if moment is not None:
+            times[item[0]] = moment
+    summary = importer.apply(items, source="fhir", label="POST /fhir", source_times=times)
     answer = _outcome(200, issues or [_issue("information", "informational", "", "applied")])
     answer.headers["X-Import-Summary"] = json.dumps(summary.counts())
     return answer
@@ -279,6 +286,32 @@ def _save_patients(
     if found:
         importer.save_patients(found)
     return issues if document.get("resourceType") == "Patient" else []
+
+
+def _last_updated(document: dict[str, Any]) -> list[datetime | None]:
+    """Each Appointment's meta.lastUpdated, in document order (as parse_fhir's changes): a change
+    older than the one already applied to its appointment is ignored, as with HL7's MSH-7."""
+    if document.get("resourceType") == "Appointment":
+        resources = [document]
+    else:
+        entries = document.get("entry") or []
+        resources = [
+            e["resource"]
+            for e in entries
+            if isinstance(e, dict)
+            and isinstance(e.get("resource"), dict)
+            and e["resource"].get("resourceType") == "Appointment"
+        ]
+    times: list[datetime | None] = []
+    for resource in resources:
+        meta = resource.get("meta")
+        text = meta.get("lastUpdated") if isinstance(meta, dict) else None
+        try:
+            moment = datetime.fromisoformat(text) if isinstance(text, str) else None
+        except ValueError:
+            moment = None
+        times.append(moment if moment is not None and moment.tzinfo is not None else None)
+    return times
 
 
 def _body(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:

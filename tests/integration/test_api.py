@@ -157,3 +157,20 @@ def test_oversized_bodies_get_413(api) -> None:  # type: ignore[no-untyped-def]
     assert client.post("/fhir", content=big, headers=auth).status_code == 413
     many = [{**ONE, "appointment_id": f"M{i}"} for i in range(1001)]
     assert client.post("/appointments", json=many, headers=auth).status_code == 413
+
+
+def test_an_older_fhir_update_arriving_later_changes_nothing(api) -> None:  # type: ignore[no-untyped-def]
+    client, auth = api
+    patient = json.loads((FHIR / "r4-patient-example.json").read_text())
+    client.post("/fhir", json=patient, headers=auth)
+    appointment = json.loads((FHIR / "r4-appointment-example.json").read_text())
+    appointment.update(start="2026-12-10T09:00:00Z", end="2026-12-10T10:00:00Z")
+    appointment["meta"] = {"lastUpdated": "2026-11-20T10:00:00Z"}
+    cancelled = {
+        **appointment,
+        "status": "cancelled",
+        "meta": {"lastUpdated": "2026-11-21T10:00:00Z"},
+    }
+    for body in (appointment, cancelled, appointment):  # the first update replayed last
+        assert client.post("/fhir/Appointment", json=body, headers=auth).status_code == 200
+    assert client.get("/appointments/example", headers=auth).json()["status"] == "cancelled"

@@ -159,3 +159,23 @@ def test_an_older_message_arriving_after_a_newer_one_changes_nothing(service: Se
     # The original booking replayed (an engine resending its queue) is older too.
     assert apply_siu(service.importer, booking, DEFAULTS)[1].out_of_order == 1
     assert stored(service) == {"149549015": "cancelled"}
+
+
+def test_an_independent_client_python_hl7_sends_the_samples_in_and_out_of_order(
+    service: Service, listener: int
+) -> None:
+    """python-hl7's MLLP client (not our code) sends each sample; every one gets its ACK, and
+    the Barts reschedule and cancellation land whatever the order they arrive in."""
+    import hl7  # noqa: PLC0415 - the independent client, a test dependency only
+    from hl7.client import MLLPClient  # noqa: PLC0415
+
+    names = sorted(path.name for path in SAMPLES.glob("*.hl7"))
+    with MLLPClient("127.0.0.1", listener) as client:
+        for name in reversed(names):  # out of order: cancellations before their bookings
+            answer = client.send_message(sample(name))
+            ack = hl7.parse(answer.decode() if isinstance(answer, bytes) else answer)
+            code, control = str(ack.segment("MSA")[1]), str(ack.segment("MSA")[2])
+            assert code in {"AA", "AE"}, name
+            assert control == str(hl7.parse(sample(name).decode("latin-1")).segment("MSH")[10])
+    status = stored(service)
+    assert status["149549027"] == "cancelled"  # the Barts S15 and S26, both "cancelled" in the end
