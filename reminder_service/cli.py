@@ -183,16 +183,10 @@ def import_file(
 
 
 def _defaults(service: bootstrap.Service, clinic: str | None) -> ImportDefaults:
-    target = service.catalog.clinics.get(clinic)
-    if target is None:
+    if service.catalog.clinics.get(clinic) is None:
         err.print(f"[red]--clinic:[/red] no clinic {clinic!r} in the configuration")
         raise typer.Exit(EXIT_UNUSABLE)
-    return ImportDefaults(
-        clinic_id=target.id,
-        timezone=target.timezone,
-        phone_region=target.phone_region,
-        language=target.default_language,
-    )
+    return service.import_defaults(clinic)
 
 
 def _is_hl7(file: Path) -> bool:

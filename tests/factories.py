@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +66,14 @@ def config_without_sms_caps(tmp_path: Path) -> Path:
         )
     )
     return config
+
+
+def walk_clock(service: Any, clock: Any, until: datetime) -> None:
+    """Move a FakeClock to `until` as the running service's timer would wake: to each next due
+    time, and at least every six hours (so the planning horizon keeps being extended)."""
+    while clock.now < until:
+        service.materializer.materialize()
+        service.dispatcher.dispatch_due()
+        due = service.dispatcher.next_due()
+        step = clock.now + timedelta(hours=6)
+        clock.now = min(due, step) if due is not None and due > clock.now else step

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from ..domain.appointment import AppointmentStatus
 from ..importers.csv_mapping import LAYOUT_FIELDS, OPTIONAL_FIELDS
 from ..importers.csv_rows import (
     FileRejected,
@@ -26,14 +23,8 @@ from ..importers.csv_rows import (
     RowConverter,
     parse_csv,
 )
-from ..importers.fhir_appointments import (
-    FhirChange,
-    FhirOutcome,
-    apply_known_patient,
-    map_patient,
-    parse_fhir,
-)
 from ..services.api_keys import ApiKeys
+from ..services.fhir_import import apply_fhir
 from ..services.importing import ImportItem, ImportService, ImportSummary
 from ..services.previewing import NotFound, PreviewService
 
@@ -155,12 +146,9 @@ def build_router(
 
     @router.post("/appointments/{appointment_id}/cancel", response_model=ImportAnswer)
     def cancel_appointment(appointment_id: str) -> JSONResponse:
-        try:
-            current = previews.preview(appointment_id).appointment
-        except NotFound:
-            raise HTTPException(404, "no such appointment") from None
-        cancelled = replace(current, status=AppointmentStatus.CANCELLED)
-        summary = importer.apply([(0, cancelled)], source="api", label="cancel")
+        summary = importer.cancel(appointment_id, source="api")
+        if summary is None:
+            raise HTTPException(404, "no such appointment")
         return _answer(summary, [], rejected_all=False)
 
     @router.post(
@@ -224,94 +212,13 @@ def _apply_fhir(
         return _outcome(400, [_issue("error", "structure", "", "not JSON")])
     if not isinstance(document, dict):
         return _outcome(400, [_issue("error", "structure", "", "not a FHIR resource")])
-    patient_issues = _save_patients(document, importer, import_defaults)
-    if document.get("resourceType") == "Patient":
-        errors = [i for i in patient_issues if i["severity"] == "error"]
-        done = [_issue("information", "informational", "", "patient stored")]
-        return _outcome(422 if errors else 200, patient_issues or done)
-    changes = [
-        _with_known_patient(change, importer)
-        for change in parse_fhir(document, defaults=import_defaults)
-    ]
-    items: list[ImportItem] = []
-    for index, change in enumerate(changes):
-        if change.appointment is None:
-            continue
-        appointment = change.appointment
-        if change.outcome == FhirOutcome.NO_SHOW:
-            appointment = replace(appointment, status=AppointmentStatus.CANCELLED)
-        items.append((index, appointment))
-    issues = [_issue(i.severity, i.code, i.expression, i.diagnostics)
-              for change in changes for i in change.issues]  # fmt: skip
-    issues += [
-        _issue("error", "not-found", "Appointment.participant.actor",
-               f"{change.patient_reference} is neither in the request nor a known patient")
-        for change in changes
-        if change.outcome == FhirOutcome.NEEDS_PATIENT
-    ]  # fmt: skip
-    errors = [i for i in issues if i["severity"] in ("error", "fatal")]
-    if errors and not items:
-        return _outcome(422, issues)
-    updated = _last_updated(document)
-    times: dict[int, datetime] = {}
-    for item in items:
-        moment = updated[item[0]] if item[0] < len(updated) else None
-        if moment is not None:
-            times[item[0]] = moment
-    summary = importer.apply(items, source="fhir", label="POST /fhir", source_times=times)
+    result = apply_fhir(importer, document, import_defaults)
+    issues = [_issue(i.severity, i.code, i.expression, i.diagnostics) for i in result.issues]
+    if result.summary is None:
+        return _outcome(422, issues or [_issue("error", "required", "", "no appointment")])
     answer = _outcome(200, issues or [_issue("information", "informational", "", "applied")])
-    answer.headers["X-Import-Summary"] = json.dumps(summary.counts())
+    answer.headers["X-Import-Summary"] = json.dumps(result.summary.counts())
     return answer
-
-
-def _save_patients(
-    document: dict[str, Any], importer: ImportService, import_defaults: ImportDefaults
-) -> list[dict[str, Any]]:
-    """Store the Patients sent (alone, or in a Bundle) with their FHIR ids, so a later
-    Appointment that only refers to one finds it."""
-    resources: list[tuple[str, dict[str, Any]]] = []
-    if document.get("resourceType") == "Patient":
-        resources.append(("Patient", document))
-    elif document.get("resourceType") == "Bundle":
-        for index, entry in enumerate(document.get("entry") or []):
-            resource = entry.get("resource") if isinstance(entry, dict) else None
-            if isinstance(resource, dict) and resource.get("resourceType") == "Patient":
-                resources.append((f"Bundle.entry[{index}].resource", resource))
-    found, issues = [], []
-    for root, resource in resources:
-        patient, problems = map_patient(resource, defaults=import_defaults, root=root)
-        issues += [_issue(i.severity, i.code, i.expression, i.diagnostics) for i in problems]
-        if patient is not None and isinstance(resource.get("id"), str):
-            found.append((resource["id"], patient))
-    if found:
-        importer.save_patients(found)
-    return issues if document.get("resourceType") == "Patient" else []
-
-
-def _last_updated(document: dict[str, Any]) -> list[datetime | None]:
-    """Each Appointment's meta.lastUpdated, in document order (as parse_fhir's changes): a change
-    older than the one already applied to its appointment is ignored, as with HL7's MSH-7."""
-    if document.get("resourceType") == "Appointment":
-        resources = [document]
-    else:
-        entries = document.get("entry") or []
-        resources = [
-            e["resource"]
-            for e in entries
-            if isinstance(e, dict)
-            and isinstance(e.get("resource"), dict)
-            and e["resource"].get("resourceType") == "Appointment"
-        ]
-    times: list[datetime | None] = []
-    for resource in resources:
-        meta = resource.get("meta")
-        text = meta.get("lastUpdated") if isinstance(meta, dict) else None
-        try:
-            moment = datetime.fromisoformat(text) if isinstance(text, str) else None
-        except ValueError:
-            moment = None
-        times.append(moment if moment is not None and moment.tzinfo is not None else None)
-    return times
 
 
 def _body(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -344,17 +251,6 @@ def _validation_text(exc: ValueError) -> str:
 def _answer(summary: ImportSummary, errors: list[ItemError], *, rejected_all: bool) -> JSONResponse:
     payload = ImportAnswer(summary=summary.counts(), errors=errors).model_dump()
     return JSONResponse(payload, status_code=422 if rejected_all else 200)
-
-
-def _with_known_patient(change: FhirChange, importer: ImportService) -> FhirChange:
-    """A reference to a Patient not in the bundle: a patient we already know by that id."""
-    if change.outcome != FhirOutcome.NEEDS_PATIENT or not change.patient_reference:
-        return change
-    patient_id = change.patient_reference.rsplit("/", 1)[-1]
-    known = importer.known_patient(patient_id)
-    if known is None:
-        return change
-    return apply_known_patient(change, known)
 
 
 def _issue(severity: str, code: str, expression: str, diagnostics: str) -> dict[str, Any]:

@@ -264,7 +264,7 @@ class RowConverter:
         layout = mapping or DEFAULT_LAYOUT
         index, header_problems = _locate(headers, layout)
         # No headers means an empty file: nothing to convert, so nothing to complain about.
-        problems = (header_problems if headers else []) + _defaults_problems(defaults)
+        problems = (header_problems if headers else []) + defaults_problems(defaults)
         if problems:
             raise ValueError("; ".join(problems))
         self._width = len(headers)
@@ -457,7 +457,7 @@ class RowConverter:
                 self._fail(errors, line, "start_time", wall)
             if isinstance(day, str) or isinstance(wall, str):
                 return _EPOCH
-            result, name = _resolve(datetime.combine(day, wall), zone_name), "start_time"
+            result, name = resolve_local(datetime.combine(day, wall), zone_name), "start_time"
         else:
             result, name = (
                 _parse_start(self._cell(values, "start"), self._formats["start"], zone_name),
@@ -490,11 +490,11 @@ class RowConverter:
         mobile_text, email_text = self._cell(values, "mobile"), self._cell(values, "email")
         mobile = email = None
         if mobile_text:
-            mobile, reason = _mobile(mobile_text, self._regions(zone_name))
+            mobile, reason = parse_mobile(mobile_text, self._regions(zone_name))
             if reason:
                 self._fail(errors, line, "mobile", reason)
         if email_text:
-            email, reason = _email(email_text)
+            email, reason = parse_email(email_text)
             if reason:
                 self._fail(errors, line, "email", reason)
         if not mobile_text and not email_text and status is AppointmentStatus.BOOKED:
@@ -540,7 +540,7 @@ def parse_csv(
 # --- per-value work, cached because clinics repeat dates, times, zones and patients ---------------
 
 
-def _defaults_problems(defaults: ImportDefaults) -> list[str]:
+def defaults_problems(defaults: ImportDefaults) -> list[str]:
     problems = []
     if not defaults.clinic_id.strip():
         problems.append("default clinic_id is empty")
@@ -583,7 +583,7 @@ def _parse_start(text: str, formats: tuple[str, ...], zone_name: str) -> datetim
         parsed = _iso_start(text)
         if parsed is None:
             return f"{_clip(text)!r} is not an ISO 8601 date and time such as 2026-12-03T09:30"
-    return _resolve(parsed, zone_name)
+    return resolve_local(parsed, zone_name)
 
 
 def _iso_start(text: str) -> datetime | None:
@@ -641,7 +641,7 @@ def _strptime(text: str, formats: tuple[str, ...]) -> datetime | None:
 
 
 @lru_cache(maxsize=16384)
-def _resolve(moment: datetime, zone_name: str) -> datetime | str:
+def resolve_local(moment: datetime, zone_name: str) -> datetime | str:
     """Aware -> UTC; naive -> wall-clock in the zone, fold=0 (see the module docstring)."""
     if moment.tzinfo is not None:
         return moment.astimezone(UTC)
@@ -669,7 +669,7 @@ def _minutes(text: str, unit: str) -> int | str:
 
 
 @lru_cache(maxsize=16384)
-def _mobile(text: str, regions: tuple[str, ...]) -> tuple[str | None, str]:
+def parse_mobile(text: str, regions: tuple[str, ...]) -> tuple[str | None, str]:
     """(E.164, "") or (None, reason), judged in the first region where the number is valid.
 
     One parse and one type lookup per region tried: ~20-40 us for a new number.
@@ -708,7 +708,7 @@ _DOT_ATOM = re.compile(r"[A-Za-z0-9_!#$%&'*+\-/=?^`{|}~]+(?:\.[A-Za-z0-9_!#$%&'*
 _ROLE_MAILBOXES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)  # validate_email lower-cases these
 
 
-def _email(text: str) -> tuple[str | None, str]:
+def parse_email(text: str) -> tuple[str | None, str]:
     """(normalized, "") or (None, reason), as email_validator decides.
 
     Most of validate_email's ~30 us goes on the domain, which patients share (a few hundred per

@@ -76,7 +76,13 @@ from hl7apy.parser import get_message_info  # type: ignore[import-untyped]
 from ..configuration.problems import ConfigError, ConfigProblem, check_keys, read_yaml
 from ..domain.appointment import FLAG_NAMES, Appointment, AppointmentStatus, Patient, Tristate
 from .csv_mapping import TRISTATE_WORDS, normalise_language
-from .csv_rows import ImportDefaults, _defaults_problems, _email, _mobile, _resolve
+from .csv_rows import (
+    ImportDefaults,
+    defaults_problems,
+    parse_email,
+    parse_mobile,
+    resolve_local,
+)
 
 # --- public types ---------------------------------------------------------------------------------
 
@@ -462,7 +468,7 @@ def parse_timestamp(text: str, zone_name: str) -> datetime | str:
         if offset >= timedelta(hours=24):
             return "has an offset of 24 hours or more"
         return moment.replace(tzinfo=timezone(-offset if sign == "-" else offset)).astimezone(UTC)
-    resolved = _resolve(moment, zone_name)
+    resolved = resolve_local(moment, zone_name)
     return (
         "does not exist in the local time zone (clocks go forward)"
         if isinstance(resolved, str)
@@ -663,18 +669,18 @@ class _Mapper:
     def _mobile(self, marked: list[tuple[str, str]], other: list[tuple[str, str]]) -> str | None:
         region = (self.defaults.phone_region.upper(),)
         for where, number in marked:
-            mobile, reason = _mobile(number, region)
+            mobile, reason = parse_mobile(number, region)
             if mobile:
                 return mobile
             self.warn(where, f"mobile number dropped: {reason}")
         for _where, number in other:  # unmarked: a landline here is expected, not a problem
-            mobile, _reason = _mobile(number, region)
+            mobile, _reason = parse_mobile(number, region)
             if mobile:
                 return mobile
         return None
 
     def _email(self, where: str, address: str) -> str | None:
-        email, reason = _email(address)
+        email, reason = parse_email(address)
         if reason:
             self.warn(where, f"email dropped: {reason}")
         return email
@@ -844,7 +850,7 @@ def parse_siu(
     filename: str = "",
 ) -> list[SiuChange]:
     """One SiuChange per message in `data`, in order. Raises ValueError for bad defaults."""
-    problems = _defaults_problems(defaults)
+    problems = defaults_problems(defaults)
     if problems:
         where = f"{filename}: " if filename else ""
         raise ValueError(where + "; ".join(problems))

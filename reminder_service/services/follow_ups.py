@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 STAFF_CHANNEL = "staff"  # a reminders row addressed to the clinic's staff, not the patient
 STAFF_TEMPLATE = "staff_alert"
 UNDELIVERED = frozenset({"undelivered", "failed"})
-OPEN = frozenset({ReminderStatus.PENDING.value, ReminderStatus.SENDING.value})
+ON_ITS_WAY = frozenset({ReminderStatus.PENDING.value, ReminderStatus.SENDING.value})
 
 
 class FollowUps:
@@ -89,13 +89,14 @@ class FollowUps:
             and not has_email_row
             and self._fallback_allowed(protocol_id, row["step_id"])
         ):
-            return _row(row, Channel.EMAIL.value, row["template"], now,
-                        "fallback: the SMS could not be delivered")  # fmt: skip
+            return _fallback_email(row, now)
         failures = [f"{row['channel']}: {why}"]
         failures += [f"{s['channel']}: {_why(s)}" for s in others if s["channel"] != STAFF_CHANNEL]
         reason = f"{row['step_id']}: no channel reached the patient ({'; '.join(sorted(failures))})"
-        alert = _row(row, STAFF_CHANNEL, STAFF_TEMPLATE, now, reason, not_after=None)
-        return {**alert, "alert": reason}
+        return staff_alert_row(
+            row["appointment_id"], row["appointment_version"], row["step_id"], reason, now,
+            nominal_at=row["nominal_at"], fallback_for=row["id"],
+        )  # fmt: skip
 
     def _fallback_allowed(self, protocol_id: str | None, step_id: str) -> bool:
         protocol = self._catalog.protocol_or_none(protocol_id)
@@ -113,35 +114,61 @@ def _why(row: RowData) -> str:
 def _reaches_patient(row: RowData) -> bool:
     if row["channel"] == STAFF_CHANNEL:
         return False
-    if row["status"] in OPEN:
+    if row["status"] in ON_ITS_WAY:
         return True
     return row["status"] == ReminderStatus.SENT.value and row["delivery_status"] not in UNDELIVERED
 
 
-def _row(
-    failed: RowData,
-    channel: str,
-    template: str,
-    now: datetime,
-    reason: str,
-    *,
-    not_after: Any = ...,
-) -> dict[str, Any]:
+def _fallback_email(failed: RowData, now: datetime) -> dict[str, Any]:
+    """The step by email, standing in for its failed SMS: same template and deadline, due now."""
     return {
         "appointment_id": failed["appointment_id"],
         "appointment_version": failed["appointment_version"],
         "import_id": None,
         "step_id": failed["step_id"],
-        "channel": channel,
-        "template": template,
+        "channel": Channel.EMAIL.value,
+        "template": failed["template"],
         "nominal_at": failed["nominal_at"],
         "due_at": now,
-        "not_after": failed["not_after"] if not_after is ... else not_after,
+        "not_after": failed["not_after"],
         "status": ReminderStatus.PENDING.value,
-        "reason": reason,
+        "reason": "fallback: the SMS could not be delivered",
         "attempts": 0,
         "fallback_for": failed["id"],
         "alert": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def staff_alert_row(
+    appointment_id: int,
+    appointment_version: int,
+    step_id: str,
+    alert: str,
+    now: datetime,
+    *,
+    nominal_at: datetime | None = None,
+    fallback_for: int | None = None,
+    import_id: int | None = None,
+) -> dict[str, Any]:
+    """A reminder row that emails the clinic's staff `alert` (it names the appointment and the
+    reason, never a message), due now and with no deadline. The one way alerts are made."""
+    return {
+        "appointment_id": appointment_id,
+        "appointment_version": appointment_version,
+        "import_id": import_id,
+        "step_id": step_id,
+        "channel": STAFF_CHANNEL,
+        "template": STAFF_TEMPLATE,
+        "nominal_at": nominal_at or now,
+        "due_at": now,
+        "not_after": None,
+        "status": ReminderStatus.PENDING.value,
+        "reason": "staff alert",
+        "attempts": 0,
+        "fallback_for": fallback_for,
+        "alert": alert,
         "created_at": now,
         "updated_at": now,
     }

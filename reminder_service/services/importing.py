@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -45,7 +45,7 @@ from ..store import bulk, records
 from ..store.engine import reading
 from ..store.records import RowData
 from ..store.tables import appointments, imports, patients, reminders
-from .follow_ups import STAFF_CHANNEL, STAFF_TEMPLATE
+from .follow_ups import STAFF_CHANNEL, staff_alert_row
 
 CHUNK = 1000
 # A patient who got the appointment as a calendar entry (.ics) gets its cancellation too: an
@@ -121,6 +121,25 @@ class ImportService:
 
     def now(self) -> datetime:
         return self._clock()
+
+    def cancel(self, external_id: str, *, source: str) -> ImportSummary | None:
+        """Cancel a stored appointment (every open reminder stops); None if there is none."""
+        with reading(self._engine) as conn:
+            row = (
+                conn.execute(select(appointments).where(appointments.c.external_id == external_id))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return None
+            patient = (
+                conn.execute(select(patients).where(patients.c.id == row["patient_id"]))
+                .mappings()
+                .one()
+            )
+        current = records.appointment_from_row(row, patient)
+        cancelled = replace(current, status=AppointmentStatus.CANCELLED)
+        return self.apply([(0, cancelled)], source=source, label=f"cancel {external_id}")
 
     def known_patient(self, fhir_id: str) -> Patient | None:
         """A patient already stored under this FHIR logical id (or, failing that, this external
@@ -719,23 +738,9 @@ def _staff_alert_rows(
     """One alert email to the clinic's staff per step (alerts name "step/channel: reason")."""
     steps = {alert.split("/", 1)[0]: alert.split(": ", 1)[-1] for alert in alerts}
     return [
-        {
-            "appointment_id": appointment_id,
-            "appointment_version": version,
-            "import_id": import_id,
-            "step_id": step,
-            "channel": STAFF_CHANNEL,
-            "template": STAFF_TEMPLATE,
-            "nominal_at": now,
-            "due_at": now,
-            "not_after": None,
-            "status": ReminderStatus.PENDING.value,
-            "reason": "staff alert",
-            "alert": f"{step}: {reason}",
-            "attempts": 0,
-            "created_at": now,
-            "updated_at": now,
-        }
+        staff_alert_row(
+            appointment_id, version, step, f"{step}: {reason}", now, import_id=import_id
+        )
         for step, reason in steps.items()
     ]
 

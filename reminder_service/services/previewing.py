@@ -167,24 +167,13 @@ class PreviewService:
     def _planned_line(
         self, planned: PlannedReminder, appointment: Appointment, stored: RowData
     ) -> PreviewLine:
-        subject = body = None
-        reason = planned.reason
-        if planned.status in SHOW_BODY:
-            reminder = {"template": planned.template, "channel": planned.channel.value}
-            try:
-                subject, body = self._render(reminder, appointment, stored)
-            except RenderError as exc:
-                reason = f"{reason}; cannot render: {exc}"
-        return PreviewLine(
-            step=planned.step_id,
-            channel=planned.channel.value,
-            due_at=planned.due_at.astimezone(zone(appointment.patient.timezone)),
-            status=planned.status.value,
-            reason=reason,
-            subject=subject,
-            body=body,
-            reminder_id=None,
-        )
+        """A reminder not stored yet, shown as its row will be."""
+        row = {
+            "id": None, "step_id": planned.step_id, "channel": planned.channel.value,
+            "template": planned.template, "status": planned.status.value,
+            "reason": planned.reason, "due_at": planned.due_at, "sent_at": None, "alert": None,
+        }  # fmt: skip
+        return self._line(row, appointment, stored)
 
     def _render(
         self, reminder: RowData, appointment: Appointment, stored: RowData

@@ -26,14 +26,13 @@ from ..catalog import Catalog
 from ..clock import Clock
 from ..domain.appointment import AppointmentStatus
 from ..domain.clinic import Clinic
-from ..domain.planning import ReminderStatus
 from ..domain.protocol import Channel
 from ..domain.replies import ReplyKind, classify_reply
 from ..rendering import Renderer, RenderError
 from ..store import bulk
 from ..store.records import RowData
 from ..store.tables import appointments, inbound_messages, patients, reminders, sms_opt_outs
-from .follow_ups import STAFF_CHANNEL, STAFF_TEMPLATE, record_opt_outs
+from .follow_ups import record_opt_outs, staff_alert_row
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +114,8 @@ class ReplyService:
             _set(conn, appointment["id"], new_time_requested_at=now)
             reason = "the patient replied 2: asks for a new time"
             _audit(conn, now, appointment["id"], "staff_alert", reason)
-            conn.execute(insert(reminders).values(**_staff_alert(appointment, reason, now)))
+            alert = staff_alert_row(appointment["id"], appointment["version"], "reply", reason, now)
+            conn.execute(insert(reminders).values(**alert))
             return "new_time"
         _audit(conn, now, appointment_id, "reply", "a free-text reply for staff (kept, not logged)")
         return None
@@ -168,21 +168,3 @@ def _audit(
     entry = {"at": now, "appointment_id": appointment_id, "reminder_id": None, "event": event,
              "reason": reason, "detail": None}  # fmt: skip
     bulk.insert_audit(conn, [entry])
-
-
-def _staff_alert(appointment: RowData, reason: str, now: datetime) -> dict[str, Any]:
-    return {
-        "appointment_id": appointment["id"],
-        "appointment_version": appointment["version"],
-        "step_id": "reply",
-        "channel": STAFF_CHANNEL,
-        "template": STAFF_TEMPLATE,
-        "nominal_at": now,
-        "due_at": now,
-        "status": ReminderStatus.PENDING.value,
-        "reason": "staff alert",
-        "alert": reason,
-        "attempts": 0,
-        "created_at": now,
-        "updated_at": now,
-    }

@@ -6,7 +6,7 @@ every six hours (so the planning horizon keeps being extended)."""
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import time, timedelta
 from typing import Any
 
 import pytest
@@ -15,7 +15,7 @@ from sqlalchemy import select
 from reminder_service.bootstrap import Service
 from reminder_service.domain.timing import zone
 from reminder_service.store.tables import reminders
-from tests.factories import appointment, local, patient
+from tests.factories import appointment, local, patient, walk_clock
 
 # (zone, the appointment's local start just after a transition, what the transition is)
 SCENARIOS = [
@@ -27,15 +27,6 @@ SCENARIOS = [
     ("Australia/Sydney", (2026, 10, 5, 9, 30), "spring forward, Sun 4 Oct"),
 ]
 AT_TIMES = {"medicines": time(10), "escort": time(10), "day_before": time(18), "next_day": time(10)}
-
-
-def walk(service: Service, clock, until: datetime) -> None:  # type: ignore[no-untyped-def]
-    while clock.now < until:
-        service.materializer.materialize()
-        service.dispatcher.dispatch_due()
-        due = service.dispatcher.next_due()
-        step = clock.now + timedelta(hours=6)
-        clock.now = min(due, step) if due is not None and due > clock.now else step
 
 
 def sent(service: Service) -> list[Any]:
@@ -54,7 +45,7 @@ def test_every_message_at_its_local_time_inside_the_window(
     appt = appointment(start=local(tz, *start), patient=patient(timezone=tz))
     clock.now = appt.start - timedelta(days=12)  # booked well ahead, at some hour of the day
     service.importer.apply([(2, appt)], source="t", label="t")
-    walk(service, clock, appt.start + timedelta(days=4))
+    walk_clock(service, clock, appt.start + timedelta(days=4))
     messages = sent(service)
     assert {m["step_id"] for m in messages} >= {"booked", "medicines", "escort", "day_before",
                                                  "after_care", "next_day"}  # fmt: skip
@@ -92,7 +83,7 @@ def test_a_patient_in_another_zone_gets_their_own_local_times(service, clock) ->
                        patient=patient(timezone="America/New_York"))  # fmt: skip
     clock.now = appt.start - timedelta(days=12)
     service.importer.apply([(2, appt)], source="t", label="t")
-    walk(service, clock, appt.start + timedelta(days=4))
+    walk_clock(service, clock, appt.start + timedelta(days=4))
     by_step = {m["step_id"]: m["sent_at"] for m in sent(service) if m["channel"] == "sms"}
     new_york, london = zone("America/New_York"), zone("Europe/London")
     assert by_step["day_before"].astimezone(new_york).time() == time(18)

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from reminder_service import bootstrap
 from reminder_service.bootstrap import Service
 from reminder_service.store.tables import audit_log, reminders
-from tests.factories import appointment, local
+from tests.factories import appointment, local, walk_clock
 
 ESCORT_LINE = "Remember: an adult must take you home and stay 24 hours."
 
@@ -37,15 +37,6 @@ def merging_config(tmp_path: Path, settings: Any, escort_changes: dict[str, str]
     return replace(settings, config_dir=config, templates_dir=templates)
 
 
-def walk(service: Service, clock, until) -> None:  # type: ignore[no-untyped-def]
-    while clock.now < until:
-        service.materializer.materialize()
-        service.dispatcher.dispatch_due()
-        due = service.dispatcher.next_due()
-        step = clock.now + timedelta(hours=6)
-        clock.now = min(due, step) if due is not None and due > clock.now else step
-
-
 def sms_rows(service: Service) -> dict[str, Any]:
     with service.engine.connect() as conn:
         rows = conn.execute(select(reminders).where(reminders.c.channel == "sms")).mappings()
@@ -59,7 +50,7 @@ def test_an_sms_over_the_cap_merges_into_the_next_text(settings, clock, tmp_path
     service = bootstrap.build(merging, clock)
     try:
         service.importer.apply([(2, appointment())], source="t", label="t")
-        walk(service, clock, appointment().start + timedelta(days=2))
+        walk_clock(service, clock, appointment().start + timedelta(days=2))
         rows = sms_rows(service)
         escort, day_before = rows["escort"], rows["day_before"]
         assert escort["status"] == "skipped"
@@ -100,7 +91,7 @@ def test_a_text_pushed_past_its_deadline_by_the_window_merges_when_the_step_says
     try:
         appt = appointment(sedation=appointment().sedation)
         service.importer.apply([(2, appt)], source="t", label="t")
-        walk(service, clock, local("Europe/London", 2026, 12, 9, 19, 0))
+        walk_clock(service, clock, local("Europe/London", 2026, 12, 9, 19, 0))
         rows = sms_rows(service)
         assert rows["escort"]["reason"] == (
             "deadline passes before the send window opens: merged into the next text"

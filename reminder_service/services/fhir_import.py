@@ -1,0 +1,127 @@
+"""Apply a FHIR R4 document (an Appointment, a Patient, or a batch/transaction Bundle): parse
+(importers.fhir_appointments), resolve patients, store through the same import path as CSV and
+HL7, and say what went wrong as OperationOutcome issues.
+
+- Patients sent (alone or in the Bundle) are stored with their FHIR id, so a later Appointment
+  that only refers to one finds it; a reference to a patient nobody sent is `not-found`.
+- A no-show stops the rest of the plan, as with HL7's S26.
+- Each Appointment's `meta.lastUpdated` orders changes as HL7's MSH-7 does: an older one
+  arriving later changes nothing.
+- Nothing is written when the request holds errors and no usable appointment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from ..domain.appointment import AppointmentStatus, Patient
+from ..importers.csv_rows import ImportDefaults
+from ..importers.fhir_appointments import (
+    FhirChange,
+    FhirIssue,
+    FhirOutcome,
+    apply_known_patient,
+    map_patient,
+    parse_fhir,
+)
+from .importing import ImportItem, ImportService, ImportSummary
+
+
+@dataclass(frozen=True)
+class FhirImport:
+    issues: list[FhirIssue]
+    summary: ImportSummary | None  # None: nothing applied
+
+
+def apply_fhir(
+    importer: ImportService, document: dict[str, Any], defaults: ImportDefaults
+) -> FhirImport:
+    patients, issues = _patients(document, defaults)
+    if document.get("resourceType") == "Patient":
+        if any(i.severity == "error" for i in issues):
+            return FhirImport(issues, None)
+        importer.save_patients(patients)
+        return FhirImport(issues, ImportSummary())
+    changes = [_with_known(change, importer) for change in parse_fhir(document, defaults=defaults)]
+    issues += [issue for change in changes for issue in change.issues]
+    issues += [
+        FhirIssue("error", "not-found", "Appointment.participant.actor",
+                  f"{change.patient_reference} is neither in the request nor a known patient")
+        for change in changes
+        if change.outcome == FhirOutcome.NEEDS_PATIENT
+    ]  # fmt: skip
+    items: list[ImportItem] = []
+    for index, change in enumerate(changes):
+        if change.appointment is not None:
+            appointment = change.appointment
+            if change.outcome == FhirOutcome.NO_SHOW:
+                appointment = replace(appointment, status=AppointmentStatus.CANCELLED)
+            items.append((index, appointment))
+    if not items:
+        return FhirImport(issues, None)
+    importer.save_patients(patients)
+    updated = _last_updated(document)
+    times: dict[int, datetime] = {}
+    for item in items:
+        moment = updated[item[0]] if item[0] < len(updated) else None
+        if moment is not None:
+            times[item[0]] = moment
+    summary = importer.apply(items, source="fhir", label="FHIR", source_times=times)
+    return FhirImport(issues, summary)
+
+
+def _with_known(change: FhirChange, importer: ImportService) -> FhirChange:
+    """A reference to a Patient not in the document: one already stored under that FHIR id."""
+    if change.outcome != FhirOutcome.NEEDS_PATIENT or not change.patient_reference:
+        return change
+    known = importer.known_patient(change.patient_reference.rsplit("/", 1)[-1])
+    return apply_known_patient(change, known) if known is not None else change
+
+
+def _patients(
+    document: dict[str, Any], defaults: ImportDefaults
+) -> tuple[list[tuple[str, Patient]], list[FhirIssue]]:
+    """The Patients sent, with their FHIR ids; issues only for a Patient sent alone (in a
+    Bundle, parse_fhir reports those its Appointments use)."""
+    resources: list[tuple[str, dict[str, Any]]] = []
+    if document.get("resourceType") == "Patient":
+        resources.append(("Patient", document))
+    elif document.get("resourceType") == "Bundle":
+        for index, entry in enumerate(document.get("entry") or []):
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(resource, dict) and resource.get("resourceType") == "Patient":
+                resources.append((f"Bundle.entry[{index}].resource", resource))
+    found: list[tuple[str, Patient]] = []
+    issues: list[FhirIssue] = []
+    for root, resource in resources:
+        patient, problems = map_patient(resource, defaults=defaults, root=root)
+        issues += problems
+        if patient is not None and isinstance(resource.get("id"), str):
+            found.append((resource["id"], patient))
+    return found, issues if document.get("resourceType") == "Patient" else []
+
+
+def _last_updated(document: dict[str, Any]) -> list[datetime | None]:
+    """Each Appointment's meta.lastUpdated (aware), in document order, as parse_fhir's changes."""
+    if document.get("resourceType") == "Appointment":
+        resources = [document]
+    else:
+        resources = [
+            entry["resource"]
+            for entry in document.get("entry") or []
+            if isinstance(entry, dict)
+            and isinstance(entry.get("resource"), dict)
+            and entry["resource"].get("resourceType") == "Appointment"
+        ]
+    times: list[datetime | None] = []
+    for resource in resources:
+        meta = resource.get("meta")
+        text = meta.get("lastUpdated") if isinstance(meta, dict) else None
+        try:
+            moment = datetime.fromisoformat(text) if isinstance(text, str) else None
+        except ValueError:
+            moment = None
+        times.append(moment if moment is not None and moment.tzinfo is not None else None)
+    return times
