@@ -8,10 +8,13 @@ Input: one message or a batch. Segments may end in CR, LF or CRLF; MLLP framing 
 message. Each message is decoded on its own: the charset in MSH-18 when Python knows it (`8859/1`,
 `UNICODE UTF-8`...), else UTF-8, else Windows-1252, else Latin-1.
 
-hl7apy reads MSH (encoding characters, message structure, version). Fields are then read by
-position, not through hl7apy's version-specific structures: in tolerant mode hl7apy still rejects
-a segment its version does not define (TQ1 in a v2.4 message, any Z segment) and drops the name
-of fields withdrawn in later versions (SCH-9, SCH-11 in v2.8), and real senders use both.
+python-hl7 parses each message: it splits segments, fields, repetitions, components and
+subcomponents with the separators MSH-1/2 declare and accepts any segment, in any order, in any
+version. It is chosen over hl7apy because hl7apy's tolerant mode (hl7apy 1.3.5) either drops a
+segment its version does not define (TQ1 in a v2.4 message, any Z segment) without a word, when it
+finds groups, or refuses the message, when it does not, and it loses the names of fields withdrawn
+in later versions (SCH-9, SCH-11 in v2.8); real senders use all of these. The fields named in the
+mapping below are read from python-hl7's tree by position, so a site can point at any of them.
 
 Events (MSH-9.2): S12 new booking, S13 reschedule, S14 modification -> booked; S15 cancellation,
 S16 discontinuation, S17 deletion -> cancelled; S26 no-show -> kind `no_show`, appointment kept
@@ -63,15 +66,14 @@ from __future__ import annotations
 
 import codecs
 import re
-import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
-from hl7apy.parser import get_message_info  # type: ignore[import-untyped]
+import hl7  # type: ignore[import-untyped]
 
 from ..configuration.problems import ConfigError, ConfigProblem, check_keys, read_yaml
 from ..domain.appointment import FLAG_NAMES, Appointment, AppointmentStatus, Patient, Tristate
@@ -340,65 +342,69 @@ def _declared_charset(message: bytes) -> str | None:
         return None
 
 
-# --- reading fields by position ------------------------------------------------------------------
+# --- reading fields: python-hl7's tree ------------------------------------------------------------
+
+# python-hl7 (`hl7.parse`) splits a message into segments, fields, repetitions, components and
+# subcomponents with the separators MSH-1/MSH-2 declare, and accepts any segment in any order: no
+# version tables, so TQ1 in a v2.4 message, Z segments and repeated optional segments all read.
+# A level with no separator in it stays a plain string, so `_child` treats a string as its own
+# first child. Values are unescaped here rather than with `hl7.unescape`, which logs the whole
+# field (patient data) when it meets an escape sequence it does not know.
+Node: TypeAlias = str | hl7.Container
 
 
-@dataclass(frozen=True, slots=True)
-class _Separators:
-    field: str
-    component: str
-    repetition: str
-    escape: str
-    subcomponent: str
+def _child(node: Node, n: int) -> Node:
+    """The n-th (1-based) part one level down; "" when absent."""
+    if isinstance(node, str):
+        return node if n == 1 else ""
+    return node[n - 1] if 1 <= n <= len(node) else ""
 
 
 class _Message:
-    """Segments split into fields; values are unescaped when read."""
+    """One parsed message; values are unescaped and trimmed when read."""
 
-    def __init__(self, text: str, seps: _Separators) -> None:
-        self.seps = seps
-        self.segments: list[tuple[str, list[str]]] = []
-        for line in text.split("\r"):
-            parts = line.split(seps.field)
-            if parts[0] == "MSH":  # MSH-1 is the separator itself, so MSH-n is parts[n - 1]
-                parts = ["MSH", seps.field, *parts[1:]]
-            self.segments.append((parts[0].strip(), parts))
+    def __init__(self, parsed: hl7.Message) -> None:
+        self.parsed = parsed
+        self.escape: str = parsed.esc
+        # python-hl7 keeps "<segment><field><repetition><component><subcomponent>" separators.
+        _seg, self.field_sep, self.repetition_sep, self.component_sep, self.subcomponent_sep = (
+            parsed.separators
+        )
 
-    def all(self, name: str) -> Iterator[list[str]]:
-        return (parts for seg, parts in self.segments if seg == name)
+    def segments(self, name: str) -> Iterator[hl7.Segment]:
+        return (seg for seg in self.parsed if str(seg[0]).strip() == name)
 
-    def raw(self, ref: FieldRef) -> str:
-        """The first repetition of the field in the first such segment, still escaped."""
-        for parts in self.all(ref.segment):
-            if ref.field < len(parts):
-                return parts[ref.field].split(self.seps.repetition)[0]
-            return ""
-        return ""
+    def repetitions_of(self, segment: hl7.Segment, number: int) -> list[Node]:
+        """Field `number` of a segment (MSH-1 is the field separator, as in the standard)."""
+        if number >= len(segment):
+            return []
+        found = segment[number]
+        return [] if str(found) == "" else list(found)
 
-    def repetitions(self, ref: FieldRef) -> list[str]:
-        for parts in self.all(ref.segment):
-            text = parts[ref.field] if ref.field < len(parts) else ""
-            return text.split(self.seps.repetition) if text else []
+    def repetitions(self, ref: FieldRef) -> list[Node]:
+        """The field's repetitions in the first segment of that name."""
+        for segment in self.segments(ref.segment):
+            return self.repetitions_of(segment, ref.field)
         return []
 
-    def get(self, ref: FieldRef) -> str:
-        return self.pick(self.raw(ref), ref.component, ref.subcomponent)
+    def first(self, ref: FieldRef) -> Node:
+        """The first repetition of the field, or "" when the field is absent or empty."""
+        reps = self.repetitions(ref)
+        return reps[0] if reps else ""
 
-    def pick(self, value: str, component: int = 0, subcomponent: int = 0) -> str:
+    def get(self, ref: FieldRef) -> str:
+        return self.pick(self.first(ref), ref.component, ref.subcomponent)
+
+    def pick(self, value: Node, component: int = 0, subcomponent: int = 0) -> str:
         """A component (1-based; 0 = all) of one repetition, unescaped; `""` (HL7 null) -> ""."""
         if component:
-            comps = value.split(self.seps.component)
-            value = comps[component - 1] if component <= len(comps) else ""
-            if subcomponent:
-                subs = value.split(self.seps.subcomponent)
-                value = subs[subcomponent - 1] if subcomponent <= len(subs) else ""
-            elif self.seps.subcomponent in value:
-                value = value.split(self.seps.subcomponent)[0]
-        text = self.unescape(value).strip()
+            value = _child(value, component)
+            value = _child(value, subcomponent or 1)
+        text = self.unescape(str(value)).strip()
         return "" if text == '""' else text
 
     def unescape(self, text: str) -> str:
-        esc = self.seps.escape
+        esc = self.escape
         if not esc or esc not in text:
             return text
         pattern = re.escape(esc) + r"([^" + re.escape(esc) + r"]*)" + re.escape(esc)
@@ -406,12 +412,15 @@ class _Message:
 
     def _escape_sequence(self, match: re.Match[str]) -> str:
         code = match[1]
-        s = self.seps
-        simple = {"F": s.field, "S": s.component, "T": s.subcomponent, "R": s.repetition}
+        simple: dict[str, str] = {
+            "F": self.field_sep,
+            "S": self.component_sep,
+            "T": self.subcomponent_sep,
+            "R": self.repetition_sep,
+            "E": self.escape,
+        }
         if code in simple:
             return simple[code]
-        if code == "E":
-            return s.escape
         if code == ".br":
             return "\n"
         if code[:1] == "X" and re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", code[1:]):
@@ -423,19 +432,11 @@ def _read(text: str) -> _Message:
     """Raises ValueError when the text has no readable MSH."""
     if not text.startswith("MSH") or len(text) < 8:
         raise ValueError("does not start with an MSH segment")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # hl7apy warns about versions it lacks; we only need MSH
-        encoding_chars, _structure, _version = get_message_info(text)
-    seps = _Separators(
-        field=text[3],
-        component=encoding_chars["COMPONENT"],
-        repetition=encoding_chars["REPETITION"],
-        escape=encoding_chars["ESCAPE"],
-        subcomponent=encoding_chars["SUBCOMPONENT"],
-    )
-    if len({seps.field, seps.component, seps.repetition, seps.escape, seps.subcomponent}) < 5:
+    field_sep = text[3]
+    encoding = text[4 : text.find(field_sep, 4)] if text.find(field_sep, 4) > 0 else ""
+    if len(encoding) < 4 or len({field_sep, *encoding[:4]}) < 5 or field_sep.isalnum():
         raise ValueError("MSH-2 does not hold four distinct encoding characters")
-    return _Message(text, seps)
+    return _Message(hl7.parse(text))
 
 
 # --- timestamps -----------------------------------------------------------------------------------
@@ -604,7 +605,7 @@ class _Mapper:
         return self.defaults.duration_minutes
 
     def _minutes(self, ref: FieldRef, start: datetime | None) -> int | None:
-        raw = self.msg.raw(ref)
+        raw = self.msg.first(ref)
         quantity = self.msg.pick(raw, 1)
         if not quantity:
             return None
@@ -630,7 +631,7 @@ class _Mapper:
 
     def location(self) -> str:
         for ref in self.mapping.location:
-            raw = self.msg.raw(ref)
+            raw = self.msg.first(ref)
             parts: list[str] = []
             for n in self.mapping.location_components:
                 part = self.msg.pick(raw, n)
@@ -685,15 +686,15 @@ class _Mapper:
             self.warn(where, f"email dropped: {reason}")
         return email
 
-    def _email_text(self, rep: str) -> str:
+    def _email_text(self, rep: Node) -> str:
         use, kind = self.msg.pick(rep, 2).upper(), self.msg.pick(rep, 3).upper()
         if kind == "INTERNET" or use == "NET":
-            return self.msg.pick(rep, 4) or (self.msg.pick(rep, 1) if "@" in rep else "")
+            return self.msg.pick(rep, 4) or (self.msg.pick(rep, 1) if "@" in str(rep) else "")
         if use == "EMAIL":
             return self.msg.pick(rep, 1) or self.msg.pick(rep, 4)
         return ""
 
-    def _number_text(self, rep: str) -> str:
+    def _number_text(self, rep: Node) -> str:
         text = self.msg.pick(rep, 1)
         if text:
             return text
@@ -702,19 +703,20 @@ class _Mapper:
             return f"+{country.lstrip('+')} {area} {local}" if country else f"{area} {local}"
         return self.msg.pick(rep, 12)
 
-    def _is_phone(self, rep: str) -> bool:
+    def _is_phone(self, rep: Node) -> bool:
         return self.msg.pick(rep, 3).upper() not in {"FX", "BP", "TDD", "TTY", "X.400", "MD"}
 
-    def _is_mobile(self, rep: str) -> bool:
+    def _is_mobile(self, rep: Node) -> bool:
         use_codes = {c.upper() for c in self.mapping.mobile_use_codes}
         return self.msg.pick(rep, 3).upper() == "CP" or self.msg.pick(rep, 2).upper() in use_codes
 
     def flags(self) -> dict[str, Tristate]:
         found = dict.fromkeys(FLAG_NAMES, Tristate.UNKNOWN)
         if self.mapping.nte_flags:
-            for parts in self.msg.all("NTE"):
-                for line in self.msg.pick(parts[3] if len(parts) > 3 else "").splitlines():
-                    self._nte_flag(line, found)
+            for segment in self.msg.segments("NTE"):
+                for comment in self.msg.repetitions_of(segment, 3):
+                    for line in self.msg.pick(comment).splitlines():
+                        self._nte_flag(line, found)
         for name, ref in self.mapping.flags.items():
             value = self.msg.get(ref)
             if value:
@@ -801,14 +803,15 @@ def _one(raw: bytes, index: int, mapping: SiuMapping, defaults: ImportDefaults) 
     text = _decode(raw)
     try:
         msg = _read(text)
-    except Exception as exc:  # hl7apy raises several types; any of them means unreadable
+    except Exception as exc:  # python-hl7 raises several types; any of them means unreadable
         control = _control_id_guess(text)
         problem = SiuProblem("MSH", f"not a readable HL7 message ({_reason(exc)})")
         return SiuChange(index, "", None, control, None, None, [problem], parsed=False)
-    message_type = msg.get(_MSH_TYPE)
+    message_type = msg.first(_MSH_TYPE)
     if msg.pick(message_type, 1) != "SIU":
         change = _change(msg, msg.pick(message_type, 2), None, None, [], [], defaults)
-        problem = SiuProblem("MSH-9", f"{message_type or '(empty)'!r} is not an SIU message")
+        shown = msg.pick(message_type) or "(empty)"
+        problem = SiuProblem("MSH-9", f"{shown!r} is not an SIU message")
         return _with(change, index, errors=[problem])
     change = _map(msg, msg.pick(message_type, 2).upper(), mapping, defaults)
     return _with(change, index)
@@ -829,7 +832,7 @@ def _with(change: SiuChange, index: int, errors: list[SiuProblem] | None = None)
 
 
 def _reason(exc: Exception) -> str:
-    # Our own ValueErrors say what is wrong without quoting data; hl7apy's may quote the segment.
+    # Our own ValueErrors say what is wrong without quoting data; python-hl7's quote the segment.
     return str(exc) if type(exc) is ValueError else type(exc).__name__
 
 

@@ -164,9 +164,10 @@ def test_an_older_message_arriving_after_a_newer_one_changes_nothing(service: Se
 def test_an_independent_client_python_hl7_sends_the_samples_in_and_out_of_order(
     service: Service, listener: int
 ) -> None:
-    """python-hl7's MLLP client (not our code) sends each sample; every one gets its ACK, and
-    the Barts reschedule and cancellation land whatever the order they arrive in."""
-    import hl7  # noqa: PLC0415 - the independent client, a test dependency only
+    """python-hl7's MLLP client sends each sample; every one gets its ACK, and the Barts
+    reschedule and cancellation land whatever the order they arrive in. The listener's framing
+    (`mllp.py`) is our own, so this client checks it independently."""
+    import hl7  # noqa: PLC0415
     from hl7.client import MLLPClient  # noqa: PLC0415
 
     names = sorted(path.name for path in SAMPLES.glob("*.hl7"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -341,6 +342,53 @@ def test_escape_sequences() -> None:
     change = only(parse_siu(minimal(room=room), defaults=GB))
     assert change.appointment is not None
     assert change.appointment.location == "Endo&Day^Unit | 3~4\\xbold A"
+
+
+def test_segments_outside_the_version_s_structure_are_read() -> None:
+    """What hl7apy's tolerant mode refuses: TQ1 in v2.4, Z segments, repeats, any order."""
+    data = (
+        b"MSH|^~\\&|APP|FAC|RS|RS|20260301083000||SIU^S12|CTRL2|P|2.4\r"
+        b"ZXT|custom|data^with^components\r"
+        b"PID|1||P1^^^H^MR||Doe^Jane||||||||^PRN^CP^^^^^^^^^+447700900123\r"
+        b"SCH||A2|||||BX^Biopsy\r"
+        b"NTE|1||sedation: yes\r"
+        b"TQ1|1|||||45^min|202603100930\r"
+        b"AIS|1||BMB^Bone marrow biopsy\r"
+        b"AIS|2||OTHER^Second service\r"
+        b"NTE|2||anticoagulant: yes\r"
+        b"ZAP|1|N\r"
+    )
+    mapping = SiuMapping(flags={"on_chemotherapy": FieldRef.parse("ZAP-2")})
+    change = only(parse_siu(data, defaults=GB, mapping=mapping))
+    a = change.appointment
+    assert (change.ack_code, change.errors) == ("AA", [])
+    assert a is not None
+    assert (a.start, a.duration_minutes) == (utc(2026, 3, 10, 9, 30), 45)  # from TQ1
+    assert a.procedure == "BMB"  # the first AIS
+    assert (a.sedation, a.anticoagulant) == (Tristate.YES, Tristate.YES)  # both NTEs
+    assert a.on_chemotherapy is Tristate.NO  # from the Z segment
+
+
+def test_sender_s_own_encoding_characters() -> None:
+    """MSH-2 may declare other separators; every field is split with the declared ones."""
+    swapped = bytes.maketrans(b"^~\\&", b"$%*@")
+    data = minimal(room="Endo\\S\\Day^Room 2").translate(swapped)
+    assert data.startswith(b"MSH|$%*@|")
+    change = only(parse_siu(data, defaults=GB))
+    assert change.appointment is not None
+    assert change.appointment.patient.external_id == "P1"
+    assert change.appointment.location == "Endo$Day, Room 2"  # *S* is the component character
+    truncation = minimal().replace(b"MSH|^~\\&|", b"MSH|^~\\&#|")  # v2.7's fifth character
+    assert only(parse_siu(truncation, defaults=GB)).ack_code == "AA"
+
+
+def test_broken_escape_sequences_never_log_the_value(caplog: pytest.LogCaptureFixture) -> None:
+    room = "Ward \\Zodd\\ Seven \\X4\\ \\Cxx\\ unterminated \\"
+    with caplog.at_level(logging.DEBUG):
+        change = only(parse_siu(minimal(room=room), defaults=GB))
+    assert change.appointment is not None
+    assert change.appointment.location == "Ward  Seven   unterminated \\"
+    assert not [r for r in caplog.records if "Ward" in r.getMessage() or "Doe" in r.getMessage()]
 
 
 @pytest.mark.parametrize(
