@@ -77,6 +77,9 @@ class Failure:
     status: int | None = None  # HTTP status or SMTP reply code
     code: str | None = None  # the provider's own error code, e.g. Twilio's "21211"
     detail: str = ""
+    # The request may have reached the provider before the answer was lost (a read timeout, a
+    # dropped connection): the message may already be on its way.
+    maybe_accepted: bool = False
 
     def describe(self) -> str:
         parts = [self.provider, self.kind.value]

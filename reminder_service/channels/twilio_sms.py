@@ -121,18 +121,20 @@ def failure_from(exc: BaseException, timeout_seconds: float) -> Failure | None:
             code=str(code) if known else None,
             detail=_http_detail(status),
         )
+    # Before OSError and TimeoutError: no connection was made, so nothing was sent.
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        return Failure(PROVIDER, FailureKind.CONNECTION, detail="could not connect")
     # Before OSError: TimeoutError is one, and so are aiohttp's timeouts.
     if isinstance(exc, TimeoutError):
-        return Failure(
-            PROVIDER, FailureKind.TIMEOUT, detail=f"no answer within {timeout_seconds:g}s"
-        )
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return Failure(PROVIDER, FailureKind.CONNECTION, detail="could not connect")
+        detail = f"no answer within {timeout_seconds:g}s"
+        return Failure(PROVIDER, FailureKind.TIMEOUT, detail=detail, maybe_accepted=True)
     if isinstance(exc, aiohttp.ClientError | OSError):
         # E.g. the connection dropped after the request went out: like a timeout, the message
         # may or may not have been accepted. The exception's text is left out (it can hold URLs
         # with the account SID); its type is enough to tell cases apart.
-        return Failure(PROVIDER, FailureKind.CONNECTION, detail=type(exc).__name__)
+        maybe = not isinstance(exc, ConnectionRefusedError)  # refused: nothing went out
+        detail = type(exc).__name__
+        return Failure(PROVIDER, FailureKind.CONNECTION, detail=detail, maybe_accepted=maybe)
     return None
 
 

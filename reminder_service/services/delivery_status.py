@@ -3,6 +3,12 @@
 Twilio calls back as a message moves through queued, sending, sent, and finally delivered,
 undelivered or failed. Callbacks can arrive out of order, so a status never replaces a later one.
 An SMS reported undelivered or failed goes on to the follow-ups: the step by email, or staff.
+
+A send whose answer was lost (a read timeout, a dropped connection) may still have been accepted;
+the dispatcher then marks the reminder `maybe_accepted_at` and waits before trying again. A
+callback naming the reminder with a MessageSid we never saw is that attempt: a reminder still
+waiting becomes sent and is not sent again; one that has moved on (retried, or failed over to
+email) gets an audit note that the patient may have had it twice.
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ from sqlalchemy import Connection, Engine, select, update
 from ..channels.base import Failure, FailureKind
 from ..clock import Clock
 from ..domain.failure_rules import FailureTable
+from ..domain.planning import ReminderStatus
 from ..store import bulk
-from ..store.tables import appointments, patients, reminders
+from ..store.tables import appointments, audit_log, patients, reminders
 from .follow_ups import FollowUps, record_opt_outs
 
 # How far along each status is; terminal ones share the last rank.
@@ -40,19 +47,27 @@ class DeliveryStatusService:
     def record(
         self, reminder_id: int, message_sid: str, status: str, error_code: str | None
     ) -> str:
-        """Apply one callback; returns what happened ("recorded", "stale", "unknown")."""
+        """Apply one callback; returns what happened: "recorded", "stale", "unknown", or
+        "duplicate" (an attempt whose answer was lost, after the reminder moved on)."""
         status = status.strip().lower()
         if status not in PROGRESS:
             return "unknown"
         now = self._clock()
         with self._engine.begin() as conn:
-            row = (
+            found = (
                 conn.execute(select(reminders).where(reminders.c.id == reminder_id))
                 .mappings()
                 .first()
             )
-            if row is None or not message_sid or row["provider_id"] != message_sid:
-                return "unknown"  # not ours, or not this message: change nothing
+            row = dict(found) if found is not None else None
+            if row is None or not message_sid:
+                return "unknown"
+            if row["provider_id"] != message_sid:
+                if row["maybe_accepted_at"] is None or row["channel"] != "sms":
+                    return "unknown"  # not ours, or not this message: change nothing
+                if not self._adopt(conn, row, message_sid, now):
+                    return "duplicate"
+                row = {**row, "provider_id": message_sid, "delivery_status": None}
             current = row["delivery_status"]
             if current is not None and PROGRESS[status] <= PROGRESS.get(current, 0):
                 return "stale"
@@ -72,6 +87,57 @@ class DeliveryStatusService:
             if status in NOT_DELIVERED:
                 self._not_delivered(conn, dict(row), reason, error_code, now)
         return "recorded"
+
+    def _adopt(self, conn: Connection, row: dict[str, Any], sid: str, now: datetime) -> bool:
+        """A callback for an attempt whose answer was lost: Twilio did accept it. A reminder still
+        waiting to retry becomes sent (no second copy); otherwise the patient may already have
+        two, or a fallback went instead, and the audit log says so for staff."""
+        adopted = conn.execute(
+            update(reminders)
+            .where(reminders.c.id == row["id"])
+            .where(reminders.c.status == ReminderStatus.PENDING)
+            .where(reminders.c.provider_id.is_(None))
+            .values(
+                status=ReminderStatus.SENT,
+                reason="sent: Twilio accepted the attempt whose answer was lost",
+                provider_id=sid,
+                sent_at=row["maybe_accepted_at"],
+                updated_at=now,
+            )
+        ).rowcount
+        if adopted:
+            event = "lost_answer_accepted"
+            reason = "Twilio accepted an attempt whose answer was lost: sent, not sent again"
+        else:
+            event = "lost_answer_duplicate"
+            reason = (
+                "Twilio accepted an attempt whose answer was lost, after the reminder had moved "
+                f"on ({row['status']}): the patient has this text as well as what came after it "
+                "(a second copy, a fallback, or a replacement)"
+            )
+        if not adopted and self._already_noted(conn, row, event):
+            return False  # Twilio calls back at each status; one note for staff is enough
+        entry = {
+            "at": now,
+            "appointment_id": row["appointment_id"],
+            "reminder_id": row["id"],
+            "event": event,
+            "reason": reason,
+            "detail": json.dumps({"message_sid": sid}),
+        }
+        bulk.insert_audit(conn, [entry])
+        return bool(adopted)
+
+    @staticmethod
+    def _already_noted(conn: Connection, row: dict[str, Any], event: str) -> bool:
+        found = conn.execute(
+            select(audit_log.c.id)
+            .where(audit_log.c.appointment_id == row["appointment_id"])  # indexed
+            .where(audit_log.c.reminder_id == row["id"])
+            .where(audit_log.c.event == event)
+            .limit(1)
+        ).first()
+        return found is not None
 
     def _not_delivered(
         self, conn: Connection, row: dict[str, Any], reason: str, code: str | None, now: datetime

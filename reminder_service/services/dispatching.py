@@ -76,6 +76,10 @@ class DispatchPolicy:
     max_attempts: int = 20  # a backstop: retries normally end at the step's deadline
     retry_base: timedelta = timedelta(seconds=30)
     retry_cap: timedelta = timedelta(hours=1)
+    # After an SMS whose answer was lost (it may have been accepted), wait at least this long
+    # before sending it again: Twilio's status callback for the lost attempt normally arrives
+    # within seconds, and settles the reminder as sent instead (see delivery_status.py).
+    settle: timedelta = timedelta(minutes=3)
 
 
 @dataclass
@@ -596,12 +600,23 @@ class DispatchService:
                 opt_out=opt_out,
                 undeliverable=True,
             )
-        return self._retry(reminder, self._clock(), f"temporary failure: {described}")
+        now = self._clock()
+        reason = f"temporary failure: {described}"
+        if not (exc.failure.maybe_accepted and isinstance(job.message, OutgoingSms)):
+            return self._retry(reminder, now, reason)
+        # The text may be on its way. With a status callback, wait for it before a second copy.
+        settle = self._policy.settle if job.message.status_callback else timedelta(0)
+        result = self._retry(reminder, now, f"{reason}; it may have been accepted", settle)
+        result.changes["maybe_accepted_at"] = now
+        return result
 
-    def _retry(self, reminder: RowData, now: datetime, reason: str) -> Result:
+    def _retry(
+        self, reminder: RowData, now: datetime, reason: str, at_least: timedelta = timedelta(0)
+    ) -> Result:
         attempts = reminder["attempts"]
         delay = min(self._policy.retry_base * 2 ** (attempts - 1), self._policy.retry_cap)
-        retry_at = now + delay * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not security
+        jittered = delay * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not security
+        retry_at = now + max(jittered, at_least)
         not_after = reminder["not_after"]
         if attempts >= self._policy.max_attempts or (
             not_after is not None and retry_at > not_after

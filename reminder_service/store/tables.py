@@ -126,6 +126,9 @@ reminders = Table(
     # A skipped SMS whose step says "merge": its line rides on the next text to the patient.
     Column("merge_into_next", Boolean, nullable=False, server_default=false()),
     Column("merged_into", ForeignKey("reminders.id")),
+    # The last attempt whose answer was lost after the request may have reached the provider
+    # (a read timeout, a dropped connection): a status callback for it settles the reminder.
+    Column("maybe_accepted_at", UtcDateTime),
     Index("ix_reminders_status_due_at", "status", "due_at"),
 )
 

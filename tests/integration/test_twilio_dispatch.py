@@ -180,3 +180,94 @@ def test_nothing_goes_out_after_its_deadline_however_many_retries(
             .all()
         )
     assert len(attempts) >= 3 and max(attempts) <= appt.start
+
+
+LOST = "+447700900444"  # Twilio takes the message; its answer never reaches us
+
+
+@pytest.fixture
+def impatient_service(
+    settings: Settings, clock, server: TwilioApiServer, tmp_path
+) -> Iterator[Service]:  # type: ignore[no-untyped-def]
+    """Gives up on Twilio's answer after 0.3 s, so a lost answer is quick to test."""
+    server.behaviour.fail_500 = server.behaviour.throttle_429 = 0.0
+    server.behaviour.lose_answer = {LOST}
+    twilio = TwilioSettings(
+        account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, from_number=FROM_NUMBER,
+        api_base_url=server.base_url, timeout_seconds=0.3,
+    )  # fmt: skip
+    configured = replace(
+        settings, sms_channel="twilio", twilio=twilio, public_url=PUBLIC,
+        config_dir=config_without_sms_caps(tmp_path),
+    )  # fmt: skip
+    service = bootstrap.build(configured, clock)
+    yield service
+    service.close()
+
+
+def _lost_booking_text(service: Service, clock) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Import one booking for the LOST number and try its text once; returns the reminder."""
+    person = patient(external_id="P-lost", mobile=LOST, email=None)
+    booking = [(2, appointment(external_id="A-lost", patient=person))]
+    service.importer.apply(booking, source="t", label="t")
+    assert service.dispatcher.dispatch_due().by_status == {"pending": 1}
+    with service.engine.connect() as conn:
+        row = conn.execute(select(reminders).where(reminders.c.channel == "sms")).mappings().one()
+    assert row["maybe_accepted_at"] == clock.now
+    assert "may have been accepted" in row["last_error"]
+    assert row["due_at"] >= clock.now + timedelta(minutes=3)  # time for Twilio's callback
+    return dict(row)
+
+
+def _callback(service: Service, message: dict[str, object], status: str) -> int:
+    url = str(message["StatusCallback"])
+    params = status_callback_params(message, status)
+    client = TestClient(service.http_app())
+    answer = client.post(
+        urlsplit(url).path + "?" + urlsplit(url).query,
+        data=params,
+        headers={"X-Twilio-Signature": sign_callback(url, params)},
+    )
+    return answer.status_code
+
+
+def _audit_events(service: Service, reminder_id: object) -> list[str]:
+    with service.engine.connect() as conn:
+        query = select(audit_log.c.event).where(audit_log.c.reminder_id == reminder_id)
+        return list(conn.execute(query.order_by(audit_log.c.id)).scalars())
+
+
+def test_a_lost_answer_is_settled_by_twilio_s_callback_and_never_sent_twice(
+    impatient_service: Service, server: TwilioApiServer, clock
+) -> None:  # type: ignore[no-untyped-def]
+    service = impatient_service
+    row = _lost_booking_text(service, clock)
+    [message] = server.messages()  # Twilio has it, though we never heard back
+    assert _callback(service, message, "sent") == 200
+    clock.now += timedelta(hours=2)  # long past the retry it had planned
+    assert service.dispatcher.dispatch_due().claimed == 0
+    assert [m["To"] for m in server.messages()] == [LOST]  # one copy, not two
+    assert _callback(service, message, "delivered") == 200
+    with service.engine.connect() as conn:
+        now = conn.execute(select(reminders).where(reminders.c.id == row["id"])).mappings().one()
+    assert (now["status"], now["provider_id"]) == ("sent", message["sid"])
+    assert now["sent_at"] == row["maybe_accepted_at"] and now["delivery_status"] == "delivered"
+    assert "lost_answer_accepted" in _audit_events(service, row["id"])
+
+
+def test_a_callback_after_the_retry_went_is_noted_once_for_staff(
+    impatient_service: Service, server: TwilioApiServer, clock
+) -> None:  # type: ignore[no-untyped-def]
+    service = impatient_service
+    row = _lost_booking_text(service, clock)
+    server.behaviour.lose_answer = set()  # Twilio answers again, but the first callback is late
+    clock.now = row["due_at"]
+    assert service.dispatcher.dispatch_due().by_status == {"sent": 1}
+    first, second = server.messages()
+    for status in ("sent", "delivered"):  # the first message's callbacks, late
+        assert _callback(service, first, status) == 200
+    with service.engine.connect() as conn:
+        now = conn.execute(select(reminders).where(reminders.c.id == row["id"])).mappings().one()
+    assert (now["status"], now["provider_id"]) == ("sent", second["sid"])  # the retry's
+    assert now["delivery_status"] is None  # the first message's statuses are not the retry's
+    assert _audit_events(service, row["id"]).count("lost_answer_duplicate") == 1

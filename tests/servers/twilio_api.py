@@ -2,9 +2,10 @@
 
 It speaks what the official SDK sends and parses: `POST /2010-04-01/Accounts/{sid}/Messages.json`
 (form-encoded, HTTP Basic auth), answering 201 with a message resource or Twilio-style JSON errors.
-Scriptable: latency with jitter, per-number answers (a Twilio error code, or a slow answer), and
-seeded random 500s and 429s. It records every request (arrival time, To, status) and every
-accepted message (its form params), and counts requests in flight. A slow answer is a 201 after
+Scriptable: latency with jitter, per-number answers (a Twilio error code, a slow answer, or a
+message accepted whose answer is lost), and seeded random 500s and 429s. It records every request
+(arrival time, To, status) and every accepted message (its form params), and counts requests in
+flight. A slow answer is a 201 after
 its delay, or at once when the server stops. In its own process it handles about 5,500 requests
 per CPU-second (about 0.18 ms each, 100 ms latency and 400 in flight included).
 
@@ -89,6 +90,9 @@ class Behaviour:
     seed: int = 0  # for the jitter and the random failures
     reject: dict[str, int] = field(default_factory=dict)  # To -> Twilio error code to answer
     slow: dict[str, float] = field(default_factory=dict)  # To -> seconds before a 201
+    # To numbers whose messages are accepted (recorded, with a SID) but whose answer never comes
+    # before the server stops: the client's timeout fires though Twilio has the message.
+    lose_answer: set[str] = field(default_factory=set)
     account_sid: str = ACCOUNT_SID
     auth_token: str = AUTH_TOKEN
 
@@ -105,6 +109,7 @@ class Behaviour:
         ]
         args += [f"--reject={to}={code}" for to, code in self.reject.items()]
         args += [f"--slow={to}={seconds}" for to, seconds in self.slow.items()]
+        args += [f"--lose-answer={to}" for to in sorted(self.lose_answer)]
         return args
 
 
@@ -241,7 +246,13 @@ class TwilioApiServer:
         if to in b.slow:
             await self._wait(b.slow[to])
         resource = _message_resource(b.account_sid, params)
-        return _Answer(201, resource, to, {**params, "sid": resource["sid"], "arrival": arrival})
+        accepted = {**params, "sid": resource["sid"], "arrival": arrival}
+        if to in b.lose_answer:
+            with self._lock:
+                self._messages.append(accepted)  # Twilio has it, whatever happens to the answer
+            await self._wait(3600)
+            return _Answer(201, resource, to, None)
+        return _Answer(201, resource, to, accepted)
 
     def _expected(self, b: Behaviour) -> str:
         """The Authorization header for the behaviour's credentials (encoded once)."""
@@ -511,6 +522,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--auth-token", default=AUTH_TOKEN)
     parser.add_argument("--reject", type=_pair, action="append", default=[], help="NUMBER=CODE")
     parser.add_argument("--slow", type=_pair, action="append", default=[], help="NUMBER=SECONDS")
+    parser.add_argument("--lose-answer", action="append", default=[], help="NUMBER")
     options = parser.parse_args(argv)
     behaviour = Behaviour(
         latency_ms=options.latency_ms,
@@ -520,6 +532,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=options.seed,
         reject={to: int(code) for to, code in options.reject},
         slow={to: float(seconds) for to, seconds in options.slow},
+        lose_answer=set(options.lose_answer),
         account_sid=options.account_sid,
         auth_token=options.auth_token,
     )

@@ -69,25 +69,35 @@ def test_an_rfc_9457_service_error_is_an_http_failure() -> None:
 
 
 @pytest.mark.parametrize(
-    "exc", [TimeoutError(), aiohttp.ServerTimeoutError("read"), aiohttp.ConnectionTimeoutError()]
+    "exc", [TimeoutError(), aiohttp.ServerTimeoutError("read"), aiohttp.SocketTimeoutError()]
 )
-def test_timeouts_are_timeouts(exc: BaseException) -> None:
+def test_a_timeout_after_the_request_went_out_may_have_been_accepted(exc: BaseException) -> None:
     assert failure_from(exc, 2.5) == Failure(
-        "twilio", FailureKind.TIMEOUT, detail="no answer within 2.5s"
+        "twilio", FailureKind.TIMEOUT, detail="no answer within 2.5s", maybe_accepted=True
     )
 
 
+def test_a_connect_timeout_sent_nothing() -> None:
+    failure = failure_from(aiohttp.ConnectionTimeoutError(), 2.5)
+    assert failure == Failure("twilio", FailureKind.CONNECTION, detail="could not connect")
+
+
 @pytest.mark.parametrize(
-    ("exc", "detail"),
+    ("exc", "detail", "maybe_accepted"),
     [
-        (aiohttp.ServerDisconnectedError(), "ServerDisconnectedError"),
-        (aiohttp.ClientOSError(104, "Connection reset by peer"), "ClientOSError"),
-        (ConnectionRefusedError(111, "refused"), "ConnectionRefusedError"),
-        (aiohttp.ClientPayloadError("cut short"), "ClientPayloadError"),
+        (aiohttp.ServerDisconnectedError(), "ServerDisconnectedError", True),
+        (aiohttp.ClientOSError(104, "Connection reset by peer"), "ClientOSError", True),
+        (ConnectionRefusedError(111, "refused"), "ConnectionRefusedError", False),
+        (aiohttp.ClientPayloadError("cut short"), "ClientPayloadError", True),
     ],
 )
-def test_connection_errors_are_connection_failures(exc: BaseException, detail: str) -> None:
-    assert failure_from(exc, 10.0) == Failure("twilio", FailureKind.CONNECTION, detail=detail)
+def test_connection_errors_are_connection_failures(
+    exc: BaseException, detail: str, maybe_accepted: bool
+) -> None:
+    expected = Failure(
+        "twilio", FailureKind.CONNECTION, detail=detail, maybe_accepted=maybe_accepted
+    )
+    assert failure_from(exc, 10.0) == expected
 
 
 @pytest.mark.parametrize("exc", [ValueError("bug"), KeyError("sid")])
