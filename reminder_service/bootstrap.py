@@ -52,7 +52,7 @@ class Service:
         token = self.settings.twilio.auth_token if self.settings.twilio else None
         router = build_router(
             self.importer,
-            PreviewService(self.engine, self.catalog, self.renderer),
+            self.previewer(),
             ApiKeys(self.engine, self.clock),
             self.import_defaults,
         )
@@ -64,6 +64,9 @@ class Service:
             twilio_auth_token=token,
             router=router,
         )
+
+    def previewer(self) -> PreviewService:
+        return PreviewService(self.engine, self.catalog, self.renderer, self.clock)
 
     def import_defaults(self, clinic_id: str | None) -> ImportDefaults:
         """What an import assumes for rows that do not say: the clinic's zone, region, language."""

@@ -35,7 +35,7 @@ from .services.auditing import audit_trail
 from .services.csv_import import import_csv_file
 from .services.hl7_import import apply_siu
 from .services.importing import ImportSummary
-from .services.previewing import NotFound, PreviewService
+from .services.previewing import NotFound
 from .services.reporting import status_report
 from .services.template_check import check_templates
 from .settings import Settings, SettingsError
@@ -445,9 +445,7 @@ def preview(
     """Every message this appointment's patient gets: when, status, body, or why it is skipped."""
     service = _service()
     try:
-        result = PreviewService(service.engine, service.catalog, service.renderer).preview(
-            appointment_id
-        )
+        result = service.previewer().preview(appointment_id)
     except NotFound as exc:
         err.print(str(exc))
         raise typer.Exit(EXIT_UNUSABLE) from None

@@ -41,7 +41,7 @@ from ..clock import Clock
 from ..domain.appointment import Appointment, AppointmentStatus
 from ..domain.clinic import Clinic
 from ..domain.failure_rules import FailureTable
-from ..domain.planning import NO_SMS_CONSENT, ReminderStatus, plan_reminders
+from ..domain.planning import NO_SMS_CONSENT, ReminderStatus
 from ..domain.protocol import Channel
 from ..domain.sms_caps import Text, give_way
 from ..domain.timing import zone
@@ -50,6 +50,7 @@ from ..store import bulk, records
 from ..store.engine import reading
 from ..store.records import RowData
 from ..store.tables import appointments, patients, reminders, sms_opt_outs
+from . import patient_texts
 from .follow_ups import STAFF_CHANNEL, FollowUps, record_opt_outs
 from .importing import CALENDAR_CANCEL
 
@@ -251,7 +252,7 @@ class DispatchService:
             {a.patient.mobile for a, _ in context.values() if a.patient.mobile}
         )
         now = self._clock()
-        texts = _SentTexts(self._sms_history({s["patient_id"] for _, s in context.values()}, now))
+        texts = self._patient_texts({s["patient_id"] for _, s in context.values()}, now)
         self._merges = self._pending_merges(set(context))
         prepared: list[Result | _Job] = []
         for row in claimed:
@@ -277,21 +278,11 @@ class DispatchService:
             loaded[row["id"]] = (records.appointment_from_row(row, patient), row)
         return loaded
 
-    def _sms_history(self, patient_ids: set[int], now: datetime) -> dict[int, list[datetime]]:
-        """When each patient was last texted, as far back as the widest cap window reaches."""
-        query = (
-            select(appointments.c.patient_id, reminders.c.sent_at)
-            .join(appointments, appointments.c.id == reminders.c.appointment_id)
-            .where(appointments.c.patient_id.in_(patient_ids))
-            .where(reminders.c.channel == Channel.SMS.value)
-            .where(reminders.c.status == ReminderStatus.SENT.value)
-            .where(reminders.c.sent_at > now - timedelta(days=8))
-        )
-        history: dict[int, list[datetime]] = defaultdict(list)
+    def _patient_texts(self, patient_ids: set[int], now: datetime) -> _PatientTexts:
         with reading(self._engine) as conn:
-            for patient_id, sent_at in conn.execute(query).tuples():
-                history[patient_id].append(sent_at)
-        return history
+            history = patient_texts.sms_history(conn, patient_ids, now)
+            booked = patient_texts.booked_appointments(conn, patient_ids, now)
+        return _PatientTexts(history, booked)
 
     def _over_cap(
         self,
@@ -299,30 +290,24 @@ class DispatchService:
         appointment: Appointment,
         stored: RowData,
         clinic: Clinic,
-        texts: _SentTexts,
+        texts: _PatientTexts,
         now: datetime,
     ) -> str:
         """Why this SMS must give way to the caps, or "". The decision looks at what this
-        patient was sent and at the appointment's texts still to come, by step priority."""
+        patient was sent and at the texts still to come of every appointment they have booked,
+        by step priority."""
         protocol = self._catalog.protocol_or_none(stored["protocol_id"])
         if protocol is None or not (clinic.sms_caps.per_day or clinic.sms_caps.per_week):
             return ""
         step = protocol.step_or_none(reminder["step_id"])
         this = Text("this", now, step.sms_priority if step else 1)
         sent = [Text(("sent", i), at, sent=True) for i, at in enumerate(texts.of(stored))]
+        itself = patient_texts.text_key(stored, reminder["step_id"], reminder["nominal_at"])
         to_come = [
-            Text((p.step_id, p.nominal_at), p.due_at, protocol.step(p.step_id).sms_priority)
-            for p in plan_reminders(
-                appointment,
-                protocol,
-                clinic.send_window,
-                stored["planned_at"] or stored["updated_at"],
-                stored["scheduled_at"],
-            )
-            if p.channel is Channel.SMS
-            and p.status is ReminderStatus.PENDING
-            and p.due_at > now
-            and (p.step_id, p.nominal_at) != (reminder["step_id"], reminder["nominal_at"])
+            text
+            for booked, booked_row in texts.booked(stored)
+            for text in patient_texts.texts_to_come(booked, booked_row, self._catalog, now)
+            if text.key != itself
         ]
         tz = zone(appointment.patient.timezone)
         if "this" in give_way([*sent, this, *to_come], clinic.sms_caps, tz):
@@ -367,7 +352,7 @@ class DispatchService:
         stored: RowData,
         opted_out: set[str],
         now: datetime,
-        texts: _SentTexts | None = None,
+        texts: _PatientTexts | None = None,
     ) -> Result | _Job:
         """The send-time checks, then the message; or the outcome when it must not be sent."""
         clinic = self._catalog.clinics.get(appointment.clinic_id)
@@ -727,14 +712,23 @@ def _record_merges(conn: Connection, recorded: list[Result], now: datetime) -> N
     bulk.insert_audit(conn, entries)
 
 
-class _SentTexts:
-    """Per patient, the SMS sent lately, plus those approved so far in this batch."""
+class _PatientTexts:
+    """Per patient, the SMS sent lately, plus those approved so far in this batch; and the
+    booked appointments whose texts are still to come."""
 
-    def __init__(self, history: dict[int, list[datetime]]) -> None:
+    def __init__(
+        self,
+        history: dict[int, list[datetime]],
+        booked: dict[int, list[tuple[Appointment, RowData]]],
+    ) -> None:
         self._history = history
+        self._booked = booked
 
     def of(self, stored: RowData) -> list[datetime]:
         return self._history.get(stored["patient_id"], [])
+
+    def booked(self, stored: RowData) -> list[tuple[Appointment, RowData]]:
+        return self._booked.get(stored["patient_id"], [])
 
     def add(self, stored: RowData, at: datetime) -> None:
         self._history.setdefault(stored["patient_id"], []).append(at)

@@ -6,9 +6,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from ..catalog import Catalog
+from ..clock import Clock
 from ..domain.appointment import Appointment
 from ..domain.planning import PlannedReminder, ReminderStatus
 from ..domain.protocol import Channel
@@ -19,6 +20,7 @@ from ..store import records
 from ..store.engine import reading
 from ..store.records import RowData
 from ..store.tables import appointments, patients, reminders
+from . import patient_texts
 from .follow_ups import STAFF_CHANNEL
 from .materializing import CannotPlan, remaining_plan
 
@@ -63,10 +65,11 @@ class Preview:
 
 
 class PreviewService:
-    def __init__(self, engine: Engine, catalog: Catalog, renderer: Renderer) -> None:
+    def __init__(self, engine: Engine, catalog: Catalog, renderer: Renderer, clock: Clock) -> None:
         self._engine = engine
         self._catalog = catalog
         self._renderer = renderer
+        self._clock = clock
 
     def preview(self, external_id: str) -> Preview:
         with reading(self._engine) as conn:
@@ -91,10 +94,11 @@ class PreviewService:
                 .mappings()
                 .all()
             )
+            elsewhere = self._elsewhere(conn, row)
         appointment = records.appointment_from_row(row, patient)
         lines = [self._line(r, appointment, row) for r in rows]
         lines.extend(self._later_lines(appointment, row, patient))
-        lines = self._forecast_caps(lines, appointment, row)
+        lines = self._forecast_caps(lines, appointment, row, elsewhere)
         lines.extend(self._disabled_steps(row["protocol_id"]))
         return Preview(
             appointment,
@@ -128,16 +132,31 @@ class PreviewService:
             reminder_id=reminder["id"],
         )
 
+    def _elsewhere(self, conn: Connection, stored: RowData) -> list[Text]:
+        """The patient's texts for their other appointments: sent lately, or still to come."""
+        now, patient, itself = self._clock(), stored["patient_id"], stored["id"]
+        history = patient_texts.sms_history(conn, {patient}, now, except_appointment=itself)
+        texts = [Text(("sent", i), at, sent=True) for i, at in enumerate(history[patient])]
+        for other, row in patient_texts.booked_appointments(conn, {patient}, now)[patient]:
+            if row["id"] != itself:
+                texts.extend(patient_texts.texts_to_come(other, row, self._catalog, now))
+        return texts
+
     def _forecast_caps(
-        self, lines: list[PreviewLine], appointment: Appointment, stored: RowData
+        self,
+        lines: list[PreviewLine],
+        appointment: Appointment,
+        stored: RowData,
+        elsewhere: list[Text],
     ) -> list[PreviewLine]:
         """Mark the pending texts expected to give way to the SMS caps (decided for good just
-        before each is sent, against what was sent by then)."""
+        before each is sent, against what was sent by then), counting the patient's texts for
+        their other appointments too."""
         clinic = self._catalog.clinics.get(appointment.clinic_id)
         protocol = self._catalog.protocol_or_none(stored["protocol_id"])
         if clinic is None or protocol is None:
             return lines
-        texts = []
+        texts = list(elsewhere)
         for index, line in enumerate(lines):
             if line.channel != Channel.SMS.value or line.due_at is None:
                 continue

@@ -22,7 +22,6 @@ from reminder_service.channels.base import (
     Receipt,
 )
 from reminder_service.services.dispatching import DispatchService
-from reminder_service.services.previewing import PreviewService
 from reminder_service.store.tables import reminders, sms_opt_outs
 from tests.factories import appointment, config_without_sms_caps, local, patient
 
@@ -212,7 +211,7 @@ def test_when_every_channel_fails_staff_get_one_alert(service, clock) -> None:  
         assert "21614" in alert["alert"] and "550" in alert["alert"]  # each channel's reason
         staff_sends = [a for a in channel.attempts if a[1] == "email" and a[0] == "booked"]
         assert len(staff_sends) == 2  # the patient's email, then the one alert
-        preview = PreviewService(service.engine, service.catalog, service.renderer).preview("A1")
+        preview = service.previewer().preview("A1")
         [line] = [line for line in preview.lines if line.channel == "staff"]
         assert line.reason.startswith("alert to clinic staff: booked: no channel reached")
         assert line.body is None

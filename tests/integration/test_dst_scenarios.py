@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from reminder_service.bootstrap import Service
+from reminder_service.domain.appointment import Tristate
 from reminder_service.domain.timing import zone
 from reminder_service.store.tables import reminders
 from tests.factories import appointment, local, patient, walk_clock
@@ -88,3 +89,56 @@ def test_a_patient_in_another_zone_gets_their_own_local_times(service, clock) ->
     new_york, london = zone("America/New_York"), zone("Europe/London")
     assert by_step["day_before"].astimezone(new_york).time() == time(18)
     assert by_step["day_before"].astimezone(london).time() == time(23)  # not London's 18:00
+
+
+def test_the_caps_weigh_every_appointment_of_the_patient(service, clock) -> None:  # type: ignore[no-untyped-def]
+    """A biopsy, and three days later a second appointment for the same patient: one allowance
+    of texts for both. No text may give way to the caps while a less important one (lower
+    `sms_priority`) went in the same week: judged per appointment, the second appointment's
+    texts used the slots the first one's warning signs needed."""
+    first = appointment(external_id="A1")
+    second = appointment(
+        external_id="A2",
+        start=first.start + timedelta(days=3),
+        sedation=Tristate.NO,
+        anticoagulant=Tristate.NO,
+    )
+    service.importer.apply([(2, first), (3, second)], source="t", label="t")
+    forecast = {
+        (external_id, line.step)
+        for external_id in ("A1", "A2")
+        for line in service.previewer().preview(external_id).lines
+        if line.channel == "sms" and "give way to the SMS caps" in line.reason
+    }
+    walk_clock(service, clock, second.start + timedelta(days=4))
+    protocol = service.catalog.protocol_or_none("bone_marrow_biopsy")
+    assert protocol is not None
+    with service.engine.connect() as conn:
+        rows = conn.execute(
+            select(reminders.c.step_id, reminders.c.status, reminders.c.reason)
+            .add_columns(reminders.c.due_at, reminders.c.sent_at, reminders.c.appointment_id)
+            .where(reminders.c.channel == "sms")
+        ).all()
+    sent = [r for r in rows if r.status == "sent"]
+    capped = [r for r in rows if r.reason.startswith("over the SMS cap")]
+    texts = sorted(r.sent_at for r in sent)
+    days = [t.astimezone(zone("Europe/London")).date() for t in texts]
+    assert len(days) == len(set(days))  # 1 a day, across both appointments
+    assert all(sum(1 for u in texts if t - timedelta(days=7) < u <= t) <= 3 for t in texts)
+    assert len(sent) == 5 and capped  # the caps bit: this is a test of who gave way
+    priority = {step.id: step.sms_priority for step in protocol.steps}
+    inversions = [
+        (gave_way.step_id, went.step_id)
+        for gave_way in capped
+        for went in sent
+        if abs(went.sent_at - gave_way.due_at) < timedelta(days=7)
+        and priority[went.step_id] < priority[gave_way.step_id]
+    ]
+    assert inversions == []
+    # Preview foresaw it, counting the other appointment's texts too (on its own, the first
+    # appointment's week gives up only the escort text).
+    ids = {"A1": min(r.appointment_id for r in rows), "A2": max(r.appointment_id for r in rows)}
+    assert ("A1", "after_care") in forecast
+    assert {(ids[a], step) for a, step in forecast} <= {
+        (r.appointment_id, r.step_id) for r in capped
+    }

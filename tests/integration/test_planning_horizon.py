@@ -15,7 +15,6 @@ from reminder_service import bootstrap
 from reminder_service.bootstrap import Service
 from reminder_service.domain.appointment import AppointmentStatus
 from reminder_service.domain.planning import plan_reminders
-from reminder_service.services.previewing import PreviewService
 from reminder_service.services.reporting import status_report
 from reminder_service.store.tables import appointments, audit_log, reminders
 from tests.factories import appointment, local
@@ -133,7 +132,7 @@ def test_a_cancellation_stops_the_rest_of_the_plan(service, clock) -> None:  # t
 
 def test_preview_shows_the_whole_plan_including_what_is_not_stored_yet(service, clock) -> None:  # type: ignore[no-untyped-def]
     apply(service, appointment())
-    preview = PreviewService(service.engine, service.catalog, service.renderer).preview("A1")
+    preview = service.previewer().preview("A1")
     planned = [line for line in preview.lines if line.status != "disabled"]
     expected = whole_plan(service, appointment(), clock.now)
     assert {(line.step, line.channel, line.due_at) for line in planned} == {
@@ -174,7 +173,7 @@ def test_a_protocol_removed_from_the_configuration_stops_its_plans_with_a_staff_
 
 def test_preview_forecasts_which_texts_give_way_to_the_sms_caps(service, clock) -> None:  # type: ignore[no-untyped-def]
     apply(service, appointment())  # sedation and blood thinner: five texts in the last week
-    preview = PreviewService(service.engine, service.catalog, service.renderer).preview("A1")
+    preview = service.previewer().preview("A1")
     capped = {
         line.step
         for line in preview.lines
