@@ -1,10 +1,10 @@
 """SMS caps: at most N texts per calendar day and M per rolling 7 days, per patient.
 
 Pure. Given the texts a patient has been sent (fixed) and those still to come, for all of their
-appointments (each with the step's `sms_priority`), which ones must give way? While some day or 7-day window holds more than
-its cap, the lowest-priority text still to come in that window gives way (between equals the
-earlier one, as the later is nearer the appointment and the fresher advice): it goes by email
-instead. Deciding over what is to come, not only what is due now, is what
+appointments (each with the step's `sms_priority`), which ones must give way? While some day or
+7-day window holds more than its cap, the lowest-priority text still to come in that window gives
+way (between equals the earlier one, as the later is nearer the appointment and the fresher
+advice): it goes by email instead. Deciding over what is to come, not only what is due now, is what
 keeps an early low-priority text (escort advice) from using the slot a later, more important one
 (post-procedure warning signs) needs.
 """
