@@ -28,8 +28,9 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url)
     if parsed.drivername == "postgresql":
-        url = str(parsed.set(drivername="postgresql+psycopg"))
-    return create_engine(url, pool_pre_ping=True)
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    # The URL object, never str(): SQLAlchemy writes a URL's password as "***" in its text.
+    return create_engine(parsed, pool_pre_ping=True)
 
 
 def _sqlite_engine(url: str) -> Engine:
