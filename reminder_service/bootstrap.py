@@ -23,6 +23,7 @@ from .configuration.protocols import load_protocols
 from .importers.csv_rows import ImportDefaults
 from .rendering import Renderer
 from .services.api_keys import ApiKeys
+from .services.bounces import BounceService
 from .services.delivery_status import DeliveryStatusService
 from .services.dispatching import DispatchPolicy, DispatchService
 from .services.follow_ups import FollowUps
@@ -64,6 +65,13 @@ class Service:
             twilio_auth_token=token,
             router=router,
         )
+
+    def bounces(self) -> BounceService | None:
+        """Reads bounces when emails go by SMTP with SMTP_BOUNCE_ADDRESS set; else None."""
+        address = self.settings.smtp.bounces() if self.settings.smtp else None
+        if address is None or self.settings.email_channel != "smtp":
+            return None
+        return BounceService(self.engine, FollowUps(self.catalog), address, self.clock)
 
     def previewer(self) -> PreviewService:
         return PreviewService(self.engine, self.catalog, self.renderer, self.clock)

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import bootstrap, log_masking
+from .bounce_listener import BounceListener
 from .configuration.problems import ConfigError
 from .configuration.sms_budgets import load_sms_budgets
 from .domain.timing import zone
@@ -26,6 +27,7 @@ from .http_server import HttpServer, HttpServerError
 from .importers.csv_mapping import load_mapping
 from .importers.csv_rows import FileRejected, ImportDefaults
 from .importers.hl7v2_siu import load_siu_mapping
+from .listening import serve_until_signalled
 from .mllp import MllpServer
 from .rendering import Renderer
 from .sample_data import sample_appointments
@@ -357,19 +359,28 @@ def mllp(
         worst = max(results, key=lambda r: ("AA", "AE", "AR").index(r.ack), default=None)
         return (worst.ack, worst.text) if worst else ("AR", "no HL7 message in the frame")
 
-    async def main() -> None:
-        server = MllpServer(handle, host, port)
-        await server.start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        serving = asyncio.create_task(server.serve_forever())
-        await stop.wait()
-        serving.cancel()
-        await server.close()
+    asyncio.run(serve_until_signalled(MllpServer(handle, host, port)))
+    service.close()
 
-    asyncio.run(main())
+
+@app.command()
+def bounces(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (route SMTP_BOUNCE_ADDRESS here).")] = 2525,
+) -> None:
+    """Receive bounces (delivery status notifications) for SMTP_BOUNCE_ADDRESS until Ctrl-C or
+    SIGTERM: an email that bounced for good is marked so, and staff are told when no channel of
+    its step reached the patient."""
+    service = _service()
+    receiver = service.bounces()
+    if receiver is None:
+        err.print(
+            "bounces: needs REMINDER_EMAIL_CHANNEL=smtp with SMTP_BOUNCE_ADDRESS and "
+            "SMTP_BOUNCE_SECRET set (each email's envelope sender then names it)"
+        )
+        raise typer.Exit(EXIT_UNUSABLE)
+
+    asyncio.run(serve_until_signalled(BounceListener(receiver.receive, host, port)))
     service.close()
 
 

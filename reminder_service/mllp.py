@@ -15,6 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 from .importers.hl7_ack import build_ack
+from .listening import Listener
 
 log = logging.getLogger(__name__)
 
@@ -25,31 +26,15 @@ MAX_FRAME = 1024 * 1024  # a SIU message is a few kilobytes
 Handler = Callable[[bytes], tuple[str, str]]
 
 
-class MllpServer:
+class MllpServer(Listener):
+    name = "MLLP listener"
+
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 2575) -> None:
+        super().__init__(host, port)
         self._handler = handler
-        self._host = host
-        self._port = port
-        self._server: asyncio.Server | None = None
 
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self._host, self._port)
-        log.info("MLLP listening on %s:%d", self._host, self.port)
-
-    async def serve_forever(self) -> None:
-        assert self._server is not None
-        async with self._server:
-            await self._server.serve_forever()
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+    async def _listen(self, host: str, port: int) -> asyncio.Server:
+        return await asyncio.start_server(self._serve, host, port)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
+
+from .channels.bounces import BounceAddress
 
 
 class SettingsError(ValueError):
@@ -171,6 +174,10 @@ class SmtpSettings:
     timeout_seconds: float = 30.0
     connections: int = 4  # kept open and reused across sends
     ca_file: str = ""
+    # Bounces (see channels/bounces.py): each email's envelope sender is this address tagged
+    # with its reminder and an HMAC made with the secret; `reminder-service bounces` reads them.
+    bounce_address: str = ""
+    bounce_secret: str = ""
 
     def validate(self) -> None:
         if not self.host:
@@ -187,6 +194,16 @@ class SmtpSettings:
             raise SettingsError("SMTP_TIMEOUT_SECONDS: must be more than 0")
         if self.ca_file and not Path(self.ca_file).is_file():
             raise SettingsError(f"SMTP_CA_FILE: no such file {self.ca_file!r}")
+        if self.bounce_address and not re.fullmatch(r"[^@\s+]+@[^@\s]+", self.bounce_address):
+            raise SettingsError("SMTP_BOUNCE_ADDRESS: must be an address local@domain, with no +")
+        if self.bounce_address and len(self.bounce_secret) < 16:
+            raise SettingsError("SMTP_BOUNCE_SECRET: required with SMTP_BOUNCE_ADDRESS, 16+ chars")
+
+    def bounces(self) -> BounceAddress | None:
+        """How each email's envelope sender names it, when bounces are read."""
+        if not self.bounce_address:
+            return None
+        return BounceAddress(self.bounce_address, self.bounce_secret.encode())
 
     @property
     def effective_port(self) -> int:
@@ -195,6 +212,7 @@ class SmtpSettings:
     def describe(self) -> dict[str, str]:
         shown = {f.name.rstrip("_"): str(getattr(self, f.name)) for f in fields(self)}
         shown["password"] = MASK if self.password else ""
+        shown["bounce_secret"] = MASK if self.bounce_secret else ""
         return shown
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -9,6 +13,7 @@ from typing import Any
 
 from reminder_service.domain.appointment import Appointment, AppointmentStatus, Patient, Tristate
 from reminder_service.domain.timing import local_to_utc, zone
+from reminder_service.listening import Listener
 
 ROOT = Path(__file__).parents[1]
 CONFIG_DIR = ROOT / "config"
@@ -77,3 +82,19 @@ def walk_clock(service: Any, clock: Any, until: datetime) -> None:
         due = service.dispatcher.next_due()
         step = clock.now + timedelta(hours=6)
         clock.now = min(due, step) if due is not None and due > clock.now else step
+
+
+@contextmanager
+def listening_on_a_thread(listener: Listener) -> Iterator[int]:
+    """Run a listener (MLLP, bounces) on its own event loop in a thread; yields its port."""
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(listener.start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield listener.port
+    finally:
+        asyncio.run_coroutine_threadsafe(listener.close(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()

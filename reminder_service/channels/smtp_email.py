@@ -85,6 +85,7 @@ class SmtpEmailChannel:
     def __init__(self, settings: SmtpSettings) -> None:
         # No I/O and no loop objects here: the channel is built before the delivery loop runs.
         self._settings = settings
+        self._bounces = settings.bounces()
         self._pool_state: _Pool | None = None
         self._tls: ssl.SSLContext | None = None
         self._local_hostname: str | None = None
@@ -96,7 +97,12 @@ class SmtpEmailChannel:
                 # Written once a slot is free: with many sends waiting, writing them all first
                 # would leave the server idle; this way one is written while others are sent.
                 data = _render(message, self._settings.from_)
-                reply = await self._send_pooled(pool, data, message.to)
+                sender = (
+                    self._bounces.for_reminder(message.reminder_id)
+                    if self._bounces
+                    else self._settings.from_
+                )
+                reply = await self._send_pooled(pool, data, sender, message.to)
             except (SMTPException, OSError, _Refused, _InDoubt) as exc:
                 # `from None`: aiosmtplib's exceptions name the recipient in their text.
                 raise ChannelError(_failure(exc, self._settings)) from None
@@ -126,11 +132,11 @@ class SmtpEmailChannel:
             self._pool_state = _Pool(loop, asyncio.Semaphore(self._settings.connections))
         return self._pool_state
 
-    async def _send_pooled(self, pool: _Pool, data: bytes, to: str) -> str:
+    async def _send_pooled(self, pool: _Pool, data: bytes, sender: str, to: str) -> str:
         smtp, reused = await self._checkout(pool)
         try:
             try:
-                return await self._transaction(smtp, data, to)
+                return await self._transaction(smtp, data, sender, to)
             except (SMTPServerDisconnected, SMTPResponseException) as exc:
                 if not (reused and _closed_before_data(exc)):
                     raise
@@ -138,7 +144,7 @@ class SmtpEmailChannel:
             log.info("smtp: the server closed an idle connection; sending on a new one")
             _discard(smtp)
             smtp = await self._open()
-            return await self._transaction(smtp, data, to)
+            return await self._transaction(smtp, data, sender, to)
         finally:
             if smtp.is_connected:
                 pool.idle.append(smtp)
@@ -189,16 +195,17 @@ class SmtpEmailChannel:
         log.debug("smtp: connected to %s:%s", settings.host, settings.effective_port)
         return smtp
 
-    async def _transaction(self, smtp: SMTP, data: bytes, to: str) -> str:
-        """MAIL, RCPT, DATA on an open session; returns the server's reply to the message."""
+    async def _transaction(self, smtp: SMTP, data: bytes, sender: str, to: str) -> str:
+        """MAIL, RCPT, DATA on an open session; returns the server's reply to the message.
+        `sender` is the envelope sender, where bounces go (the From header is in `data`)."""
         # The MIME form is 7-bit; only an address with non-ASCII characters needs SMTPUTF8.
-        utf8 = not (self._settings.from_ + to).isascii()
+        utf8 = not (sender + to).isascii()
         if utf8 and not smtp.supports_extension("smtputf8"):
             raise SMTPNotSupported("SMTPUTF8")
         options = ["BODY=8BITMIME", "SMTPUTF8"] if utf8 else []
         encoding = "utf-8" if utf8 else "ascii"
         try:
-            await smtp.mail(self._settings.from_, options=options, encoding=encoding)
+            await smtp.mail(sender, options=options, encoding=encoding)
             await smtp.rcpt(to, encoding=encoding)
             try:
                 reply = await smtp.data(data)

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 STAFF_CHANNEL = "staff"  # a reminders row addressed to the clinic's staff, not the patient
 STAFF_TEMPLATE = "staff_alert"
-UNDELIVERED = frozenset({"undelivered", "failed"})
+UNDELIVERED = frozenset({"undelivered", "failed", "bounced"})  # "bounced": an email (DSN)
 ON_ITS_WAY = frozenset({ReminderStatus.PENDING.value, ReminderStatus.SENDING.value})
 
 

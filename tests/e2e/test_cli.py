@@ -459,3 +459,9 @@ def test_api_key_create_prints_a_key_once_and_stores_only_its_hash(env) -> None:
     assert [name for name, _ in stored] == ["scheduler"]
     assert key not in str(stored)
     assert cli(env, "api-key", "revoke", "scheduler").returncode == 0
+
+
+def test_the_bounce_listener_needs_smtp_with_a_bounce_address(env) -> None:  # type: ignore[no-untyped-def]
+    result = cli(env, "bounces", "--port", str(_free_port()))
+    assert result.returncode == 2
+    assert "SMTP_BOUNCE_ADDRESS" in result.stderr

@@ -4,7 +4,6 @@ with an ACK carrying its control id, and applied."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from reminder_service.importers.hl7_ack import build_ack
 from reminder_service.mllp import MAX_FRAME, MllpServer
 from reminder_service.services.hl7_import import apply_siu
 from reminder_service.store.tables import appointments, audit_log
+from tests.factories import listening_on_a_thread
 
 SAMPLES = Path(__file__).parents[1] / "conformance" / "hl7"  # from ../shared/conformance
 DEFAULTS = ImportDefaults("riverside", "Europe/London", "GB", "en-GB")
@@ -39,16 +39,8 @@ def listener(service: Service) -> Iterator[int]:
         results, _ = apply_siu(service.importer, frame, DEFAULTS, label="mllp-test")
         return results[0].ack, results[0].text
 
-    loop = asyncio.new_event_loop()
-    server = MllpServer(handle, "127.0.0.1", 0)
-    loop.run_until_complete(server.start())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield server.port
-    asyncio.run_coroutine_threadsafe(server.close(), loop).result(timeout=10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(timeout=10)
-    loop.close()
+    with listening_on_a_thread(MllpServer(handle, "127.0.0.1", 0)) as port:
+        yield port
 
 
 def acks(sock: socket.socket, count: int) -> list[dict[str, str]]:

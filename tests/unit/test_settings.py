@@ -46,3 +46,35 @@ def test_environment_overrides_and_converts():
 def test_bad_settings_name_the_variable(env, message):  # type: ignore[no-untyped-def]
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+SMTP_ENV = {
+    "REMINDER_EMAIL_CHANNEL": "smtp",
+    "SMTP_HOST": "mail.clinic.example",
+    "SMTP_FROM": "reminders@clinic.example",
+}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"SMTP_BOUNCE_ADDRESS": "bounces"}, "SMTP_BOUNCE_ADDRESS: must be an address"),
+        ({"SMTP_BOUNCE_ADDRESS": "b+x@mail.example"}, "SMTP_BOUNCE_ADDRESS: must be an address"),
+        ({"SMTP_BOUNCE_ADDRESS": "b@mail.example"}, "SMTP_BOUNCE_SECRET: required"),
+        (
+            {"SMTP_BOUNCE_ADDRESS": "b@mail.example", "SMTP_BOUNCE_SECRET": "short"},
+            "SMTP_BOUNCE_SECRET: required",
+        ),
+    ],
+)
+def test_bounce_settings_are_checked(extra, message):  # type: ignore[no-untyped-def]
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env({**SMTP_ENV, **extra}).validate()
+
+
+def test_the_bounce_secret_is_never_shown():  # type: ignore[no-untyped-def]
+    env = {**SMTP_ENV, "SMTP_BOUNCE_ADDRESS": "b@mail.example", "SMTP_BOUNCE_SECRET": "k" * 20}
+    settings = Settings.from_env(env)
+    settings.validate()
+    assert settings.smtp is not None and settings.smtp.bounces() is not None
+    assert "k" * 20 not in str(settings.describe())

@@ -1,0 +1,112 @@
+"""Bounces, as they arrive: an email the mail system accepted and later could not deliver.
+
+A permanent failure (Action: failed, Status 5.x.x) marks the email `bounced`, and the step goes
+on to the follow-ups like an SMS reported undelivered: staff are told when no channel of the
+step reached the patient. A delay (4.x.x) is only noted in the audit log: the mail system is
+still trying. Bounces for unknown or forged envelope addresses change nothing (see
+channels/bounces.py), nor do repeats of one already recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+
+from ..channels.bounces import BounceAddress, DeliveryReport, read_dsn
+from ..clock import Clock
+from ..domain.planning import ReminderStatus
+from ..domain.protocol import Channel
+from ..store import bulk
+from ..store.tables import reminders
+from .follow_ups import FollowUps
+
+log = logging.getLogger(__name__)
+
+BOUNCED = "bounced"
+
+
+class BounceService:
+    def __init__(
+        self, engine: Engine, follow_ups: FollowUps, address: BounceAddress, clock: Clock
+    ) -> None:
+        self._engine = engine
+        self._follow_ups = follow_ups
+        self._address = address
+        self._clock = clock
+
+    def receive(self, recipients: list[str], raw: bytes) -> str:
+        """One message delivered to the bounce address: what became of it ("bounced",
+        "delayed", "repeat", "not a bounce", "not ours")."""
+        ids = {self._address.reminder_of(r) for r in recipients} - {None}
+        if len(ids) != 1:
+            return "not ours"  # no tag of ours, a forged one, or several at once
+        reports = read_dsn(raw)
+        if not reports:
+            return "not a bounce"  # an auto-reply or anything else sent to the address
+        (reminder_id,) = ids
+        assert reminder_id is not None
+        return self.record(reminder_id, reports)
+
+    def record(self, reminder_id: int, reports: list[DeliveryReport]) -> str:
+        failed = next((r for r in reports if r.permanent), None)
+        delayed = next((r for r in reports if r.action == "delayed"), None)
+        if failed is None and delayed is None:
+            return "not a failure"  # e.g. a "delivered" or "relayed" report
+        now = self._clock()
+        with self._engine.begin() as conn:
+            row = conn.execute(select(reminders).where(reminders.c.id == reminder_id)).mappings()
+            found = row.first()
+            if found is None or found["channel"] != Channel.EMAIL.value:
+                return "not ours"
+            reminder = dict(found)
+            if reminder["delivery_status"] == BOUNCED:
+                return "repeat"
+            if failed is None:
+                assert delayed is not None
+                reason = f"the mail system is still trying (status {delayed.status or 'none'})"
+                bulk.insert_audit(conn, [_audit(reminder, "delivery_delayed", reason, now)])
+                return "delayed"
+            code = failed.status or "5.0.0"
+            reason = f"bounced: {_meaning(code)} (status {code})"
+            conn.execute(
+                update(reminders)
+                .where(reminders.c.id == reminder_id)
+                .values(delivery_status=BOUNCED, delivery_error=code, delivery_updated_at=now)
+            )
+            bulk.insert_audit(conn, [_audit(reminder, "delivery_bounced", reason, now)])
+            if reminder["status"] == ReminderStatus.SENT.value:
+                bounced = {**reminder, "delivery_status": BOUNCED, "delivery_error": code}
+                self._follow_ups.after_undeliverable(conn, [(bounced, reason)], now)
+        log.info("reminder %s: email bounced (status %s)", reminder_id, code)
+        return "bounced"
+
+
+# RFC 3463 subjects and details that clinics meet; the rest by class.
+_MEANINGS = {
+    "5.1.1": "no such mailbox",
+    "5.1.2": "no such mail domain",
+    "5.1.10": "no such mailbox",
+    "5.2.1": "the mailbox is disabled",
+    "5.2.2": "the mailbox is full",
+    "5.4.1": "the receiving server refused it",
+    "5.7.1": "refused by the receiving server's policy",
+}
+
+
+def _meaning(code: str) -> str:
+    return _MEANINGS.get(code, "the mail system could not deliver it")
+
+
+def _audit(reminder: dict[str, Any], event: str, reason: str, now: datetime) -> dict[str, Any]:
+    return {
+        "at": now,
+        "appointment_id": reminder["appointment_id"],
+        "reminder_id": reminder["id"],
+        "event": event,
+        "reason": reason,
+        "detail": json.dumps({"delivery_status": event.removeprefix("delivery_")}),
+    }
