@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/import_planning.py
 	$(BIN)/python bench/sms_dispatch.py
 	$(BIN)/python bench/email_send.py
+	$(BIN)/python bench/hl7_import.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
