@@ -87,18 +87,12 @@ def read_dsn(raw: bytes) -> list[DeliveryReport] | None:
 
 
 def _reports(part: Message) -> list[DeliveryReport]:
-    """The per-recipient field groups of a message/delivery-status part (the first group is
-    about the message as a whole)."""
+    """The per-recipient field groups of a message/delivery-status part. The email package
+    parses such a part into one header block per group; the first is about the message as a
+    whole."""
     payload = part.get_payload()
-    if isinstance(payload, list):  # parsed as a list of header blocks
-        groups = [
-            {k.lower(): str(v) for k, v in block.items()}
-            for block in payload
-            if isinstance(block, Message)
-        ]
-    else:  # left as text: split on blank lines
-        text = payload if isinstance(payload, str) else ""
-        groups = [_fields(block) for block in re.split(r"\r?\n\s*\r?\n", text) if block.strip()]
+    blocks = [b for b in payload if isinstance(b, Message)] if isinstance(payload, list) else []
+    groups = [{k.lower(): str(v) for k, v in block.items()} for block in blocks]
     reports = []
     for fields in groups[1:] if len(groups) > 1 else groups:
         action = fields.get("action", "").strip().lower()
@@ -114,17 +108,3 @@ def _reports(part: Message) -> list[DeliveryReport]:
             )
         )
     return reports
-
-
-def _fields(block: str) -> dict[str, str]:
-    found: dict[str, str] = {}
-    name = ""
-    for line in block.splitlines():
-        if line[:1] in (" ", "\t") and name:  # a folded continuation
-            found[name] += " " + line.strip()
-            continue
-        key, sep, value = line.partition(":")
-        if sep:
-            name = key.strip().lower()
-            found[name] = value.strip()
-    return found

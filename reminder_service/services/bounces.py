@@ -58,8 +58,8 @@ class BounceService:
             return "not a failure"  # e.g. a "delivered" or "relayed" report
         now = self._clock()
         with self._engine.begin() as conn:
-            row = conn.execute(select(reminders).where(reminders.c.id == reminder_id)).mappings()
-            found = row.first()
+            query = select(reminders).where(reminders.c.id == reminder_id)
+            found = conn.execute(query).mappings().first()
             if found is None or found["channel"] != Channel.EMAIL.value:
                 return "not ours"
             reminder = dict(found)

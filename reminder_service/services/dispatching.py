@@ -49,7 +49,7 @@ from ..rendering import RenderedMessage, Renderer, RenderError
 from ..store import bulk, records
 from ..store.engine import reading
 from ..store.records import RowData
-from ..store.tables import appointments, patients, reminders, sms_opt_outs
+from ..store.tables import appointments, reminders, sms_opt_outs
 from . import patient_texts
 from .follow_ups import STAFF_CHANNEL, FollowUps, record_opt_outs
 from .importing import CALENDAR_CANCEL
@@ -265,16 +265,12 @@ class DispatchService:
         return prepared
 
     def _load_appointments(self, ids: set[int]) -> dict[int, tuple[Appointment, RowData]]:
-        query = (
-            select(appointments, *[patients.c[c].label(f"p_{c}") for c in records.PATIENT_COLUMNS])
-            .join(patients, patients.c.id == appointments.c.patient_id)
-            .where(appointments.c.id.in_(ids))
-        )
+        query = records.select_with_patients().where(appointments.c.id.in_(ids))
         with reading(self._engine) as conn:
             rows = conn.execute(query).mappings().all()
         loaded: dict[int, tuple[Appointment, RowData]] = {}
         for row in rows:
-            patient = {c: row[f"p_{c}"] for c in records.PATIENT_COLUMNS}
+            patient = records.patient_of(row)
             loaded[row["id"]] = (records.appointment_from_row(row, patient), row)
         return loaded
 

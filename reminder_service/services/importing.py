@@ -124,20 +124,12 @@ class ImportService:
 
     def cancel(self, external_id: str, *, source: str) -> ImportSummary | None:
         """Cancel a stored appointment (every open reminder stops); None if there is none."""
+        query = records.select_with_patients().where(appointments.c.external_id == external_id)
         with reading(self._engine) as conn:
-            row = (
-                conn.execute(select(appointments).where(appointments.c.external_id == external_id))
-                .mappings()
-                .first()
-            )
-            if row is None:
-                return None
-            patient = (
-                conn.execute(select(patients).where(patients.c.id == row["patient_id"]))
-                .mappings()
-                .one()
-            )
-        current = records.appointment_from_row(row, patient)
+            row = conn.execute(query).mappings().first()
+        if row is None:
+            return None
+        current = records.appointment_from_row(row, records.patient_of(row))
         cancelled = replace(current, status=AppointmentStatus.CANCELLED)
         return self.apply([(0, cancelled)], source=source, label=f"cancel {external_id}")
 
@@ -229,10 +221,7 @@ class ImportService:
                 .returning(imports.c.id)
             ).scalar_one()
             booked = (
-                select(
-                    appointments, *[patients.c[c].label(f"p_{c}") for c in records.PATIENT_COLUMNS]
-                )
-                .join(patients, patients.c.id == appointments.c.patient_id)
+                records.select_with_patients()
                 .where(appointments.c.status == AppointmentStatus.BOOKED.value)
                 .where(appointments.c.start_at >= now - REPLAN_LOOKBACK)
                 .order_by(appointments.c.id)
@@ -260,7 +249,7 @@ class ImportService:
         plans: list[list[PlannedReminder]] = []
         until = self.plan_until(now)
         for row in batch:
-            patient = {c: row[f"p_{c}"] for c in records.PATIENT_COLUMNS}
+            patient = records.patient_of(row)
             appointment = records.appointment_from_row(row, patient)
             protocol = self._catalog.protocol_for(appointment.procedure)
             values = {"pk": row["id"], "version": row["version"],

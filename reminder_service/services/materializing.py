@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy import Connection, Engine, bindparam, update
 
 from ..catalog import Catalog
 from ..clock import Clock
@@ -22,7 +22,7 @@ from ..domain.appointment import AppointmentStatus
 from ..domain.planning import PlanWindow, plan_window
 from ..store import bulk, records
 from ..store.records import RowData
-from ..store.tables import appointments, patients, reminders
+from ..store.tables import appointments, reminders
 from .importing import DEFAULT_HORIZON, REMINDER_COLUMNS, plan_detail, plan_rows
 
 CHUNK = 500
@@ -91,8 +91,7 @@ class Materializer:
 
     def _due_appointments(self, conn: Connection, until: datetime) -> list[RowData]:
         query = (
-            select(appointments, *[patients.c[c].label(f"p_{c}") for c in records.PATIENT_COLUMNS])
-            .join(patients, patients.c.id == appointments.c.patient_id)
+            records.select_with_patients()
             .where(appointments.c.plan_resume_at <= until)
             .order_by(appointments.c.plan_resume_at, appointments.c.id)
             .limit(CHUNK)
@@ -112,7 +111,7 @@ class Materializer:
         resumes: list[dict[str, Any]] = []
         audit: list[dict[str, Any]] = []
         for row in batch:
-            patient = {c: row[f"p_{c}"] for c in records.PATIENT_COLUMNS}
+            patient = records.patient_of(row)
             try:
                 window = _plan(row, patient, self._catalog, until)
             except CannotPlan as exc:

@@ -21,7 +21,7 @@ from ..domain.protocol import Channel
 from ..domain.sms_caps import Text
 from ..store import records
 from ..store.records import RowData
-from ..store.tables import appointments, patients, reminders
+from ..store.tables import appointments, reminders
 
 # The widest cap window (7 days), and a day more for the difference between time zones.
 LOOKBACK = timedelta(days=8)
@@ -52,15 +52,14 @@ def booked_appointments(
     """Per patient, the booked appointments that may still have texts to come (after-care
     follows the start by days, so those that started lately count too)."""
     query = (
-        select(appointments, *[patients.c[c].label(f"p_{c}") for c in records.PATIENT_COLUMNS])
-        .join(patients, patients.c.id == appointments.c.patient_id)
+        records.select_with_patients()
         .where(appointments.c.patient_id.in_(patient_ids))
         .where(appointments.c.status == AppointmentStatus.BOOKED.value)
         .where(appointments.c.start_at > now - LOOKBACK)
     )
     booked: dict[int, list[tuple[Appointment, RowData]]] = defaultdict(list)
     for row in conn.execute(query).mappings():
-        patient = {c: row[f"p_{c}"] for c in records.PATIENT_COLUMNS}
+        patient = records.patient_of(row)
         booked[row["patient_id"]].append((records.appointment_from_row(row, patient), row))
     return booked
 

@@ -19,7 +19,7 @@ from ..rendering import Renderer, RenderError
 from ..store import records
 from ..store.engine import reading
 from ..store.records import RowData
-from ..store.tables import appointments, patients, reminders
+from ..store.tables import appointments, reminders
 from . import patient_texts
 from .follow_ups import STAFF_CHANNEL
 from .materializing import CannotPlan, remaining_plan
@@ -72,19 +72,12 @@ class PreviewService:
         self._clock = clock
 
     def preview(self, external_id: str) -> Preview:
+        query = records.select_with_patients().where(appointments.c.external_id == external_id)
         with reading(self._engine) as conn:
-            row = (
-                conn.execute(select(appointments).where(appointments.c.external_id == external_id))
-                .mappings()
-                .first()
-            )
+            row = conn.execute(query).mappings().first()
             if row is None:
                 raise NotFound(f"no appointment with id {external_id!r}")
-            patient = (
-                conn.execute(select(patients).where(patients.c.id == row["patient_id"]))
-                .mappings()
-                .one()
-            )
+            patient = records.patient_of(row)
             rows = (
                 conn.execute(
                     select(reminders)

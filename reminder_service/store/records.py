@@ -6,16 +6,33 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
+from sqlalchemy import Select, select
+
 from ..domain.appointment import FLAG_NAMES, Appointment, AppointmentStatus, Patient, Tristate
 from ..domain.planning import ReminderStatus
 from ..domain.protocol import Channel
 from ..domain.reconcile import ExistingReminder
+from .tables import appointments, patients
 
 # A row as SQLAlchemy returns it (keys may be names or columns).
 RowData = Mapping[Any, Any]
 
 FLAG_COLUMNS = FLAG_NAMES  # one column per flag, named as the flag
 PATIENT_COLUMNS = tuple(f.name for f in fields(Patient))  # patients' columns, as Patient's fields
+
+
+def select_with_patients() -> Select[Any]:
+    """Appointments joined to their patients, each patient column labelled `p_<column>` (see
+    `patient_of`), so one query loads both."""
+    labelled = [patients.c[c].label(f"p_{c}") for c in PATIENT_COLUMNS]
+    return select(appointments, *labelled).join(
+        patients, patients.c.id == appointments.c.patient_id
+    )
+
+
+def patient_of(row: RowData) -> dict[str, Any]:
+    """The patient's columns of a `select_with_patients` row."""
+    return {c: row[f"p_{c}"] for c in PATIENT_COLUMNS}
 
 
 def patient_values(patient: Patient) -> dict[str, Any]:
