@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install run test lint typecheck unit bench clean
+.PHONY: install run test lint typecheck unit bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/sms_dispatch.py
 	$(BIN)/python bench/email_send.py
 	$(BIN)/python bench/hl7_import.py
+
+# The property-based tests of every importer, with many more examples than the suite's run.
+fuzz: $(STAMP)
+	REMINDER_HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -m property -q
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

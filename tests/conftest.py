@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -20,6 +22,23 @@ from reminder_service.store.tables import metadata
 from tests.factories import CONFIG_DIR, TEMPLATES_DIR, local
 
 POSTGRES_ENV = "REMINDER_TEST_POSTGRES_URL"
+
+# Property-based tests: bounded so the suite stays fast ("ci", the default); `make fuzz` runs the
+# same properties far longer ("fuzz"). No deadline: a slow example on a busy machine is no bug.
+hypothesis_settings.register_profile(
+    "ci",
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+hypothesis_settings.register_profile(
+    "fuzz",
+    max_examples=20_000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+hypothesis_settings.load_profile(os.environ.get("REMINDER_HYPOTHESIS_PROFILE", "ci"))
 
 
 class FakeClock:
