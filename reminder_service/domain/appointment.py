@@ -123,5 +123,20 @@ class Appointment:
         return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    """A source says an appointment is off (cancelled, deleted, or the patient did not come) and
+    gives no usable description of it. Its id is all a cancellation needs: a missing procedure,
+    start or contact must never keep a cancelled biopsy's reminders going (a patient might stop
+    their blood thinners for nothing)."""
+
+    external_id: str
+    no_show: bool = False
+
+
+# What an importer hands on: an appointment as described, or a cancellation by id alone.
+Change = Appointment | Cancellation
+
+
 _PATIENT_FIELDS = tuple(f.name for f in fields(Patient))
 _APPOINTMENT_FIELDS = tuple(f.name for f in fields(Appointment))

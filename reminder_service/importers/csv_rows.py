@@ -20,12 +20,14 @@ Policy:
   line break does not shift the rows after it. Blank lines (or only delimiters) are skipped.
 - Missing trailing fields count as empty; extra empty trailing fields (Excel writes them) are
   ignored; extra fields with text are a row error, as the row's values can no longer be trusted.
-- A mobile without a country code is read in the country of the row's time zone when the row
-  names a zone other than the default one (tzdata's zone.tab: America/New_York -> US), then in the
-  default region; so a multi-country export needs no +1/+61 prefixes.
+- A mobile without a country code is read in the country of the row's time zone (tzdata's
+  zone.tab: America/New_York -> US) and in the country of the row's clinic (its `clinic` cell,
+  else the import's); never in another clinic's. Readings that differ are refused, not guessed.
+  So a multi-country export needs no +1/+61 prefixes.
 - A row error never quotes a name, phone number or email: error lists end up in logs. A booked row
-  needs a mobile or an email; a cancelled one needs neither, and problems in its contact details,
-  flags, duration or language do not block the cancellation (those values are then dropped).
+  needs a mobile or an email. A cancelled row needs only its appointment id: when anything else
+  in it is missing or unreadable (start, procedure, patient, contacts...), it becomes a
+  `Cancellation` of that id, so no detail can keep a cancelled appointment's reminders going.
 - A row with any error produces no Appointment; all of its errors are reported.
 """
 
@@ -53,6 +55,8 @@ from ..domain.appointment import (
     FLAG_NAMES,
     Appointment,
     AppointmentStatus,
+    Cancellation,
+    Change,
     Patient,
     Tristate,
 )
@@ -123,16 +127,27 @@ class CsvTable:
 
 @dataclass(frozen=True, slots=True)
 class ImportDefaults:
+    """What an import assumes for what a row or message does not say: its clinic (the feed's)
+    and that clinic's zone, phone region and language."""
+
     clinic_id: str
     timezone: str
     phone_region: str
     language: str
     duration_minutes: int = 60
+    # (clinic id, phone region) of every configured clinic: a row naming another clinic has its
+    # numbers read in that clinic's country, never in this one's.
+    clinic_regions: tuple[tuple[str, str], ...] = ()
+
+    def region_of(self, clinic_id: str) -> str | None:
+        if clinic_id == self.clinic_id:
+            return self.phone_region.upper()
+        return dict(self.clinic_regions).get(clinic_id)
 
 
 @dataclass(frozen=True, slots=True)
 class ParsedCsv:
-    rows: list[tuple[int, Appointment]]  # (line, appointment)
+    rows: list[tuple[int, Change]]  # (line, appointment or cancellation)
     errors: list[RowError]
     total: int  # data rows read, blank lines excluded
 
@@ -268,9 +283,8 @@ class RowConverter:
         if problems:
             raise ValueError("; ".join(problems))
         self._width = len(headers)
-        self._region = defaults.phone_region.upper()
+        self._defaults = defaults
         self._default_language = normalise_language(defaults.language) or "en"
-        self._default_zone = layout.defaults.get("timezone", defaults.timezone)
         self._split_start = layout.split_start
         self._duration_unit = (
             layout.duration_unit if layout.duration_field == "duration" else "minutes"
@@ -298,10 +312,10 @@ class RowConverter:
                 also=_also(spellings),
             )
 
-    def convert_many(self, rows: Sequence[RawRow]) -> list[Appointment | list[RowError]]:
+    def convert_many(self, rows: Sequence[RawRow]) -> list[Change | list[RowError]]:
         return [self.convert(row) for row in rows]
 
-    def convert(self, row: RawRow) -> Appointment | list[RowError]:
+    def convert(self, row: RawRow) -> Change | list[RowError]:
         values, line = row.values, row.line
         if len(values) > self._width and "".join(values[self._width :]).strip():
             reason = (
@@ -325,9 +339,10 @@ class RowConverter:
         procedure = self._required(values, "procedure", line, errors).upper()
         if status is AppointmentStatus.CANCELLED and errors:
             # A cancellation must never be blocked by details it does not need: a bad phone
-            # number on a cancelled row would otherwise leave the reminders going out.
-            errors = [e for e in errors if e.column not in self._irrelevant_when_cancelled]
-            language = language or self._default_language
+            # number or a missing start on a cancelled row would otherwise leave the reminders
+            # going out. Its id is enough.
+            id_errors = [e for e in errors if e.column == self._columns["appointment_id"].header]
+            return id_errors or Cancellation(appointment_id)
         if errors:
             return sorted(errors, key=lambda e: self._position.get(e.column, self._width))
         patient = Patient(
@@ -353,11 +368,6 @@ class RowConverter:
             status=status,
             **flags,
         )
-
-    @property
-    def _irrelevant_when_cancelled(self) -> frozenset[str]:
-        names = ("mobile", "email", "language", "duration", "duration_minutes", *FLAG_NAMES)
-        return frozenset(self._columns[n].header for n in names if n in self._columns)
 
     def _cell(self, values: tuple[str, ...], name: str) -> str:
         """The cell's text in our spelling: mapped spelling, else the text, else the fallback."""
@@ -490,7 +500,9 @@ class RowConverter:
         mobile_text, email_text = self._cell(values, "mobile"), self._cell(values, "email")
         mobile = email = None
         if mobile_text:
-            mobile, reason = parse_mobile(mobile_text, self._regions(zone_name))
+            clinic_region = self._defaults.region_of(self._cell(values, "clinic"))
+            regions = phone_regions(zone_name, clinic_region)
+            mobile, reason = parse_mobile(mobile_text, regions)
             if reason:
                 self._fail(errors, line, "mobile", reason)
         if email_text:
@@ -501,23 +513,18 @@ class RowConverter:
             self._fail(errors, line, "mobile", "no mobile or email")
         return mobile, email
 
-    def _regions(self, zone_name: str) -> tuple[str, ...]:
-        """Where to read a number without a country code: the row's zone's country, then ours."""
-        country = None if zone_name == self._default_zone else _zone_countries().get(zone_name)
-        return (country, self._region) if country and country != self._region else (self._region,)
-
     def _also(self, name: str) -> str:
         return self._columns[name].also
 
 
-def gather(rows: Sequence[RawRow], results: Sequence[Appointment | list[RowError]]) -> ParsedCsv:
+def gather(rows: Sequence[RawRow], results: Sequence[Change | list[RowError]]) -> ParsedCsv:
     """Pair converted results back with their rows (e.g. after converting chunks in workers)."""
     parsed = ParsedCsv(rows=[], errors=[], total=len(rows))
     for row, result in zip(rows, results, strict=True):
-        if isinstance(result, Appointment):
-            parsed.rows.append((row.line, result))
-        else:
+        if isinstance(result, list):
             parsed.errors.extend(result)
+        else:
+            parsed.rows.append((row.line, result))
     return parsed
 
 
@@ -670,23 +677,44 @@ def _minutes(text: str, unit: str) -> int | str:
 
 @lru_cache(maxsize=16384)
 def parse_mobile(text: str, regions: tuple[str, ...]) -> tuple[str | None, str]:
-    """(E.164, "") or (None, reason), judged in the first region where the number is valid.
+    """(E.164, "") or (None, reason). A number without a country code is read in every candidate
+    region (the clinic's country, the patient's zone's country): when two readings are valid and
+    differ, which one the patient meant is a guess, and a guess may text a stranger, so it is
+    refused. With no region, only numbers written with their country code are read.
 
-    One parse and one type lookup per region tried: ~20-40 us for a new number.
+    One parse and one validity check per region: ~20-40 us for a new number.
     """
-    for region in regions:
+    readings: dict[str, phonenumbers.PhoneNumber] = {}
+    for region in regions or (None,):
         try:
             number = phonenumbers.parse(text, region)
         except phonenumbers.NumberParseException:
             continue
-        kind = phonenumbers.number_type(number)  # UNKNOWN exactly when is_valid_number() is False
-        if kind == PhoneNumberType.UNKNOWN and _fictional_mobile(number):
-            kind = PhoneNumberType.MOBILE
-        if kind in NOT_MOBILE:
-            return None, f"not a mobile number ({NOT_MOBILE[kind]})"
-        if kind != PhoneNumberType.UNKNOWN:
-            return phonenumbers.format_number(number, PhoneNumberFormat.E164), ""
-    return None, f"not a valid phone number for region {' or '.join(regions)}"
+        if phonenumbers.is_valid_number(number) or _fictional_mobile(number):
+            readings.setdefault(phonenumbers.format_number(number, PhoneNumberFormat.E164), number)
+    if len(readings) > 1:
+        countries = " and ".join(regions)
+        return None, f"reads as a different number in {countries}; write it with its country code"
+    if not readings:
+        where = f"region {' or '.join(regions)}" if regions else "any region without a +code"
+        return None, f"not a valid phone number for {where}"
+    [(e164, number)] = readings.items()
+    kind = phonenumbers.number_type(number)
+    if kind == PhoneNumberType.UNKNOWN and _fictional_mobile(number):
+        kind = PhoneNumberType.MOBILE
+    if kind in NOT_MOBILE:
+        return None, f"not a mobile number ({NOT_MOBILE[kind]})"
+    return e164, ""
+
+
+def phone_regions(zone_name: str, clinic_region: str | None) -> tuple[str, ...]:
+    """Where a number written without a country code may be read: the country of the patient's
+    zone, and the country of the clinic the appointment is at. Never another clinic's."""
+    found: list[str] = []
+    for region in (_zone_countries().get(zone_name), clinic_region):
+        if region and region.upper() not in found:
+            found.append(region.upper())
+    return tuple(found)
 
 
 def _fictional_mobile(number: phonenumbers.PhoneNumber) -> bool:

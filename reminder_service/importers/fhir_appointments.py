@@ -73,7 +73,7 @@ from fhir.resources.R4B.patient import Patient as FhirPatient
 from fhir.resources.R4B.reference import Reference
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from ..domain.appointment import Appointment, AppointmentStatus, Patient
+from ..domain.appointment import Appointment, AppointmentStatus, Cancellation, Change, Patient
 from .csv_mapping import normalise_language
 from .csv_rows import ImportDefaults
 
@@ -108,7 +108,7 @@ class FhirIssue:
 
 @dataclass(frozen=True, slots=True)
 class FhirChange:
-    appointment: Appointment | None
+    appointment: Change | None  # a Cancellation when a cancel does not describe its appointment
     outcome: FhirOutcome
     issues: list[FhirIssue]
     patient_reference: str | None = None
@@ -300,6 +300,26 @@ _MAX_MINUTES = 1440
 
 
 def _map_appointment(entry: _Entry, index: _Index, defaults: ImportDefaults) -> FhirChange:
+    described = _map_described(entry, index, defaults)
+    status = entry.resource.get("status")
+    outcome = _STATUSES.get(status) if isinstance(status, str) else None
+    if outcome not in (FhirOutcome.CANCELLED, FhirOutcome.NO_SHOW):
+        return described
+    if isinstance(described.appointment, Appointment):
+        return described
+    # Its id is all a cancellation or no-show needs: whatever else is missing or unreadable
+    # (participants, start, the patient's record) only warns, or its reminders would go on.
+    external_id = _raw_appointment_id(entry.resource)
+    if not external_id:
+        return described
+    warnings = [replace(i, severity="warning") if i.severity == "error" else i
+                for i in described.issues]  # fmt: skip
+    assert outcome is not None
+    no_show = outcome is FhirOutcome.NO_SHOW
+    return FhirChange(Cancellation(external_id, no_show=no_show), outcome, warnings)
+
+
+def _map_described(entry: _Entry, index: _Index, defaults: ImportDefaults) -> FhirChange:
     model, issues = _validate(FhirAppointment, entry)
     if model is None:
         return _rejected(issues)
@@ -310,6 +330,9 @@ def _map_appointment(entry: _Entry, index: _Index, defaults: ImportDefaults) -> 
         issues.append(_error(f"{root}.status", "code-invalid", f"is not one of {expected}"))
         return _rejected(issues)
     if outcome is FhirOutcome.NOT_BOOKED:
+        said = f"{model.status}: not booked yet, so no reminders are planned (an appointment "\
+            "already booked here is left as it is)"  # fmt: skip
+        issues.append(FhirIssue("information", "informational", f"{root}.status", said))
         return FhirChange(None, outcome, issues)
     cancelled = outcome is FhirOutcome.CANCELLED
     external_id = _appointment_id(model)
@@ -391,6 +414,26 @@ def _appointment_id(model: FhirAppointment) -> str:
         if typed:
             return typed
     return (identifiers[0].value or "") if identifiers else (model.id or "")
+
+
+def _raw_appointment_id(resource: dict[str, Any]) -> str:
+    """`_appointment_id` read from the JSON itself, for a cancellation the model refused."""
+    typed: dict[str, str] = {}
+    first = ""
+    identifiers = resource.get("identifier")
+    for identifier in identifiers if isinstance(identifiers, list) else []:
+        value = identifier.get("value") if isinstance(identifier, dict) else None
+        if not isinstance(value, str) or not value.strip():
+            continue
+        first = first or value.strip()
+        kind = identifier.get("type")
+        codings = kind.get("coding") if isinstance(kind, dict) else None
+        for coding in codings if isinstance(codings, list) else []:
+            code = coding.get("code") if isinstance(coding, dict) else None
+            if isinstance(code, str):
+                typed.setdefault(code, value.strip())
+    own = resource.get("id")
+    return typed.get("FILL") or typed.get("PLAC") or first or (own if isinstance(own, str) else "")
 
 
 def _first_typed(identifiers: Sequence[Identifier], code: str) -> str:

@@ -76,13 +76,22 @@ from typing import Any, TypeAlias
 import hl7  # type: ignore[import-untyped]
 
 from ..configuration.problems import ConfigError, ConfigProblem, check_keys, read_yaml
-from ..domain.appointment import FLAG_NAMES, Appointment, AppointmentStatus, Patient, Tristate
+from ..domain.appointment import (
+    FLAG_NAMES,
+    Appointment,
+    AppointmentStatus,
+    Cancellation,
+    Change,
+    Patient,
+    Tristate,
+)
 from .csv_mapping import TRISTATE_WORDS, normalise_language
 from .csv_rows import (
     ImportDefaults,
     defaults_problems,
     parse_email,
     parse_mobile,
+    phone_regions,
     resolve_local,
 )
 
@@ -117,14 +126,15 @@ class SiuProblem:
 
 @dataclass(frozen=True, slots=True)
 class SiuChange:
-    """One message's outcome. `appointment` is None exactly when `errors` is not empty."""
+    """One message's outcome. `appointment` is None exactly when `errors` is not empty; for a
+    cancellation or no-show that does not describe its appointment it is a `Cancellation`."""
 
     index: int  # 1 = the first message in the input
     event: str  # MSH-9.2, e.g. "S12"; "" when unreadable
     kind: ChangeKind | None
     control_id: str  # MSH-10, for the ACK; "" when not found
     message_time: datetime | None  # MSH-7, aware UTC
-    appointment: Appointment | None
+    appointment: Change | None
     errors: list[SiuProblem] = field(default_factory=list)
     warnings: list[SiuProblem] = field(default_factory=list)
     parsed: bool = True  # False: not readable as HL7 at all
@@ -668,7 +678,7 @@ class _Mapper:
         return self._mobile(marked, other), email
 
     def _mobile(self, marked: list[tuple[str, str]], other: list[tuple[str, str]]) -> str | None:
-        region = (self.defaults.phone_region.upper(),)
+        region = phone_regions(self.defaults.timezone, self.defaults.phone_region)
         for where, number in marked:
             mobile, reason = parse_mobile(number, region)
             if mobile:
@@ -741,47 +751,61 @@ def _map(msg: _Message, event: str, mapping: SiuMapping, defaults: ImportDefault
     m = _Mapper(msg, mapping, defaults)
     kind = m.kind(event)
     appointment_id = m.required(mapping.appointment_id)
+    described = _described(m, kind, appointment_id)
+    if kind in (ChangeKind.CANCELLED, ChangeKind.NO_SHOW) and appointment_id:
+        # Its id is all a cancellation or no-show needs. When the rest of the message does not
+        # describe the appointment (no AIS, no start, an unreadable patient...), the problems
+        # are only warnings: a refused S15 would leave the cancelled biopsy's reminders going.
+        change: Change | None = described
+        if described is None:
+            change = Cancellation(appointment_id, no_show=kind is ChangeKind.NO_SHOW)
+            m.warnings.extend(m.errors)
+        return _change(msg, event, kind, change, [], m.warnings, defaults)
+    return _change(msg, event, kind, described, m.errors, m.warnings, defaults)
+
+
+def _described(m: _Mapper, kind: ChangeKind | None, appointment_id: str) -> Appointment | None:
+    """The appointment as the message describes it, or None (with errors noted on `m`)."""
     patient_id = m.patient_id()
     start = m.start()
     duration = m.duration(start)
-    procedure = m.required(mapping.procedure).upper()
+    procedure = m.required(m.mapping.procedure).upper()
     mobile, email = m.contacts()
     if kind is ChangeKind.BOOKED and not mobile and not email:
         m.fail("PID-13/PID-14", "no usable mobile number or email")
     first, last = m.name()
-    appointment = None
-    if not m.errors and start is not None and kind is not None:
-        appointment = Appointment(
-            external_id=appointment_id,
-            clinic_id=defaults.clinic_id,
-            patient=Patient(
-                external_id=patient_id,
-                first_name=first,
-                last_name=last,
-                mobile=mobile,
-                email=email,
-                language=m.language(),
-                timezone=defaults.timezone,
-            ),
-            procedure=procedure,
-            start=start,
-            duration_minutes=duration,
-            location=m.location(),
-            status=(
-                AppointmentStatus.CANCELLED
-                if kind is ChangeKind.CANCELLED
-                else AppointmentStatus.BOOKED
-            ),
-            **m.flags(),
-        )
-    return _change(msg, event, kind, appointment, m.errors, m.warnings, defaults)
+    if m.errors or start is None or kind is None:
+        return None
+    return Appointment(
+        external_id=appointment_id,
+        clinic_id=m.defaults.clinic_id,
+        patient=Patient(
+            external_id=patient_id,
+            first_name=first,
+            last_name=last,
+            mobile=mobile,
+            email=email,
+            language=m.language(),
+            timezone=m.defaults.timezone,
+        ),
+        procedure=procedure,
+        start=start,
+        duration_minutes=duration,
+        location=m.location(),
+        status=(
+            AppointmentStatus.CANCELLED
+            if kind is ChangeKind.CANCELLED
+            else AppointmentStatus.BOOKED
+        ),
+        **m.flags(),
+    )
 
 
 def _change(
     msg: _Message,
     event: str,
     kind: ChangeKind | None,
-    appointment: Appointment | None,
+    appointment: Change | None,
     errors: list[SiuProblem],
     warns: list[SiuProblem],
     defaults: ImportDefaults,

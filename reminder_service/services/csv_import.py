@@ -17,7 +17,7 @@ from multiprocessing.context import BaseContext
 from pathlib import Path
 
 from ..catalog import Catalog
-from ..domain.appointment import Appointment
+from ..domain.appointment import Appointment, Cancellation
 from ..gc_pause import paused_gc
 from ..importers.csv_mapping import CsvMapping
 from ..importers.csv_rows import ImportDefaults, RawRow, RowConverter, RowError, read_csv
@@ -86,7 +86,7 @@ class _Task:
         converted: list[Converted] = []
         with paused_gc():
             for result in self.converter.convert_many(rows):
-                if isinstance(result, list):
+                if isinstance(result, list | Cancellation):
                     converted.append(result)
                 else:
                     plan = preplan(result, self.catalog, self.now, self.until, self.dialect)
@@ -94,7 +94,7 @@ class _Task:
         return converted
 
 
-Converted = list[RowError] | tuple[Appointment, Preplan]
+Converted = list[RowError] | Cancellation | tuple[Appointment, Preplan]
 
 
 def _converted(
@@ -115,5 +115,7 @@ def _collect(
         for raw, result in zip(chunk, converted, strict=True):
             if isinstance(result, list):
                 errors.extend(result)
+            elif isinstance(result, Cancellation):
+                yield raw.line, result
             else:
                 yield raw.line, result[0], result[1]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from ..domain.appointment import AppointmentStatus, Patient
+from ..domain.appointment import Appointment, AppointmentStatus, Patient
 from ..importers.csv_rows import ImportDefaults
 from ..importers.fhir_appointments import (
     FhirChange,
@@ -56,11 +56,13 @@ def apply_fhir(
     for index, change in enumerate(changes):
         if change.appointment is not None:
             appointment = change.appointment
-            if change.outcome == FhirOutcome.NO_SHOW:
+            if change.outcome == FhirOutcome.NO_SHOW and isinstance(appointment, Appointment):
                 appointment = replace(appointment, status=AppointmentStatus.CANCELLED)
             items.append((index, appointment))
     if not items:
-        return FhirImport(issues, None)
+        not_booked = changes and all(c.outcome == FhirOutcome.NOT_BOOKED for c in changes)
+        # Proposed, pending or waitlisted: understood, and nothing to do yet (a 200, not a 422).
+        return FhirImport(issues, ImportSummary() if not_booked else None)
     importer.save_patients(patients)
     updated = _last_updated(document)
     times: dict[int, datetime] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..domain.appointment import AppointmentStatus
+from ..domain.appointment import Appointment, AppointmentStatus
 from ..importers.csv_rows import ImportDefaults, RowError
 from ..importers.hl7v2_siu import ChangeKind, SiuChange, SiuMapping, parse_siu
 from .importing import ImportItem, ImportService, ImportSummary
@@ -36,7 +36,7 @@ def apply_siu(
         if change.appointment is None:
             continue
         appointment = change.appointment
-        if change.kind is ChangeKind.NO_SHOW:
+        if change.kind is ChangeKind.NO_SHOW and isinstance(appointment, Appointment):
             appointment = replace(appointment, status=AppointmentStatus.CANCELLED)
         items.append((change.index, appointment))
     unusable = [

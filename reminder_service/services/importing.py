@@ -30,7 +30,7 @@ from sqlalchemy import (
 
 from ..catalog import Catalog
 from ..clock import Clock
-from ..domain.appointment import Appointment, AppointmentStatus, Patient
+from ..domain.appointment import Appointment, AppointmentStatus, Cancellation, Change, Patient
 from ..domain.planning import (
     STAFF_ALERT_REASON,
     PlannedReminder,
@@ -69,8 +69,11 @@ class Preplan(NamedTuple):
     resume_at: datetime | None  # see PlanWindow
 
 
-# (file line, appointment) or (file line, appointment, its Preplan).
-ImportItem = tuple[int, Appointment] | tuple[int, Appointment, Preplan]
+# (file line, change) or (file line, appointment, its Preplan).
+ImportItem = tuple[int, Change] | tuple[int, Appointment, Preplan]
+# A cancellation whose appointment is not stored here: audited, never counted as cancelled.
+CANCEL_NOT_FOUND = "cancel_not_found"
+UNKNOWN_CANCEL_REASON = "import: a cancellation for an appointment not known here"
 
 
 @dataclass
@@ -79,6 +82,7 @@ class ImportSummary:
     rescheduled: int = 0
     updated: int = 0
     cancelled: int = 0
+    cancel_not_found: int = 0  # a cancellation for an appointment never seen here
     unchanged: int = 0
     out_of_order: int = 0  # older than the change already applied (by the sender's clock)
     not_served: int = 0  # no protocol serves the procedure: stored, no reminders
@@ -194,7 +198,8 @@ class ImportService:
                 .returning(imports.c.id)
             ).scalar_one()
             for chunk in _chunks(items):
-                self._apply_chunk(conn, chunk, now, summary, source_times or {})
+                resolved = _resolve_cancellations(conn, chunk, now, summary)
+                self._apply_chunk(conn, resolved, now, summary, source_times or {})
                 if progress:
                     progress(len(chunk))
             summary.errors.extend(parse_errors)
@@ -290,6 +295,7 @@ class ImportService:
         sent_at: dict[str, datetime] = {}
         preplanned: dict[str, Preplan] = {}
         for line, appointment, *pre in chunk:
+            assert isinstance(appointment, Appointment)  # cancellations were resolved above
             if pre:
                 preplanned[appointment.external_id] = pre[0]
             if line in source_times:
@@ -371,8 +377,10 @@ class ImportService:
         values["updated_at"] = now
         cancelled = appointment.status is AppointmentStatus.CANCELLED
         if row is None:
+            # A cancellation that describes an appointment never seen here is stored (so an
+            # older booking arriving after it is known to be stale) but is no cancellation.
             values.update(version=1, booked_at=now, scheduled_at=now)
-            outcome = "cancelled" if cancelled else "imported" if protocol else "not_served"
+            outcome = CANCEL_NOT_FOUND if cancelled else "imported" if protocol else "not_served"
             work.new.append((appointment, values, outcome))
         elif (
             row["fingerprint"] == values["fingerprint"]
@@ -549,6 +557,39 @@ def _in_sender_order(
     if newer:
         conn.execute(update(appointments).where(appointments.c.id == bindparam("pk")), newer)
     return kept
+
+
+def _resolve_cancellations(
+    conn: Connection, chunk: list[ImportItem], now: datetime, summary: ImportSummary
+) -> list[ImportItem]:
+    """A cancellation by id becomes the stored appointment, cancelled, so it goes through the same
+    path as any change (sender order, reconcile, calendar withdrawal). One for an id never seen
+    here is audited (with no appointment to hang it on) and counted apart."""
+    wanted = [item[1].external_id for item in chunk if isinstance(item[1], Cancellation)]
+    if not wanted:
+        return chunk
+    query = records.select_with_patients().where(appointments.c.external_id.in_(wanted))
+    stored = {row["external_id"]: row for row in conn.execute(query).mappings()}
+    resolved: list[ImportItem] = []
+    unknown: list[dict[str, Any]] = []
+    for item in chunk:
+        line, change = item[0], item[1]
+        if not isinstance(change, Cancellation):
+            resolved.append(item)
+            continue
+        row = stored.get(change.external_id)
+        if row is None:
+            summary.cancel_not_found += 1
+            detail = {"external_id": change.external_id, "no_show": change.no_show,
+                      "import_id": summary.import_id}  # fmt: skip
+            event = _event(now, 0, CANCEL_NOT_FOUND, json.dumps(detail))
+            event.update(appointment_id=None, reason=UNKNOWN_CANCEL_REASON)
+            unknown.append(event)
+            continue
+        current = records.appointment_from_row(row, records.patient_of(row))
+        resolved.append((line, replace(current, status=AppointmentStatus.CANCELLED)))
+    bulk.insert_audit(conn, unknown)
+    return resolved
 
 
 def _one_import_at_a_time(conn: Connection) -> None:

@@ -13,6 +13,7 @@ from email_validator import EmailNotValidError, validate_email
 from reminder_service.domain.appointment import (
     Appointment,
     AppointmentStatus,
+    Cancellation,
     Patient,
     Tristate,
 )
@@ -449,11 +450,29 @@ def test_a_cancellation_is_not_blocked_by_details_it_does_not_need() -> None:
         line(appointment_id="A10", patient_id="P10", mobile="12345", email="", status="booked"),
     )
     parsed = parse_csv(data, filename="c.csv", defaults=DEFAULTS)
-    [(row_line, cancelled)] = parsed.rows
-    assert (row_line, cancelled.external_id, cancelled.status.value) == (2, "A9", "cancelled")
-    assert cancelled.patient.mobile is None and cancelled.patient.email is None
+    # Its id is enough: the rest is dropped, never stored over what the clinic already has.
+    assert parsed.rows == [(2, Cancellation("A9"))]
     # The same bad phone on a booked row is still an error.
     assert [(e.line, e.column) for e in parsed.errors] == [(3, "mobile")]
+
+
+def test_a_cancelled_row_needs_only_its_appointment_id() -> None:
+    data = csv_bytes(
+        line(appointment_id="A1", patient_id="", procedure="", start="", mobile="", email="",
+             timezone="", status="cancelled"),
+        line(appointment_id="", status="cancelled"),
+    )  # fmt: skip
+    parsed = parse_csv(data, filename="c.csv", defaults=DEFAULTS)
+    assert parsed.rows == [(2, Cancellation("A1"))]
+    assert [(e.line, e.column, e.reason) for e in parsed.errors] == [
+        (3, "appointment_id", "is empty")
+    ]
+
+
+def test_a_complete_cancelled_row_keeps_its_description() -> None:
+    parsed = parse(csv_bytes(line(status="cancelled")))
+    [(_, cancelled)] = parsed.rows
+    assert isinstance(cancelled, Appointment) and cancelled.status.value == "cancelled"
 
 
 def test_ofcom_drama_mobiles_are_accepted_but_nothing_near_them() -> None:

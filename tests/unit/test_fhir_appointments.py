@@ -10,7 +10,12 @@ from typing import Any
 
 import pytest
 
-from reminder_service.domain.appointment import Appointment, AppointmentStatus, Patient
+from reminder_service.domain.appointment import (
+    Appointment,
+    AppointmentStatus,
+    Cancellation,
+    Patient,
+)
 from reminder_service.importers.csv_rows import ImportDefaults
 from reminder_service.importers.fhir_appointments import (
     FhirChange,
@@ -160,7 +165,14 @@ def test_r4_appointment_example_request_is_proposed_so_not_booked() -> None:
     change = only(parse_fhir(load("r4-appointment-example-request.json"), defaults=AU))
     assert change.outcome is FhirOutcome.NOT_BOOKED
     assert change.appointment is None
-    assert change.issues == []
+    # Understood, with nothing to do yet: an informational issue naming the element, not an error.
+    [issue] = change.issues
+    assert (issue.severity, issue.code, issue.expression) == (
+        "information",
+        "informational",
+        "Appointment.status",
+    )
+    assert issue.diagnostics.startswith("proposed: not booked yet")
 
 
 def test_r4_appointment_example2doctors() -> None:
@@ -459,18 +471,37 @@ def test_cancellation_is_not_rejected_for_a_bad_contact() -> None:
     assert [i.severity for i in change.issues] == ["warning"]
 
 
-def test_cancellation_with_an_invalid_patient_uses_the_known_one() -> None:
+def test_cancellation_with_an_invalid_patient_is_a_cancellation_by_id() -> None:
     patient = patient_with([{"system": "phone", "value": 1, "use": "mobile"}])
     document = bundle(r4_appointment(status="cancelled"), patient)
     change = only(parse_fhir(document, defaults=AU))
-    assert change.outcome is FhirOutcome.NEEDS_PATIENT
-    assert change.patient_reference == "Patient/example"
+    assert change.outcome is FhirOutcome.CANCELLED
+    assert change.appointment == Cancellation("example")
     assert [i.severity for i in change.issues] == ["warning"]
-    known, _ = map_patient(load("r4-patient-example.json"), defaults=AU)
-    assert known is not None
-    completed = apply_known_patient(change, known)
-    assert completed.outcome is FhirOutcome.CANCELLED
-    assert booked(completed).status is AppointmentStatus.CANCELLED
+
+
+@pytest.mark.parametrize(
+    ("status", "no_show"), [("cancelled", False), ("entered-in-error", False), ("noshow", True)]
+)
+def test_a_cancellation_needs_only_its_identifier(status: str, no_show: bool) -> None:
+    # No participant, no start, no service type: FHIR itself calls this Appointment invalid,
+    # but refusing it would leave the cancelled appointment's reminders going.
+    document = {
+        "resourceType": "Appointment",
+        "status": status,
+        "identifier": [
+            {"value": "PLACER-1", "type": {"coding": [{"code": "PLAC"}]}},
+            {"value": "FILLER-9", "type": {"coding": [{"code": "FILL"}]}},
+        ],
+    }
+    change = only(parse_fhir(document, defaults=AU))
+    assert change.appointment == Cancellation("FILLER-9", no_show=no_show)
+    assert change.issues and {i.severity for i in change.issues} == {"warning"}
+
+
+def test_a_cancellation_with_no_identifier_and_no_id_is_refused() -> None:
+    change = only(parse_fhir({"resourceType": "Appointment", "status": "cancelled"}, defaults=AU))
+    assert change.outcome is FhirOutcome.REJECTED and change.appointment is None
 
 
 def test_language_preferred_communication_and_default_region() -> None:
