@@ -79,12 +79,21 @@ class Service:
     def import_defaults(self, clinic_id: str | None) -> ImportDefaults:
         """What an import assumes for rows that do not say: the clinic's zone, region, language."""
         clinic = self.catalog.clinics.get(clinic_id) or self.catalog.clinics.default
+        regions = tuple((c.id, c.phone_region.upper()) for c in self.catalog.clinics.by_id.values())
         return ImportDefaults(
             clinic_id=clinic.id,
             timezone=clinic.timezone,
             phone_region=clinic.phone_region,
             language=clinic.default_language,
+            clinic_regions=regions,
         )
+
+    def clinic_defaults(self) -> dict[str, ImportDefaults]:
+        """Every clinic's import defaults, for feeds that say per message which clinic they are
+        for (HL7's sending facility)."""
+        return {
+            clinic_id: self.import_defaults(clinic_id) for clinic_id in self.catalog.clinics.by_id
+        }
 
     def close(self) -> None:
         self.dispatcher.close()

@@ -26,7 +26,7 @@ from .domain.timing import zone
 from .http_server import HttpServer, HttpServerError
 from .importers.csv_mapping import load_mapping
 from .importers.csv_rows import FileRejected, ImportDefaults
-from .importers.hl7v2_siu import load_siu_mapping
+from .importers.hl7v2_siu import SiuMapping, load_siu_mapping
 from .listening import serve_until_signalled
 from .mllp import MllpServer
 from .rendering import Renderer
@@ -35,7 +35,7 @@ from .scheduler import DispatchTimer
 from .services.api_keys import ApiKeys, KeyExists
 from .services.auditing import audit_trail
 from .services.csv_import import import_csv_file
-from .services.hl7_import import apply_siu
+from .services.hl7_import import apply_siu, feed_clinic
 from .services.importing import ImportSummary
 from .services.previewing import NotFound
 from .services.reporting import status_report
@@ -155,10 +155,10 @@ def import_file(
 ) -> None:
     """Import a CSV export (or an HL7 v2 SIU batch file, *.hl7) and (re)plan the reminders."""
     service = _service()
-    defaults = _defaults(service, clinic)
     if _is_hl7(file):
-        _import_hl7(service, file, defaults, mapping)
+        _import_hl7(service, file, clinic, mapping)
         return
+    defaults = _defaults(service, clinic)
     try:
         parsed_mapping = load_mapping(mapping) if mapping else None
         with _progress() as progress:
@@ -199,16 +199,36 @@ def _is_hl7(file: Path) -> bool:
     return head.startswith((b"MSH", b"FHS", b"BHS"))
 
 
-def _import_hl7(
-    service: bootstrap.Service, file: Path, defaults: ImportDefaults, mapping: Path | None
-) -> None:
+def _siu_feed(
+    service: bootstrap.Service, clinic: str | None, mapping: Path | None
+) -> tuple[SiuMapping | None, ImportDefaults | None, dict[str, ImportDefaults]]:
+    """The SIU mapping, the feed's clinic (None: the facility map decides) and every clinic."""
     try:
         siu_mapping = load_siu_mapping(mapping) if mapping else None
     except ConfigError as exc:
         _config_problems(exc)
         raise typer.Exit(EXIT_UNUSABLE) from None
+    chosen, problems = feed_clinic(clinic, siu_mapping, service.catalog.clinics.by_id)
+    for problem in problems:
+        where = "--clinic" if problem.startswith("clinic ") else str(mapping)
+        err.print(f"[red]{where}:[/red] {problem}", highlight=False)
+    if problems:
+        raise typer.Exit(EXIT_UNUSABLE)
+    defaults = None if chosen == "" else service.import_defaults(chosen)
+    return siu_mapping, defaults, service.clinic_defaults()
+
+
+def _import_hl7(
+    service: bootstrap.Service, file: Path, clinic: str | None, mapping: Path | None
+) -> None:
+    siu_mapping, defaults, clinics = _siu_feed(service, clinic, mapping)
     results, summary = apply_siu(
-        service.importer, file.read_bytes(), defaults, mapping=siu_mapping, label=file.name
+        service.importer,
+        file.read_bytes(),
+        defaults,
+        mapping=siu_mapping,
+        label=file.name,
+        clinics=clinics,
     )
     _print_summary(summary, None)
     for result in results:
@@ -343,19 +363,25 @@ def mllp(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port (MLLP's usual is 2575).")] = 2575,
     mapping: Annotated[Path | None, typer.Option(help="HL7 SIU mapping file (YAML).")] = None,
+    clinic: Annotated[
+        str | None,
+        typer.Option(help="The clinic this feed is for (its numbers are read in its country)."),
+    ] = None,
 ) -> None:
     """Receive HL7 v2 SIU messages over MLLP until Ctrl-C or SIGTERM; each is applied and
     acknowledged (AA, AE with the reason, or AR)."""
     service = _service()
-    try:
-        siu_mapping = load_siu_mapping(mapping) if mapping else None
-    except ConfigError as exc:
-        _config_problems(exc)
-        raise typer.Exit(EXIT_UNUSABLE) from None
-    defaults = _defaults(service, None)
+    siu_mapping, defaults, clinics = _siu_feed(service, clinic, mapping)
 
     def handle(frame: bytes) -> tuple[str, str]:
-        results, _ = apply_siu(service.importer, frame, defaults, mapping=siu_mapping, label="mllp")
+        results, _ = apply_siu(
+            service.importer,
+            frame,
+            defaults,
+            mapping=siu_mapping,
+            label="mllp",
+            clinics=clinics,
+        )
         worst = max(results, key=lambda r: ("AA", "AE", "AR").index(r.ack), default=None)
         return (worst.ack, worst.text) if worst else ("AR", "no HL7 message in the frame")
 

@@ -43,12 +43,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
-from importlib import resources
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
-from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 from ..domain.appointment import (
     DEFAULT_SMS_CONSENT,
@@ -72,17 +70,10 @@ from .csv_mapping import (
     is_zone,
     normalise_language,
 )
+from .phone_numbers import parse_mobile, phone_regions
 
 DEFAULT_LAYOUT = CsvMapping()
 DELIMITERS = (",", ";", "\t", "|")  # in order of preference when they tie
-NOT_MOBILE = {
-    PhoneNumberType.FIXED_LINE: "a landline",
-    PhoneNumberType.TOLL_FREE: "a freephone number",
-    PhoneNumberType.PREMIUM_RATE: "a premium-rate number",
-    PhoneNumberType.SHARED_COST: "a shared-cost number",
-    PhoneNumberType.UAN: "a non-geographic business number",
-    PhoneNumberType.VOICEMAIL: "a voicemail access number",
-}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # stands in for a start that failed; the row is rejected
 _ISO_START = re.compile(
     r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:?\d{2})?"
@@ -673,62 +664,6 @@ def _minutes(text: str, unit: str) -> int | str:
     if not 1 <= minutes <= 1440:
         return f"{_clip(text)!r} {unit} is not between 1 minute and 24 hours"
     return minutes
-
-
-@lru_cache(maxsize=16384)
-def parse_mobile(text: str, regions: tuple[str, ...]) -> tuple[str | None, str]:
-    """(E.164, "") or (None, reason). A number without a country code is read in every candidate
-    region (the clinic's country, the patient's zone's country): when two readings are valid and
-    differ, which one the patient meant is a guess, and a guess may text a stranger, so it is
-    refused. With no region, only numbers written with their country code are read.
-
-    One parse and one validity check per region: ~20-40 us for a new number.
-    """
-    readings: dict[str, phonenumbers.PhoneNumber] = {}
-    for region in regions or (None,):
-        try:
-            number = phonenumbers.parse(text, region)
-        except phonenumbers.NumberParseException:
-            continue
-        if phonenumbers.is_valid_number(number) or _fictional_mobile(number):
-            readings.setdefault(phonenumbers.format_number(number, PhoneNumberFormat.E164), number)
-    if len(readings) > 1:
-        countries = " and ".join(regions)
-        return None, f"reads as a different number in {countries}; write it with its country code"
-    if not readings:
-        where = f"region {' or '.join(regions)}" if regions else "any region without a +code"
-        return None, f"not a valid phone number for {where}"
-    [(e164, number)] = readings.items()
-    kind = phonenumbers.number_type(number)
-    if kind == PhoneNumberType.UNKNOWN and _fictional_mobile(number):
-        kind = PhoneNumberType.MOBILE
-    if kind in NOT_MOBILE:
-        return None, f"not a mobile number ({NOT_MOBILE[kind]})"
-    return e164, ""
-
-
-def phone_regions(zone_name: str, clinic_region: str | None) -> tuple[str, ...]:
-    """Where a number written without a country code may be read: the country of the patient's
-    zone, and the country of the clinic the appointment is at. Never another clinic's."""
-    found: list[str] = []
-    for region in (_zone_countries().get(zone_name), clinic_region):
-        if region and region.upper() not in found:
-            found.append(region.upper())
-    return tuple(found)
-
-
-def _fictional_mobile(number: phonenumbers.PhoneNumber) -> bool:
-    """Ofcom's drama range, 07700 900000-900999: reserved for fiction, so no real person can be
-    reached there. phonenumbers calls it invalid; test data uses it, so it is accepted."""
-    return number.country_code == 44 and 7700900000 <= (number.national_number or 0) <= 7700900999
-
-
-@lru_cache(maxsize=1)
-def _zone_countries() -> dict[str, str]:
-    """IANA zone -> the country it is listed under in tzdata's zone.tab (one per zone)."""
-    table = resources.files("tzdata.zoneinfo").joinpath("zone.tab").read_text(encoding="utf-8")
-    rows = (line.split("\t") for line in table.splitlines() if not line.startswith("#"))
-    return {row[2]: row[0] for row in rows if len(row) >= 3}
 
 
 # RFC 5322 dot-atom in ASCII: the local parts email_validator accepts and returns unchanged.

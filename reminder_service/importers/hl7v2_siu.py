@@ -28,10 +28,12 @@ Default field mapping (`SiuMapping`; a YAML file can override any of it, see `lo
   is `patient_id_type` when that is set (e.g. MR); none matching is an error.
 - name: PID-5.1.1 family, PID-5.2 given (first repetition).
 - mobile: PID-13 then PID-14 repetitions; those marked mobile (XTN-3 `CP`, or XTN-2 in
-  `mobile_use_codes`: MOBILE, CELL) first, then the other phone repetitions. The number is XTN-1,
-  else XTN-5/6/7 (country, area, local), else XTN-12. The first usable mobile wins.
-- email: XTN-4 of a repetition whose XTN-3 is `Internet` or XTN-2 is `NET`; also XTN-1 when it
-  holds an address and XTN-2 is `EMAIL` (Barts style).
+  `mobile_use_codes`: MOBILE, CELL) first, then the other PID-13 phone repetitions. PID-14 is the
+  business phone (`business_phones`): used only when marked mobile. The number is XTN-1, else
+  XTN-5/6/7 (country, area, local), else XTN-12. The first usable mobile wins.
+- email: XTN-4 whenever it holds an address, whatever XTN-2 and XTN-3 say (real v2.5 senders send
+  `^^^name@host`, and some put a phone and an email in one repetition); also XTN-1 when it holds
+  an address and XTN-2 is `EMAIL` or `NET` (Barts style).
 - language: PID-15.1 as a BCP 47 tag, an ISO 639-2 code (ENG, SPA) or an English name
   (English); unknown -> the default language with a warning. A tag with the default's primary
   language takes the default (en + en-GB default -> en-GB).
@@ -48,16 +50,26 @@ Default field mapping (`SiuMapping`; a YAML file can override any of it, see `lo
 - flags: `flags` maps a flag to a field (e.g. sedation: ZAP-2); NTE-3 lines such as
   `sedation: yes` also set a flag when `nte_flags` is on. Anything else is Tristate.UNKNOWN (the
   protocol decides what unknown means). An unreadable value is a warning and stays unknown.
-- clinic: `ImportDefaults.clinic_id`.
+- clinic: the sending facility (MSH-4.1, MSH-4.2, then MSH-3.1) looked up in the mapping's
+  `facilities`, else the feed's clinic (`defaults`: `--clinic`, the mapping's `clinic`, or the
+  configured default). With `facilities` and no clinic for the feed, a message from a facility
+  not listed is an error naming MSH-4.
 
 Timestamps: YYYY[MM[DD[HH[MM[SS[.S{1,4}]]]]]][+/-HHMM]. With an offset it is that instant; without
 one it is wall-clock time in the patient's zone (a time skipped by a clock change is an error).
 
-Phone numbers: read in the clinic's region and kept only when `phonenumbers` calls them valid and
-not a landline, exactly as the CSV importer does (plus Ofcom's drama range). A number that fails is
-dropped with a warning naming the field: the message still imports when another contact remains,
-and a cancellation or no-show needs no contact at all. A booked change with no contact left is an
-error. Test numbers such as 78788788 or UK numbers one digit short are therefore dropped.
+Phone numbers: read in the country of the message's clinic and, when the patient's address
+(PID-11.6, ISO 3166) names another, in that country too; two readings that differ are refused
+(importers.phone_numbers). A number is kept only when `phonenumbers` calls it valid and not a
+landline, exactly as the CSV importer does (plus Ofcom's drama range). A number that fails is
+dropped with a warning naming the field: the message still imports when another contact remains.
+A booked change with no contact left is an error. Test numbers such as 78788788 or UK numbers one
+digit short are therefore dropped.
+
+A cancellation (S15, S16, S17, or a cancelled SCH-25) or no-show (S26) needs only its
+appointment id (SCH-2, else SCH-1): when the rest of the message does not describe the
+appointment (no AIS, no start, no PID), the change is a `Cancellation` of that id and what was
+missing is a warning, never a refusal.
 
 Errors and warnings name the segment-field and never quote names, numbers or addresses.
 """
@@ -90,10 +102,9 @@ from .csv_rows import (
     ImportDefaults,
     defaults_problems,
     parse_email,
-    parse_mobile,
-    phone_regions,
     resolve_local,
 )
+from .phone_numbers import country_region, parse_mobile, phone_regions
 
 # --- public types ---------------------------------------------------------------------------------
 
@@ -195,13 +206,32 @@ class SiuMapping:
     phones: tuple[FieldRef, ...] = _refs("PID-13", "PID-14")
     mobile_use_codes: tuple[str, ...] = ("MOBILE", "CELL")
     cancelled_statuses: tuple[str, ...] = ("cancelled", "canceled", "deleted", "discontinued")
+    # Numbers here (PID-14: business phone) are a mobile only when XTN-3 or XTN-2 says so: a
+    # work number is someone else's phone as often as the patient's.
+    business_phones: tuple[FieldRef, ...] = _refs("PID-14")
+    # The patient's country (XAD-6 of each address): its numbers may be written as at home.
+    patient_country: tuple[FieldRef, ...] = _refs("PID-11.6")
     flags: Mapping[str, FieldRef] = field(default_factory=dict)
     nte_flags: bool = True
+    # Which clinic the feed's messages are for: its sending facility (MSH-4, else MSH-3) looked
+    # up in `facilities`, else `clinic`, else the importer's default. Phone numbers are read in
+    # that clinic's country.
+    clinic: str = ""
+    facilities: Mapping[str, str] = field(default_factory=dict)
     source: str = ""  # the YAML file it came from, for messages
 
 
 _DEFAULT_MAPPING = SiuMapping()
-_LIST_KEYS = ("appointment_id", "start", "duration", "procedure", "location", "phones")
+_LIST_KEYS = (
+    "appointment_id",
+    "start",
+    "duration",
+    "procedure",
+    "location",
+    "phones",
+    "business_phones",
+    "patient_country",
+)
 
 
 def load_siu_mapping(path: Path) -> SiuMapping:
@@ -219,17 +249,20 @@ def load_siu_mapping(path: Path) -> SiuMapping:
     check_keys(data, set(), known, file, "", problems)
     values: dict[str, Any] = {"source": file}
     for key in _LIST_KEYS:
-        if key in data:
+        if key in ("business_phones", "patient_country") and data.get(key) == []:
+            values[key] = ()  # turned off
+        elif key in data:
             values[key] = _ref_list(data[key], file, key, problems)
     for key in ("mobile_use_codes", "cancelled_statuses"):
         if key in data:
             values[key] = _text_list(data[key], file, key, problems)
     if "location_components" in data:
         values["location_components"] = _components(data["location_components"], file, problems)
-    if "patient_id_type" in data:
-        values["patient_id_type"] = _text(
-            data["patient_id_type"], file, "patient_id_type", problems
-        )
+    for key in ("patient_id_type", "clinic"):
+        if key in data:
+            values[key] = _text(data[key], file, key, problems)
+    if "facilities" in data:
+        values["facilities"] = _facilities(data["facilities"], file, problems)
     if "nte_flags" in data:
         if isinstance(data["nte_flags"], bool):
             values["nte_flags"] = data["nte_flags"]
@@ -256,6 +289,18 @@ def _ref_list(
         except ValueError as exc:
             problems.append(ConfigProblem(file, "", key, str(exc)))
     return tuple(refs)
+
+
+def _facilities(value: object, file: str, problems: list[ConfigProblem]) -> dict[str, str]:
+    ok = isinstance(value, dict) and all(
+        isinstance(k, str | int) and isinstance(v, str) and v.strip() for k, v in value.items()
+    )
+    if not ok:
+        message = "must map a sending facility (MSH-4 or MSH-3) to a clinic id"
+        problems.append(ConfigProblem(file, "", "facilities", message))
+        return {}
+    assert isinstance(value, dict)
+    return {str(k).strip().upper(): v.strip() for k, v in value.items()}
 
 
 def _text_list(
@@ -492,6 +537,8 @@ def parse_timestamp(text: str, zone_name: str) -> datetime | str:
 _MSH_TYPE = FieldRef("MSH", 9)
 _MSH_TIME = FieldRef("MSH", 7, 1)
 _MSH_CONTROL = FieldRef("MSH", 10, 1)
+# Where a sender names itself, in the order a facility map is consulted.
+_SENDERS = (FieldRef("MSH", 4, 1), FieldRef("MSH", 4, 2), FieldRef("MSH", 3, 1))
 _SCH_STATUS = FieldRef("SCH", 25, 1)
 _PID_3 = FieldRef("PID", 3)
 _PID_5 = FieldRef("PID", 5)
@@ -667,18 +714,22 @@ class _Mapper:
         other: list[tuple[str, str]] = []
         email: str | None = None
         for ref in self.mapping.phones:
+            business = ref in self.mapping.business_phones
             for rep in self.msg.repetitions(ref):
                 address = self._email_text(rep)
                 if address:
                     email = email or self._email(str(ref), address)
-                    continue
                 number = self._number_text(rep)
-                if number and self._is_phone(rep):
-                    (marked if self._is_mobile(rep) else other).append((str(ref), number))
+                if not number or not self._is_phone(rep):
+                    continue
+                if self._is_mobile(rep):
+                    marked.append((str(ref), number))
+                elif not business:  # a work number is a mobile only when marked so
+                    other.append((str(ref), number))
         return self._mobile(marked, other), email
 
     def _mobile(self, marked: list[tuple[str, str]], other: list[tuple[str, str]]) -> str | None:
-        region = phone_regions(self.defaults.timezone, self.defaults.phone_region)
+        region = self._phone_regions()
         for where, number in marked:
             mobile, reason = parse_mobile(number, region)
             if mobile:
@@ -690,6 +741,17 @@ class _Mapper:
                 return mobile
         return None
 
+    def _phone_regions(self) -> tuple[str, ...]:
+        """The clinic's country, and the country of the patient's address (PID-11.6) when it is
+        another: a number that reads differently in the two is refused, never guessed."""
+        regions = phone_regions(self.defaults.timezone, self.defaults.phone_region)
+        for ref in self.mapping.patient_country:
+            for rep in self.msg.repetitions(ref):
+                country = country_region(self.msg.pick(rep, ref.component or 0))
+                if country and country not in regions:
+                    regions += (country,)
+        return regions
+
     def _email(self, where: str, address: str) -> str | None:
         email, reason = parse_email(address)
         if reason:
@@ -697,24 +759,32 @@ class _Mapper:
         return email
 
     def _email_text(self, rep: Node) -> str:
-        use, kind = self.msg.pick(rep, 2).upper(), self.msg.pick(rep, 3).upper()
-        if kind == "INTERNET" or use == "NET":
-            return self.msg.pick(rep, 4) or (self.msg.pick(rep, 1) if "@" in str(rep) else "")
-        if use == "EMAIL":
-            return self.msg.pick(rep, 1) or self.msg.pick(rep, 4)
+        """XTN-4 whenever it holds an address, whatever XTN-2 and XTN-3 say (real v2.5 senders
+        send `^^^name@host`); else XTN-1 when the repetition says it is email (Barts style)."""
+        address = self.msg.pick(rep, 4)
+        if "@" in address:
+            return address
+        if self._says_email(rep):
+            text = self.msg.pick(rep, 1)
+            return text if "@" in text else ""
         return ""
+
+    def _says_email(self, rep: Node) -> bool:
+        use, kind = self.msg.pick(rep, 2).upper(), self.msg.pick(rep, 3).upper()
+        return kind in {"INTERNET", "X.400"} or use in {"NET", "EMAIL"}
 
     def _number_text(self, rep: Node) -> str:
         text = self.msg.pick(rep, 1)
         if text:
-            return text
+            return "" if "@" in text else text
         country, area, local = (self.msg.pick(rep, n) for n in (5, 6, 7))
         if local:
             return f"+{country.lstrip('+')} {area} {local}" if country else f"{area} {local}"
         return self.msg.pick(rep, 12)
 
     def _is_phone(self, rep: Node) -> bool:
-        return self.msg.pick(rep, 3).upper() not in {"FX", "BP", "TDD", "TTY", "X.400", "MD"}
+        kind = self.msg.pick(rep, 3).upper()
+        return not self._says_email(rep) and kind not in {"FX", "BP", "TDD", "TTY", "MD"}
 
     def _is_mobile(self, rep: Node) -> bool:
         use_codes = {c.upper() for c in self.mapping.mobile_use_codes}
@@ -760,8 +830,8 @@ def _map(msg: _Message, event: str, mapping: SiuMapping, defaults: ImportDefault
         if described is None:
             change = Cancellation(appointment_id, no_show=kind is ChangeKind.NO_SHOW)
             m.warnings.extend(m.errors)
-        return _change(msg, event, kind, change, [], m.warnings, defaults)
-    return _change(msg, event, kind, described, m.errors, m.warnings, defaults)
+        return _change(msg, event, kind, change, [], m.warnings, defaults.timezone)
+    return _change(msg, event, kind, described, m.errors, m.warnings, defaults.timezone)
 
 
 def _described(m: _Mapper, kind: ChangeKind | None, appointment_id: str) -> Appointment | None:
@@ -808,9 +878,9 @@ def _change(
     appointment: Change | None,
     errors: list[SiuProblem],
     warns: list[SiuProblem],
-    defaults: ImportDefaults,
+    zone_name: str,
 ) -> SiuChange:
-    sent = parse_timestamp(msg.get(_MSH_TIME), defaults.timezone) if msg.get(_MSH_TIME) else None
+    sent = parse_timestamp(msg.get(_MSH_TIME), zone_name) if msg.get(_MSH_TIME) else None
     return SiuChange(
         index=0,
         event=event,
@@ -823,7 +893,13 @@ def _change(
     )
 
 
-def _one(raw: bytes, index: int, mapping: SiuMapping, defaults: ImportDefaults) -> SiuChange:
+def _one(
+    raw: bytes,
+    index: int,
+    mapping: SiuMapping,
+    defaults: ImportDefaults | None,
+    clinics: Mapping[str, ImportDefaults],
+) -> SiuChange:
     text = _decode(raw)
     try:
         msg = _read(text)
@@ -832,13 +908,48 @@ def _one(raw: bytes, index: int, mapping: SiuMapping, defaults: ImportDefaults) 
         problem = SiuProblem("MSH", f"not a readable HL7 message ({_reason(exc)})")
         return SiuChange(index, "", None, control, None, None, [problem], parsed=False)
     message_type = msg.first(_MSH_TYPE)
-    if msg.pick(message_type, 1) != "SIU":
-        change = _change(msg, msg.pick(message_type, 2), None, None, [], [], defaults)
+    chosen = _clinic_for(msg, mapping, defaults, clinics)
+    if msg.pick(message_type, 1) != "SIU" or isinstance(chosen, SiuProblem):
+        zone_name = chosen.timezone if isinstance(chosen, ImportDefaults) else "UTC"
+        change = _change(msg, msg.pick(message_type, 2), None, None, [], [], zone_name)
         shown = msg.pick(message_type) or "(empty)"
-        problem = SiuProblem("MSH-9", f"{shown!r} is not an SIU message")
+        problem = (
+            chosen
+            if isinstance(chosen, SiuProblem)
+            else SiuProblem("MSH-9", f"{shown!r} is not an SIU message")
+        )
         return _with(change, index, errors=[problem])
-    change = _map(msg, msg.pick(message_type, 2).upper(), mapping, defaults)
+    change = _map(msg, msg.pick(message_type, 2).upper(), mapping, chosen)
     return _with(change, index)
+
+
+def _clinic_for(
+    msg: _Message,
+    mapping: SiuMapping,
+    defaults: ImportDefaults | None,
+    clinics: Mapping[str, ImportDefaults],
+) -> ImportDefaults | SiuProblem:
+    """The clinic a message is for: its sending facility in the mapping's `facilities`, else
+    the feed's clinic. Its numbers are read in that clinic's country, never in another's."""
+    for ref in _SENDERS:
+        sender = msg.get(ref).strip().upper()
+        clinic_id = mapping.facilities.get(sender) if sender else None
+        if clinic_id is None:
+            continue
+        chosen = clinics.get(clinic_id)
+        if chosen is None:
+            # Facility and clinic codes are configuration, not patient data: safe to name.
+            return SiuProblem(str(ref), f"facility {sender!r} maps to clinic {clinic_id!r}, "
+                              "which is not configured")  # fmt: skip
+        return chosen
+    if defaults is None:
+        named = next((msg.get(ref) for ref in _SENDERS if msg.get(ref)), "")
+        return SiuProblem(
+            "MSH-4",
+            f"sending facility {named[:40]!r} is not in the mapping's facilities and the feed "
+            "has no clinic of its own (--clinic or the mapping's clinic)",
+        )
+    return defaults
 
 
 def _with(change: SiuChange, index: int, errors: list[SiuProblem] | None = None) -> SiuChange:
@@ -872,14 +983,23 @@ def _control_id_guess(text: str) -> str:
 def parse_siu(
     data: bytes,
     *,
-    defaults: ImportDefaults,
+    defaults: ImportDefaults | None,
     mapping: SiuMapping | None = None,
     filename: str = "",
+    clinics: Mapping[str, ImportDefaults] | None = None,
 ) -> list[SiuChange]:
-    """One SiuChange per message in `data`, in order. Raises ValueError for bad defaults."""
-    problems = defaults_problems(defaults)
+    """One SiuChange per message in `data`, in order. `defaults` are the feed's clinic's; with
+    the mapping's `facilities`, `clinics` (by id) are what a message's sending facility picks.
+    `defaults=None`: a message from a facility the mapping does not list is refused (AE).
+    Raises ValueError for bad defaults."""
+    known = dict(clinics or {})
+    problems = defaults_problems(defaults) if defaults is not None else []
+    for clinic_defaults in known.values():
+        problems += defaults_problems(clinic_defaults)
     if problems:
         where = f"{filename}: " if filename else ""
         raise ValueError(where + "; ".join(problems))
     layout = mapping or _DEFAULT_MAPPING
-    return [_one(raw, i, layout, defaults) for i, raw in enumerate(split_messages(data), start=1)]
+    return [
+        _one(raw, i, layout, defaults, known) for i, raw in enumerate(split_messages(data), start=1)
+    ]

@@ -7,12 +7,33 @@ as a cancellation, with the event recorded as the import's source.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from ..domain.appointment import Appointment, AppointmentStatus
 from ..importers.csv_rows import ImportDefaults, RowError
 from ..importers.hl7v2_siu import ChangeKind, SiuChange, SiuMapping, parse_siu
 from .importing import ImportItem, ImportService, ImportSummary
+
+
+def feed_clinic(
+    clinic: str | None, mapping: SiuMapping | None, known: Mapping[str, object]
+) -> tuple[str | None, list[str]]:
+    """Which clinic an HL7 feed is for when a message's sending facility does not say: the
+    `--clinic` given, else the mapping's `clinic`. ("", problems) when a facility map must decide
+    every message, (None, []) for the configured default clinic. Problems name unknown clinics."""
+    layout = mapping or SiuMapping()
+    problems = [
+        f"facilities: {facility!r} maps to clinic {target!r}, which is not configured"
+        for facility, target in layout.facilities.items()
+        if target not in known
+    ]
+    chosen = clinic or layout.clinic or None
+    if chosen is not None and chosen not in known:
+        problems.append(f"clinic {chosen!r} is not configured")
+    if chosen is None and layout.facilities:
+        return "", problems
+    return chosen, problems
 
 
 @dataclass(frozen=True)
@@ -25,12 +46,14 @@ class SiuResult:
 def apply_siu(
     importer: ImportService,
     data: bytes,
-    defaults: ImportDefaults,
+    defaults: ImportDefaults | None,
     *,
     mapping: SiuMapping | None = None,
     label: str = "hl7",
+    clinics: Mapping[str, ImportDefaults] | None = None,
 ) -> tuple[list[SiuResult], ImportSummary]:
-    changes = parse_siu(data, defaults=defaults, mapping=mapping, filename=label)
+    """`defaults`: the feed's clinic; `clinics`: every clinic, for the mapping's facilities."""
+    changes = parse_siu(data, defaults=defaults, mapping=mapping, filename=label, clinics=clinics)
     items: list[ImportItem] = []
     for change in changes:
         if change.appointment is None:
