@@ -56,6 +56,8 @@ class Service:
             self.previewer(),
             ApiKeys(self.engine, self.clock),
             self.import_defaults,
+            clinics=tuple(self.catalog.clinics.by_id),
+            mappings_dir=self.settings.config_dir / "mappings",
         )
         return create_app(
             self.engine,

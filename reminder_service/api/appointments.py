@@ -8,19 +8,26 @@ phone number, email, zone or start is accepted or refused the same way whatever 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+import re
+import tempfile
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
-from ..importers.csv_mapping import LAYOUT_FIELDS, OPTIONAL_FIELDS
+from ..configuration.problems import ConfigError
+from ..importers.csv_mapping import LAYOUT_FIELDS, OPTIONAL_FIELDS, CsvMapping, load_mapping
 from ..importers.csv_rows import (
     FileRejected,
     ImportDefaults,
     RawRow,
     RowConverter,
+    RowError,
     parse_csv,
 )
 from ..services.api_keys import ApiKeys
@@ -32,21 +39,27 @@ MAX_JSON_BYTES = 1024 * 1024
 MAX_CSV_BYTES = 20 * 1024 * 1024
 MAX_BATCH = 1000
 FIELDS = (*LAYOUT_FIELDS, *OPTIONAL_FIELDS)
+_MAPPING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+ClinicParam = Annotated[
+    str | None,
+    Query(max_length=64, description="The clinic these appointments are for, when they do not say"),
+]
 
 
 class AppointmentIn(BaseModel):
     """One appointment, with the CSV layout's fields and rules (see the README)."""
 
     appointment_id: str = Field(min_length=1, max_length=64)
-    patient_id: str = Field(min_length=1, max_length=64)
+    # Required for a booking (the CSV rules say so, per item); a cancellation needs only its id.
+    patient_id: str = Field(default="", max_length=64)
     first_name: str = Field(default="", max_length=100)
     last_name: str = Field(default="", max_length=100)
     mobile: str = Field(default="", max_length=40)
     email: str = Field(default="", max_length=320)
     language: str = Field(default="", max_length=35)
     timezone: str = Field(default="", max_length=64)
-    procedure: str = Field(min_length=1, max_length=32)
-    start: str = Field(min_length=4, max_length=40, description="ISO 8601; naive = patient's zone")
+    procedure: str = Field(default="", max_length=32)
+    start: str = Field(default="", max_length=40, description="ISO 8601; naive = patient's zone")
     duration_minutes: int | None = Field(default=None, ge=1, le=1440)
     location: str = Field(default="", max_length=255)
     sedation: Literal["yes", "no", "unknown"] = "unknown"
@@ -97,7 +110,17 @@ def build_router(
     previews: PreviewService,
     keys: ApiKeys,
     defaults: Callable[[str | None], ImportDefaults],
+    *,
+    clinics: Collection[str],
+    mappings_dir: Path,
 ) -> APIRouter:
+    def feed_defaults(clinic: str | None) -> ImportDefaults:
+        """The clinic a request's appointments are for, when an item does not say: its numbers
+        are read in that clinic's country."""
+        if clinic is not None and clinic not in clinics:
+            raise HTTPException(422, f"clinic {clinic[:64]!r} is not configured")
+        return defaults(clinic)
+
     def api_key(
         authorization: Annotated[str | None, Header()] = None,
         x_api_key: Annotated[str | None, Header()] = None,
@@ -122,9 +145,11 @@ def build_router(
     )
     async def post_appointments(
         body: Annotated[bytes, Depends(size_limited(MAX_JSON_BYTES))],
+        clinic: ClinicParam = None,
     ) -> JSONResponse:
-        """One appointment (an object) or a batch (a list of up to 1,000)."""
-        return _apply_json(body, importer, defaults(None))
+        """One appointment (an object) or a batch (a list of up to 1,000). Each item is validated
+        on its own: a bad one is reported with its index and never fails the others."""
+        return _apply_json(body, importer, feed_defaults(clinic))
 
     @router.get("/appointments/{appointment_id}")
     def get_appointment(appointment_id: str) -> dict[str, Any]:
@@ -159,17 +184,26 @@ def build_router(
     async def post_csv(
         request: Request,
         body: Annotated[bytes, Depends(size_limited(MAX_CSV_BYTES))],
+        clinic: ClinicParam = None,
+        mapping: Annotated[
+            str | None,
+            Query(max_length=100, description="A mapping in config/mappings/, by name"),
+        ] = None,
     ) -> JSONResponse:
-        """A CSV file as the body (text/csv), in the default layout; rows report their line."""
-        try:
-            parsed = parse_csv(body, filename="upload.csv", defaults=defaults(None))
-        except FileRejected as exc:
-            raise HTTPException(422, str(exc)) from None
-        summary = importer.apply(
-            parsed.rows, source="api", label="POST /imports/csv", parse_errors=parsed.errors
-        )
-        errors = [ItemError(index=e.line, field=e.column, reason=e.reason) for e in summary.errors]
-        return _answer(summary, errors, rejected_all=False)
+        """A CSV file: the body as text/csv, or multipart/form-data with the file in `file` and
+        its mapping (YAML) in `mapping`. `?mapping=NAME` uses config/mappings/NAME.yaml. Rows
+        report their line."""
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            body, sent = await _csv_and_mapping(request.headers, body)
+            layout = _mapping_sent(sent) if sent is not None else None
+        else:
+            layout = None
+        if mapping is not None:
+            if layout is not None:
+                raise HTTPException(422, "send a mapping or name one, not both")
+            layout = _mapping_named(mappings_dir, mapping)
+        return _apply_csv(body, importer, feed_defaults(clinic), layout)
 
     fhir_body = _body("application/fhir+json", {"type": "object"})
 
@@ -177,10 +211,14 @@ def build_router(
     @router.post("/fhir", openapi_extra=fhir_body)
     async def post_fhir(
         body: Annotated[bytes, Depends(size_limited(MAX_JSON_BYTES))],
+        clinic: ClinicParam = None,
     ) -> JSONResponse:
         """A FHIR R4 Appointment, or a batch/transaction Bundle with its Patients. Problems are
         answered with an OperationOutcome naming the element."""
-        return _apply_fhir(body, importer, defaults(None))
+        if clinic is not None and clinic not in clinics:
+            said = f"clinic {clinic[:64]!r} is not configured"
+            return _outcome(422, [_issue("error", "not-found", "", said)])
+        return _apply_fhir(body, importer, defaults(clinic))
 
     return router
 
@@ -188,19 +226,100 @@ def build_router(
 def _apply_json(
     body: bytes, importer: ImportService, import_defaults: ImportDefaults
 ) -> JSONResponse:
-    items = _appointments_from(body)
+    listed = _json_items(body)
     converter = RowConverter(FIELDS, None, import_defaults)
     accepted: list[ImportItem] = []
-    errors: list[ItemError] = []
-    for index, item in enumerate(items):
-        result = converter.convert(item.raw(index))
+    problems: list[RowError] = []
+    for index, item in enumerate(listed):
+        validated = _item(index, item)
+        if isinstance(validated, list):
+            problems += validated
+            continue
+        result = converter.convert(validated.raw(index))
         if isinstance(result, list):
-            errors += [ItemError(index=index, field=e.column, reason=e.reason) for e in result]
+            problems += result
         else:
             accepted.append((index, result))
-    summary = importer.apply(accepted, source="api", label="POST /appointments")
-    errors += [ItemError(index=e.line, field=e.column, reason=e.reason) for e in summary.errors]
-    return _answer(summary, errors, rejected_all=not accepted and bool(items))
+    # Every item is counted once: imported, updated, cancelled... or rejected with its reasons.
+    summary = importer.apply(
+        accepted, source="api", label="POST /appointments", parse_errors=problems
+    )
+    return _answer(summary, _item_errors(summary), rejected_all=not accepted and bool(listed))
+
+
+def _apply_csv(
+    body: bytes,
+    importer: ImportService,
+    import_defaults: ImportDefaults,
+    mapping: CsvMapping | None,
+) -> JSONResponse:
+    try:
+        parsed = parse_csv(body, filename="upload.csv", defaults=import_defaults, mapping=mapping)
+    except FileRejected as exc:
+        raise HTTPException(422, str(exc)) from None
+    except ValueError as exc:  # the mapping does not fit the file's headers
+        raise HTTPException(422, str(exc)) from None
+    summary = importer.apply(
+        parsed.rows, source="api", label="POST /imports/csv", parse_errors=parsed.errors
+    )
+    return _answer(summary, _item_errors(summary), rejected_all=False)
+
+
+def _item_errors(summary: ImportSummary) -> list[ItemError]:
+    return [ItemError(index=e.line, field=e.column, reason=e.reason) for e in summary.errors]
+
+
+async def _csv_and_mapping(headers: Headers, body: bytes) -> tuple[bytes, bytes | None]:
+    """The `file` and `mapping` parts of a multipart/form-data upload (already size-checked)."""
+
+    async def stream() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    try:
+        form = await MultiPartParser(headers, stream(), max_files=2, max_fields=10).parse()
+    except (MultiPartException, ValueError) as exc:
+        raise HTTPException(400, f"the multipart body cannot be read: {exc}") from None
+    parts: dict[str, bytes] = {}
+    for name in ("file", "mapping"):
+        value = form.get(name)
+        if isinstance(value, UploadFile):
+            parts[name] = await value.read()
+        elif isinstance(value, str):
+            parts[name] = value.encode()
+    await form.close()
+    if "file" not in parts:
+        raise HTTPException(422, "the multipart body has no part named 'file'")
+    return parts["file"], parts.get("mapping")
+
+
+def _mapping_sent(data: bytes) -> CsvMapping:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "mapping.yaml"
+        path.write_bytes(data)
+        try:
+            return load_mapping(path)
+        except ConfigError as exc:
+            raise HTTPException(422, _mapping_problems(exc, "mapping")) from None
+
+
+def _mapping_named(folder: Path, name: str) -> CsvMapping:
+    if not _MAPPING_NAME.fullmatch(name):
+        raise HTTPException(422, "mapping: a name such as openemr-style.example, no path")
+    path = folder / f"{name.removesuffix('.yaml')}.yaml"
+    if not path.is_file():
+        raise HTTPException(422, f"mapping: no mapping named {name!r} in config/mappings/")
+    try:
+        return load_mapping(path)
+    except ConfigError as exc:
+        raise HTTPException(422, _mapping_problems(exc, name)) from None
+
+
+def _mapping_problems(exc: ConfigError, name: str) -> str:
+    # Problems name the temporary file; say which mapping instead.
+    return "; ".join(
+        f"{name}: " + ": ".join(p for p in (problem.where, problem.field, problem.message) if p)
+        for problem in exc.problems
+    )
 
 
 def _apply_fhir(
@@ -225,27 +344,28 @@ def _body(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}}}
 
 
-def _appointments_from(body: bytes) -> list[AppointmentIn]:
+def _json_items(body: bytes) -> list[Any]:
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise HTTPException(400, "the body is not JSON") from None
     listed = data if isinstance(data, list) else [data]
     if len(listed) > MAX_BATCH:
         raise HTTPException(413, f"at most {MAX_BATCH} appointments a request")
+    return listed
+
+
+def _item(index: int, item: Any) -> AppointmentIn | list[RowError]:
+    """One item of a batch, validated alone: its problems name its index and field."""
+    if not isinstance(item, dict):
+        return [RowError(index, "", "is not a JSON object")]
     try:
-        return [AppointmentIn.model_validate(item) for item in listed]
-    except ValueError as exc:
-        raise HTTPException(422, _validation_text(exc)) from None
-
-
-def _validation_text(exc: ValueError) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in errors()
-        )
-    return str(exc)
+        return AppointmentIn.model_validate(item)
+    except ValidationError as exc:
+        return [
+            RowError(index, ".".join(str(p) for p in error["loc"]), error["msg"])
+            for error in exc.errors(include_input=False, include_url=False)
+        ]
 
 
 def _answer(summary: ImportSummary, errors: list[ItemError], *, rejected_all: bool) -> JSONResponse:
