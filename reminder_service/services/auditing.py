@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, or_, select
 
 from ..store.engine import reading
 from ..store.tables import appointments, audit_log, reminders
+from .importing import CANCEL_NOT_FOUND
 from .previewing import NotFound
 
 
@@ -37,21 +38,26 @@ class AuditEntry:
 
 
 def audit_trail(engine: Engine, external_id: str) -> list[AuditEntry]:
-    """Raises NotFound for an unknown appointment. Entries never hold a message body (only its
-    hash) nor contact details."""
+    """Raises NotFound for an appointment nobody ever sent. Entries never hold a message body
+    (only its hash) nor contact details. A cancellation that came for this id before (or
+    without) the appointment itself is part of its trail."""
     with reading(engine) as conn:
         appointment_id = conn.execute(
             select(appointments.c.id).where(appointments.c.external_id == external_id)
         ).scalar()
-        if appointment_id is None:
-            raise NotFound(f"no appointment with id {external_id!r}")
+        about_it = audit_log.c.appointment_id == appointment_id
+        unknown_cancel = (
+            audit_log.c.appointment_id.is_(None)
+            & (audit_log.c.event == CANCEL_NOT_FOUND)
+            & audit_log.c.detail.contains(json.dumps(external_id))
+        )
         rows = conn.execute(
             select(audit_log, reminders.c.step_id, reminders.c.channel)
             .outerjoin(reminders, reminders.c.id == audit_log.c.reminder_id)
-            .where(audit_log.c.appointment_id == appointment_id)
+            .where(or_(about_it, unknown_cancel) if appointment_id is not None else unknown_cancel)
             .order_by(audit_log.c.at, audit_log.c.id)
         ).mappings()
-        return [
+        entries = [
             AuditEntry(
                 at=row["at"],
                 event=row["event"],
@@ -63,3 +69,12 @@ def audit_trail(engine: Engine, external_id: str) -> list[AuditEntry]:
             )
             for row in rows
         ]
+    # `contains` found candidates; only an exact id is this appointment's.
+    entries = [
+        e for e in entries
+        if e.event != CANCEL_NOT_FOUND or (e.detail or {}).get("external_id", external_id)
+        == external_id
+    ]  # fmt: skip
+    if appointment_id is None and not entries:
+        raise NotFound(f"no appointment with id {external_id!r}")
+    return entries

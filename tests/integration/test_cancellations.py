@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sqlalchemy import select
 
 from reminder_service.bootstrap import Service
 from reminder_service.domain.appointment import AppointmentStatus, Cancellation
 from reminder_service.importers.csv_rows import parse_csv
+from reminder_service.services.auditing import audit_trail
 from reminder_service.services.fhir_import import apply_fhir
 from reminder_service.services.hl7_import import apply_siu
+from reminder_service.services.previewing import NotFound
 from reminder_service.store.tables import appointments, audit_log, reminders
 from tests.factories import appointment
 
@@ -156,3 +159,15 @@ def test_fhir_proposed_is_understood_and_stores_nothing(service: Service) -> Non
     [issue] = result.issues
     assert issue.severity == "information" and "not booked yet" in issue.diagnostics
     assert _status(service, "W1") is None
+
+
+def test_the_audit_trail_of_an_unknown_id_shows_its_cancellation(service: Service) -> None:
+    message = BARE_S15.replace(b"|A1\r", b"|NEVER-SEEN\r")
+    apply_siu(service.importer, message, service.import_defaults(None))
+    apply_siu(service.importer, message.replace(b"NEVER-SEEN", b"NEVER-SEEN-2"),
+              service.import_defaults(None))  # fmt: skip
+    [entry] = audit_trail(service.engine, "NEVER-SEEN")
+    assert entry.event == "cancel_not_found" and entry.detail is not None
+    assert entry.detail["external_id"] == "NEVER-SEEN"
+    with pytest.raises(NotFound):
+        audit_trail(service.engine, "NEVER")
