@@ -46,9 +46,9 @@ def audit_trail(engine: Engine, external_id: str) -> list[AuditEntry]:
             select(appointments.c.id).where(appointments.c.external_id == external_id)
         ).scalar()
         about_it = audit_log.c.appointment_id == appointment_id
-        unknown_cancel = (
+        unknown_cancel = (  # a cancellation for it before it was known, and what it stopped
             audit_log.c.appointment_id.is_(None)
-            & (audit_log.c.event == CANCEL_NOT_FOUND)
+            & audit_log.c.event.in_([CANCEL_NOT_FOUND, "out_of_order"])
             & audit_log.c.detail.contains(json.dumps(external_id))
         )
         rows = conn.execute(
@@ -71,10 +71,8 @@ def audit_trail(engine: Engine, external_id: str) -> list[AuditEntry]:
         ]
     # `contains` found candidates; only an exact id is this appointment's.
     entries = [
-        e for e in entries
-        if e.event != CANCEL_NOT_FOUND or (e.detail or {}).get("external_id", external_id)
-        == external_id
-    ]  # fmt: skip
+        e for e in entries if (e.detail or {}).get("external_id", external_id) == external_id
+    ]
     if appointment_id is None and not entries:
         raise NotFound(f"no appointment with id {external_id!r}")
     return entries

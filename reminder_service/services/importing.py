@@ -44,7 +44,7 @@ from ..importers.csv_rows import RowError
 from ..store import bulk, records
 from ..store.engine import reading
 from ..store.records import RowData
-from ..store.tables import appointments, imports, patients, reminders
+from ..store.tables import appointments, audit_log, imports, patients, reminders
 from .follow_ups import STAFF_CHANNEL, staff_alert_row
 
 CHUNK = 1000
@@ -198,7 +198,7 @@ class ImportService:
                 .returning(imports.c.id)
             ).scalar_one()
             for chunk in _chunks(items):
-                resolved = _resolve_cancellations(conn, chunk, now, summary)
+                resolved = _resolve_cancellations(conn, chunk, now, summary, source_times or {})
                 self._apply_chunk(conn, resolved, now, summary, source_times or {})
                 if progress:
                     progress(len(chunk))
@@ -538,10 +538,22 @@ def _in_sender_order(
     appointment, and record each appointment's newest sender time, even when nothing changed:
     an older message arriving after it must be ignored too."""
     kept = []
+    fresh = {a.external_id for a in accepted if a.external_id not in existing} & set(sent_at)
+    cancelled_before = _unknown_cancellations(conn, fresh) if fresh else {}
     for appointment in accepted:
         row = existing.get(appointment.external_id)
         when = sent_at.get(appointment.external_id)
         applied = row["source_time"] if row is not None else None
+        cancelled_at = cancelled_before.get(appointment.external_id)
+        if when is not None and cancelled_at is not None and when < cancelled_at:
+            # Cancelled (by id alone) by a newer message that came first: the older booking
+            # arriving now must not bring the appointment's reminders back.
+            summary.out_of_order += 1
+            detail = {"external_id": appointment.external_id, "sent": when.isoformat(),
+                      "cancelled": cancelled_at.isoformat()}  # fmt: skip
+            event = _event(now, 0, "out_of_order", json.dumps(detail))
+            work.audit.append({**event, "appointment_id": None})
+            continue
         if when is not None and applied is not None and when < applied:
             assert row is not None
             summary.out_of_order += 1
@@ -559,8 +571,30 @@ def _in_sender_order(
     return kept
 
 
+def _unknown_cancellations(conn: Connection, external_ids: set[str]) -> dict[str, datetime]:
+    """When (by its sender's clock) each of these ids was cancelled while unknown here. Such
+    entries are the only audit rows with no appointment, so the lookup stays small."""
+    rows = conn.execute(
+        select(audit_log.c.detail)
+        .where(audit_log.c.appointment_id.is_(None))
+        .where(audit_log.c.event == CANCEL_NOT_FOUND)
+    ).scalars()
+    found: dict[str, datetime] = {}
+    for text_detail in rows:
+        detail = json.loads(text_detail or "{}")
+        ext, sent = detail.get("external_id"), detail.get("sent")
+        if ext in external_ids and sent:
+            moment = datetime.fromisoformat(sent)
+            found[ext] = max(found.get(ext, moment), moment)
+    return found
+
+
 def _resolve_cancellations(
-    conn: Connection, chunk: list[ImportItem], now: datetime, summary: ImportSummary
+    conn: Connection,
+    chunk: list[ImportItem],
+    now: datetime,
+    summary: ImportSummary,
+    source_times: Mapping[int, datetime],
 ) -> list[ImportItem]:
     """A cancellation by id becomes the stored appointment, cancelled, so it goes through the same
     path as any change (sender order, reconcile, calendar withdrawal). One for an id never seen
@@ -580,8 +614,13 @@ def _resolve_cancellations(
         row = stored.get(change.external_id)
         if row is None:
             summary.cancel_not_found += 1
-            detail = {"external_id": change.external_id, "no_show": change.no_show,
-                      "import_id": summary.import_id}  # fmt: skip
+            detail: dict[str, Any] = {
+                "external_id": change.external_id,
+                "no_show": change.no_show,
+                "import_id": summary.import_id,
+            }
+            if line in source_times:  # so an older booking arriving after it is known stale
+                detail["sent"] = source_times[line].isoformat()
             event = _event(now, 0, CANCEL_NOT_FOUND, json.dumps(detail))
             event.update(appointment_id=None, reason=UNKNOWN_CANCEL_REASON)
             unknown.append(event)

@@ -171,3 +171,27 @@ def test_the_audit_trail_of_an_unknown_id_shows_its_cancellation(service: Servic
     assert entry.detail["external_id"] == "NEVER-SEEN"
     with pytest.raises(NotFound):
         audit_trail(service.engine, "NEVER")
+
+
+def test_an_older_booking_after_a_bare_cancellation_stays_cancelled(service: Service) -> None:
+    # The engine sent S12 (09:00) then a bare S15 (09:30), and delivered them the other way round.
+    cancel = BARE_S15.replace(b"|A1\r", b"|LATE-1\r")
+    booking = (
+        b"MSH|^~\\&|PAS|RIVERSIDE|REMIND|RIVERSIDE|20261120090000||SIU^S12|CTRL-12|P|2.5\r"
+        b"SCH|PLACER-9|LATE-1|||||||||^^^20261210093000\r"
+        b"PID|1||MRN9||Patient^Test||||||||07700900123^PRN^CP\r"
+        b"AIS|1||BMBX\r"
+    )
+    apply_siu(service.importer, cancel, service.import_defaults(None))
+    results, summary = apply_siu(service.importer, booking, service.import_defaults(None))
+    assert results[0].ack == "AA"
+    assert (summary.imported, summary.out_of_order) == (0, 1)
+    assert _status(service, "LATE-1") is None
+    assert [e.event for e in audit_trail(service.engine, "LATE-1")] == [
+        "cancel_not_found",
+        "out_of_order",
+    ]
+    # A newer booking after that cancellation is a real new booking.
+    newer = booking.replace(b"20261120090000", b"20261120100000")
+    _, again = apply_siu(service.importer, newer, service.import_defaults(None))
+    assert again.imported == 1 and _status(service, "LATE-1") == "booked"
