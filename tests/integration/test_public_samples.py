@@ -3,14 +3,15 @@ with its exact expected outcome: the ACK (AA/AE) and the field an AE names, or t
 the stored appointment's status, start instant, procedure, location and clinic; and the contact
 kept (the mobile in E.164 or none, the email or none).
 
-The expectations are the import rules, not necessarily what the code does today:
+The expectations are the import rules:
 - a cancellation or no-show needs only the appointment id; one for an id never seen is AA, audited
-  and reported as `not_found`, never counted as cancelled;
+  and counted as `cancel_not_found`, never as cancelled;
 - a number is read in the country of the clinic the feed belongs to (each sample is imported with
-  its country's clinic); PID-14 is a mobile only when marked so; XTN-4 is an email whenever valid;
+  its country's clinic, over MLLP through the feed's facility map); PID-14 is a mobile only when
+  marked so; XTN-4 is an email whenever it holds an address;
 - FHIR proposed/pending/waitlist answer 200 with an informational "not booked yet".
-Where today's code breaks a rule the test is a strict xfail naming the rule, so it turns into a
-failure (remove the mark) once the code follows the rule.
+Where the code still breaks a rule the test is a strict xfail naming the rule, so it turns into
+a failure (remove the mark) once the code follows it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from sqlalchemy import select
 
 from reminder_service.bootstrap import Service
 from reminder_service.importers.csv_rows import ImportDefaults
-from reminder_service.importers.hl7v2_siu import FieldRef, SiuMapping
+from reminder_service.importers.hl7v2_siu import FieldRef, SiuMapping, load_siu_mapping
 from reminder_service.mllp import MllpServer
 from reminder_service.services.api_keys import ApiKeys
 from reminder_service.services.fhir_import import apply_fhir
@@ -54,29 +55,9 @@ US = ImportDefaults("lakeside", "America/Chicago", "US", "en-US")
 PKB_MAPPING = replace(SiuMapping(), procedure=(FieldRef.parse("SCH-7.2"),))
 CLICRDV_MAPPING = replace(SiuMapping(), procedure=(FieldRef.parse("SCH-6.1"),))
 
-R_CANCEL = (
-    "rule: a cancellation or no-show needs only the appointment id (SCH-2, else SCH-1); "
-    "no start, procedure or contact is required"
-)
-R_UNKNOWN = (
-    "rule: a cancellation for an id never seen is AA, audited and reported as not_found, "
-    "never counted as cancelled"
-)
-R_PID14 = (
-    "rule: PID-14 (business phone) is never used as a mobile unless XTN-3 is CP or XTN-2 a "
-    "mobile use code"
-)
-R_XTN4 = "rule: XTN-4 is an email whenever it holds a valid address, whatever XTN-2/XTN-3 say"
-R_NOT_BOOKED = (
-    "rule: FHIR proposed/pending/waitlist answer 200 with an informational OperationOutcome "
-    "(not booked yet) and store nothing"
-)
 R_KEEP_PATIENT = (
     "rule: a cancellation applies by the appointment's id alone; it never re-points the "
     "appointment to another patient record"
-)
-R_FHIR_CANCEL = (
-    "rule: a FHIR cancellation needs only the Appointment's identifier, not a Patient participant"
 )
 
 
@@ -183,7 +164,6 @@ HL7_CASES = [
             before=("pkb-siu-s12-pid-first-sch1-reason-text-only.hl7",),
         ),
         id="pkb-s15-sch1-only-cancels",
-        marks=pytest.mark.xfail(strict=True, reason=R_CANCEL),
     ),
     pytest.param(
         Hl7Case(
@@ -195,17 +175,14 @@ HL7_CASES = [
             before=("pkb-siu-s12-pid-first-sch1-reason-text-only.hl7",),
         ),
         id="pkb-s26-sch1-only-stops-the-plan",
-        marks=pytest.mark.xfail(strict=True, reason=R_CANCEL),
     ),
     pytest.param(
         Hl7Case("rethinkhealth-siu-s12-v23-ntierprise.hl7", US, "AA", stored=NTIERPRISE),
         id="ntierprise-s12-v23",
-        marks=pytest.mark.xfail(strict=True, reason=R_PID14),
     ),
     pytest.param(
         Hl7Case("rethinkhealth-siu-s12-custom-delimiters.hl7", US, "AA", stored=NTIERPRISE),
         id="ntierprise-s12-custom-delimiters",
-        marks=pytest.mark.xfail(strict=True, reason=R_PID14),
     ),
     pytest.param(
         Hl7Case(
@@ -253,7 +230,6 @@ HL7_CASES = [
             mapping=CLICRDV_MAPPING,
         ),
         id="clicrdv-s12-email-in-xtn4",
-        marks=pytest.mark.xfail(strict=True, reason=R_XTN4),
     ),
     pytest.param(
         Hl7Case(
@@ -361,8 +337,8 @@ def audit_events(service: Service) -> list[str]:
 
 def assert_reported_not_found(service: Service, summary: dict[str, int]) -> None:
     assert summary["cancelled"] == 0, "a cancel for an unknown id is not a cancellation"
-    assert summary.get("not_found") == 1, summary
-    assert "not_found" in audit_events(service)
+    assert summary.get("cancel_not_found") == 1, summary
+    assert "cancel_not_found" in audit_events(service)
 
 
 # --- HL7 v2: each sample's outcome ------------------------------------------------------------
@@ -383,7 +359,6 @@ def test_hl7_sample_outcome(service: Service, case: Hl7Case) -> None:
         assert stored(service, case.stored.external_id) == case.stored
 
 
-@pytest.mark.xfail(strict=True, reason=f"{R_CANCEL}; {R_UNKNOWN}")
 @pytest.mark.parametrize(("name", "defaults", "external_id"), UNKNOWN_CANCELS)
 def test_hl7_cancel_for_an_unknown_id_is_aa_and_reported_not_found(
     service: Service, name: str, defaults: ImportDefaults, external_id: str
@@ -443,7 +418,6 @@ SAS_BOOKING = "ans-sas-bundle-booked-no-patient.json"
 SAS_CANCEL = "ans-sas-bundle-cancelled-no-patient.json"
 
 
-@pytest.mark.xfail(strict=True, reason=R_NOT_BOOKED)
 @pytest.mark.parametrize(
     ("name", "external_id"),
     [
@@ -485,7 +459,6 @@ def test_fhir_booked_without_a_patient_or_a_service_is_422_naming_both(
     assert stored(service, "12348") is None
 
 
-@pytest.mark.xfail(strict=True, reason=R_FHIR_CANCEL)
 def test_fhir_cancel_without_a_patient_cancels_the_booked_appointment(
     service: Service, api: tuple[TestClient, dict[str, str]]
 ) -> None:
@@ -505,7 +478,6 @@ def test_fhir_cancel_without_a_patient_cancels_the_booked_appointment(
     assert (found.mobile, found.email) == ("+447700900123", "sas.patient@example.org")
 
 
-@pytest.mark.xfail(strict=True, reason=f"{R_FHIR_CANCEL}; {R_UNKNOWN}")
 def test_fhir_cancel_without_a_patient_for_an_unknown_id_is_200_not_found(
     service: Service, api: tuple[TestClient, dict[str, str]]
 ) -> None:
@@ -542,7 +514,6 @@ def test_fhir_cancellation_keeps_the_patient_the_hl7_booking_named(service: Serv
     assert found is not None and found.email == "adam@example.org"
 
 
-@pytest.mark.xfail(strict=True, reason=R_UNKNOWN)
 def test_fhir_entered_in_error_for_an_unknown_id_is_reported_not_found(service: Service) -> None:
     applied = apply_fhir(service.importer, fhir(MSFC_S17_BUNDLE), US)
     assert applied.summary is not None
@@ -551,16 +522,21 @@ def test_fhir_entered_in_error_for_an_unknown_id_is_reported_not_found(service: 
 
 # --- MLLP: every public HL7 sample over one real connection ------------------------------------
 
-# The sending facility (MSH-4.1) of each sample's feed -> the clinic it belongs to.
-FACILITY_CLINICS = {
-    "sender": GB,  # Patients Know Best's example sender
-    "Ntierprise Clinic": US,
-    "APPT_NEW": US,
-    "proxy00-prodaz": GB,
-    "PHCC_EDW": GB,
-    "GHHSFacility": US,
-    "RADIOLOGY": US,
-}
+# One feed of many senders, mapped as a site would in its SIU mapping file: each message's
+# sending facility (MSH-4.1) says which clinic it is for, so its numbers are read in that
+# clinic's country.
+FACILITIES_YAML = """\
+facilities:
+  sender: riverside            # Patients Know Best's example sender
+  Ntierprise Clinic: lakeside
+  APPT_NEW: lakeside
+  proxy00-prodaz: riverside
+  PHCC_EDW: riverside
+  GHHSFacility: lakeside
+  RADIOLOGY: lakeside
+"""
+
+
 # Sample -> the ACK the rules call for, with the default mapping, in this order on one
 # connection (so the S13/S15/S26 of a sender follow its S12).
 ROUND_TRIP = {
@@ -580,26 +556,12 @@ ROUND_TRIP = {
     "pacsbridge-siu-s12-no-contact-fields-shifted.hl7": "AE",
     "pacsbridge-siu-s26-no-start.hl7": "AA",
 }
-# Cancellations and no-shows that carry only an id, or lack a start or a procedure.
-BARE_CANCELS = {
-    "pkb-siu-s15-cancel-sch1-only.hl7",
-    "pkb-siu-s26-dna-sch1-only.hl7",
-    "clicrdv-siu-s17-delete.hl7",
-    "clicrdv-siu-s26-noshow.hl7",
-    "pacsbridge-siu-s26-no-start.hl7",
-}
 
 
 def msh_fields(message: bytes) -> list[str]:
     line = message.replace(b"\r\n", b"\r").replace(b"\n", b"\r").split(b"\r", 1)[0]
     text = line.decode("utf-8")
     return text.split(text[3])
-
-
-def facility_clinic(frame: bytes) -> ImportDefaults:
-    fields = msh_fields(frame)
-    component = fields[1][0]
-    return FACILITY_CLINICS[fields[3].split(component)[0]]
 
 
 def read_acks(sock: socket.socket, count: int) -> list[tuple[str, str]]:
@@ -619,11 +581,17 @@ def read_acks(sock: socket.socket, count: int) -> list[tuple[str, str]]:
     return found
 
 
-def round_trip(service: Service) -> dict[str, tuple[str, str]]:
+def round_trip(service: Service, tmp_path: Path) -> dict[str, tuple[str, str]]:
     """Every sample in ROUND_TRIP over one connection; sample -> (ACK code, control id)."""
+    mapping_file = tmp_path / "facilities.yaml"
+    mapping_file.write_text(FACILITIES_YAML, encoding="utf-8")
+    mapping = load_siu_mapping(mapping_file)
+    clinics = service.clinic_defaults()
 
     def handle(frame: bytes) -> tuple[str, str]:
-        results, _ = apply_siu(service.importer, frame, facility_clinic(frame), label="mllp")
+        results, _ = apply_siu(
+            service.importer, frame, None, mapping=mapping, clinics=clinics, label="mllp"
+        )
         return results[0].ack, results[0].text
 
     names = list(ROUND_TRIP)
@@ -637,20 +605,20 @@ def round_trip(service: Service) -> dict[str, tuple[str, str]]:
     return dict(zip(names, answers, strict=True))
 
 
-def test_every_public_sample_over_one_mllp_connection_gets_its_ack(service: Service) -> None:
-    answers = round_trip(service)
-    for name, (code, control_id) in answers.items():
+def test_every_public_sample_over_one_mllp_connection_gets_its_ack(
+    service: Service, tmp_path: Path
+) -> None:
+    answers = round_trip(service, tmp_path)
+    assert {name: code for name, (code, _) in answers.items()} == ROUND_TRIP
+    for name, (_, control_id) in answers.items():
         assert control_id == msh_fields(sample_bytes(name))[9], name
-        if name not in BARE_CANCELS:
-            assert code == ROUND_TRIP[name], name
-    found = stored(service, "120152985")  # the Cadence booking, read in its US clinic
-    assert found is not None and (found.clinic, found.mobile) == ("lakeside", "+15155555552")
-
-
-@pytest.mark.xfail(strict=True, reason=R_CANCEL)
-def test_bare_cancellations_over_mllp_are_acknowledged_aa(service: Service) -> None:
-    answers = round_trip(service)
-    assert {name: answers[name][0] for name in BARE_CANCELS} == dict.fromkeys(BARE_CANCELS, "AA")
+    # Each sender's messages went to its own clinic, and its numbers were read in its country.
+    cadence = stored(service, "120152985")
+    assert cadence is not None and (cadence.clinic, cadence.mobile) == ("lakeside", "+15155555552")
+    ntierprise = stored(service, "13030")
+    assert ntierprise is not None and (ntierprise.clinic, ntierprise.mobile) == ("lakeside", None)
+    cancelled = stored(service, "36996")  # the S15 for an appointment never booked here
+    assert cancelled is None or cancelled.status == "cancelled"
 
 
 # --- every sample file has its expected outcome somewhere ---------------------------------------
