@@ -931,9 +931,10 @@ def _clinic_for(
 ) -> ImportDefaults | SiuProblem:
     """The clinic a message is for: its sending facility in the mapping's `facilities`, else
     the feed's clinic. Its numbers are read in that clinic's country, never in another's."""
+    facilities = {name.strip().upper(): clinic for name, clinic in mapping.facilities.items()}
     for ref in _SENDERS:
         sender = msg.get(ref).strip().upper()
-        clinic_id = mapping.facilities.get(sender) if sender else None
+        clinic_id = facilities.get(sender) if sender else None
         if clinic_id is None:
             continue
         chosen = clinics.get(clinic_id)

@@ -571,6 +571,10 @@ def _in_sender_order(
     return kept
 
 
+def _cancels(change: Change) -> bool:
+    return isinstance(change, Cancellation) or change.status is AppointmentStatus.CANCELLED
+
+
 def _unknown_cancellations(conn: Connection, external_ids: set[str]) -> dict[str, datetime]:
     """When (by its sender's clock) each of these ids was cancelled while unknown here. Such
     entries are the only audit rows with no appointment, so the lookup stays small."""
@@ -596,10 +600,12 @@ def _resolve_cancellations(
     summary: ImportSummary,
     source_times: Mapping[int, datetime],
 ) -> list[ImportItem]:
-    """A cancellation by id becomes the stored appointment, cancelled, so it goes through the same
-    path as any change (sender order, reconcile, calendar withdrawal). One for an id never seen
-    here is audited (with no appointment to hang it on) and counted apart."""
-    wanted = [item[1].external_id for item in chunk if isinstance(item[1], Cancellation)]
+    """A cancellation of a stored appointment becomes that appointment, cancelled, so it goes
+    through the same path as any change (sender order, reconcile, calendar withdrawal). Whatever
+    else it says is dropped: a cancellation never changes whose appointment it is, nor its
+    details (a source may name the patient by another identifier). One by id alone for an id
+    never seen here is audited (with no appointment to hang it on) and counted apart."""
+    wanted = [item[1].external_id for item in chunk if _cancels(item[1])]
     if not wanted:
         return chunk
     query = records.select_with_patients().where(appointments.c.external_id.in_(wanted))
@@ -608,11 +614,12 @@ def _resolve_cancellations(
     unknown: list[dict[str, Any]] = []
     for item in chunk:
         line, change = item[0], item[1]
-        if not isinstance(change, Cancellation):
-            resolved.append(item)
-            continue
         row = stored.get(change.external_id)
+        if isinstance(change, Appointment) and not (row is not None and _cancels(change)):
+            resolved.append(item)  # a booking, or a described cancel of an id not stored here
+            continue
         if row is None:
+            assert isinstance(change, Cancellation)
             summary.cancel_not_found += 1
             detail: dict[str, Any] = {
                 "external_id": change.external_id,

@@ -55,11 +55,6 @@ US = ImportDefaults("lakeside", "America/Chicago", "US", "en-US")
 PKB_MAPPING = replace(SiuMapping(), procedure=(FieldRef.parse("SCH-7.2"),))
 CLICRDV_MAPPING = replace(SiuMapping(), procedure=(FieldRef.parse("SCH-6.1"),))
 
-R_KEEP_PATIENT = (
-    "rule: a cancellation applies by the appointment's id alone; it never re-points the "
-    "appointment to another patient record"
-)
-
 
 def utc(year: int, month: int, day: int, hour: int, minute: int) -> datetime:
     return datetime(year, month, day, hour, minute, tzinfo=UTC)
@@ -503,7 +498,6 @@ def test_fhir_entered_in_error_cancels_the_appointment_booked_by_hl7(service: Se
     assert found is not None and (found.status, found.clinic) == ("cancelled", "lakeside")
 
 
-@pytest.mark.xfail(strict=True, reason=R_KEEP_PATIENT)
 def test_fhir_cancellation_keeps_the_patient_the_hl7_booking_named(service: Service) -> None:
     """The FHIR Patient's MR identifier (1234567, PID-2 in the HL7 message) is not HL7's PID-3.1
     (PATID1234): the cancellation must not move the appointment to that other patient record,
