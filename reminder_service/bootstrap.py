@@ -199,10 +199,10 @@ def _sms_send_rate(settings: Settings, engine: Engine) -> SendRate:
 def _max_in_flight(settings: Settings, *, shared_rate: bool = False) -> int:
     """Claimed and not yet recorded at once: enough to keep every channel busy, but no more
     than the SMS rate limit lets go out within a third of the lease (a claim must not expire
-    while it waits its turn). When processes share the rate, each gets only its part of it,
-    unknown here: each then claims no more than the whole rate lets go in SHARED_QUEUE_SECONDS,
-    far more than keeps its sends busy, and its claims last while up to lease/3 divided by that
-    many processes share the sender (10 at the default lease)."""
+    while it waits its turn). When processes share the rate, each gets an unknown part of it:
+    each then claims at most SHARED_QUEUE_SECONDS of the whole rate (far more than keeps its
+    sends busy), so N processes hold at most 2N seconds of sends between them, within a third
+    of the lease while N <= lease/6 (10 at the default 60 s)."""
     wanted = 2 * max(settings.sms_concurrency, settings.email_concurrency)
     if settings.sms_channel == "twilio":
         seconds = settings.lease_seconds / 3

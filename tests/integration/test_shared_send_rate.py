@@ -18,7 +18,10 @@ import pytest
 from sqlalchemy import Engine, delete, select, text
 
 from reminder_service import bootstrap
-from reminder_service.channels.send_rate import SharedSendRate
+from reminder_service.channels.base import ChannelError, FailureKind, OutgoingSms
+from reminder_service.channels.send_rate import SendRateUnavailable, SharedSendRate
+from reminder_service.channels.twilio_sms import TwilioSmsChannel
+from reminder_service.configuration.delivery_failures import load_failure_table
 from reminder_service.domain.token_bucket import (
     Grant,
     RateBucketUnavailable,
@@ -30,7 +33,7 @@ from reminder_service.store.engine import make_engine, migrate
 from reminder_service.store.send_rate_buckets import PostgresRateBuckets
 from reminder_service.store.tables import send_rate_buckets
 from tests.conftest import POSTGRES_ENV, FakeClock
-from tests.factories import appointment, patient
+from tests.factories import CONFIG_DIR, appointment, patient
 from tests.servers.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, serve_in_thread
 
 T0 = datetime(2026, 11, 19, 9, 0, tzinfo=UTC)
@@ -220,3 +223,36 @@ def test_with_postgresql_the_twilio_sender_paces_through_the_shared_bucket(
         assert buckets == [FROM_NUMBER]  # every process on this database shares it
     else:
         assert buckets == []  # SQLite: this process's own pace
+
+
+class NoTurn:
+    """A pace whose database has failed for longer than sends may wait."""
+
+    async def acquire(self) -> None:
+        raise SendRateUnavailable("shared rate limit unreachable for 10 s: not sent")
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_a_send_that_gets_no_turn_is_not_made_and_is_retried_later() -> None:
+    message = OutgoingSms(1, "A1", "booking", "+447700900123", "Hello", T0)
+    with serve_in_thread() as server:
+        twilio = TwilioSettings(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN,
+                                from_number=FROM_NUMBER, api_base_url=server.base_url)  # fmt: skip
+        channel = TwilioSmsChannel(twilio, concurrency=2, rate_limit=10, send_rate=NoTurn())
+
+        async def send() -> None:
+            try:
+                await channel.send_sms(message)
+            finally:
+                await channel.aclose()
+
+        with pytest.raises(ChannelError) as caught:
+            asyncio.run(send())
+        assert server.stats()["requests"] == 0
+    failure = caught.value.failure
+    assert (failure.kind, failure.maybe_accepted) == (FailureKind.LOCAL, False)
+    assert "unreachable" in failure.describe()
+    verdict = load_failure_table(CONFIG_DIR / "delivery_failures.yaml").classify(failure)
+    assert not verdict.permanent

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from reminder_service import bootstrap
 from reminder_service.channels.send_rate import (
     LEFTOVER_SECONDS,
     LocalSendRate,
@@ -23,6 +24,7 @@ from reminder_service.domain.token_bucket import (
     capacity,
     offsets,
 )
+from reminder_service.settings import Settings
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 SENDER = "+447700900001"
@@ -268,3 +270,13 @@ def test_a_rate_must_be_positive(rate: float) -> None:
         LocalSendRate(rate)
     with pytest.raises(ValueError, match="rate must be more than 0"):
         SharedSendRate(ModelBucket(FakeTime()), SENDER, rate)
+
+
+def test_with_a_shared_rate_a_process_claims_at_most_two_seconds_of_it() -> None:
+    """Each process gets only its part of a shared rate: what it claims must still go out well
+    within the lease when several processes queue for the sender."""
+    settings = Settings(sms_channel="twilio", sms_rate_limit=20, lease_seconds=60)
+    assert bootstrap._max_in_flight(settings) == 400  # alone: a third of the lease at 20/s
+    assert bootstrap._max_in_flight(settings, shared_rate=True) == 40
+    slow = Settings(sms_channel="twilio", sms_rate_limit=0.2, lease_seconds=60)
+    assert bootstrap._max_in_flight(slow, shared_rate=True) == 1
