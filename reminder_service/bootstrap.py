@@ -14,6 +14,7 @@ from .api.appointments import build_router
 from .catalog import Catalog
 from .channels.base import EmailChannel, SmsChannel
 from .channels.outbox import OutboxChannel
+from .channels.send_rate import LocalSendRate, SendRate, SharedSendRate
 from .channels.smtp_email import SmtpEmailChannel
 from .channels.twilio_sms import TwilioSmsChannel
 from .clock import Clock, system_clock
@@ -33,7 +34,11 @@ from .services.previewing import PreviewService
 from .services.replies import ReplyService
 from .settings import Settings
 from .store.engine import make_engine, migrate
+from .store.send_rate_buckets import PostgresRateBuckets
 from .template_layout import missing_parts
+
+# With a shared SMS rate, what one process claims is at most this many seconds of the whole rate.
+SHARED_QUEUE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -118,12 +123,12 @@ def build(settings: Settings, clock: Clock = system_clock) -> Service:
     engine = make_engine(settings.database_url)
     migrate(engine)
     renderer = Renderer(settings.templates_dir)
-    sms, email = _channels(settings)
+    sms, email = _channels(settings, engine)
     horizon = timedelta(hours=settings.planning_horizon_hours)
     policy = DispatchPolicy(
         lease=timedelta(seconds=settings.lease_seconds),
         batch=settings.dispatch_batch,
-        max_in_flight=_max_in_flight(settings),
+        max_in_flight=_max_in_flight(settings, shared_rate=_shares_rate(engine)),
     )
     return Service(
         settings=settings,
@@ -150,8 +155,8 @@ def build(settings: Settings, clock: Clock = system_clock) -> Service:
     )
 
 
-def _channels(settings: Settings) -> tuple[SmsChannel, EmailChannel]:
-    """One instance of each per process: a rate limit is per channel instance."""
+def _channels(settings: Settings, engine: Engine) -> tuple[SmsChannel, EmailChannel]:
+    """One instance of each per process."""
     outbox = OutboxChannel(settings.outbox_dir, settings.email_from)
     sms: SmsChannel = outbox
     email: EmailChannel = outbox
@@ -161,6 +166,7 @@ def _channels(settings: Settings) -> tuple[SmsChannel, EmailChannel]:
             settings.twilio,
             concurrency=settings.sms_concurrency,
             rate_limit=settings.sms_rate_limit,
+            send_rate=_sms_send_rate(settings, engine),
         )
     if settings.email_channel == "smtp":
         assert settings.smtp is not None
@@ -168,11 +174,39 @@ def _channels(settings: Settings) -> tuple[SmsChannel, EmailChannel]:
     return sms, email
 
 
-def _max_in_flight(settings: Settings) -> int:
+def _shares_rate(engine: Engine) -> bool:
+    """Whether the SMS rate limit is shared through the database: on PostgreSQL, where several
+    processes (and hosts) may send from one sender. A SQLite database is one host's: each
+    process keeps its own pace there."""
+    return engine.dialect.name == "postgresql"
+
+
+def _sms_send_rate(settings: Settings, engine: Engine) -> SendRate:
+    """The sender's pace: one token bucket per sender in PostgreSQL, shared by every process
+    using the database; else this process's own."""
+    assert settings.twilio is not None
+    if not _shares_rate(engine):
+        return LocalSendRate(settings.sms_rate_limit)
+    return SharedSendRate(
+        PostgresRateBuckets(engine),
+        settings.twilio.sender,
+        settings.sms_rate_limit,
+        # While the database fails, sends wait; not so long that their claims run out.
+        give_up_after=settings.lease_seconds / 6,
+    )
+
+
+def _max_in_flight(settings: Settings, *, shared_rate: bool = False) -> int:
     """Claimed and not yet recorded at once: enough to keep every channel busy, but no more
     than the SMS rate limit lets go out within a third of the lease (a claim must not expire
-    while it waits its turn)."""
+    while it waits its turn). When processes share the rate, each gets an unknown part of it:
+    each then claims at most SHARED_QUEUE_SECONDS of the whole rate (far more than keeps its
+    sends busy), so N processes hold at most 2N seconds of sends between them, within a third
+    of the lease while N <= lease/6 (10 at the default 60 s)."""
     wanted = 2 * max(settings.sms_concurrency, settings.email_concurrency)
     if settings.sms_channel == "twilio":
-        wanted = min(wanted, int(settings.sms_rate_limit * settings.lease_seconds / 3))
+        seconds = settings.lease_seconds / 3
+        if shared_rate:
+            seconds = min(seconds, SHARED_QUEUE_SECONDS)
+        wanted = min(wanted, int(settings.sms_rate_limit * seconds))
     return max(1, wanted)

@@ -6,7 +6,9 @@
 - At most `concurrency` requests in flight, each on its own connection: a slow answer holds one
   slot and delays no other send.
 - At most `rate_limit` requests a second from the sender (its number or messaging service),
-  measured by a leaky bucket that holds only a few sends, so no burst overshoots the rate.
+  paced by a SendRate (send_rate.py) that holds only a few sends, so no burst overshoots the
+  rate: this process's own by default, or one that every process on the same PostgreSQL
+  database shares (bootstrap chooses).
 - TWILIO_API_BASE_URL, when set, replaces https://api.twilio.com (a staging proxy, a test server).
 
 Errors are reported as facts (status, Twilio's code); never with Twilio's message text, which
@@ -20,7 +22,6 @@ import logging
 from collections.abc import Mapping
 
 import aiohttp
-from aiolimiter import AsyncLimiter
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http import AsyncHttpClient
 from twilio.http.response import Response
@@ -28,26 +29,30 @@ from twilio.rest import Client
 
 from ..settings import TwilioSettings
 from .base import ChannelError, Failure, FailureKind, OutgoingSms, Receipt
+from .send_rate import LocalSendRate, SendRate, SendRateUnavailable
 
 log = logging.getLogger(__name__)
 
 PROVIDER = "twilio"
-# The rate limiter's bucket holds one send plus this much time's worth. After a pause its
-# contents can go at once, the only overshoot over any window; the extra also absorbs late
-# wake-ups of the event loop (a timer fires a millisecond late), which would otherwise be lost
-# from the rate: at 100 a second, 1 ms late on each send would cost 10%.
-BURST_SECONDS = 0.02
 
 
 class TwilioSmsChannel:
-    def __init__(self, settings: TwilioSettings, *, concurrency: int, rate_limit: float) -> None:
+    def __init__(
+        self,
+        settings: TwilioSettings,
+        *,
+        concurrency: int,
+        rate_limit: float,
+        send_rate: SendRate | None = None,
+    ) -> None:
+        """`send_rate` paces the sender (default: this process's own, at `rate_limit`)."""
         if concurrency < 1:
             raise ValueError("concurrency must be 1 or more")
         if rate_limit <= 0:
             raise ValueError("rate_limit must be more than 0")
         self._settings = settings
         self._concurrency = concurrency
-        self._rate_limit = rate_limit
+        self._send_rate = send_rate or LocalSendRate(rate_limit)
         self._http = AiohttpTwilioClient(concurrency, settings.timeout_seconds)
         client = Client(settings.account_sid, settings.auth_token, http_client=self._http)
         if settings.api_base_url:
@@ -59,7 +64,6 @@ class TwilioSmsChannel:
         self._messages = client.messages
         # Bound to the running loop, so made on the first send (we are built outside the loop).
         self._slots: asyncio.Semaphore | None = None
-        self._limiter: AsyncLimiter | None = None
 
     async def send_sms(self, message: OutgoingSms) -> Receipt:
         slots, limiter = await self._flow_control()
@@ -73,7 +77,10 @@ class TwilioSmsChannel:
         # A slot first, then the limiter: a send leaves the moment the limiter lets it, so the
         # requests Twilio sees are spaced exactly as the limiter spaces them.
         async with slots:
-            await limiter.acquire()
+            try:
+                await limiter.acquire()
+            except SendRateUnavailable as exc:
+                raise ChannelError(Failure(PROVIDER, FailureKind.LOCAL, detail=str(exc))) from None
             try:
                 created = await self._messages.create_async(
                     to=message.to, body=message.body, **sender
@@ -91,19 +98,14 @@ class TwilioSmsChannel:
 
     async def aclose(self) -> None:
         await self._http.close()
-        self._slots = self._limiter = None
+        await self._send_rate.aclose()
+        self._slots = None
 
-    async def _flow_control(self) -> tuple[asyncio.Semaphore, AsyncLimiter]:
-        if self._slots is None or self._limiter is None:
-            bucket = 1 + self._rate_limit * BURST_SECONDS
+    async def _flow_control(self) -> tuple[asyncio.Semaphore, SendRate]:
+        if self._slots is None:
             self._slots = asyncio.Semaphore(self._concurrency)
-            # One limiter for this channel's only sender (settings.sender).
-            self._limiter = AsyncLimiter(bucket, bucket / self._rate_limit)
-            # Start with the bucket all but full: a new limiter would let a whole bucket go at
-            # once, and the first sends, slowed by opening connections, would then arrive
-            # together with the next ones. (Capacity is free, so this does not wait.)
-            await self._limiter.acquire(bucket - 1)
-        return self._slots, self._limiter
+        # One pace for this channel's only sender (settings.sender).
+        return self._slots, self._send_rate
 
 
 def failure_from(exc: BaseException, timeout_seconds: float) -> Failure | None:

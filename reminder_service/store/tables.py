@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     Boolean,
     Column,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -176,4 +177,15 @@ audit_log = Table(
     Column("event", String(32), nullable=False),
     Column("reason", Text, nullable=False),
     Column("detail", Text),  # JSON: message version, provider id, counts; never message bodies
+)
+
+# The SMS rate limit shared by every process on this database: one token bucket per sender (a
+# number or a messaging service), taken from by store/send_rate_buckets.py. Used on PostgreSQL
+# only (a SQLite database is one host's, and each process keeps its own pace).
+send_rate_buckets = Table(
+    "send_rate_buckets",
+    metadata,
+    Column("sender", String(64), primary_key=True),
+    Column("tokens", Double, nullable=False),  # below zero: turns lent against the refill
+    Column("refilled_at", UtcDateTime, nullable=False),  # the database's clock
 )
