@@ -39,14 +39,15 @@ Default field mapping (`SiuMapping`; a YAML file can override any of it, see `lo
   language takes the default (en + en-GB default -> en-GB).
 - time zone: the clinic's (`ImportDefaults.timezone`); HL7 has no patient zone field.
 - start: the first of TQ1-7.1, SCH-11.4, AIS-4.1, AIG-8.1, AIL-6.1, AIP-6.1 that is present.
-- duration: the first of TQ1-6, TQ1-8, SCH-9, AIS-7, AIG-11, AIL-9, AIP-9 that is usable. A
+- duration: the first of TQ1-6, TQ1-8, SCH-9, AIS-7, AIG-11, AIL-9, AIP-9, SCH-11.5 (the end of
+  SCH-11's timing) that is usable. A
   quantity takes its unit from its second component (TQ1-6 `15^min`) or the next field (SCH-10,
   AIS-8); no unit means minutes; seconds round up. A field holding a timestamp (TQ1-8 end) gives
   end - start. None usable -> `ImportDefaults.duration_minutes`. TQ1 comes first because the
   Microsoft samples carry `60|s` in SCH-9/10 while TQ1 and AIS agree on 50 minutes.
 - procedure: AIS-3.1, else SCH-7.1 (reason), else SCH-8.1 (type); upper-cased like the CSV importer.
-- location: AIL-3 components 1, 2, 4, 7 (point of care, room, facility, building) joined by ", ",
-  else PV1-3 the same way; empty when neither is present.
+- location: AIL-3 components 1, 2, 4, 7, 9 (point of care, room, facility, building,
+  description) joined by ", ", else PV1-3 the same way; empty when neither is present.
 - flags: `flags` maps a flag to a field (e.g. sedation: ZAP-2); NTE-3 lines such as
   `sedation: yes` also set a flag when `nte_flags` is on. Anything else is Tristate.UNKNOWN (the
   protocol decides what unknown means). An unreadable value is a warning and stays unknown.
@@ -198,11 +199,11 @@ class SiuMapping:
         "TQ1-7.1", "SCH-11.4", "AIS-4.1", "AIG-8.1", "AIL-6.1", "AIP-6.1"
     )
     duration: tuple[FieldRef, ...] = _refs(
-        "TQ1-6", "TQ1-8", "SCH-9", "AIS-7", "AIG-11", "AIL-9", "AIP-9"
+        "TQ1-6", "TQ1-8", "SCH-9", "AIS-7", "AIG-11", "AIL-9", "AIP-9", "SCH-11.5"
     )
     procedure: tuple[FieldRef, ...] = _refs("AIS-3.1", "SCH-7.1", "SCH-8.1")
     location: tuple[FieldRef, ...] = _refs("AIL-3", "PV1-3")
-    location_components: tuple[int, ...] = (1, 2, 4, 7)
+    location_components: tuple[int, ...] = (1, 2, 4, 7, 9)
     phones: tuple[FieldRef, ...] = _refs("PID-13", "PID-14")
     mobile_use_codes: tuple[str, ...] = ("MOBILE", "CELL")
     cancelled_statuses: tuple[str, ...] = ("cancelled", "canceled", "deleted", "discontinued")
@@ -663,7 +664,9 @@ class _Mapper:
 
     def _minutes(self, ref: FieldRef, start: datetime | None) -> int | None:
         raw = self.msg.first(ref)
-        quantity = self.msg.pick(raw, 1)
+        # A whole field is a quantity and its unit (or a timestamp); a component (SCH-11.5, the
+        # end of SCH-11's timing) holds a timestamp.
+        quantity = self.msg.pick(raw, ref.component or 1)
         if not quantity:
             return None
         if len(quantity) >= 8 and _TIMESTAMP.fullmatch(quantity):  # an end time, not a quantity

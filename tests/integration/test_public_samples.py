@@ -92,7 +92,7 @@ PKB_BOOKED = Stored(
     status="booked",
     start=utc(2014, 11, 20, 12, 31),  # SCH-11.4 201411201231, naive London time (GMT)
     procedure="CHECKUP",  # SCH-7.2 through the site mapping
-    location="",  # PV1-3.9 (location description) is not among the components read
+    location="health centre",  # PV1-3.9, the location description
     mobile="+447123456789",  # PID-13 07123456789^PRS; 01234567890^PRN is a landline
     email="john.smith@company.com",  # PID-14 ^NET^^address (XTN-4)
 )
@@ -102,7 +102,7 @@ NTIERPRISE = Stored(
     status="booked",
     start=utc(2019, 4, 23, 19, 0),  # SCH-11.4 14:00 naive, Chicago summer time
     procedure="OFFICE VISIT-15",  # SCH-7.1 (no AIS)
-    location="MainOffi",
+    location="MainOffi, Healthmatics Clinic",  # PV1-3.1 and PV1-3.9
     mobile=None,  # (919)007-0007 invalid, (777)707-0707 CP invalid, PID-14 is a business line
     email="007@britishsecretservice.com",  # ^NET^X.400^address
 )
@@ -133,7 +133,7 @@ HL7_CASES = [
             "pkb-siu-s13-update-new-location.hl7",
             GB,
             "AA",
-            stored=PKB_BOOKED,  # nothing we read changed
+            stored=replace(PKB_BOOKED, location="new health centre"),  # its update: PV1-3.9
             mapping=PKB_MAPPING,
             before=("pkb-siu-s12-pid-first-sch1-reason-text-only.hl7",),
         ),
@@ -144,7 +144,10 @@ HL7_CASES = [
             "pkb-siu-s13-email-in-xtn1.hl7",
             GB,
             "AA",
-            stored=replace(PKB_BOOKED, email="john.smith@hotmail.com"),  # PID-13 XTN-1, NET
+            # PID-13 XTN-1 with NET; PV1-3.9 the new location
+            stored=replace(
+                PKB_BOOKED, email="john.smith@hotmail.com", location="new health centre"
+            ),
             mapping=PKB_MAPPING,
         ),
         id="pkb-s13-email-in-xtn1",
@@ -190,7 +193,9 @@ HL7_CASES = [
                 status="booked",
                 start=utc(2021, 9, 17, 14, 45),  # SCH-11.4 09:45 naive, Chicago summer time
                 procedure="5072",  # AIS-3.1
-                location="FCMEIJERSUS, FMCCP",  # PV1-3 (no AIL)
+                # PV1-3 (no AIL): point of care, room, description (as sent, cut short)
+                location="FCMEIJERSUS, FMCCP, Froedtert and Medical College of Wisconsin "
+                "FastCare Clinic, Sussex Me*",
                 mobile="+15155555552",  # PID-13 home, XTN-2 "P", XTN-3 "7": a US number
                 email="walkin.patient@example.com",
             ),

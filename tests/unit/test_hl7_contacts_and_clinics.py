@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from reminder_service.domain.appointment import Appointment
 from reminder_service.importers.csv_rows import ImportDefaults
 from reminder_service.importers.hl7v2_siu import SiuMapping, parse_siu
 
@@ -95,3 +96,17 @@ def test_a_facility_mapped_to_an_unconfigured_clinic_is_refused() -> None:
     mapping = SiuMapping(facilities={"LAKESIDE": "gone"})
     code, errors = contacts(message(), defaults=None, mapping=mapping)
     assert code == "AE" and "'gone', which is not configured" in errors[0]
+
+
+def test_the_end_in_sch11_5_gives_the_duration_and_pv1_3_9_the_place() -> None:
+    data = (
+        b"MSH|^~\\&|EHR|X|REMIND|X|20261120093000||SIU^S12|C1|P|2.4\r"
+        b"SCH|PL1|FL1|||||||||^^^20261210093000^20261210101500\r"
+        b"PID|1||MRN1||Patient^Test||||||||07700900123^PRN^CP\r"
+        b"PV1|||^^^^^^^^Day Unit, Level 2\r"
+        b"AIS|1||BMBX\r"
+    )
+    [change] = parse_siu(data, defaults=UK)
+    appointment = change.appointment
+    assert isinstance(appointment, Appointment), change.errors
+    assert (appointment.duration_minutes, appointment.location) == (45, "Day Unit, Level 2")
