@@ -38,7 +38,9 @@ Patient (`map_patient`):
 - id: the identifier whose type has code MR (the first), else the first identifier, else the id.
 - name: the `official` HumanName, else `usual`, else the first: family and the first given name.
 - mobile: telecom `system: sms`, or `system: phone` with `use: mobile`, in rank order, kept as
-  E.164 (read in `ImportDefaults.phone_region`) when `phonenumbers` calls it possible (the test data
+  E.164 when `phonenumbers` calls it possible, read in the clinic's country and in the countries
+  of the patient's addresses; a number that reads differently in two of them is dropped with a
+  warning, never guessed (importers.phone_numbers). (The test data
   uses 555-style numbers, which are possible but not valid); one that is not is dropped with a
   warning. Failing those, any other phone (not `use: old`) that `phonenumbers` calls a mobile
   (or mobile-or-landline when no `use` is given). email: the first `system: email` that
@@ -55,10 +57,11 @@ Patient (`map_patient`):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import partial
 from typing import Any, TypeVar
 
 import phonenumbers
@@ -76,6 +79,7 @@ from phonenumbers import PhoneNumberFormat, PhoneNumberType
 from ..domain.appointment import Appointment, AppointmentStatus, Cancellation, Change, Patient
 from .csv_mapping import normalise_language
 from .csv_rows import ImportDefaults
+from .phone_numbers import country_region, phone_regions
 
 __all__ = [
     "FhirChange",
@@ -533,7 +537,7 @@ def map_patient(
         external_id=patient_id,
         first_name=first,
         last_name=last,
-        mobile=_mobile(telecom, root, defaults.phone_region.upper(), issues),
+        mobile=_mobile(telecom, root, _regions(model, defaults), issues),
         email=_email(telecom, root, issues),
         language=_language(model, root, defaults, issues),
         timezone=defaults.timezone,
@@ -570,32 +574,60 @@ def _checked_telecom(
     return sorted(usable, key=lambda item: item[1].rank or math.inf)
 
 
+def _regions(model: FhirPatient, defaults: ImportDefaults) -> tuple[str, ...]:
+    """Where a number without its country code may have been written: the clinic's country and
+    the patient's (their addresses' countries)."""
+    regions = phone_regions(defaults.timezone, defaults.phone_region)
+    for address in model.address or []:
+        country = country_region(address.country or "")
+        if country and country not in regions:
+            regions += (country,)
+    return regions
+
+
 def _mobile(
-    telecom: Sequence[tuple[int, ContactPoint]], root: str, region: str, issues: list[FhirIssue]
+    telecom: Sequence[tuple[int, ContactPoint]],
+    root: str,
+    regions: tuple[str, ...],
+    issues: list[FhirIssue],
 ) -> str | None:
     for i, point in telecom:
         if point.system == "sms" or (point.system == "phone" and point.use == "mobile"):
-            number = _parse_phone(point.value or "", region)
-            if number is not None and phonenumbers.is_possible_number(number):
-                return phonenumbers.format_number(number, PhoneNumberFormat.E164)
-            why = f"not a possible phone number in region {region}; dropped"
+            readings = _readings(point.value or "", regions, phonenumbers.is_possible_number)
+            if len(readings) == 1:
+                return readings[0]
+            countries = " or ".join(regions)
+            why = (
+                f"reads as a different number in {countries}; dropped (never guessed)"
+                if readings
+                else f"not a possible phone number in region {countries}; dropped"
+            )
             issues.append(_warning(f"{root}.telecom[{i}].value", "value", why))
     for _, point in telecom:
         if point.system == "phone" and point.use != "mobile":
-            number = _parse_phone(point.value or "", region)
-            if number is not None and _is_mobile(number, point.use):
-                return phonenumbers.format_number(number, PhoneNumberFormat.E164)
+            readings = _readings(point.value or "", regions, partial(_is_mobile, use=point.use))
+            if len(readings) == 1:
+                return readings[0]
     return None
 
 
-def _parse_phone(text: str, region: str) -> phonenumbers.PhoneNumber | None:
-    try:
-        return phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException:
-        return None
+def _readings(
+    text: str, regions: tuple[str, ...], keep: Callable[[phonenumbers.PhoneNumber], bool]
+) -> list[str]:
+    """The distinct E.164 numbers `text` is in the candidate regions (more than one: a guess)."""
+    found: list[str] = []
+    for region in regions or (None,):
+        try:
+            number = phonenumbers.parse(text, region)
+        except phonenumbers.NumberParseException:
+            continue
+        e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
+        if keep(number) and e164 not in found:
+            found.append(e164)
+    return found
 
 
-def _is_mobile(number: phonenumbers.PhoneNumber, use: str | None) -> bool:
+def _is_mobile(number: phonenumbers.PhoneNumber, *, use: str | None) -> bool:
     """A phone not marked mobile counts when phonenumbers says it is one. In the US and Canada
     every number is "fixed line or mobile"; that counts only when the sender gave no use."""
     kind = phonenumbers.number_type(number)

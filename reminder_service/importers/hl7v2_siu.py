@@ -60,7 +60,8 @@ Timestamps: YYYY[MM[DD[HH[MM[SS[.S{1,4}]]]]]][+/-HHMM]. With an offset it is tha
 one it is wall-clock time in the patient's zone (a time skipped by a clock change is an error).
 
 Phone numbers: read in the country of the message's clinic and, when the patient's address
-(PID-11.6, ISO 3166) names another, in that country too; two readings that differ are refused
+(PID-11.6, ISO 3166) or the sender (MSH-17) names another, in that country too; two readings that
+differ are refused
 (importers.phone_numbers). A number is kept only when `phonenumbers` calls it valid and not a
 landline, exactly as the CSV importer does (plus Ofcom's drama range). A number that fails is
 dropped with a warning naming the field: the message still imports when another contact remains.
@@ -211,7 +212,8 @@ class SiuMapping:
     # work number is someone else's phone as often as the patient's.
     business_phones: tuple[FieldRef, ...] = _refs("PID-14")
     # The patient's country (XAD-6 of each address): its numbers may be written as at home.
-    patient_country: tuple[FieldRef, ...] = _refs("PID-11.6")
+    # The sender's country (MSH-17) is one too: a number may be written as the sender writes them.
+    patient_country: tuple[FieldRef, ...] = _refs("PID-11.6", "MSH-17")
     flags: Mapping[str, FieldRef] = field(default_factory=dict)
     nte_flags: bool = True
     # Which clinic the feed's messages are for: its sending facility (MSH-4, else MSH-3) looked
@@ -745,8 +747,9 @@ class _Mapper:
         return None
 
     def _phone_regions(self) -> tuple[str, ...]:
-        """The clinic's country, and the country of the patient's address (PID-11.6) when it is
-        another: a number that reads differently in the two is refused, never guessed."""
+        """The clinic's country, and the countries of the patient's address (PID-11.6) and of the
+        sender (MSH-17) when they are others: a number that reads differently in two of them is
+        refused, never guessed."""
         regions = phone_regions(self.defaults.timezone, self.defaults.phone_region)
         for ref in self.mapping.patient_country:
             for rep in self.msg.repetitions(ref):

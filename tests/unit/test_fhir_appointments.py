@@ -535,3 +535,16 @@ def test_apply_known_patient_refuses_a_complete_change() -> None:
     assert patient is not None
     with pytest.raises(ValueError, match="not waiting"):
         apply_known_patient(change, patient)
+
+
+def test_a_number_that_reads_differently_in_the_patients_country_is_never_guessed() -> None:
+    uk_clinic = ImportDefaults("riverside", "Europe/London", "GB", "en-GB")
+    telecom = [{"system": "phone", "value": "(734) 555-0123", "use": "mobile"}]
+    in_us = [{"country": "USA", "city": "Detroit"}]
+    patient, issues = map_patient(patient_with(telecom, address=in_us), defaults=uk_clinic)
+    assert patient is not None and patient.mobile is None
+    [issue] = [i for i in issues if i.expression == "Patient.telecom[0].value"]
+    assert "reads as a different number in GB or US" in issue.diagnostics
+    # Without an address abroad, the clinic's country is the only reading.
+    patient, _ = map_patient(patient_with(telecom, address=[]), defaults=uk_clinic)
+    assert patient is not None and patient.mobile == "+447345550123"

@@ -110,3 +110,8 @@ def test_the_end_in_sch11_5_gives_the_duration_and_pv1_3_9_the_place() -> None:
     appointment = change.appointment
     assert isinstance(appointment, Appointment), change.errors
     assert (appointment.duration_minutes, appointment.location) == (45, "Day Unit, Level 2")
+
+
+def test_the_sender_country_in_msh17_is_a_candidate_too() -> None:
+    data = message(pid13="(734)555-0123^PRN^CP").replace(b"|P|2.5\r", b"|P|2.5|||||USA\r", 1)
+    assert contacts(data, defaults=UK)[0] == "AE"  # GB and US readings differ: never guessed
