@@ -33,8 +33,8 @@ from .services.materializing import Materializer
 from .services.previewing import PreviewService
 from .services.replies import ReplyService
 from .settings import Settings
-from .store.engine import make_engine, migrate
 from .store.send_rate_buckets import PostgresRateBuckets
+from .store.startup import DatabaseUse, Patience, open_database
 from .template_layout import missing_parts
 
 # With a shared SMS rate, what one process claims is at most this many seconds of the whole rate.
@@ -118,10 +118,14 @@ def load_catalog(settings: Settings) -> Catalog:
     return Catalog(protocols=tuple(protocols), clinics=clinics, failures=failures)
 
 
-def build(settings: Settings, clock: Clock = system_clock) -> Service:
+def build(
+    settings: Settings, clock: Clock = system_clock, *, use: DatabaseUse = DatabaseUse.MIGRATE
+) -> Service:
+    """Everything, on a database ready for `use` (see store/startup.py): raises ConfigError for
+    the configuration, StartupError for a database that cannot be used."""
     catalog = load_catalog(settings)
-    engine = make_engine(settings.database_url)
-    migrate(engine)
+    patience = Patience(total_seconds=settings.database_wait_seconds)
+    engine = open_database(settings.database_url, use, patience)
     renderer = Renderer(settings.templates_dir)
     sms, email = _channels(settings, engine)
     horizon = timedelta(hours=settings.planning_horizon_hours)

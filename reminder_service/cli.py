@@ -41,6 +41,7 @@ from .services.previewing import NotFound
 from .services.reporting import status_report
 from .services.template_check import check_templates
 from .settings import Settings, SettingsError
+from .store.startup import DatabaseUse, StartupError
 
 # No local variables in tracebacks: they could hold patient data.
 app = typer.Typer(
@@ -68,7 +69,9 @@ def _settings() -> Settings:
         raise typer.Exit(EXIT_UNUSABLE) from None
 
 
-def _service() -> bootstrap.Service:
+def _service(use: DatabaseUse) -> bootstrap.Service:
+    """The service on a database ready for `use`: only migrate, run and serve change the schema;
+    read-only commands open it read-only."""
     settings = _settings()
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -78,9 +81,12 @@ def _service() -> bootstrap.Service:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     try:
-        return bootstrap.build(settings)
+        return bootstrap.build(settings, use=use)
     except ConfigError as exc:
         _config_problems(exc)
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    except StartupError as exc:
+        err.print(f"database: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_UNUSABLE) from None
 
 
@@ -139,8 +145,8 @@ def check_templates_command() -> None:
 
 @app.command()
 def migrate() -> None:
-    """Create or upgrade the database schema (run also happens at every start)."""
-    _service()
+    """Create or upgrade the database schema (run and serve also do at every start)."""
+    _service(DatabaseUse.MIGRATE)
     out.print("database is at the newest schema revision")
 
 
@@ -154,7 +160,7 @@ def import_file(
     errors_csv: Annotated[Path | None, typer.Option(help="Write every row error here.")] = None,
 ) -> None:
     """Import a CSV export (or an HL7 v2 SIU batch file, *.hl7) and (re)plan the reminders."""
-    service = _service()
+    service = _service(DatabaseUse.WRITE)
     if _is_hl7(file):
         _import_hl7(service, file, clinic, mapping)
         return
@@ -289,7 +295,7 @@ def _print_summary(summary: ImportSummary, errors_csv: Path | None) -> None:
 @app.command()
 def replan() -> None:
     """Re-plan upcoming appointments after protocols or clinic settings changed."""
-    service = _service()
+    service = _service(DatabaseUse.WRITE)
     summary = service.importer.replan()
     out.print(
         f"re-planned: {summary.updated} appointments changed, {summary.unchanged} unchanged; "
@@ -312,7 +318,7 @@ def run(
     ] = True,
 ) -> None:
     """Run the dispatcher (and the HTTP endpoints) in the foreground until Ctrl-C or SIGTERM."""
-    service = _service()
+    service = _service(DatabaseUse.MIGRATE)
     logging.getLogger(__name__).info("settings: %s", service.settings.describe())
     if sample_data:
         clinic = service.catalog.clinics.default
@@ -370,7 +376,7 @@ def mllp(
 ) -> None:
     """Receive HL7 v2 SIU messages over MLLP until Ctrl-C or SIGTERM; each is applied and
     acknowledged (AA, AE with the reason, or AR)."""
-    service = _service()
+    service = _service(DatabaseUse.WRITE)
     siu_mapping, defaults, clinics = _siu_feed(service, clinic, mapping)
 
     def handle(frame: bytes) -> tuple[str, str]:
@@ -397,7 +403,7 @@ def bounces(
     """Receive bounces (delivery status notifications) for SMTP_BOUNCE_ADDRESS until Ctrl-C or
     SIGTERM: an email that bounced for good is marked so, and staff are told when no channel of
     its step reached the patient."""
-    service = _service()
+    service = _service(DatabaseUse.WRITE)
     receiver = service.bounces()
     if receiver is None:
         err.print(
@@ -417,7 +423,7 @@ app.add_typer(api_key_app, name="api-key")
 @api_key_app.command("create")
 def api_key_create(name: str) -> None:
     """Create a key named NAME and print it: the only time it is shown."""
-    service = _service()
+    service = _service(DatabaseUse.WRITE)
     try:
         key = ApiKeys(service.engine, service.clock).create(name)
     except KeyExists as exc:
@@ -429,7 +435,7 @@ def api_key_create(name: str) -> None:
 @api_key_app.command("revoke")
 def api_key_revoke(name: str) -> None:
     """Revoke the key named NAME at once."""
-    service = _service()
+    service = _service(DatabaseUse.WRITE)
     if not ApiKeys(service.engine, service.clock).revoke(name):
         err.print(f"no live API key named {name!r}", markup=False)
         raise typer.Exit(EXIT_UNUSABLE)
@@ -440,7 +446,7 @@ def api_key_revoke(name: str) -> None:
 def serve() -> None:
     """Serve only the HTTP endpoints (webhooks, health) until Ctrl-C or SIGTERM, so they can run
     in processes of their own beside `run --no-http`."""
-    service = _service()
+    service = _service(DatabaseUse.MIGRATE)
     settings = service.settings
     try:
         HttpServer(service.http_app(), settings.http_host, settings.http_port).run()
@@ -454,7 +460,7 @@ def audit(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Every decision about this appointment and its messages, oldest first, with reasons."""
-    service = _service()
+    service = _service(DatabaseUse.READ)
     try:
         entries = audit_trail(service.engine, appointment_id)
     except NotFound as exc:
@@ -480,7 +486,7 @@ def preview(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Every message this appointment's patient gets: when, status, body, or why it is skipped."""
-    service = _service()
+    service = _service(DatabaseUse.READ)
     try:
         result = service.previewer().preview(appointment_id)
     except NotFound as exc:
@@ -517,7 +523,7 @@ def preview(
 @app.command()
 def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Reminder counts by status, the next due time, recent failures."""
-    service = _service()
+    service = _service(DatabaseUse.READ)
     report = status_report(service.engine)
     if as_json:
         sys.stdout.write(json.dumps(report.as_json(), indent=2) + "\n")

@@ -45,6 +45,9 @@ class Settings:
     public_url: str = ""
     twilio: TwilioSettings | None = None  # from TWILIO_*, when sms_channel is twilio
     smtp: SmtpSettings | None = None  # from SMTP_*, when email_channel is smtp
+    # At start, how long to wait for a database that is locked or unreachable before giving up.
+    # Last: settings are also built positionally, in the order above.
+    database_wait_seconds: float = 300.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -63,6 +66,8 @@ class Settings:
             make_url(self.database_url)
         except Exception as exc:
             raise SettingsError(f"REMINDER_DATABASE_URL: not a database URL ({exc})") from None
+        if self.database_wait_seconds < 0:
+            raise SettingsError("REMINDER_DATABASE_WAIT_SECONDS: must be 0 or more")
         for name in (
             "dispatch_batch",
             "lease_seconds",

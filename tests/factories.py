@@ -14,10 +14,22 @@ from typing import Any
 from reminder_service.domain.appointment import Appointment, AppointmentStatus, Patient, Tristate
 from reminder_service.domain.timing import local_to_utc, zone
 from reminder_service.listening import Listener
+from reminder_service.store.engine import make_engine, migrate
 
 ROOT = Path(__file__).parents[1]
 CONFIG_DIR = ROOT / "config"
 TEMPLATES_DIR = ROOT / "templates"
+
+
+def migrated(url: str) -> str:
+    """`url`, its database created at the newest schema, as `reminder-service migrate` leaves it
+    (other commands need that and never change the schema themselves)."""
+    engine = make_engine(url)
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()
+    return url
 
 
 def utc(*args: int) -> datetime:

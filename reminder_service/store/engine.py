@@ -6,14 +6,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, Connection, make_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 READ_ONLY = "reminder_read_only"
+BUSY_SECONDS = 30.0  # how long a SQLite statement waits for another writer's lock
+CONNECT_SECONDS = 10  # PostgreSQL: an unreachable host fails in this, not the OS's minutes
+# Serialises migrations on PostgreSQL (two services starting at once): any fixed 64-bit number.
+MIGRATION_LOCK_KEY = 0x72656D696E646572  # "reminder"
 
 
 @contextmanager
@@ -23,31 +28,57 @@ def reading(engine: Engine) -> Iterator[Connection]:
         yield conn.execution_options(**{READ_ONLY: True})
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, read_only: bool = False, busy_seconds: float = BUSY_SECONDS) -> Engine:
+    """An engine for `url`. `read_only`: the database refuses every write (SQLite opens the file
+    read-only and never creates it; PostgreSQL makes every transaction READ ONLY)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url)
+        return _sqlite_engine(parsed, read_only=read_only, busy_seconds=busy_seconds)
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     # The URL object, never str(): SQLAlchemy writes a URL's password as "***" in its text.
-    return create_engine(parsed, pool_pre_ping=True)
+    return create_engine(parsed, pool_pre_ping=True, connect_args=_postgres_args(parsed, read_only))
 
 
-def _sqlite_engine(url: str) -> Engine:
-    database = make_url(url).database
-    if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30})
+def _postgres_args(url: URL, read_only: bool) -> dict[str, Any]:
+    if url.get_driver_name() != "psycopg":
+        return {}
+    args: dict[str, Any] = {}
+    if "connect_timeout" not in url.query:
+        args["connect_timeout"] = CONNECT_SECONDS
+    if read_only:
+        # Added to the URL's own options (a search_path, say), which this argument replaces.
+        given = url.query.get("options", "")
+        given = given if isinstance(given, str) else " ".join(given)
+        args["options"] = f"{given} -c default_transaction_read_only=on".strip()
+    return args
+
+
+def _sqlite_engine(url: URL, *, read_only: bool, busy_seconds: float) -> Engine:
+    database = url.database
+    on_disk = bool(database) and database != ":memory:" and not url.query.get("uri")
+    if on_disk and read_only:
+        # mode=ro: SQLite refuses writes and never creates the file (nor a missing parent).
+        absolute = Path(str(database)).resolve()
+        url = url.set(database="file:" + quote(str(absolute))).update_query_dict(
+            {"mode": "ro", "uri": "true"}
+        )
+    elif on_disk:
+        Path(str(database)).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": busy_seconds})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is deferred and late).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the dispatcher's writes
-        cursor.execute("PRAGMA synchronous=FULL")  # a recorded send survives a power cut
+        if read_only:
+            cursor.execute("PRAGMA query_only=ON")
+        else:
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the dispatcher's writes
+            cursor.execute("PRAGMA synchronous=FULL")  # a recorded send survives a power cut
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_seconds * 1000)}")
         cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB: large imports keep index pages hot
         cursor.close()
 
@@ -56,7 +87,7 @@ def _sqlite_engine(url: str) -> Engine:
         # IMMEDIATE takes the write lock up front, so two dispatchers can never both claim a row
         # and no transaction fails half-way when upgrading a read lock. Reads (see `reading`)
         # take no lock: under WAL they never wait for a writer, even a long import.
-        if connection.get_execution_options().get(READ_ONLY):
+        if read_only or connection.get_execution_options().get(READ_ONLY):
             connection.exec_driver_sql("BEGIN")
         else:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -71,7 +102,24 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (idempotent; safe at every start)."""
+def migrate(engine: Engine, *, lock_seconds: float | None = None) -> None:
+    """Bring the schema to the newest revision (idempotent; safe at every start).
+
+    On PostgreSQL, migrations take turns (an advisory lock), and `lock_seconds` bounds the wait
+    for that lock and for each table's: past it, LockNotAvailable is raised (and the caller may
+    try again) rather than waiting with no end behind another session's transaction."""
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            limit_lock_wait(connection, lock_seconds)
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
         command.upgrade(alembic_config(connection), "head")
+
+
+def limit_lock_wait(connection: Connection, seconds: float | None) -> None:
+    """PostgreSQL: for the rest of this transaction, a lock not granted within `seconds` raises
+    LockNotAvailable. (SQLite's equivalent is the engine's busy timeout.)"""
+    if seconds is not None and connection.dialect.name == "postgresql":
+        timeout = f"{max(1, int(seconds * 1000))}ms"
+        connection.execute(text("SELECT set_config('lock_timeout', :t, true)"), {"t": timeout})

@@ -23,7 +23,7 @@ from bench.generate_appointments import HEADERS, changes, generate, write_csv
 from reminder_service.configuration.clinics import load_clinics
 from reminder_service.sample_data import daytime_zone
 from reminder_service.store.tables import api_keys, audit_log, reminders
-from tests.factories import CONFIG_DIR, ROOT, TEMPLATES_DIR
+from tests.factories import CONFIG_DIR, ROOT, TEMPLATES_DIR, migrated
 from tests.servers.twilio_api import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -42,7 +42,7 @@ pytestmark = pytest.mark.slow
 def env(tmp_path: Path) -> dict[str, str]:
     return {
         **os.environ,
-        "REMINDER_DATABASE_URL": f"sqlite:///{tmp_path / 'var' / 'reminders.db'}",
+        "REMINDER_DATABASE_URL": migrated(f"sqlite:///{tmp_path / 'var' / 'reminders.db'}"),
         "REMINDER_OUTBOX_DIR": str(tmp_path / "outbox"),
         "REMINDER_CONFIG_DIR": str(CONFIG_DIR),
         "REMINDER_TEMPLATES_DIR": str(TEMPLATES_DIR),

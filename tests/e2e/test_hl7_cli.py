@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from reminder_service.store.tables import appointments, patients
-from tests.factories import CONFIG_DIR, ROOT, TEMPLATES_DIR
+from tests.factories import CONFIG_DIR, ROOT, TEMPLATES_DIR, migrated
 
 pytestmark = pytest.mark.slow
 SAMPLES = Path(__file__).parents[1] / "conformance" / "hl7"
@@ -24,7 +24,7 @@ SAMPLES = Path(__file__).parents[1] / "conformance" / "hl7"
 def env(tmp_path: Path) -> dict[str, str]:
     return {
         **os.environ,
-        "REMINDER_DATABASE_URL": f"sqlite:///{tmp_path / 'reminders.db'}",
+        "REMINDER_DATABASE_URL": migrated(f"sqlite:///{tmp_path / 'reminders.db'}"),
         "REMINDER_OUTBOX_DIR": str(tmp_path / "outbox"),
         "REMINDER_CONFIG_DIR": str(CONFIG_DIR),
         "REMINDER_TEMPLATES_DIR": str(TEMPLATES_DIR),
