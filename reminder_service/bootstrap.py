@@ -124,7 +124,7 @@ def build(
     """Everything, on a database ready for `use` (see store/startup.py): raises ConfigError for
     the configuration, StartupError for a database that cannot be used."""
     catalog = load_catalog(settings)
-    patience = Patience(total_seconds=settings.database_wait_seconds)
+    patience = Patience.lasting(settings.database_wait_seconds)
     engine = open_database(settings.database_url, use, patience)
     renderer = Renderer(settings.templates_dir)
     sms, email = _channels(settings, engine)

@@ -54,6 +54,11 @@ class Patience:
     # before it gives way, so the log says what is happening instead of hanging silently.
     try_seconds: float = 2.0
 
+    @classmethod
+    def lasting(cls, total_seconds: float) -> Patience:
+        """Waits of `total_seconds` in all (0: one try, no wait); a short total tries often."""
+        return cls(total_seconds=total_seconds, try_seconds=min(2.0, total_seconds / 10))
+
 
 def open_database(
     url: str,
