@@ -21,6 +21,11 @@ class HttpServer:
         self._where = f"{host}:{port}"
         self._thread: threading.Thread | None = None
 
+    @property
+    def port(self) -> int:
+        """The port listened on (the one chosen when asked for port 0), once started."""
+        return int(self._server.servers[0].sockets[0].getsockname()[1])
+
     def run(self) -> None:
         """In the foreground, until SIGINT or SIGTERM (uvicorn handles them)."""
         self._server.run()

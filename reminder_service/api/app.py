@@ -1,5 +1,9 @@
 """The HTTP app: health, Twilio's delivery status callbacks and inbound SMS (their signatures are
-checked here, with the SDK's own validator, against the public URL Twilio called)."""
+checked here, with the SDK's own validator, against the public URL Twilio called).
+
+Database work never runs on the event loop: plain `def` handlers run in FastAPI's worker threads,
+and `async def` ones read their body, then hand the rest to one (run_in_threadpool). A slow
+import, or a webhook waiting for a lock, then never stalls /healthz or the other webhooks."""
 
 from __future__ import annotations
 
@@ -9,11 +13,13 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
+from starlette.concurrency import run_in_threadpool
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from ..services.delivery_status import DeliveryStatusService
 from ..services.replies import ReplyService
+from ..store.engine import reading
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +42,8 @@ def create_app(
     @app.get("/healthz")
     def healthz() -> JSONResponse:
         try:
-            with engine.connect() as conn:
+            # A read: it never waits behind a writer (an import holding SQLite's write lock).
+            with reading(engine) as conn:
                 conn.execute(text("SELECT 1"))
         except Exception:
             log.exception("health check: database unreachable")
@@ -67,7 +74,8 @@ def create_app(
         reminder = request.query_params.get("reminder", "")
         if not reminder.isdigit():
             return Response(status_code=200)  # signed, but not one of our callbacks
-        outcome = delivery.record(
+        outcome = await run_in_threadpool(
+            delivery.record,
             int(reminder),
             params.get("MessageSid", ""),
             params.get("MessageStatus", ""),
@@ -84,7 +92,7 @@ def create_app(
         sid, phone = params.get("MessageSid", ""), params.get("From", "")
         if not sid or not phone:
             return Response(status_code=400)
-        outcome = replies.handle(sid, phone, params.get("Body", ""))
+        outcome = await run_in_threadpool(replies.handle, sid, phone, params.get("Body", ""))
         twiml = MessagingResponse()
         if outcome.answer:
             twiml.message(outcome.answer)

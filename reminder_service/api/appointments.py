@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -91,16 +92,20 @@ class ImportAnswer(BaseModel):
 
 
 def size_limited(limit: int) -> Callable[[Request], Awaitable[bytes]]:
+    """The body, read on the event loop. Handlers taking it parse, import and use the database in
+    a worker thread (as a plain `def`, which FastAPI runs in one, or through run_in_threadpool),
+    so the loop keeps serving others."""
+
     async def body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise HTTPException(413, f"the body is over {limit} bytes")
-        data = b""
+        data = bytearray()  # grows in place: `bytes +=` would copy the whole body at every chunk
         async for chunk in request.stream():
             data += chunk
             if len(data) > limit:
                 raise HTTPException(413, f"the body is over {limit} bytes")
-        return data
+        return bytes(data)
 
     return body
 
@@ -143,7 +148,7 @@ def build_router(
         response_model=ImportAnswer,
         openapi_extra=_body("application/json", json_body),
     )
-    async def post_appointments(
+    def post_appointments(
         body: Annotated[bytes, Depends(size_limited(MAX_JSON_BYTES))],
         clinic: ClinicParam = None,
     ) -> JSONResponse:
@@ -203,13 +208,14 @@ def build_router(
             if layout is not None:
                 raise HTTPException(422, "send a mapping or name one, not both")
             layout = _mapping_named(mappings_dir, mapping)
-        return _apply_csv(body, importer, feed_defaults(clinic), layout)
+        # Parsing and importing a file of up to 20 MB: in a worker thread, never on the loop.
+        return await run_in_threadpool(_apply_csv, body, importer, feed_defaults(clinic), layout)
 
     fhir_body = _body("application/fhir+json", {"type": "object"})
 
     @router.post("/fhir/Appointment", openapi_extra=fhir_body)
     @router.post("/fhir", openapi_extra=fhir_body)
-    async def post_fhir(
+    def post_fhir(
         body: Annotated[bytes, Depends(size_limited(MAX_JSON_BYTES))],
         clinic: ClinicParam = None,
     ) -> JSONResponse:
