@@ -19,8 +19,10 @@ def test_environment_overrides_and_converts():
             "REMINDER_OUTBOX_DIR": "/data/outbox",
             "REMINDER_LEASE_SECONDS": "5",
             "REMINDER_WATCH_SECONDS": "0.5",
+            "REMINDER_DATABASE_WAIT_SECONDS": "30",
         }
     )
+    assert settings.database_wait_seconds == 30.0
     assert settings.outbox_dir == Path("/data/outbox")
     assert settings.lease_seconds == 5 and settings.watch_seconds == 0.5
     shown = settings.describe()
@@ -33,6 +35,10 @@ def test_environment_overrides_and_converts():
         ({"REMINDER_LEASE_SECONDS": "soon"}, "REMINDER_LEASE_SECONDS: 'soon' is not a number"),
         ({"REMINDER_DISPATCH_BATCH": "0"}, "REMINDER_DISPATCH_BATCH: must be 1 or more"),
         ({"REMINDER_DATABASE_URL": "not a url"}, "REMINDER_DATABASE_URL: not a database URL"),
+        (
+            {"REMINDER_DATABASE_WAIT_SECONDS": "-1"},
+            "REMINDER_DATABASE_WAIT_SECONDS: must be 0 or more",
+        ),
         (
             {"REMINDER_PLANNING_HORIZON_HOURS": "0"},
             "REMINDER_PLANNING_HORIZON_HOURS: must be 1 or more",
