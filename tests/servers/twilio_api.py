@@ -1,13 +1,21 @@
 """A local stand-in for Twilio's Messages API, for tests and benchmarks.
 
 It speaks what the official SDK sends and parses: `POST /2010-04-01/Accounts/{sid}/Messages.json`
-(form-encoded, HTTP Basic auth), answering 201 with a message resource or Twilio-style JSON errors.
+(form-encoded, HTTP Basic auth), answering 201 with a message resource or Twilio-style JSON errors;
+and `GET` of the same path, the Message list, with Twilio's filters and paging (see `_list`).
 Scriptable: latency with jitter, per-number answers (a Twilio error code, a slow answer, or a
-message accepted whose answer is lost), and seeded random 500s and 429s. It records every request
-(arrival time, To, status) and every accepted message (its form params), and counts requests in
-flight. A slow answer is a 201 after
-its delay, or at once when the server stops. In its own process it handles about 5,500 requests
-per CPU-second (about 0.18 ms each, 100 ms latency and 400 in flight included).
+message accepted whose answer is lost), and seeded random faults: 500s and 429s (nothing created),
+and messages created whose answer is then a 500 or a dropped connection (an unknown outcome for
+the client). It records every request (arrival time, To, status) and every accepted message (its
+form params), and counts requests in flight. A slow answer is a 201 after its delay, or at once
+when the server stops. In its own process it handles about 5,500 requests per CPU-second (about
+0.18 ms each, 100 ms latency and 400 in flight included).
+
+Message times come from an injectable clock (a test's fake clock), so the list's date filters
+agree with the client's idea of "now". A created message stays `queued`, with no `date_sent`,
+for `queued_seconds` (0: sent at once), as on Twilio while a sender's queue drains; and is
+missing from the list for `list_lag_seconds` (0: listed at once), as Twilio's list has been seen
+to lag behind.
 
 In a test, in a thread of the test process:
 
@@ -23,7 +31,9 @@ For a benchmark, in its own process (so its CPU does not compete with the client
 
 or from a shell: `python -m tests.servers.twilio_api --port 8099 --latency-ms 100 --fail-500 0.2
 --throttle-429 0.1 --seed 1 --reject +447700900666=21211 --slow +447700900777=30`; then
-`GET /_stats` (JSON), `GET /_messages` (accepted messages), `POST /_reset`.
+`GET /_stats` (JSON), `GET /_messages` (accepted messages), `POST /_reset`. `--accept-then-500`
+and `--accept-then-drop` give the fractions of requests whose message is created before the answer
+is a 500 or the connection is closed.
 
 Status callbacks are not sent by the server; `status_callback_params`, `sign_callback` and
 `post_status_callback` build, sign (with the SDK's own RequestValidator, as Twilio does) and POST
@@ -35,6 +45,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import random
 import signal
@@ -44,12 +55,14 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from email.utils import formatdate
+from datetime import UTC, date, datetime, timedelta
+from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
@@ -65,6 +78,7 @@ API_VERSION = "2010-04-01"
 # Twilio's error codes the server can answer with: status and message. Some messages quote the
 # number, as Twilio's do, so tests can check it never leaks into our failures or logs.
 ERRORS: dict[int, tuple[int, str]] = {
+    20001: (400, "Invalid value for parameter {code}"),
     20003: (401, "Authenticate"),
     20429: (429, "Too Many Requests"),
     20500: (500, "An internal server error has occurred"),
@@ -87,6 +101,14 @@ class Behaviour:
     jitter_ms: float = 0.0  # latency is uniform in latency_ms ± jitter_ms
     fail_500: float = 0.0  # fraction of requests answered 500 (code 20500)
     throttle_429: float = 0.0  # fraction answered 429 (code 20429)
+    # Fractions of requests whose message is created, and then the answer is a 500 (as from a
+    # gateway that lost the backend's answer) or the connection is closed with no answer at all.
+    accept_then_500: float = 0.0
+    accept_then_drop: float = 0.0
+    list_fail_500: float = 0.0  # fraction of Message list requests answered 500
+    queued_seconds: float = 0.0  # how long a new message stays queued, with no date_sent
+    # How long a new message is missing from the list (Twilio's list has been seen to lag).
+    list_lag_seconds: float = 0.0
     seed: int = 0  # for the jitter and the random failures
     reject: dict[str, int] = field(default_factory=dict)  # To -> Twilio error code to answer
     slow: dict[str, float] = field(default_factory=dict)  # To -> seconds before a 201
@@ -103,6 +125,11 @@ class Behaviour:
             f"--jitter-ms={self.jitter_ms}",
             f"--fail-500={self.fail_500}",
             f"--throttle-429={self.throttle_429}",
+            f"--accept-then-500={self.accept_then_500}",
+            f"--accept-then-drop={self.accept_then_drop}",
+            f"--list-fail-500={self.list_fail_500}",
+            f"--queued-seconds={self.queued_seconds}",
+            f"--list-lag-seconds={self.list_lag_seconds}",
             f"--seed={self.seed}",
             f"--account-sid={self.account_sid}",
             f"--auth-token={self.auth_token}",
@@ -120,12 +147,22 @@ class RequestRecord:
     status: int | None = None  # None while unanswered
 
 
+Clock = Callable[[], datetime]
+PAGE_SIZE = 50  # Twilio's default page size, and its largest
+MAX_PAGE_SIZE = 1000
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class TwilioApiServer:
     """The aiohttp application and what it saw. Safe to read from another thread."""
 
-    def __init__(self, behaviour: Behaviour | None = None) -> None:
+    def __init__(self, behaviour: Behaviour | None = None, clock: Clock = _utc_now) -> None:
         self.behaviour = behaviour or Behaviour()
         self.base_url = ""  # set once listening
+        self._clock = clock
         self._lock = threading.Lock()
         self._random = random.Random(self.behaviour.seed)
         self._stopping: asyncio.Event | None = None
@@ -140,6 +177,7 @@ class TwilioApiServer:
             self._requests: list[RequestRecord] = []
             self._messages: list[dict[str, Any]] = []
             self._statuses: Counter[int] = Counter()
+            self._list_requests: Counter[int] = Counter()
             self._max_in_flight = self._in_flight
             self._random.seed(self.behaviour.seed)
 
@@ -151,9 +189,22 @@ class TwilioApiServer:
 
     def messages(self) -> list[dict[str, Any]]:
         """Accepted messages: the form params as sent (To, Body, From or MessagingServiceSid,
-        StatusCallback) plus `sid` and `arrival`."""
+        StatusCallback) plus `sid`, `arrival` and `created` (the server clock's POSIX time)."""
         with self._lock:
             return [dict(m) for m in self._messages]
+
+    def add_message(self, to: str, body: str, created: datetime, **params: str) -> str:
+        """A message as if created earlier through the API (another attempt, another reminder);
+        returns its SID. `params` are more form fields, e.g. From or MessagingServiceSid."""
+        fields = {"To": to, "Body": body, **params}
+        if "MessagingServiceSid" not in fields:
+            fields.setdefault("From", FROM_NUMBER)
+        sid = _new_sid()
+        with self._lock:
+            self._messages.append(
+                {**fields, "sid": sid, "arrival": time.monotonic(), "created": created.timestamp()}
+            )
+        return sid
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -161,6 +212,7 @@ class TwilioApiServer:
             callbacks = Counter(m.get("StatusCallback", "") for m in self._messages)
             bodies = Counter(m.get("Body", "") for m in self._messages)
             statuses = {str(s): n for s, n in sorted(self._statuses.items())}
+            lists = {str(s): n for s, n in sorted(self._list_requests.items())}
             in_flight, max_in_flight = self._in_flight, self._max_in_flight
         per_second: list[int] = []
         if arrivals:
@@ -171,6 +223,7 @@ class TwilioApiServer:
             "requests": len(arrivals),
             "accepted": sum(callbacks.values()),
             "status_codes": statuses,
+            "list_requests": lists,  # Message list reads, by answer status
             "in_flight": in_flight,
             "max_in_flight": max_in_flight,
             "accepted_per_callback": dict(callbacks),
@@ -185,6 +238,7 @@ class TwilioApiServer:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/2010-04-01/Accounts/{account_sid}/Messages.json", self._create)
+        app.router.add_get("/2010-04-01/Accounts/{account_sid}/Messages.json", self._list)
         app.router.add_get("/_stats", self._stats)
         app.router.add_get("/_messages", self._list_messages)
         app.router.add_post("/_reset", self._reset)
@@ -195,7 +249,7 @@ class TwilioApiServer:
         if self._stopping is not None:
             self._stopping.set()
 
-    async def _create(self, request: web.Request) -> web.Response:
+    async def _create(self, request: web.Request) -> web.StreamResponse:
         record = RequestRecord(time.monotonic())
         with self._lock:  # recorded on arrival, so an unanswered request is seen too
             self._requests.append(record)
@@ -211,6 +265,11 @@ class TwilioApiServer:
             self._statuses[answer.status] += 1
             if answer.accepted is not None:
                 self._messages.append(answer.accepted)
+        if answer.drop:
+            # The message exists; the client gets no answer at all (its connection just ends).
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError  # aiohttp stops handling the request quietly
         return web.Response(
             status=answer.status,
             body=json.dumps(answer.payload).encode(),
@@ -219,13 +278,8 @@ class TwilioApiServer:
 
     async def _answer(self, request: web.Request, arrival: float) -> _Answer:
         b = self.behaviour
-        delay = b.latency_ms
-        if b.jitter_ms:
-            delay += self._random.uniform(-b.jitter_ms, b.jitter_ms)
-        if delay > 0:
-            await asyncio.sleep(delay / 1000)
-        credentials = request.headers.get("Authorization")
-        if request.match_info["account_sid"] != b.account_sid or credentials != self._expected(b):
+        await self._latency()
+        if not self._authorised(request):
             return _Answer.error(20003, None)
         form = await request.post()
         params = {key: str(value) for key, value in form.items()}
@@ -245,14 +299,119 @@ class TwilioApiServer:
             return _Answer.error(b.reject[to], to)
         if to in b.slow:
             await self._wait(b.slow[to])
-        resource = _message_resource(b.account_sid, params)
-        accepted = {**params, "sid": resource["sid"], "arrival": arrival}
+        created = self._clock()
+        resource = _message_resource(b.account_sid, params, _new_sid(), created, None)
+        accepted = {
+            **params, "sid": resource["sid"], "arrival": arrival, "created": created.timestamp(),
+        }  # fmt: skip
         if to in b.lose_answer:
             with self._lock:
                 self._messages.append(accepted)  # Twilio has it, whatever happens to the answer
             await self._wait(3600)
             return _Answer(201, resource, to, None)
+        faults = b.throttle_429 + b.fail_500
+        if roll < faults + b.accept_then_500:
+            failed = _Answer.error(20500, to)
+            return _Answer(failed.status, failed.payload, to, accepted)
+        if roll < faults + b.accept_then_500 + b.accept_then_drop:
+            return _Answer(0, {}, to, accepted, drop=True)
         return _Answer(201, resource, to, accepted)
+
+    async def _list(self, request: web.Request) -> web.Response:
+        """Twilio's Message list: filters To, From, DateSent, DateSent< and DateSent>; sorted by
+        date_sent, newest first; pages of PageSize (50 by default, at most 1000) by Page and
+        PageToken, with Twilio's page fields (`messages`, `next_page_uri`, ...).
+
+        The DateSent filters compare `date_sent`, which a message has only once it has left the
+        queue: a queued message matches none of them. A day (YYYY-MM-DD) means that whole UTC day
+        ("on", "on and after", "on and before"); a full timestamp (what the SDK sends for a
+        datetime) is compared to the second, inclusively."""
+        await self._latency()
+        b = self.behaviour
+        if not self._authorised(request):
+            return self._list_answer(_Answer.error(20003, None))
+        if self._random.random() < b.list_fail_500:
+            return self._list_answer(_Answer.error(20500, None))
+        query = request.query
+        try:
+            match = _date_filter(query)
+            size = int(query.get("PageSize", PAGE_SIZE))
+            page = int(query.get("Page", 0))
+        except ValueError:
+            return self._list_answer(_Answer.error(20001, None))
+        if not 1 <= size <= MAX_PAGE_SIZE or page < 0:
+            return self._list_answer(_Answer.error(20001, None))
+        now = self._clock()
+        with self._lock:
+            stored = list(self._messages)
+        matched: list[tuple[datetime | None, datetime, dict[str, Any]]] = []
+        for message in stored:
+            created = datetime.fromtimestamp(message["created"], UTC)
+            if created + timedelta(seconds=b.list_lag_seconds) > now:
+                continue
+            sent = _sent_at(created, b.queued_seconds, now)
+            if query.get("To") not in (None, message.get("To")):
+                continue
+            if query.get("From") not in (None, message.get("From")):
+                continue
+            if match(sent):
+                matched.append((sent, created, message))
+        # Newest first by date_sent; messages not sent yet (no date_sent) come before them all.
+        matched.sort(key=_newest_first)
+        found = [
+            _message_resource(b.account_sid, message, message["sid"], created, sent)
+            for sent, created, message in matched
+        ]
+        start = page * size
+        token = query.get("PageToken")
+        if token:
+            after = [i for i, m in enumerate(found) if "PA" + m["sid"] == token]
+            if not after:
+                return self._list_answer(_Answer.error(20001, None))
+            start = after[0] + 1
+        items = found[start : start + size]
+        base = request.path
+        filters = {k: v for k, v in query.items() if k not in {"Page", "PageSize", "PageToken"}}
+
+        def uri(page_number: int, page_token: str | None = None) -> str:
+            params = {**filters, "PageSize": str(size), "Page": str(page_number)}
+            if page_token:
+                params["PageToken"] = page_token
+            return f"{base}?{urlencode(params)}"
+
+        more = start + size < len(found)
+        payload = {
+            "messages": items,
+            "page": page,
+            "page_size": size,
+            "start": start,
+            "end": start + max(len(items) - 1, 0),
+            "uri": uri(page, token),
+            "first_page_uri": uri(0),
+            "previous_page_uri": uri(page - 1) if page > 0 else None,
+            "next_page_uri": uri(page + 1, "PA" + items[-1]["sid"]) if more and items else None,
+        }
+        return self._list_answer(_Answer(200, payload, None))
+
+    def _list_answer(self, answer: _Answer) -> web.Response:
+        with self._lock:
+            self._list_requests[answer.status] += 1
+        return web.json_response(answer.payload, status=answer.status)
+
+    async def _latency(self) -> None:
+        b = self.behaviour
+        delay = b.latency_ms
+        if b.jitter_ms:
+            delay += self._random.uniform(-b.jitter_ms, b.jitter_ms)
+        if delay > 0:
+            await asyncio.sleep(delay / 1000)
+
+    def _authorised(self, request: web.Request) -> bool:
+        b = self.behaviour
+        credentials = request.headers.get("Authorization")
+        return request.match_info["account_sid"] == b.account_sid and credentials == self._expected(
+            b
+        )
 
     def _expected(self, b: Behaviour) -> str:
         """The Authorization header for the behaviour's credentials (encoded once)."""
@@ -284,6 +443,7 @@ class _Answer:
     payload: dict[str, Any]
     to: str | None
     accepted: dict[str, Any] | None = None  # what `messages()` records
+    drop: bool = False  # close the connection instead of answering
 
     @staticmethod
     def error(code: int, to: str | None) -> _Answer:
@@ -297,19 +457,85 @@ class _Answer:
         return _Answer(status, payload, to)
 
 
-def _message_resource(account_sid: str, params: dict[str, str]) -> dict[str, Any]:
-    sid = "SM" + os.urandom(16).hex()
-    now = formatdate(usegmt=False).replace("-0000", "+0000")
+def _new_sid() -> str:
+    return "SM" + os.urandom(16).hex()
+
+
+def _sent_at(created: datetime, queued_seconds: float, now: datetime) -> datetime | None:
+    """When the message left the queue, or None while it is still queued."""
+    sent = created + timedelta(seconds=queued_seconds)
+    return sent if sent <= now else None
+
+
+def _newest_first(item: tuple[datetime | None, datetime, object]) -> tuple[float, float]:
+    sent, created, _ = item
+    return (-(sent.timestamp() if sent else math.inf), -created.timestamp())
+
+
+def _date_filter(query: Mapping[str, str]) -> Callable[[datetime | None], bool]:
+    """The DateSent filters of a list request, as one test of a message's date_sent."""
+    tests: list[Callable[[datetime], bool]] = []
+    for name, compare in (("DateSent", "="), ("DateSent>", ">"), ("DateSent<", "<")):
+        raw = query.get(name)
+        if raw is None:
+            continue
+        value = _parse_date(raw)
+        if isinstance(value, datetime):
+            moment = value
+            if compare == "=":
+                tests.append(lambda sent, t=moment: sent.replace(microsecond=0) == t)
+            elif compare == ">":
+                tests.append(lambda sent, t=moment: sent >= t)
+            else:
+                tests.append(lambda sent, t=moment: sent.replace(microsecond=0) <= t)
+        else:
+            day = value
+            if compare == "=":
+                tests.append(lambda sent, d=day: sent.date() == d)
+            elif compare == ">":
+                tests.append(lambda sent, d=day: sent.date() >= d)
+            else:
+                tests.append(lambda sent, d=day: sent.date() <= d)
+    if not tests:
+        return lambda sent: True
+    return lambda sent: sent is not None and all(test(sent) for test in tests)
+
+
+def _parse_date(raw: str) -> date | datetime:
+    """A day (YYYY-MM-DD) or a UTC moment: ISO 8601 (what the SDK sends), or RFC 2822."""
+    text = raw.strip()
+    if len(text) == 10:
+        return date.fromisoformat(text)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            raise ValueError(f"not a date: {raw!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # Twilio reads dates as GMT
+    return moment.astimezone(UTC)
+
+
+def _message_resource(
+    account_sid: str,
+    params: Mapping[str, Any],
+    sid: str,
+    created: datetime,
+    sent: datetime | None,
+) -> dict[str, Any]:
     body = params["Body"]
     service = params.get("MessagingServiceSid")
     uri = f"/{API_VERSION}/Accounts/{account_sid}/Messages/{sid}.json"
+    queued = "accepted" if service and not params.get("From") else "queued"
     return {
         "account_sid": account_sid,
         "api_version": API_VERSION,
         "body": body,
-        "date_created": now,
-        "date_sent": None,
-        "date_updated": now,
+        "date_created": format_datetime(created.astimezone(UTC)),
+        "date_sent": format_datetime(sent.astimezone(UTC)) if sent else None,
+        "date_updated": format_datetime((sent or created).astimezone(UTC)),
         "direction": "outbound-api",
         "error_code": None,
         "error_message": None,
@@ -320,7 +546,7 @@ def _message_resource(account_sid: str, params: dict[str, str]) -> dict[str, Any
         "price": None,
         "price_unit": "USD",
         "sid": sid,
-        "status": "accepted" if service and not params.get("From") else "queued",
+        "status": "sent" if sent else queued,
         "subresource_uris": {"media": uri.replace(".json", "/Media.json")},
         "to": params["To"],
         "uri": uri,
@@ -356,10 +582,15 @@ async def _stop(server: TwilioApiServer, runner: web.AppRunner) -> None:
 
 @contextmanager
 def serve_in_thread(
-    behaviour: Behaviour | None = None, *, host: str = "127.0.0.1", port: int = 0
+    behaviour: Behaviour | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    clock: Clock = _utc_now,
 ) -> Iterator[TwilioApiServer]:
-    """The server on its own event loop in a background thread; yields it once listening."""
-    server = TwilioApiServer(behaviour)
+    """The server on its own event loop in a background thread; yields it once listening.
+    `clock` dates its messages (give the test's fake clock to agree with the client)."""
+    server = TwilioApiServer(behaviour, clock)
     ready = threading.Event()
     failed: list[BaseException] = []
     loop_and_stop: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
@@ -517,6 +748,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jitter-ms", type=float, default=0.0)
     parser.add_argument("--fail-500", type=float, default=0.0, help="fraction answered 500")
     parser.add_argument("--throttle-429", type=float, default=0.0, help="fraction answered 429")
+    parser.add_argument(
+        "--accept-then-500", type=float, default=0.0, help="fraction created, then answered 500"
+    )
+    parser.add_argument(
+        "--accept-then-drop", type=float, default=0.0, help="fraction created, then hung up"
+    )
+    parser.add_argument("--list-fail-500", type=float, default=0.0, help="of list requests")
+    parser.add_argument("--queued-seconds", type=float, default=0.0)
+    parser.add_argument("--list-lag-seconds", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--account-sid", default=ACCOUNT_SID)
     parser.add_argument("--auth-token", default=AUTH_TOKEN)
@@ -529,6 +769,11 @@ def main(argv: list[str] | None = None) -> None:
         jitter_ms=options.jitter_ms,
         fail_500=options.fail_500,
         throttle_429=options.throttle_429,
+        accept_then_500=options.accept_then_500,
+        accept_then_drop=options.accept_then_drop,
+        list_fail_500=options.list_fail_500,
+        queued_seconds=options.queued_seconds,
+        list_lag_seconds=options.list_lag_seconds,
         seed=options.seed,
         reject={to: int(code) for to, code in options.reject},
         slow={to: float(seconds) for to, seconds in options.slow},
