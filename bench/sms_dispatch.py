@@ -80,6 +80,7 @@ def settings_for(workdir: Path, base_url: str, rate: float, concurrency: int) ->
         sms_channel="twilio",
         sms_rate_limit=rate,
         sms_concurrency=concurrency,
+        max_in_flight=2 * concurrency,  # a queue of prepared sends behind every connection
         lease_seconds=120,
         dispatch_batch=200,
         public_url="https://reminders.example.org",

@@ -37,8 +37,11 @@ from .store.send_rate_buckets import PostgresRateBuckets
 from .store.startup import DatabaseUse, Patience, open_database
 from .template_layout import missing_parts
 
-# With a shared SMS rate, what one process claims is at most this many seconds of the whole rate.
-SHARED_QUEUE_SECONDS = 2.0
+# After an SMS whose outcome is unknown, this many retry bases pass before the provider is
+# asked (3 minutes by default): its status callback usually settles the reminder before that.
+SETTLE_RETRY_BASES = 6
+# With Twilio, what one process holds claimed is at most this many seconds of the whole rate.
+CLAIMED_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -129,10 +132,15 @@ def build(
     renderer = Renderer(settings.templates_dir)
     sms, email = _channels(settings, engine)
     horizon = timedelta(hours=settings.planning_horizon_hours)
+    retry_base = timedelta(seconds=settings.retry_base_seconds)
+    retry_cap = timedelta(seconds=settings.retry_cap_seconds)
     policy = DispatchPolicy(
         lease=timedelta(seconds=settings.lease_seconds),
         batch=settings.dispatch_batch,
-        max_in_flight=_max_in_flight(settings, shared_rate=_shares_rate(engine)),
+        max_in_flight=_max_in_flight(settings),
+        retry_base=retry_base,
+        retry_cap=retry_cap,
+        settle=min(SETTLE_RETRY_BASES * retry_base, retry_cap),
     )
     return Service(
         settings=settings,
@@ -151,6 +159,7 @@ def build(
             failures=catalog.failures,
             public_url=settings.public_url,
             email_from=settings.email_from,
+            sms_lookup=sms if isinstance(sms, TwilioSmsChannel) else None,
         ),
         materializer=Materializer(engine, catalog, clock, horizon),
         delivery_status=DeliveryStatusService(engine, FollowUps(catalog), catalog.failures, clock),
@@ -200,17 +209,17 @@ def _sms_send_rate(settings: Settings, engine: Engine) -> SendRate:
     )
 
 
-def _max_in_flight(settings: Settings, *, shared_rate: bool = False) -> int:
-    """Claimed and not yet recorded at once: enough to keep every channel busy, but no more
-    than the SMS rate limit lets go out within a third of the lease (a claim must not expire
-    while it waits its turn). When processes share the rate, each gets an unknown part of it:
-    each then claims at most SHARED_QUEUE_SECONDS of the whole rate (far more than keeps its
-    sends busy), so N processes hold at most 2N seconds of sends between them, within a third
-    of the lease while N <= lease/6 (10 at the default 60 s)."""
-    wanted = 2 * max(settings.sms_concurrency, settings.email_concurrency)
+def _max_in_flight(settings: Settings) -> int:
+    """Claimed and not yet recorded at once: enough to keep every channel busy, at most
+    REMINDER_MAX_IN_FLIGHT, and with Twilio at most CLAIMED_SECONDS of the SMS rate, and a third
+    of the lease. Rows waiting their turn would be outcomes to ask Twilio about after a crash,
+    and a claim must not expire while it waits. When processes share the rate, each gets an
+    unknown part of it: N processes then hold at most 2N seconds of sends between them, within a
+    third of the lease while N <= lease/6 (10 at the default 60 s)."""
+    wanted = min(
+        settings.max_in_flight, 2 * max(settings.sms_concurrency, settings.email_concurrency)
+    )
     if settings.sms_channel == "twilio":
-        seconds = settings.lease_seconds / 3
-        if shared_rate:
-            seconds = min(seconds, SHARED_QUEUE_SECONDS)
+        seconds = min(CLAIMED_SECONDS, settings.lease_seconds / 3)
         wanted = min(wanted, int(settings.sms_rate_limit * seconds))
     return max(1, wanted)

@@ -27,6 +27,11 @@ class Settings:
     log_level: str = "INFO"
     dispatch_batch: int = 100
     lease_seconds: int = 60
+    # Reminders one dispatcher process holds claimed and unrecorded at once. After a crash, at
+    # most this many outcomes are unknown, each asked of the provider before a second send.
+    max_in_flight: int = 200
+    retry_base_seconds: int = 30  # the first retry's delay; each next one doubles, with jitter,
+    retry_cap_seconds: int = 3600  # up to this
     max_idle_seconds: int = 30  # the dispatcher re-checks at least this often
     watch_seconds: float = 1.0  # how often it looks for rows added by other processes
     # Reminders due within this many hours are stored; later ones are added as they come within
@@ -71,6 +76,9 @@ class Settings:
         for name in (
             "dispatch_batch",
             "lease_seconds",
+            "max_in_flight",
+            "retry_base_seconds",
+            "retry_cap_seconds",
             "max_idle_seconds",
             "planning_horizon_hours",
             "materialize_minutes",

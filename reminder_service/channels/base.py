@@ -4,10 +4,14 @@ Sends are coroutines, so one process keeps hundreds in flight and a slow one hol
 A channel reports what happened (an HTTP status, a provider error code, an SMTP reply, a
 timeout); whether that is permanent is decided in one place, the failure table in
 `config/delivery_failures.yaml` (see `failures.py`), not in each adapter.
+
+An SMS provider that can be asked what it accepted (Twilio's Message list) is also an
+`SmsLookup`: after an attempt whose outcome is unknown, the dispatcher asks before sending again.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -103,6 +107,39 @@ class SmsChannel(Protocol):
     async def send_sms(self, message: OutgoingSms) -> Receipt: ...
 
     async def aclose(self) -> None: ...
+
+
+def body_sha256(body: str) -> str:
+    """How an SMS body is remembered between an attempt and the question about it."""
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class SentQuery:
+    """An attempt whose outcome is unknown: a text to `to` whose body hashes to `body_sha256`,
+    first tried at `since` (our clock)."""
+
+    to: str
+    body_sha256: str
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedSms:
+    """A message the provider reports having accepted."""
+
+    provider: str
+    provider_id: str
+    accepted_at: datetime | None  # the provider's creation time
+    status: str  # where it is now: queued, sent, delivered, undelivered, failed...
+    error_code: str | None = None
+
+
+class SmsLookup(Protocol):
+    async def find_accepted(self, query: SentQuery) -> list[AcceptedSms]:
+        """The messages from our sender matching `query`, oldest first; raises ChannelError when
+        the provider cannot be asked (then nothing may be sent)."""
+        ...
 
 
 class EmailChannel(Protocol):

@@ -10,6 +10,8 @@
   rate: this process's own by default, or one that every process on the same PostgreSQL
   database shares (bootstrap chooses).
 - TWILIO_API_BASE_URL, when set, replaces https://api.twilio.com (a staging proxy, a test server).
+- `find_accepted` asks Twilio's Message list whether an attempt whose outcome is unknown (a lost
+  answer, a 5xx, a crash mid-send) was accepted, so the dispatcher does not send it twice.
 
 Errors are reported as facts (status, Twilio's code); never with Twilio's message text, which
 often quotes the recipient's number.
@@ -20,20 +22,34 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from datetime import UTC, timedelta
+from typing import Any
 
 import aiohttp
-from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http import AsyncHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
 from ..settings import TwilioSettings
-from .base import ChannelError, Failure, FailureKind, OutgoingSms, Receipt
+from .base import (
+    AcceptedSms,
+    ChannelError,
+    Failure,
+    FailureKind,
+    OutgoingSms,
+    Receipt,
+    SentQuery,
+    body_sha256,
+)
 from .send_rate import LocalSendRate, SendRate, SendRateUnavailable
 
 log = logging.getLogger(__name__)
 
 PROVIDER = "twilio"
+# Twilio's clock and ours may disagree: a lookup reaches this much further back.
+CLOCK_SKEW = timedelta(minutes=1)
+LIST_PAGE_SIZE = 1000  # Twilio's largest: one request covers most numbers' whole history
 
 
 class TwilioSmsChannel:
@@ -96,6 +112,65 @@ class TwilioSmsChannel:
             raise ChannelError(Failure(PROVIDER, FailureKind.HTTP, detail="answer had no SID"))
         return Receipt(provider_id=sid)
 
+    async def find_accepted(self, query: SentQuery) -> list[AcceptedSms]:
+        """Messages from our sender to `query.to` with the same body, created since the attempt
+        began (less CLOCK_SKEW), oldest first.
+
+        First the messages sent since then (`DateSent>`). A message still in Twilio's queue has
+        no date_sent and matches no DateSent filter, so when that finds nothing, the number's
+        whole list is read (without assuming where queued messages sort) and filtered on
+        date_created here. Reads take no send slot and nothing from the rate limiter: Twilio's
+        messages-per-second limit is on sending."""
+        since = (query.since - CLOCK_SKEW).astimezone(UTC)
+        sender: dict[str, Any] = {}
+        if not self._settings.messaging_service_sid:
+            sender["from_"] = self._settings.from_number  # Twilio has no filter on the service
+        try:
+            sent = await self._messages.list_async(
+                to=query.to, date_sent_after=since, page_size=LIST_PAGE_SIZE, **sender
+            )
+            found = self._matching(sent, query)
+            if not found:
+                everything = await self._messages.list_async(
+                    to=query.to, page_size=LIST_PAGE_SIZE, **sender
+                )
+                found = self._matching(everything, query)
+        except Exception as exc:
+            failure = failure_from(exc, self._settings.timeout_seconds)
+            if failure is None:
+                raise
+            log.debug("lookup failed: %s", failure.describe())
+            raise ChannelError(failure) from None  # the cause may quote the number
+        return sorted(found, key=lambda m: m.accepted_at or since)
+
+    def _matching(self, messages: list[Any], query: SentQuery) -> list[AcceptedSms]:
+        since = query.since - CLOCK_SKEW
+        service = self._settings.messaging_service_sid
+        found = []
+        for message in messages:
+            created = message.date_created
+            if (
+                message.direction != "outbound-api"
+                or message.to != query.to
+                or (service and message.messaging_service_sid != service)
+                or created is None
+                or created < since
+                or message.body is None
+                or body_sha256(message.body) != query.body_sha256
+            ):
+                continue
+            code = message.error_code
+            found.append(
+                AcceptedSms(
+                    PROVIDER,
+                    message.sid,
+                    created,
+                    str(message.status),
+                    str(code) if code not in (None, 0) else None,
+                )
+            )
+        return found
+
     async def aclose(self) -> None:
         await self._http.close()
         await self._send_rate.aclose()
@@ -122,7 +197,14 @@ def failure_from(exc: BaseException, timeout_seconds: float) -> Failure | None:
             status=status,
             code=str(code) if known else None,
             detail=_http_detail(status),
+            # A 5xx says nothing of whether the message was stored before the fault (a gateway
+            # answers 502/504 for a backend that may have finished); a 4xx (429 too) is a refusal.
+            maybe_accepted=status >= 500,
         )
+    if isinstance(exc, TwilioException) and len(exc.args) > 1 and isinstance(exc.args[1], Response):
+        # A list page the SDK could not read ("Unable to fetch page"): the answer's status only.
+        status = int(exc.args[1].status_code)
+        return Failure(PROVIDER, FailureKind.HTTP, status=status, detail=_http_detail(status))
     # Before OSError and TimeoutError: no connection was made, so nothing was sent.
     if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
         return Failure(PROVIDER, FailureKind.CONNECTION, detail="could not connect")

@@ -4,11 +4,14 @@ Twilio calls back as a message moves through queued, sending, sent, and finally 
 undelivered or failed. Callbacks can arrive out of order, so a status never replaces a later one.
 An SMS reported undelivered or failed goes on to the follow-ups: the step by email, or staff.
 
-A send whose answer was lost (a read timeout, a dropped connection) may still have been accepted;
-the dispatcher then marks the reminder `maybe_accepted_at` and waits before trying again. A
-callback naming the reminder with a MessageSid we never saw is that attempt: a reminder still
-waiting becomes sent and is not sent again; one that has moved on (retried, or failed over to
-email) gets an audit note that the patient may have had it twice.
+A send whose answer was lost (a read timeout, a dropped connection, a 5xx) may still have been
+accepted; the dispatcher then marks the reminder `maybe_accepted_at` and waits before asking
+Twilio and trying again. A process that died mid-send leaves its attempt written down
+(`attempt_started_at`). A callback naming such a reminder with a MessageSid we never saw is that
+attempt: a reminder still waiting (to retry, or for its lease to run out) becomes sent and is not
+sent again; one that has moved on (retried, or failed over to email) gets an audit note that the
+patient may have had it twice. One that a dispatcher holds right now is left to it: it is asking
+Twilio about that very attempt.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, and_, or_, select, update
 
 from ..channels.base import Failure, FailureKind
 from ..clock import Clock
@@ -63,8 +66,11 @@ class DeliveryStatusService:
             if row is None or not message_sid:
                 return "unknown"
             if row["provider_id"] != message_sid:
-                if row["maybe_accepted_at"] is None or row["channel"] != "sms":
+                in_doubt = row["maybe_accepted_at"] or row["attempt_started_at"]
+                if in_doubt is None or row["channel"] != "sms":
                     return "unknown"  # not ours, or not this message: change nothing
+                if _held(row, now):
+                    return "unknown"  # its later callbacks find it settled by the dispatcher
                 if not self._adopt(conn, row, message_sid, now):
                     return "duplicate"
                 row = {**row, "provider_id": message_sid, "delivery_status": None}
@@ -92,17 +98,26 @@ class DeliveryStatusService:
         """A callback for an attempt whose answer was lost: Twilio did accept it. A reminder still
         waiting to retry becomes sent (no second copy); otherwise the patient may already have
         two, or a fallback went instead, and the audit log says so for staff."""
+        waiting = or_(
+            reminders.c.status == ReminderStatus.PENDING,
+            and_(reminders.c.status == ReminderStatus.SENDING, reminders.c.lease_until < now),
+        )
         adopted = conn.execute(
             update(reminders)
             .where(reminders.c.id == row["id"])
-            .where(reminders.c.status == ReminderStatus.PENDING)
+            .where(waiting)
             .where(reminders.c.provider_id.is_(None))
             .values(
                 status=ReminderStatus.SENT,
                 reason="sent: Twilio accepted the attempt whose answer was lost",
                 provider_id=sid,
-                sent_at=row["maybe_accepted_at"],
+                sent_at=row["maybe_accepted_at"] or row["attempt_started_at"],
                 updated_at=now,
+                lease_until=None,
+                claim_token=None,
+                attempt_started_at=None,
+                attempt_to=None,
+                attempt_sha256=None,
             )
         ).rowcount
         if adopted:
@@ -149,6 +164,12 @@ class DeliveryStatusService:
                 if phone:
                     record_opt_outs(conn, [phone], now, source=f"twilio error {code}")
         self._follow_ups.after_undeliverable(conn, [(row, reason)], now)
+
+
+def _held(row: dict[str, Any], now: datetime) -> bool:
+    """A dispatcher holds the reminder (claimed, lease still running)."""
+    lease = row["lease_until"]
+    return row["status"] == ReminderStatus.SENDING and lease is not None and lease >= now
 
 
 def _phone_of(conn: Connection, appointment_id: int) -> str | None:

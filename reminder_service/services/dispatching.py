@@ -8,6 +8,17 @@ Sends are coroutines on one event loop: up to `max_in_flight` reminders are clai
 flight at once, each send finishes on its own (a slow one holds up no other), and results are
 written in small batches as they come. How a failure is treated (retry or not, opt-out) comes
 from the failure table in config, never from the channel.
+
+Exactly once through crashes and lost answers. Before an SMS goes out, the attempt is written
+down (when it began, the number, the body's SHA-256) in the same commit-before-send order as the
+claim; it is cleared once the outcome is known. A reminder claimed again with an attempt still
+written down (the process died mid-send and the lease ran out; or the answer was lost: a read
+timeout, a dropped connection, a 5xx) is not simply sent again: the provider is asked first
+(`SmsLookup`), outside any transaction. A message found, and not already recorded for another
+reminder, makes the reminder sent with that message's id; none found, it is sent; the provider
+cannot be asked, it waits and is asked again later. A crash can leave at most `max_in_flight`
+such attempts to ask about. Channels that cannot be asked (the file outbox, which never writes a
+reminder twice) send again as before.
 """
 
 from __future__ import annotations
@@ -29,13 +40,19 @@ from sqlalchemy import Connection, Engine, and_, bindparam, func, or_, select, u
 from ..async_runner import LoopThread
 from ..catalog import Catalog
 from ..channels.base import (
+    AcceptedSms,
     CalendarEvent,
     ChannelError,
     EmailChannel,
+    Failure,
+    FailureKind,
     OutgoingEmail,
     OutgoingSms,
     Receipt,
+    SentQuery,
     SmsChannel,
+    SmsLookup,
+    body_sha256,
 )
 from ..clock import Clock
 from ..domain.appointment import Appointment, AppointmentStatus
@@ -51,6 +68,7 @@ from ..store.engine import reading
 from ..store.records import RowData
 from ..store.tables import appointments, reminders, sms_opt_outs
 from . import patient_texts
+from .delivery_status import NOT_DELIVERED, PROGRESS
 from .follow_ups import STAFF_CHANNEL, FollowUps, record_opt_outs
 from .importing import CALENDAR_CANCEL
 
@@ -58,6 +76,8 @@ log = logging.getLogger(__name__)
 
 FLUSH_EVERY = 0.05  # seconds: results are written at least this often while sends go on
 FLUSH_SIZE = 200
+# A recorded result settles the attempt written down before the send (see the module docstring).
+SETTLED = {"attempt_started_at": None, "attempt_to": None, "attempt_sha256": None}
 
 
 @dataclass
@@ -78,8 +98,9 @@ class DispatchPolicy:
     retry_base: timedelta = timedelta(seconds=30)
     retry_cap: timedelta = timedelta(hours=1)
     # After an SMS whose answer was lost (it may have been accepted), wait at least this long
-    # before sending it again: Twilio's status callback for the lost attempt normally arrives
-    # within seconds, and settles the reminder as sent instead (see delivery_status.py).
+    # before asking the provider and sending it again: the provider's list shows the message by
+    # then, and Twilio's status callback for the lost attempt normally arrives within seconds
+    # and settles the reminder as sent before that (see delivery_status.py).
     settle: timedelta = timedelta(minutes=3)
 
 
@@ -94,6 +115,7 @@ class Result:
     detail: dict[str, Any] = field(default_factory=dict)  # for the audit entry
     opt_out: str | None = None  # a number that must get no more SMS
     undeliverable: bool = False  # this channel will not deliver it: try another, or tell staff
+    in_doubt: bool = False  # the attempt may have reached the provider: keep it written down
 
 
 @dataclass(frozen=True)
@@ -119,6 +141,7 @@ class DispatchService:
         failures: FailureTable | None = None,
         public_url: str = "",
         email_from: str = "reminders@localhost",
+        sms_lookup: SmsLookup | None = None,
     ) -> None:
         self._engine = engine
         self._catalog = catalog
@@ -133,6 +156,17 @@ class DispatchService:
         self._follow_ups = FollowUps(catalog)
         self._loop = LoopThread()
         self._merges: dict[int, list[RowData]] = {}  # per batch: see _pending_merges
+        self._lookup = sms_lookup
+        self._preparing: asyncio.Lock | None = None  # one preparation at a time (_merges)
+        # Rows whose lookup found nothing, waiting to be prepared together (_prepare_one).
+        self._waiting: list[tuple[RowData, asyncio.Future[Result | _Job]]] = []
+        self._batches: set[asyncio.Task[None]] = set()
+        # Reminders claimed here and not recorded yet: one claimed again here (its lease ran out
+        # while it waited its turn) is left alone, never handled twice at once.
+        self._active: set[int] = set()
+        # Message ids this process has had from the provider and may not have recorded yet: a
+        # lookup must not give one of them to another reminder (same number, same body).
+        self._taken: set[str] = set()
 
     def dispatch_due(self) -> DispatchReport:
         """Send everything due now, until nothing claimable is left and nothing is in flight."""
@@ -168,6 +202,7 @@ class DispatchService:
     # -- the loop ---------------------------------------------------------------------------
 
     async def _dispatch_due(self) -> DispatchReport:
+        self._preparing = asyncio.Lock()  # made on this loop (the loop thread may be a new one)
         report = DispatchReport()
         in_flight: set[asyncio.Task[Result]] = set()
         done: list[Result] = []
@@ -202,20 +237,136 @@ class DispatchService:
         claimed = await asyncio.to_thread(self._claim, limit)
         if not claimed:
             return None
-        prepared = await asyncio.to_thread(self._prepare_all, claimed)
         tasks: set[asyncio.Task[Result]] = set()
-        for item in prepared:
+        fresh = []
+        for row in claimed:
+            if row["id"] in self._active:
+                log.warning("reminder %s: lease ran out while still in flight here", row["id"])
+                continue  # its next claim settles it (asking the provider first)
+            self._active.add(row["id"])
+            if self._lookup is not None and row["attempt_started_at"] is not None:
+                tasks.add(asyncio.create_task(self._ask_then_send(row, self._lookup)))
+            else:
+                fresh.append(row)
+        for item in await self._prepare_rows(fresh):
             if isinstance(item, Result):
                 done.append(item)
             else:
                 tasks.add(asyncio.create_task(self._send(item)))
         return len(claimed), tasks
 
+    async def _prepare_rows(self, rows: list[RowData]) -> list[Result | _Job]:
+        if not rows:
+            return []
+        assert self._preparing is not None
+        async with self._preparing:
+            return await asyncio.to_thread(self._prepare_and_write_down, rows)
+
+    async def _prepare_one(self, row: RowData) -> Result | _Job:
+        """Prepare a row together with those that come while a preparation runs: one set of
+        queries for them all, not one each."""
+        future: asyncio.Future[Result | _Job] = asyncio.get_running_loop().create_future()
+        self._waiting.append((row, future))
+        if len(self._waiting) == 1:
+            batch = asyncio.create_task(self._prepare_waiting())
+            self._batches.add(batch)
+            batch.add_done_callback(self._batches.discard)
+        return await future
+
+    async def _prepare_waiting(self) -> None:
+        assert self._preparing is not None
+        async with self._preparing:
+            waiting, self._waiting = self._waiting, []
+            try:
+                rows = [row for row, _ in waiting]
+                items = await asyncio.to_thread(self._prepare_and_write_down, rows)
+            except Exception as exc:  # e.g. the database: each waiting send fails with it
+                for _, future in waiting:
+                    future.set_exception(exc)
+                return
+            for (_, future), item in zip(waiting, items, strict=True):
+                future.set_result(item)
+
     async def _flush(self, done: list[Result], report: DispatchReport) -> None:
         batch, done[:] = list(done), []
         await asyncio.to_thread(self._record_many, batch, self._clock())
         for result in batch:
             report.count(result.status.value)
+            self._active.discard(result.reminder["id"])
+            provider_id = result.changes.get("provider_id")
+            if provider_id:
+                self._taken.discard(provider_id)  # in the database now, or not ours to write
+
+    # -- attempts whose outcome is unknown -------------------------------------------------
+
+    async def _ask_then_send(self, row: RowData, lookup: SmsLookup) -> Result:
+        """Ask the provider whether the attempt written down was accepted; send only if not."""
+        query = SentQuery(row["attempt_to"], row["attempt_sha256"], row["attempt_started_at"])
+        try:
+            found = await lookup.find_accepted(query)
+        except ChannelError as exc:
+            return self._cannot_ask(row, exc.failure.describe())
+        except Exception as exc:  # a bug: the same, never a blind second send
+            log.exception("reminder %s: unexpected error while asking the provider", row["id"])
+            return self._cannot_ask(row, f"unexpected error: {type(exc).__name__}")
+        accepted = await self._unrecorded(found)
+        if accepted is not None:
+            return self._adopted(row, accepted)
+        item = await self._prepare_one(row)  # not accepted: a new attempt, checked anew
+        if isinstance(item, Result):
+            return item
+        return await self._send(item)
+
+    async def _unrecorded(self, found: list[AcceptedSms]) -> AcceptedSms | None:
+        """The oldest message found that is no other reminder's (the same text can go to one
+        number for two patients: twins booked together)."""
+        candidates = [m for m in found if m.provider_id not in self._taken]
+        if not candidates:
+            return None
+        ids = [m.provider_id for m in candidates]
+        recorded = await asyncio.to_thread(self._recorded_provider_ids, ids)
+        for message in candidates:
+            if message.provider_id not in recorded and message.provider_id not in self._taken:
+                self._taken.add(message.provider_id)
+                return message
+        return None
+
+    def _recorded_provider_ids(self, ids: list[str]) -> set[str]:
+        with reading(self._engine) as conn:
+            query = select(reminders.c.provider_id).where(reminders.c.provider_id.in_(ids))
+            return set(conn.execute(query).scalars())
+
+    def _adopted(self, row: RowData, accepted: AcceptedSms) -> Result:
+        now = self._clock()
+        changes: dict[str, Any] = {
+            "sent_at": accepted.accepted_at or row["attempt_started_at"],
+            "provider_id": accepted.provider_id,
+        }
+        if accepted.status in PROGRESS:
+            changes |= {
+                "delivery_status": accepted.status,
+                "delivery_error": accepted.error_code,
+                "delivery_updated_at": now,
+            }
+        reason = "sent: the provider had accepted an earlier attempt, so it was not sent again"
+        detail = {"adopted": accepted.provider_id, "delivery_status": accepted.status}
+        result = Result(row, ReminderStatus.SENT, reason, changes, detail)
+        if accepted.status in NOT_DELIVERED:  # as its status callback would have said
+            result.undeliverable = True
+            result.reason = f"{reason}; provider reports {accepted.status}"
+            if accepted.error_code:
+                failure = Failure(accepted.provider, FailureKind.HTTP, code=accepted.error_code)
+                if self._failures.classify(failure).opt_out:
+                    result.opt_out = row["attempt_to"]
+        return result
+
+    def _cannot_ask(self, row: RowData, why: str) -> Result:
+        """The provider could not say whether the attempt was accepted: nothing is sent; ask
+        again later (the attempt stays written down)."""
+        reason = f"not sent: could not ask the provider about an earlier attempt ({why})"
+        result = self._retry(row, self._clock(), reason, self._policy.retry_base)
+        result.in_doubt = True
+        return result
 
     # -- claiming and preparing (synchronous: database and templates) -----------------------
 
@@ -245,6 +396,68 @@ class DispatchService:
                     .returning(*reminders.c)
                 ).mappings()
             )
+
+    def _prepare_and_write_down(self, claimed: list[RowData]) -> list[Result | _Job]:
+        """Prepare the claimed rows, then write down each SMS about to be sent (committed before
+        any of them goes out), so an unknown outcome can be asked about later."""
+        prepared = self._prepare_all(claimed)
+        texts = [
+            item
+            for item in prepared
+            if isinstance(item, _Job) and isinstance(item.message, OutgoingSms)
+        ]
+        if self._lookup is None or not texts:
+            return prepared
+        lost = {job.reminder["id"] for job in texts} - self._write_down(texts, self._clock())
+        if not lost:
+            return prepared
+        # Another worker has these now. The Result is never written (_update_rows needs the
+        # claim token); it only keeps the text from being sent.
+        return [
+            Result(item.reminder, ReminderStatus.PENDING, "claim lost before sending")
+            if isinstance(item, _Job) and item.reminder["id"] in lost
+            else item
+            for item in prepared
+        ]
+
+    def _write_down(self, jobs: list[_Job], now: datetime) -> set[int]:
+        """Record the attempts about to go out; returns the reminders whose claim still holds."""
+        statement = (
+            update(reminders)
+            .where(reminders.c.id == bindparam("rid"))
+            .where(reminders.c.claim_token == bindparam("token"))
+            .values(
+                # The first unsettled attempt's start: a lookup reaches back to it.
+                attempt_started_at=func.coalesce(
+                    reminders.c.attempt_started_at,
+                    bindparam("started", type_=reminders.c.attempt_started_at.type),
+                ),
+                attempt_to=bindparam("to"),
+                attempt_sha256=bindparam("sha"),
+            )
+        )
+        params = []
+        for job in jobs:
+            assert isinstance(job.message, OutgoingSms)
+            params.append(
+                {
+                    "rid": job.reminder["id"],
+                    "token": job.reminder["claim_token"],
+                    "started": now,
+                    "to": job.message.to,
+                    "sha": body_sha256(job.message.body),
+                }
+            )
+        with self._engine.begin() as conn:
+            if conn.execute(statement, params).rowcount == len(params):
+                return {job.reminder["id"] for job in jobs}
+            written = set()
+            for job, one in zip(jobs, params, strict=True):  # rare: find the lost claims
+                if conn.execute(statement, [one]).rowcount == 1:
+                    written.add(job.reminder["id"])
+                else:
+                    log.warning("reminder %s: lease lost before sending", job.reminder["id"])
+            return written
 
     def _prepare_all(self, claimed: list[RowData]) -> list[Result | _Job]:
         context = self._load_appointments({row["appointment_id"] for row in claimed})
@@ -547,7 +760,10 @@ class DispatchService:
             return self._failed(job, exc)
         except Exception as exc:  # a bug or an unexpected provider fault: retry, never lose it
             log.exception("reminder %s: unexpected error while sending", reminder["id"])
-            return self._retry(reminder, self._clock(), f"unexpected error: {type(exc).__name__}")
+            result = self._retry(reminder, self._clock(), f"unexpected error: {type(exc).__name__}")
+            result.in_doubt = True  # the request may have gone out: ask before sending again
+            return result
+        self._taken.add(receipt.provider_id)
         now = self._clock()
         changes = {"sent_at": now, "provider_id": receipt.provider_id, "language": job.language}
         detail: dict[str, Any] = {"language": job.language, "body_sha256": job.digest}
@@ -585,10 +801,13 @@ class DispatchService:
         reason = f"temporary failure: {described}"
         if not (exc.failure.maybe_accepted and isinstance(job.message, OutgoingSms)):
             return self._retry(reminder, now, reason)
-        # The text may be on its way. With a status callback, wait for it before a second copy.
-        settle = self._policy.settle if job.message.status_callback else timedelta(0)
+        # The text may be on its way. Give the provider time to show it (its status callback, its
+        # list) before asking, or before a second copy from a channel that cannot be asked.
+        asked = job.message.status_callback or self._lookup is not None
+        settle = self._policy.settle if asked else timedelta(0)
         result = self._retry(reminder, now, f"{reason}; it may have been accepted", settle)
         result.changes["maybe_accepted_at"] = now
+        result.in_doubt = True
         return result
 
     def _retry(
@@ -653,7 +872,7 @@ class DispatchService:
         """Write each result if this worker still holds the claim; returns those written."""
         by_shape: dict[tuple[str, ...], list[Result]] = defaultdict(list)
         for result in results:
-            by_shape[tuple(sorted(result.changes))].append(result)
+            by_shape[tuple(sorted(_changes(result)))].append(result)
         recorded: list[Result] = []
         for shape, group in by_shape.items():
             statement = (
@@ -730,13 +949,19 @@ class _PatientTexts:
         self._history.setdefault(stored["patient_id"], []).append(at)
 
 
+def _changes(result: Result) -> dict[str, Any]:
+    """The columns a result sets: its own, and the attempt written down cleared unless the
+    outcome is still unknown."""
+    return result.changes if result.in_doubt else {**SETTLED, **result.changes}
+
+
 def _params(result: Result) -> dict[str, Any]:
     return {
         "rid": result.reminder["id"],
         "token": result.reminder["claim_token"],
         "new_status": result.status.value,
         "new_reason": result.reason,
-        **{f"new_{column}": value for column, value in result.changes.items()},
+        **{f"new_{column}": value for column, value in _changes(result).items()},
     }
 
 

@@ -111,7 +111,7 @@ reminders = Table(
     Column("lease_until", UtcDateTime),
     Column("claim_token", String(32)),
     Column("sent_at", UtcDateTime),
-    Column("provider_id", String(128)),
+    Column("provider_id", String(128), index=True),
     Column("last_error", Text),
     Column("language", String(35)),
     Column("created_at", UtcDateTime, nullable=False),
@@ -130,6 +130,13 @@ reminders = Table(
     # The last attempt whose answer was lost after the request may have reached the provider
     # (a read timeout, a dropped connection): a status callback for it settles the reminder.
     Column("maybe_accepted_at", UtcDateTime),
+    # An SMS attempt whose outcome is not known yet, written before the request goes out and
+    # cleared once the outcome is known: when the first such attempt began, to which number,
+    # and the SHA-256 of its body. Before sending again, the dispatcher asks the provider for a
+    # message to that number, since then, with that body (see services/dispatching.py).
+    Column("attempt_started_at", UtcDateTime),
+    Column("attempt_to", String(20)),
+    Column("attempt_sha256", String(64)),
     Index("ix_reminders_status_due_at", "status", "due_at"),
 )
 

@@ -176,8 +176,10 @@ class TwilioApiServer:
         with self._lock:
             self._requests: list[RequestRecord] = []
             self._messages: list[dict[str, Any]] = []
+            self._by_to: dict[str, list[dict[str, Any]]] = {}  # the list reads one number's
             self._statuses: Counter[int] = Counter()
             self._list_requests: Counter[int] = Counter()
+            self._list_queries: list[dict[str, str]] = []
             self._max_in_flight = self._in_flight
             self._random.seed(self.behaviour.seed)
 
@@ -193,6 +195,12 @@ class TwilioApiServer:
         with self._lock:
             return [dict(m) for m in self._messages]
 
+    def list_queries(self) -> list[dict[str, str]]:
+        """The query of each Message list request, as received (e.g. {"To": ..., "DateSent>":
+        "2026-11-19T10:59:00Z", "PageSize": "1000"})."""
+        with self._lock:
+            return [dict(q) for q in self._list_queries]
+
     def add_message(self, to: str, body: str, created: datetime, **params: str) -> str:
         """A message as if created earlier through the API (another attempt, another reminder);
         returns its SID. `params` are more form fields, e.g. From or MessagingServiceSid."""
@@ -201,10 +209,15 @@ class TwilioApiServer:
             fields.setdefault("From", FROM_NUMBER)
         sid = _new_sid()
         with self._lock:
-            self._messages.append(
+            self._keep(
                 {**fields, "sid": sid, "arrival": time.monotonic(), "created": created.timestamp()}
             )
         return sid
+
+    def _keep(self, message: dict[str, Any]) -> None:
+        """Store an accepted message (the lock held)."""
+        self._messages.append(message)
+        self._by_to.setdefault(str(message.get("To")), []).append(message)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -264,7 +277,7 @@ class TwilioApiServer:
             record.to, record.status = answer.to, answer.status
             self._statuses[answer.status] += 1
             if answer.accepted is not None:
-                self._messages.append(answer.accepted)
+                self._keep(answer.accepted)
         if answer.drop:
             # The message exists; the client gets no answer at all (its connection just ends).
             if request.transport is not None:
@@ -281,7 +294,10 @@ class TwilioApiServer:
         await self._latency()
         if not self._authorised(request):
             return _Answer.error(20003, None)
-        form = await request.post()
+        try:
+            form = await request.post()
+        except ConnectionResetError:  # the client went away (a killed process): nothing created
+            return _Answer(0, {}, None, drop=True)
         params = {key: str(value) for key, value in form.items()}
         to = params.get("To")
         roll = self._random.random()
@@ -306,7 +322,7 @@ class TwilioApiServer:
         }  # fmt: skip
         if to in b.lose_answer:
             with self._lock:
-                self._messages.append(accepted)  # Twilio has it, whatever happens to the answer
+                self._keep(accepted)  # Twilio has it, whatever happens to the answer
             await self._wait(3600)
             return _Answer(201, resource, to, None)
         faults = b.throttle_429 + b.fail_500
@@ -328,6 +344,8 @@ class TwilioApiServer:
         datetime) is compared to the second, inclusively."""
         await self._latency()
         b = self.behaviour
+        with self._lock:
+            self._list_queries.append(dict(request.query))
         if not self._authorised(request):
             return self._list_answer(_Answer.error(20003, None))
         if self._random.random() < b.list_fail_500:
@@ -343,7 +361,8 @@ class TwilioApiServer:
             return self._list_answer(_Answer.error(20001, None))
         now = self._clock()
         with self._lock:
-            stored = list(self._messages)
+            to = query.get("To")
+            stored = list(self._messages if to is None else self._by_to.get(to, []))
         matched: list[tuple[datetime | None, datetime, dict[str, Any]]] = []
         for message in stored:
             created = datetime.fromtimestamp(message["created"], UTC)

@@ -34,6 +34,8 @@ def test_environment_overrides_and_converts():
     [
         ({"REMINDER_LEASE_SECONDS": "soon"}, "REMINDER_LEASE_SECONDS: 'soon' is not a number"),
         ({"REMINDER_DISPATCH_BATCH": "0"}, "REMINDER_DISPATCH_BATCH: must be 1 or more"),
+        ({"REMINDER_MAX_IN_FLIGHT": "0"}, "REMINDER_MAX_IN_FLIGHT: must be 1 or more"),
+        ({"REMINDER_RETRY_BASE_SECONDS": "0"}, "REMINDER_RETRY_BASE_SECONDS: must be 1 or more"),
         ({"REMINDER_DATABASE_URL": "not a url"}, "REMINDER_DATABASE_URL: not a database URL"),
         (
             {"REMINDER_DATABASE_WAIT_SECONDS": "-1"},

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
-from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
+from twilio.http.response import Response
 
 from reminder_service.channels.base import Failure, FailureKind
 from reminder_service.channels.twilio_sms import TwilioSmsChannel, failure_from
@@ -41,6 +42,27 @@ def test_the_detail_is_a_fixed_text_for_the_status(status: int, detail: str) -> 
 
     assert failure is not None
     assert failure.detail == detail
+
+
+@pytest.mark.parametrize(
+    ("status", "maybe"), [(500, True), (502, True), (503, True), (504, True), (429, False),
+                          (400, False), (401, False)]
+)  # fmt: skip
+def test_a_5xx_may_have_created_the_message_a_4xx_did_not(status: int, maybe: bool) -> None:
+    failure = failure_from(rest_error(status, 20000 + status), 10.0)
+
+    assert failure is not None
+    assert failure.maybe_accepted is maybe
+
+
+def test_a_list_page_that_cannot_be_read_is_an_http_failure() -> None:
+    answer = Response(500, f'{{"code": 20500, "message": "about {NUMBER}"}}')
+    exc = TwilioException("Unable to fetch page", answer)  # what the SDK raises for a list
+
+    failure = failure_from(exc, 10.0)
+
+    assert failure == Failure("twilio", FailureKind.HTTP, 500, None, "Twilio server error")
+    assert NUMBER not in failure.describe()
 
 
 def test_an_answer_without_a_twilio_code_has_no_code() -> None:
