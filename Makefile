@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/import_planning.py
 	$(BIN)/python bench/sms_dispatch.py
 	$(BIN)/python bench/shared_rate_limit.py
+	$(BIN)/python bench/crash_exactly_once.py
 	$(BIN)/python bench/email_send.py
 	$(BIN)/python bench/hl7_import.py
 	$(BIN)/python bench/healthz_during_upload.py
