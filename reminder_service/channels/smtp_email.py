@@ -7,7 +7,9 @@
   the server has not closed it; and if the server drops it before any of the message went out
   (at MAIL or RCPT), the send moves to a new session. Once DATA has started, a lost connection
   is reported instead: the server may have accepted the message, and sending it again could
-  deliver it twice.
+  deliver it twice. Email cannot be asked, so the retry goes, with the same Message-ID (one per
+  reminder and appointment version): a mail client that keeps one message per Message-ID shows
+  the two deliveries as one.
 - `starttls` never sends in clear: a server that does not offer STARTTLS is a failure.
   Certificates are always verified (SMTP_CA_FILE adds a private CA).
 - Failures are facts (the reply code, a timeout, a lost connection); whether they are

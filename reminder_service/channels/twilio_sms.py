@@ -120,7 +120,12 @@ class TwilioSmsChannel:
         no date_sent and matches no DateSent filter, so when that finds nothing, the number's
         whole list is read (without assuming where queued messages sort) and filtered on
         date_created here. Reads take no send slot and nothing from the rate limiter: Twilio's
-        messages-per-second limit is on sending."""
+        messages-per-second limit is on sending.
+
+        What this cannot see, so a second copy can still go: a message Twilio's list does not
+        show yet (its list has been reported to lag; the message's status callback then notes
+        the duplicate for staff); a body Twilio stored changed (a trial account's prefix, Smart
+        Encoding on a messaging service); clocks more than CLOCK_SKEW apart."""
         since = (query.since - CLOCK_SKEW).astimezone(UTC)
         sender: dict[str, Any] = {}
         if not self._settings.messaging_service_sid:
