@@ -315,7 +315,11 @@ class DispatchService:
         item = await self._prepare_one(row)  # not accepted: a new attempt, checked anew
         if isinstance(item, Result):
             return item
-        return await self._send(item)
+        result = await self._send(item)
+        # Should the earlier attempt show up after all (a list that lagged), its status callback
+        # finds the reminder marked and notes the second copy for staff (delivery_status.py).
+        result.changes.setdefault("maybe_accepted_at", row["attempt_started_at"])
+        return result
 
     async def _unrecorded(self, found: list[AcceptedSms]) -> AcceptedSms | None:
         """The oldest message found that is no other reminder's (the same text can go to one

@@ -17,7 +17,7 @@ from reminder_service import bootstrap
 from reminder_service.bootstrap import Service
 from reminder_service.channels.base import body_sha256
 from reminder_service.settings import Settings, TwilioSettings
-from reminder_service.store.tables import appointments, reminders
+from reminder_service.store.tables import appointments, audit_log, reminders
 from tests.factories import appointment, config_without_sms_caps, patient
 from tests.servers.twilio_api import (
     ACCOUNT_SID,
@@ -264,3 +264,25 @@ def test_a_callback_for_a_crashed_attempt_settles_it_unless_a_dispatcher_holds_i
         assert after["sent_at"] == row["attempt_started_at"]
     else:  # the dispatcher holding it is asking Twilio about this very attempt
         assert (after["status"], after["provider_id"]) == ("sending", None)
+
+
+def test_a_crashed_attempt_the_list_showed_too_late_is_noted_for_staff(
+    service: Service, server: TwilioApiServer, clock
+) -> None:  # type: ignore[no-untyped-def]
+    row = first_attempt_unknown(service, server, clock, accept_then_500=1.0)
+    crashed(service, clock, row)
+    with service.engine.begin() as conn:  # a crash, not a lost answer: only written down
+        conn.execute(
+            update(reminders).where(reminders.c.id == row["id"]).values(maybe_accepted_at=None)
+        )
+    server.behaviour.list_lag_seconds = 86400  # Twilio's list does not show it yet
+    assert service.dispatcher.dispatch_due().by_status == {"sent": 1}
+    first, second = server.messages()  # the residual risk: a second copy went
+    _callback(service, first, "delivered")  # the first one's callback, late
+    after = sms_row(service)
+    assert (after["status"], after["provider_id"]) == ("sent", second["sid"])
+    with service.engine.connect() as conn:
+        events = conn.execute(
+            select(audit_log.c.event).where(audit_log.c.reminder_id == row["id"])
+        ).scalars()
+        assert "lost_answer_duplicate" in list(events)
