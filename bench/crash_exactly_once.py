@@ -178,9 +178,10 @@ def crash_and_count(
     settings = service_env(workdir, server.base_url, env)
     csv_path = workdir / "due.csv"
     outcome = Outcome(patients, numbers=write_due_texts(csv_path, patients, datetime.now(UTC)))
-    imported = cli(settings, "import", str(csv_path))
-    if imported.returncode != 0:
-        raise RuntimeError(f"import failed: {imported.stderr}")
+    for command in (("migrate",), ("import", str(csv_path))):
+        done = cli(settings, *command)
+        if done.returncode != 0:
+            raise RuntimeError(f"{command[0]} failed: {done.stderr}")
     engine = create_engine(settings["REMINDER_DATABASE_URL"])
     log = workdir / "run.log"
 
