@@ -6,8 +6,8 @@ provider reports is already recorded for a reminder
 It follows 0012 (send_rate_buckets), which reached the main line first: a database already at
 0012 then takes this one next.
 
-Revision ID: 0011
-Revises: 0012
+Revision ID: 0012
+Revises: 0011
 """
 
 from collections.abc import Sequence
@@ -17,8 +17,8 @@ from alembic import op
 
 from reminder_service.store.types import UtcDateTime
 
-revision: str = "0011"
-down_revision: str | None = "0012"
+revision: str = "0012"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

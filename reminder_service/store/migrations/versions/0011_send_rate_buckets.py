@@ -1,6 +1,6 @@
 """send_rate_buckets: the SMS rate limit per sender, shared by every process on the database
 
-Revision ID: 0012
+Revision ID: 0011
 Revises: 0010
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 
 from reminder_service.store.types import UtcDateTime
 
-revision: str = "0012"
+revision: str = "0011"
 down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
