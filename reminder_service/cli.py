@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import logging
 import signal
@@ -41,6 +40,7 @@ from .services.previewing import NotFound
 from .services.reporting import status_report
 from .services.template_check import check_templates
 from .settings import Settings, SettingsError
+from .spreadsheet_safety import write_rows
 from .store.startup import DatabaseUse, StartupError
 
 # No local variables in tracebacks: they could hold patient data.
@@ -236,6 +236,9 @@ def _import_hl7(
         label=file.name,
         clinics=clinics,
     )
+    if not results:
+        err.print(f"[red]rejected, nothing imported:[/red] {file}: no HL7 message", highlight=False)
+        raise typer.Exit(EXIT_UNUSABLE)
     _print_summary(summary, None)
     for result in results:
         if result.ack != "AA":
@@ -286,10 +289,9 @@ def _print_summary(summary: ImportSummary, errors_csv: Path | None) -> None:
             + (f" (all in {errors_csv})" if errors_csv else " (use --errors-csv FILE)")
         )
     if errors_csv:
+        rows = [(e.line, e.column, e.reason) for e in summary.errors]
         with errors_csv.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["line", "column", "reason"])
-            writer.writerows((e.line, e.column, e.reason) for e in summary.errors)
+            write_rows(handle, [("line", "column", "reason"), *rows])
 
 
 @app.command()

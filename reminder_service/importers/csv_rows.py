@@ -29,6 +29,14 @@ Policy:
   in it is missing or unreadable (start, procedure, patient, contacts...), it becomes a
   `Cancellation` of that id, so no detail can keep a cancelled appointment's reminders going.
 - A row with any error produces no Appointment; all of its errors are reported.
+- Every stored value must fit its database column (store/field_limits.py); one that does not is
+  a row error naming the column. A start outside the years 1900-2199 (domain/start_range.py) is
+  a row error too.
+- A file with no data row (empty, a byte-order mark alone, or only a header line) is refused
+  whole, as is a header over 16,384 fields or with a cell over 32,767 characters. A data cell
+  over 32,767 characters is a row error. These are Excel's own limits (columns in a sheet,
+  characters in a cell): an export made by any spreadsheet or scheduler fits them, so a file
+  past them is not an appointment list, or has an unclosed quote that ran into the lines after.
 """
 
 from __future__ import annotations
@@ -58,7 +66,9 @@ from ..domain.appointment import (
     Patient,
     Tristate,
 )
+from ..domain.start_range import EARLIEST_YEAR, LATEST_YEAR, OUT_OF_RANGE, start_problem
 from ..domain.timing import zone
+from ..store.field_limits import overlong
 from .csv_mapping import (
     DURATION_UNITS,
     EXPECTED,
@@ -73,6 +83,12 @@ from .csv_mapping import (
 from .phone_numbers import parse_mobile, phone_regions
 
 DEFAULT_LAYOUT = CsvMapping()
+MAX_CELL_CHARS = 32_767  # Excel's limit for one cell (see the module docstring)
+MAX_COLUMNS = 16_384  # Excel's limit for a sheet's columns
+# The csv module refuses a field over 128 KiB with an error that names no column, and leaves the
+# reader part-way through a record. The file is already whole in memory, so its cap protects
+# nothing here: it is lifted, and cells are measured against MAX_CELL_CHARS with line and column.
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 DELIMITERS = (",", ";", "\t", "|")  # in order of preference when they tie
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # stands in for a start that failed; the row is rejected
 _ISO_START = re.compile(
@@ -154,15 +170,18 @@ def read_csv(
     text = _decode(data, filename, encoding or layout.encoding)
     first = _first_line(text)
     if first is None:
-        return CsvTable(filename, (), [])
+        raise FileRejected(f"{filename}: the file is empty; there are no appointments to import")
     sep_line = re.fullmatch(r"sep=(.)", first.strip())  # Excel's hint line, e.g. "sep=;"
     delimiter = layout.delimiter or (sep_line[1] if sep_line else _sniff(first))
-    headers, rows = _split(text, delimiter, filename, skip_first=sep_line is not None)
-    problems = _locate(headers, layout)[1] if headers else []
+    header_line, headers, rows = _split(text, delimiter, filename, skip_first=sep_line is not None)
+    _check_header(headers, header_line, filename)
+    problems = _locate(headers, layout)[1]
     if problems:
         found = f"the header line has {len(headers)} field(s) when split on {delimiter!r}"
         fix = f"mapping: {layout.source}" if layout.source else "other headers need a CSV mapping"
         raise FileRejected(f"{filename}: {'; '.join(problems)}; {found} ({fix})")
+    if not rows:
+        raise FileRejected(f"{filename}: the file has a header line but no appointment rows")
     return CsvTable(filename, headers, rows)
 
 
@@ -205,9 +224,11 @@ def _sniff(header_line: str) -> str:
 
 def _split(
     text: str, delimiter: str, filename: str, *, skip_first: bool
-) -> tuple[tuple[str, ...], list[RawRow]]:
+) -> tuple[int, tuple[str, ...], list[RawRow]]:
+    """(the header's line, the headers, the data rows)."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     headers: tuple[str, ...] = ()
+    header_line = 0
     rows: list[RawRow] = []
     last = 0  # the reader's line count after the previous record
     try:
@@ -220,10 +241,26 @@ def _split(
             elif headers:
                 rows.append(RawRow(line, tuple(fields)))
             else:
-                headers = tuple(f.strip() for f in fields)
+                headers, header_line = tuple(f.strip() for f in fields), line
     except csv.Error as exc:
         raise FileRejected(f"{filename}: line {reader.line_num} is not valid CSV ({exc})") from None
-    return headers, rows
+    return header_line, headers, rows
+
+
+def _check_header(headers: tuple[str, ...], line: int, filename: str) -> None:
+    if not headers:
+        raise FileRejected(f"{filename}: the file has no header line and no appointment rows")
+    if len(headers) > MAX_COLUMNS:
+        raise FileRejected(
+            f"{filename}: line {line}, the header, has {len(headers):,} fields; at most "
+            f"{MAX_COLUMNS:,} are read (is this an appointment export, with the right delimiter?)"
+        )
+    for number, header in enumerate(headers, start=1):
+        if len(header) > MAX_CELL_CHARS:
+            raise FileRejected(
+                f"{filename}: line {line}, header field {number}, is {len(header):,} characters "
+                f"long; a cell holds at most {MAX_CELL_CHARS:,} (an unclosed quote?)"
+            )
 
 
 def _locate(headers: Sequence[str], layout: CsvMapping) -> tuple[dict[str, int], list[str]]:
@@ -274,6 +311,7 @@ class RowConverter:
         if problems:
             raise ValueError("; ".join(problems))
         self._width = len(headers)
+        self._headers = tuple(header.strip() for header in headers)
         self._defaults = defaults
         self._default_language = normalise_language(defaults.language) or "en"
         self._split_start = layout.split_start
@@ -314,6 +352,9 @@ class RowConverter:
                 " (a value containing the delimiter needs quotes)"
             )
             return [RowError(line, "", reason)]
+        oversized = self._oversized(values, line)
+        if oversized:
+            return oversized
         errors: list[RowError] = []
         status = self._status(values, line, errors)
         zone_name = self._zone(values, line, errors)
@@ -328,6 +369,15 @@ class RowConverter:
         appointment_id = self._required(values, "appointment_id", line, errors)
         patient_id = self._required(values, "patient_id", line, errors)
         procedure = self._required(values, "procedure", line, errors).upper()
+        consent = self._sms_consent(values)
+        stored = {"appointment_id": appointment_id, "patient_id": patient_id,
+                  "first_name": self._cell(values, "first_name"),
+                  "last_name": self._cell(values, "last_name"), "mobile": mobile, "email": email,
+                  "language": language, "timezone": zone_name, "procedure": procedure,
+                  "location": self._cell(values, "location"),
+                  "clinic": self._cell(values, "clinic"), "sms_consent": consent}  # fmt: skip
+        for name, reason in overlong(stored):
+            self._fail(errors, line, name, reason)
         if status is AppointmentStatus.CANCELLED and errors:
             # A cancellation must never be blocked by details it does not need: a bad phone
             # number or a missing start on a cancelled row would otherwise leave the reminders
@@ -344,7 +394,7 @@ class RowConverter:
             email=email,
             language=language,
             timezone=zone_name,
-            sms_consent=self._sms_consent(values),
+            sms_consent=consent,
             deceased=deceased,
             do_not_contact=do_not_contact,
         )
@@ -359,6 +409,19 @@ class RowConverter:
             status=status,
             **flags,
         )
+
+    def _oversized(self, values: tuple[str, ...], line: int) -> list[RowError]:
+        """A cell too large for any export (see MAX_CELL_CHARS): the row cannot be trusted."""
+        errors = []
+        for i, value in enumerate(values):
+            if len(value) > MAX_CELL_CHARS:
+                column = self._headers[i] if i < self._width else f"field {i + 1}"
+                reason = (
+                    f"is {len(value):,} characters long; a cell holds at most "
+                    f"{MAX_CELL_CHARS:,} (an unclosed quote?)"
+                )
+                errors.append(RowError(line, column, reason))
+        return errors
 
     def _cell(self, values: tuple[str, ...], name: str) -> str:
         """The cell's text in our spelling: mapped spelling, else the text, else the fallback."""
@@ -424,7 +487,7 @@ class RowConverter:
             return DEFAULT_SMS_CONSENT
         if text.lower() in NO_CONSENT_WORDS:
             return ""
-        return text[:64]
+        return text
 
     def _zone(self, values: tuple[str, ...], line: int, errors: list[RowError]) -> str:
         name = self._cell(values, "timezone")
@@ -529,8 +592,6 @@ def parse_csv(
 ) -> ParsedCsv:
     """read_csv and RowConverter in one process; raises FileRejected."""
     table = read_csv(data, filename=filename, mapping=mapping, encoding=encoding)
-    if not table.rows:
-        return ParsedCsv(rows=[], errors=[], total=0)
     converter = RowConverter(table.headers, mapping, defaults)
     return gather(table.rows, converter.convert_many(table.rows))
 
@@ -640,14 +701,18 @@ def _strptime(text: str, formats: tuple[str, ...]) -> datetime | None:
 
 @lru_cache(maxsize=16384)
 def resolve_local(moment: datetime, zone_name: str) -> datetime | str:
-    """Aware -> UTC; naive -> wall-clock in the zone, fold=0 (see the module docstring)."""
+    """Aware -> UTC; naive -> wall-clock in the zone, fold=0 (see the module docstring); or why
+    it is no appointment start (a skipped local time, a year outside domain.start_range)."""
+    if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
+        return OUT_OF_RANGE  # checked first: near year 1 or 9999 the conversion overflows
     if moment.tzinfo is not None:
-        return moment.astimezone(UTC)
+        utc = moment.astimezone(UTC)
+        return start_problem(utc) or utc
     tz = zone(zone_name)
     utc = moment.replace(tzinfo=tz).astimezone(UTC)
     if utc.astimezone(tz).replace(tzinfo=None) != moment:
         return f"{moment:%Y-%m-%d %H:%M} does not exist in {zone_name} (clocks go forward)"
-    return utc
+    return start_problem(utc) or utc
 
 
 @lru_cache(maxsize=1024)

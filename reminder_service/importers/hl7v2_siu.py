@@ -82,7 +82,7 @@ import codecs
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -99,6 +99,8 @@ from ..domain.appointment import (
     Patient,
     Tristate,
 )
+from ..domain.start_range import OUT_OF_RANGE
+from ..store.field_limits import too_long
 from .csv_mapping import TRISTATE_WORDS, normalise_language
 from .csv_rows import (
     ImportDefaults,
@@ -526,8 +528,10 @@ def parse_timestamp(text: str, zone_name: str) -> datetime | str:
         offset = timedelta(hours=int(off_h), minutes=int(off_m))
         if offset >= timedelta(hours=24):
             return "has an offset of 24 hours or more"
-        return moment.replace(tzinfo=timezone(-offset if sign == "-" else offset)).astimezone(UTC)
-    resolved = resolve_local(moment, zone_name)
+        moment = moment.replace(tzinfo=timezone(-offset if sign == "-" else offset))
+    resolved = resolve_local(moment, zone_name)  # also refuses years outside domain.start_range
+    if resolved == OUT_OF_RANGE:
+        return OUT_OF_RANGE
     return (
         "does not exist in the local time zone (clocks go forward)"
         if isinstance(resolved, str)
@@ -537,6 +541,8 @@ def parse_timestamp(text: str, zone_name: str) -> datetime | str:
 
 # --- mapping one message --------------------------------------------------------------------------
 
+# Where a field's value comes from when no mapping list chose it.
+_PLACES = {"patient_id": "PID-3", "first_name": "PID-5.2", "last_name": "PID-5.1"}
 _MSH_TYPE = FieldRef("MSH", 9)
 _MSH_TIME = FieldRef("MSH", 7, 1)
 _MSH_CONTROL = FieldRef("MSH", 10, 1)
@@ -596,6 +602,7 @@ class _Mapper:
         self.msg, self.mapping, self.defaults = msg, mapping, defaults
         self.errors: list[SiuProblem] = []
         self.warnings: list[SiuProblem] = []
+        self.places: dict[str, str] = {}  # field -> the segment-field its value came from
 
     def fail(self, where: str, reason: str) -> None:
         self.errors.append(SiuProblem(where, reason))
@@ -622,11 +629,20 @@ class _Mapper:
                 return value, str(ref)
         return "", "/".join(str(r) for r in refs)
 
-    def required(self, refs: tuple[FieldRef, ...]) -> str:
+    def required(self, refs: tuple[FieldRef, ...], name: str) -> str:
         value, where = self.first(refs)
         if not value:
             self.fail(where, "is empty")
+        self.places[name] = where
         return value
+
+    def fits(self, name: str, value: str) -> bool:
+        """Whether `value` fits the column that stores field `name`; an error naming the
+        segment-field it came from when it does not."""
+        reason = too_long(name, value)
+        if reason:
+            self.fail(self.places.get(name, _PLACES.get(name, "")), reason)
+        return not reason
 
     def patient_id(self) -> str:
         wanted = self.mapping.patient_id_type.upper()
@@ -700,6 +716,7 @@ class _Mapper:
                 if part and part not in parts:
                     parts.append(part)
             if parts:
+                self.places["location"] = str(ref)
                 return ", ".join(parts)
         return ""
 
@@ -826,9 +843,10 @@ class _Mapper:
 def _map(msg: _Message, event: str, mapping: SiuMapping, defaults: ImportDefaults) -> SiuChange:
     m = _Mapper(msg, mapping, defaults)
     kind = m.kind(event)
-    appointment_id = m.required(mapping.appointment_id)
+    appointment_id = m.required(mapping.appointment_id, "appointment_id")
+    id_fits = m.fits("appointment_id", appointment_id)
     described = _described(m, kind, appointment_id)
-    if kind in (ChangeKind.CANCELLED, ChangeKind.NO_SHOW) and appointment_id:
+    if kind in (ChangeKind.CANCELLED, ChangeKind.NO_SHOW) and appointment_id and id_fits:
         # Its id is all a cancellation or no-show needs. When the rest of the message does not
         # describe the appointment (no AIS, no start, an unreadable patient...), the problems
         # are only warnings: a refused S15 would leave the cancelled biopsy's reminders going.
@@ -845,11 +863,16 @@ def _described(m: _Mapper, kind: ChangeKind | None, appointment_id: str) -> Appo
     patient_id = m.patient_id()
     start = m.start()
     duration = m.duration(start)
-    procedure = m.required(m.mapping.procedure).upper()
+    procedure = m.required(m.mapping.procedure, "procedure").upper()
     mobile, email = m.contacts()
     if kind is ChangeKind.BOOKED and not mobile and not email:
         m.fail("PID-13/PID-14", "no usable mobile number or email")
     first, last = m.name()
+    location = m.location()
+    stored = {"patient_id": patient_id, "first_name": first, "last_name": last,
+              "procedure": procedure, "location": location}  # fmt: skip
+    for name, value in stored.items():
+        m.fits(name, value)
     if m.errors or start is None or kind is None:
         return None
     return Appointment(
@@ -867,7 +890,7 @@ def _described(m: _Mapper, kind: ChangeKind | None, appointment_id: str) -> Appo
         procedure=procedure,
         start=start,
         duration_minutes=duration,
-        location=m.location(),
+        location=location,
         status=(
             AppointmentStatus.CANCELLED
             if kind is ChangeKind.CANCELLED
@@ -984,7 +1007,8 @@ def _control_id_guess(text: str) -> str:
     if not line.startswith("MSH") or len(line) < 4:
         return ""
     parts = line.split(line[3])
-    return parts[9].split("^")[0].strip() if len(parts) > 9 else ""
+    component = parts[1][:1] if len(parts) > 1 and parts[1][:1].strip() else "^"
+    return parts[9].split(component)[0].strip() if len(parts) > 9 else ""
 
 
 def parse_siu(

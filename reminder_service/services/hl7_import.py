@@ -54,6 +54,8 @@ def apply_siu(
 ) -> tuple[list[SiuResult], ImportSummary]:
     """`defaults`: the feed's clinic; `clinics`: every clinic, for the mapping's facilities."""
     changes = parse_siu(data, defaults=defaults, mapping=mapping, filename=label, clinics=clinics)
+    if not changes:
+        return [], ImportSummary()  # no message at all: nothing to record (the caller refuses it)
     items: list[ImportItem] = []
     for change in changes:
         if change.appointment is None:
@@ -71,7 +73,9 @@ def apply_siu(
     summary = importer.apply(
         items, source="hl7", label=label, parse_errors=unusable, source_times=times
     )
-    refused = {e.line: e.reason for e in summary.errors if e.column == "clinic"}
+    # Refused where they were applied (an unknown clinic, a value its column cannot hold).
+    parsed_errors = set(unusable)
+    refused = {e.line: f"{e.column}: {e.reason}" for e in summary.errors if e not in parsed_errors}
     results = []
     for change in changes:
         if change.errors or not change.parsed:

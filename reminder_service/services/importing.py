@@ -40,9 +40,11 @@ from ..domain.planning import (
 )
 from ..domain.protocol import Channel
 from ..domain.reconcile import OPEN, reconcile
+from ..domain.start_range import start_problem
 from ..importers.csv_rows import RowError
 from ..store import bulk, records
 from ..store.engine import reading
+from ..store.field_limits import change_fields, overlong, patient_fields
 from ..store.records import RowData
 from ..store.tables import appointments, audit_log, imports, patients, reminders
 from .follow_ups import STAFF_CHANNEL, staff_alert_row
@@ -149,12 +151,16 @@ class ImportService:
 
     def save_patients(self, found: list[tuple[str, Patient]]) -> int:
         """Store patients sent without an appointment (a FHIR Patient), each with its FHIR id:
-        contact details are updated, the id remembered. Returns how many were new."""
+        contact details are updated, the id remembered. Returns how many were new. A patient
+        with a value too long for its column is not stored (the importer reports it; see
+        `_storable`)."""
         now = self._clock()
         fresh = 0
         with self._engine.begin() as conn:
             _one_import_at_a_time(conn)
             for fhir_id, patient in found:
+                if overlong({**patient_fields(patient), "fhir_id": fhir_id}):
+                    continue
                 values = {**records.patient_values(patient), "fhir_id": fhir_id, "updated_at": now}
                 done = conn.execute(
                     update(patients)
@@ -197,7 +203,7 @@ class ImportService:
                 .values(source=source, label=label, started_at=now, summary="{}")
                 .returning(imports.c.id)
             ).scalar_one()
-            for chunk in _chunks(items):
+            for chunk in _chunks(_storable(items, summary)):
                 resolved = _resolve_cancellations(conn, chunk, now, summary, source_times or {})
                 self._apply_chunk(conn, resolved, now, summary, source_times or {})
                 if progress:
@@ -591,6 +597,23 @@ def _unknown_cancellations(conn: Connection, external_ids: set[str]) -> dict[str
             moment = datetime.fromisoformat(sent)
             found[ext] = max(found.get(ext, moment), moment)
     return found
+
+
+def _storable(items: Iterable[ImportItem], summary: ImportSummary) -> Iterator[ImportItem]:
+    """The last guard before the database: every importer checks these, but a value longer than
+    its column would make PostgreSQL refuse the whole import's transaction (and SQLite store it
+    silently), and a start near the ends of the datetime range would overflow in planning. Such
+    an item is rejected like a bad row, naming the field."""
+    for item in items:
+        line, change = item[0], item[1]
+        problems = overlong(change_fields(change))
+        if isinstance(change, Appointment) and start_problem(change.start):
+            problems.append(("start", start_problem(change.start)))
+        if not problems:
+            yield item
+            continue
+        summary.errors.extend(RowError(line, name, reason) for name, reason in problems)
+        summary.rejected += 1
 
 
 def _resolve_cancellations(

@@ -297,9 +297,18 @@ def test_extra_empty_trailing_fields_are_ignored() -> None:
     assert len(parse(csv_bytes(line() + ",,")).rows) == 1
 
 
-def test_empty_and_header_only_files_have_no_rows() -> None:
-    for data in (b"", b"\xef\xbb\xbf\r\n\r\n", csv_bytes()):
-        assert parse(data) == ParsedCsv(rows=[], errors=[], total=0)
+def test_empty_bom_only_and_header_only_files_are_refused_whole() -> None:
+    for data, said in (
+        (b"", "the file is empty"),
+        (b"\xef\xbb\xbf", "the file is empty"),
+        (b"\xef\xbb\xbf\r\n\r\n", "the file is empty"),
+        (b"sep=,\r\n", "no header line"),
+        (csv_bytes(), "a header line but no appointment rows"),
+    ):
+        with pytest.raises(FileRejected) as caught:
+            parse(data)
+        assert caught.value.message.startswith("clinic-export.csv: "), data
+        assert said in caught.value.message, data
 
 
 def test_missing_required_headers_reject_the_file() -> None:
