@@ -35,6 +35,8 @@ from ..services.api_keys import ApiKeys
 from ..services.fhir_import import apply_fhir
 from ..services.importing import ImportItem, ImportService, ImportSummary
 from ..services.previewing import NotFound, PreviewService
+from ..store.field_limits import MAX_LENGTH
+from .json_body import BadJson, parse_json
 
 MAX_JSON_BYTES = 1024 * 1024
 MAX_CSV_BYTES = 20 * 1024 * 1024
@@ -48,28 +50,29 @@ ClinicParam = Annotated[
 
 
 class AppointmentIn(BaseModel):
-    """One appointment, with the CSV layout's fields and rules (see the README)."""
+    """One appointment, with the CSV layout's fields and rules (see the README). Text that is
+    stored as given is limited to its column's length (store/field_limits.py)."""
 
-    appointment_id: str = Field(min_length=1, max_length=64)
+    appointment_id: str = Field(min_length=1, max_length=MAX_LENGTH["appointment_id"])
     # Required for a booking (the CSV rules say so, per item); a cancellation needs only its id.
-    patient_id: str = Field(default="", max_length=64)
-    first_name: str = Field(default="", max_length=100)
-    last_name: str = Field(default="", max_length=100)
+    patient_id: str = Field(default="", max_length=MAX_LENGTH["patient_id"])
+    first_name: str = Field(default="", max_length=MAX_LENGTH["first_name"])
+    last_name: str = Field(default="", max_length=MAX_LENGTH["last_name"])
     mobile: str = Field(default="", max_length=40)
-    email: str = Field(default="", max_length=320)
-    language: str = Field(default="", max_length=35)
-    timezone: str = Field(default="", max_length=64)
-    procedure: str = Field(default="", max_length=32)
+    email: str = Field(default="", max_length=MAX_LENGTH["email"])
+    language: str = Field(default="", max_length=MAX_LENGTH["language"])
+    timezone: str = Field(default="", max_length=MAX_LENGTH["timezone"])
+    procedure: str = Field(default="", max_length=MAX_LENGTH["procedure"])
     start: str = Field(default="", max_length=40, description="ISO 8601; naive = patient's zone")
     duration_minutes: int | None = Field(default=None, ge=1, le=1440)
-    location: str = Field(default="", max_length=255)
+    location: str = Field(default="", max_length=MAX_LENGTH["location"])
     sedation: Literal["yes", "no", "unknown"] = "unknown"
     anticoagulant: Literal["yes", "no", "unknown"] = "unknown"
     status: Literal["booked", "cancelled"] = "booked"
-    clinic: str = Field(default="", max_length=64)
+    clinic: str = Field(default="", max_length=MAX_LENGTH["clinic"])
     on_chemotherapy: Literal["yes", "no", "unknown"] = "unknown"
     diabetes_on_medication: Literal["yes", "no", "unknown"] = "unknown"
-    sms_consent: str = Field(default="", max_length=64)
+    sms_consent: str = Field(default="", max_length=MAX_LENGTH["sms_consent"])
     deceased: Literal["yes", "no", ""] = ""
     do_not_contact: Literal["yes", "no", ""] = ""
 
@@ -246,11 +249,16 @@ def _apply_json(
             problems += result
         else:
             accepted.append((index, result))
+    if not accepted:  # refused whole: nothing is written, not even an import record
+        refused = ImportSummary(
+            rejected=len({e.line for e in problems}), errors=sorted(problems, key=lambda e: e.line)
+        )
+        return _answer(refused, _item_errors(refused), rejected_all=bool(listed))
     # Every item is counted once: imported, updated, cancelled... or rejected with its reasons.
     summary = importer.apply(
         accepted, source="api", label="POST /appointments", parse_errors=problems
     )
-    return _answer(summary, _item_errors(summary), rejected_all=not accepted and bool(listed))
+    return _answer(summary, _item_errors(summary), rejected_all=False)
 
 
 def _apply_csv(
@@ -332,9 +340,9 @@ def _apply_fhir(
     body: bytes, importer: ImportService, import_defaults: ImportDefaults
 ) -> JSONResponse:
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return _outcome(400, [_issue("error", "structure", "", "not JSON")])
+        document = parse_json(body)
+    except BadJson as exc:
+        return _outcome(400, [_issue("error", "structure", "", str(exc))])
     if not isinstance(document, dict):
         return _outcome(400, [_issue("error", "structure", "", "not a FHIR resource")])
     result = apply_fhir(importer, document, import_defaults)
@@ -352,12 +360,14 @@ def _body(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 def _json_items(body: bytes) -> list[Any]:
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise HTTPException(400, "the body is not JSON") from None
+        data = parse_json(body)
+    except BadJson as exc:
+        raise HTTPException(400, str(exc)) from None
     listed = data if isinstance(data, list) else [data]
     if len(listed) > MAX_BATCH:
         raise HTTPException(413, f"at most {MAX_BATCH} appointments a request")
+    if not listed:
+        raise HTTPException(422, "the list holds no appointments")
     return listed
 
 

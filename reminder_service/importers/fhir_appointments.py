@@ -77,6 +77,8 @@ from fhir.resources.R4B.reference import Reference
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 from ..domain.appointment import Appointment, AppointmentStatus, Cancellation, Change, Patient
+from ..domain.start_range import EARLIEST_YEAR, LATEST_YEAR, OUT_OF_RANGE, start_problem
+from ..store.field_limits import too_long
 from .csv_mapping import normalise_language
 from .csv_rows import ImportDefaults
 from .phone_numbers import country_region, phone_regions
@@ -316,6 +318,9 @@ def _map_appointment(entry: _Entry, index: _Index, defaults: ImportDefaults) -> 
     external_id = _raw_appointment_id(entry.resource)
     if not external_id:
         return described
+    overlong = _overlong({"appointment_id": (external_id, f"{entry.root}.identifier")})
+    if overlong:
+        return _rejected([*described.issues, *(i for i in overlong if i not in described.issues)])
     warnings = [replace(i, severity="warning") if i.severity == "error" else i
                 for i in described.issues]  # fmt: skip
     assert outcome is not None
@@ -342,14 +347,19 @@ def _map_described(entry: _Entry, index: _Index, defaults: ImportDefaults) -> Fh
     external_id = _appointment_id(model)
     if not external_id:
         issues.append(_error(f"{root}.identifier", "required", "no identifier and no id"))
-    start = model.start.astimezone(UTC) if model.start else None
-    if start is None:
+    start = _utc(model.start, f"{root}.start", issues) if model.start else None
+    if model.start is None:
         issues.append(_error(f"{root}.start", "required", "is required to place reminders"))
     duration = _duration(model, start, root, defaults, issues, strict=not cancelled)
     procedure = _procedure(model)
     if not procedure and not cancelled:
         where = f"{root}.serviceType"
         issues.append(_error(where, "required", "no serviceType, appointmentType or reasonCode"))
+    location = _location(model, index)
+    id_where = f"{root}.identifier" if model.identifier else f"{root}.id"
+    issues += _overlong({"appointment_id": (external_id, id_where),
+                         "procedure": (procedure, f"{root}.serviceType"),
+                         "location": (location, f"{root}.participant")})  # fmt: skip
     draft = Appointment(
         external_id=external_id,
         clinic_id=defaults.clinic_id,
@@ -357,10 +367,31 @@ def _map_described(entry: _Entry, index: _Index, defaults: ImportDefaults) -> Fh
         procedure=procedure,
         start=start or datetime(1970, 1, 1, tzinfo=UTC),  # only when rejected below
         duration_minutes=duration,
-        location=_location(model, index),
+        location=location,
         status=AppointmentStatus.CANCELLED if cancelled else AppointmentStatus.BOOKED,
     )
     return _with_patient(draft, outcome, model, root, index, defaults, issues)
+
+
+def _utc(moment: datetime, where: str, issues: list[FhirIssue]) -> datetime | None:
+    """An aware instant in UTC, or None with an error when it is outside domain.start_range
+    (checked before converting: near year 1 or 9999 the conversion overflows)."""
+    if EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
+        utc = moment.astimezone(UTC)
+        if not start_problem(utc):
+            return utc
+    issues.append(_error(where, "value", OUT_OF_RANGE))
+    return None
+
+
+def _overlong(values: dict[str, tuple[str | None, str]]) -> list[FhirIssue]:
+    """An error for each (value, element) too long for the column that stores it."""
+    found = []
+    for name, (value, where) in values.items():
+        reason = too_long(name, value)
+        if reason:
+            found.append(_error(where, "too-long", reason))
+    return found
 
 
 def _with_patient(
@@ -460,7 +491,8 @@ def _duration(
     """end - start, else minutesDuration, else the default; `strict` makes a bad value an error."""
     report = _error if strict else _warning
     if start is not None and model.end is not None:
-        minutes = math.ceil((model.end.astimezone(UTC) - start).total_seconds() / 60)
+        end = _utc(model.end, f"{root}.end", [])
+        minutes = math.ceil((end - start).total_seconds() / 60) if end else 0
         if 1 <= minutes <= _MAX_MINUTES:
             return minutes
         issues.append(report(f"{root}.end", "value", "must be 1 minute to 24 hours after start"))
@@ -533,6 +565,12 @@ def map_patient(
         return None, issues
     telecom = _checked_telecom(model.telecom or [], root, issues)
     first, last = _name(model.name or [])
+    overlong = _overlong({"patient_id": (patient_id, f"{root}.identifier"),
+                          "first_name": (first, f"{root}.name.given"),
+                          "last_name": (last, f"{root}.name.family"),
+                          "fhir_id": (model.id, f"{root}.id")})  # fmt: skip
+    if overlong:
+        return None, issues + overlong
     patient = Patient(
         external_id=patient_id,
         first_name=first,

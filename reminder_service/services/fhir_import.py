@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from ..domain.appointment import Appointment, AppointmentStatus, Patient
+from ..domain.start_range import EARLIEST_YEAR, LATEST_YEAR
 from ..importers.csv_rows import ImportDefaults
 from ..importers.fhir_appointments import (
     FhirChange,
@@ -125,5 +126,11 @@ def _last_updated(document: dict[str, Any]) -> list[datetime | None]:
             moment = datetime.fromisoformat(text) if isinstance(text, str) else None
         except ValueError:
             moment = None
-        times.append(moment if moment is not None and moment.tzinfo is not None else None)
+        # A placeholder year (0001, 9999) is no time its sender made a change: it orders nothing.
+        usable = (
+            moment is not None
+            and moment.tzinfo is not None
+            and (EARLIEST_YEAR <= moment.year <= LATEST_YEAR)
+        )
+        times.append(moment if usable else None)
     return times
