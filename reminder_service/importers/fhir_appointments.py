@@ -171,7 +171,8 @@ def parse_fhir(document: dict[str, Any], *, defaults: ImportDefaults) -> list[Fh
 
 
 def _bundle_entries(bundle: dict[str, Any]) -> tuple[list[_Entry], list[FhirIssue]]:
-    if bundle.get("type") not in _BUNDLE_TYPES:
+    kind = bundle.get("type")
+    if not isinstance(kind, str) or kind not in _BUNDLE_TYPES:
         listed = ", ".join(sorted(_BUNDLE_TYPES))
         return [], [_error("Bundle.type", "not-supported", f"a Bundle must be one of {listed}")]
     raw = bundle.get("entry", [])

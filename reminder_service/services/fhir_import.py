@@ -92,7 +92,7 @@ def _patients(
     if document.get("resourceType") == "Patient":
         resources.append(("Patient", document))
     elif document.get("resourceType") == "Bundle":
-        for index, entry in enumerate(document.get("entry") or []):
+        for index, entry in enumerate(_entries(document)):
             resource = entry.get("resource") if isinstance(entry, dict) else None
             if isinstance(resource, dict) and resource.get("resourceType") == "Patient":
                 resources.append((f"Bundle.entry[{index}].resource", resource))
@@ -113,7 +113,7 @@ def _last_updated(document: dict[str, Any]) -> list[datetime | None]:
     else:
         resources = [
             entry["resource"]
-            for entry in document.get("entry") or []
+            for entry in _entries(document)
             if isinstance(entry, dict)
             and isinstance(entry.get("resource"), dict)
             and entry["resource"].get("resourceType") == "Appointment"
@@ -134,3 +134,9 @@ def _last_updated(document: dict[str, Any]) -> list[datetime | None]:
         )
         times.append(moment if usable else None)
     return times
+
+
+def _entries(document: dict[str, Any]) -> list[Any]:
+    """A Bundle's entries; none when `entry` is not a list (parse_fhir reports that)."""
+    entries = document.get("entry")
+    return entries if isinstance(entries, list) else []
