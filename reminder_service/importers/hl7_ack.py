@@ -63,10 +63,13 @@ def _msh_fields(message: bytes) -> list[str]:
 
 
 def _usable(sep: str, encoding: str) -> bool:
-    """A separator and at least four encoding characters, all distinct and printable."""
+    """A separator and at least four encoding characters, distinct, and printable ASCII other
+    than letters and digits: a byte outside ASCII (a Latin-1 section sign read as UTF-8, say)
+    would come back as other bytes than the sender used, and its ACK would be unreadable."""
     chars = sep + encoding[:4]
-    printable = not any(c.isalnum() or c.isspace() or _UNSAFE.match(c) for c in chars)
-    return len(encoding) >= 4 and len(set(chars)) == 5 and printable
+    punctuation = all(c.isascii() and c.isprintable() and not c.isalnum() and c != " "
+                      for c in chars)  # fmt: skip
+    return len(encoding) >= 4 and len(set(chars)) == 5 and punctuation
 
 
 def _clean(text: str, unsafe: str) -> str:

@@ -375,6 +375,7 @@ def check_ack(ack: bytes, code: str) -> str:
     text = ack.decode("utf-8")
     assert text.startswith("MSH") and text.endswith("\r"), ack
     sep = text[3]
+    assert sep.isascii() and text[4:8].isascii(), ack  # separators any sender can read
     segments = text[:-1].split("\r")
     assert [s[:3] for s in segments] in (["MSH", "MSA"], ["MSH", "MSA", "ERR"]), ack
     assert all(s[3] == sep for s in segments), ack
@@ -395,10 +396,10 @@ def mllp_round_trip(sock: socket.socket, content: bytes) -> str:
         data += chunk
     assert data.startswith(b"\x0b") and data.count(b"\x1c") == 1, data
     ack = data[1:-2]
-    sep = ack[3:4].decode()
-    code = ack.split(b"\r")[1].decode().split(sep)[1]
-    check_ack(ack, code)
+    text = ack.decode("utf-8")
+    code = text.split("\r")[1].split(text[3])[1]
     assert code in ("AA", "AE", "AR"), code
+    check_ack(ack, code)
     return code
 
 

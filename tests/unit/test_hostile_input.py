@@ -187,6 +187,8 @@ BROKEN_MSH = [
     b"MSHa^~\\&aAaBaCaDaEaaSIU^S12aCTRL3",  # a letter as the field separator
     b"MSH|^~\\&|A\x0bB|\x1cC|D|E|F||SIU^S12|CT\x00RL",  # MLLP framing bytes inside fields
     b"MSH\xff\xfe\xfd\xfc\xfb",
+    b"MSH\xa7^~\\&\xa7A\xa7B\xa7C\xa7D\xa7E\xa7\xa7SIU^S12\xa7CTRL4",  # Latin-1: not UTF-8
+    "MSH€^~\\&€A€B€C€D€E€€SIU^S12€CTRL5".encode(),  # a separator outside ASCII
     b"",
 ]
 
