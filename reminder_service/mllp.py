@@ -2,9 +2,9 @@
 
 Each message is framed 0x0B ... 0x1C 0x0D. A frame may arrive split across packets, or several
 in one; each gets an ACK on the same connection (AA applied, AE understood but not applied, AR
-unreadable), in order. Bytes outside frames are dropped; a frame over the size limit is
-discarded and answered AR; a connection that drops mid-frame loses only that frame. Many
-connections are served at once; each message is applied in its own transaction.
+unreadable), in order, whatever the frame holds. Bytes outside frames are dropped; a frame over
+the size limit is discarded and answered AR; a connection that drops mid-frame loses only that
+frame. Many connections are served at once; each message is applied in its own transaction.
 """
 
 from __future__ import annotations
@@ -58,7 +58,11 @@ class MllpServer(Listener):
         except Exception:  # never let one message take the listener down
             log.exception("MLLP message could not be applied")
             code, reason = "AE", "the message could not be applied; it will need to be resent"
-        return build_ack(frame, code, reason)
+        try:
+            return build_ack(frame, code, reason)
+        except Exception:  # build_ack takes any bytes; should it ever fail, still answer
+            log.exception("MLLP acknowledgement could not be built from the message")
+            return build_ack(b"", "AR" if code == "AR" else "AE", reason)
 
 
 async def _frames(reader: asyncio.StreamReader) -> AsyncIterator[bytes | None]:

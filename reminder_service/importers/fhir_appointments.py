@@ -52,6 +52,11 @@ Patient (`map_patient`):
 - deceased: `deceasedBoolean` true, or any `deceasedDateTime`.
 - A booked appointment whose patient has neither a mobile nor an email is an error, as in the CSV
   and HL7 v2 importers; a cancellation or no-show needs no contact at all.
+
+Limits: a value longer than the database column that stores it (store/field_limits.py) is an
+error (code `too-long`) on its element: the identifier, serviceType, participant, the Patient's
+identifier, id or name. A start or end outside the years 1900-2199 (domain/start_range.py) is
+an error on `start` or `end`.
 """
 
 from __future__ import annotations

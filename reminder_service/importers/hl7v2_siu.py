@@ -73,6 +73,10 @@ appointment id (SCH-2, else SCH-1): when the rest of the message does not descri
 appointment (no AIS, no start, no PID), the change is a `Cancellation` of that id and what was
 missing is a warning, never a refusal.
 
+Limits: a value longer than the database column that stores it (store/field_limits.py) is an
+error naming the segment-field it came from (SCH-2.1, PID-3...), and a start outside the years
+1900-2199 (domain/start_range.py) is an error on its field.
+
 Errors and warnings name the segment-field and never quote names, numbers or addresses.
 """
 

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from reminder_service import cli
+from reminder_service import mllp as mllp_module
 from reminder_service.bootstrap import Service
 from reminder_service.domain.appointment import Cancellation
 from reminder_service.domain.start_range import OUT_OF_RANGE
@@ -140,6 +141,22 @@ def test_every_broken_frame_is_answered_and_the_connection_keeps_serving(
     assert set(codes) <= {"AE", "AR"}  # refused, never applied, never unanswered
     good = next(s for s in HL7_SAMPLES if b"SIU^S12" in s and b"renalware" in s.lower())
     assert mllp_round_trip(mllp, good) == "AA"  # the same connection, still served
+
+
+def test_the_listener_answers_even_if_an_ack_cannot_be_built_from_the_message(
+    mllp: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = mllp_module.build_ack
+
+    def failing(message: bytes, code: str, text: str = "") -> bytes:
+        if message:
+            raise IndexError("an unforeseen message shape")
+        return real(message, code, text)
+
+    monkeypatch.setattr(mllp_module, "build_ack", failing)
+    good = next(s for s in HL7_SAMPLES if b"SIU^S12" in s)
+    assert mllp_round_trip(mllp, good) in ("AE", "AR")
+    assert mllp_round_trip(mllp, good) in ("AE", "AR")  # and the connection is still served
 
 
 # --- the API ----------------------------------------------------------------------------------
