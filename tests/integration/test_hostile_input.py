@@ -198,7 +198,8 @@ def test_a_json_appointment_id_longer_than_its_column_is_a_422_naming_it(api) ->
             "start": "2026-12-03T09:30", "mobile": "07700 900123"}  # fmt: skip
     answer = client.post("/appointments", json=item, headers=auth)
     assert answer.status_code == 422
-    assert "appointment_id" in answer.json()["detail"]
+    assert [(e["index"], e["field"]) for e in answer.json()["errors"]] == [(0, "appointment_id")]
+    assert "at most 64 characters" in answer.json()["errors"][0]["reason"]
 
 
 @pytest.mark.parametrize(
