@@ -68,7 +68,7 @@ from ..domain.appointment import (
 )
 from ..domain.start_range import EARLIEST_YEAR, LATEST_YEAR, OUT_OF_RANGE, start_problem
 from ..domain.timing import zone
-from ..store.field_limits import overlong
+from ..store.field_limits import unstorable
 from .csv_mapping import (
     DURATION_UNITS,
     EXPECTED,
@@ -376,7 +376,7 @@ class RowConverter:
                   "language": language, "timezone": zone_name, "procedure": procedure,
                   "location": self._cell(values, "location"),
                   "clinic": self._cell(values, "clinic"), "sms_consent": consent}  # fmt: skip
-        for name, reason in overlong(stored):
+        for name, reason in unstorable(stored):
             self._fail(errors, line, name, reason)
         if status is AppointmentStatus.CANCELLED and errors:
             # A cancellation must never be blocked by details it does not need: a bad phone

@@ -83,7 +83,7 @@ from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 from ..domain.appointment import Appointment, AppointmentStatus, Cancellation, Change, Patient
 from ..domain.start_range import EARLIEST_YEAR, LATEST_YEAR, OUT_OF_RANGE, start_problem
-from ..store.field_limits import too_long
+from ..store.field_limits import MAX_LENGTH, field_problem
 from .csv_mapping import normalise_language
 from .csv_rows import ImportDefaults
 from .phone_numbers import country_region, phone_regions
@@ -324,9 +324,9 @@ def _map_appointment(entry: _Entry, index: _Index, defaults: ImportDefaults) -> 
     external_id = _raw_appointment_id(entry.resource)
     if not external_id:
         return described
-    overlong = _overlong({"appointment_id": (external_id, f"{entry.root}.identifier")})
-    if overlong:
-        return _rejected([*described.issues, *(i for i in overlong if i not in described.issues)])
+    unfit = _unstorable({"appointment_id": (external_id, f"{entry.root}.identifier")})
+    if unfit:
+        return _rejected([*described.issues, *(i for i in unfit if i not in described.issues)])
     warnings = [replace(i, severity="warning") if i.severity == "error" else i
                 for i in described.issues]  # fmt: skip
     assert outcome is not None
@@ -363,7 +363,7 @@ def _map_described(entry: _Entry, index: _Index, defaults: ImportDefaults) -> Fh
         issues.append(_error(where, "required", "no serviceType, appointmentType or reasonCode"))
     location = _location(model, index)
     id_where = f"{root}.identifier" if model.identifier else f"{root}.id"
-    issues += _overlong({"appointment_id": (external_id, id_where),
+    issues += _unstorable({"appointment_id": (external_id, id_where),
                          "procedure": (procedure, f"{root}.serviceType"),
                          "location": (location, f"{root}.participant")})  # fmt: skip
     draft = Appointment(
@@ -390,13 +390,14 @@ def _utc(moment: datetime, where: str, issues: list[FhirIssue]) -> datetime | No
     return None
 
 
-def _overlong(values: dict[str, tuple[str | None, str]]) -> list[FhirIssue]:
-    """An error for each (value, element) too long for the column that stores it."""
+def _unstorable(values: dict[str, tuple[str | None, str]]) -> list[FhirIssue]:
+    """An error for each (value, element) its column cannot store: too long, or a NUL."""
     found = []
     for name, (value, where) in values.items():
-        reason = too_long(name, value)
+        reason = field_problem(name, value)
         if reason:
-            found.append(_error(where, "too-long", reason))
+            code = "too-long" if len(value or "") > MAX_LENGTH[name] else "value"
+            found.append(_error(where, code, reason))
     return found
 
 
@@ -571,12 +572,12 @@ def map_patient(
         return None, issues
     telecom = _checked_telecom(model.telecom or [], root, issues)
     first, last = _name(model.name or [])
-    overlong = _overlong({"patient_id": (patient_id, f"{root}.identifier"),
+    unfit = _unstorable({"patient_id": (patient_id, f"{root}.identifier"),
                           "first_name": (first, f"{root}.name.given"),
                           "last_name": (last, f"{root}.name.family"),
                           "fhir_id": (model.id, f"{root}.id")})  # fmt: skip
-    if overlong:
-        return None, issues + overlong
+    if unfit:
+        return None, issues + unfit
     patient = Patient(
         external_id=patient_id,
         first_name=first,

@@ -104,7 +104,7 @@ from ..domain.appointment import (
     Tristate,
 )
 from ..domain.start_range import OUT_OF_RANGE
-from ..store.field_limits import too_long
+from ..store.field_limits import field_problem
 from .csv_mapping import TRISTATE_WORDS, normalise_language
 from .csv_rows import (
     ImportDefaults,
@@ -643,7 +643,7 @@ class _Mapper:
     def fits(self, name: str, value: str) -> bool:
         """Whether `value` fits the column that stores field `name`; an error naming the
         segment-field it came from when it does not."""
-        reason = too_long(name, value)
+        reason = field_problem(name, value)
         if reason:
             self.fail(self.places.get(name, _PLACES.get(name, "")), reason)
         return not reason

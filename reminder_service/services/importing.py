@@ -44,7 +44,7 @@ from ..domain.start_range import start_problem
 from ..importers.csv_rows import RowError
 from ..store import bulk, records
 from ..store.engine import reading
-from ..store.field_limits import change_fields, overlong, patient_fields
+from ..store.field_limits import can_be_stored, change_fields, patient_fields, unstorable
 from ..store.records import RowData
 from ..store.tables import appointments, audit_log, imports, patients, reminders
 from .follow_ups import STAFF_CHANNEL, staff_alert_row
@@ -130,6 +130,8 @@ class ImportService:
 
     def cancel(self, external_id: str, *, source: str) -> ImportSummary | None:
         """Cancel a stored appointment (every open reminder stops); None if there is none."""
+        if not can_be_stored("appointment_id", external_id):
+            return None  # no stored appointment can have it (a NUL would make PostgreSQL fail)
         query = records.select_with_patients().where(appointments.c.external_id == external_id)
         with reading(self._engine) as conn:
             row = conn.execute(query).mappings().first()
@@ -142,6 +144,8 @@ class ImportService:
     def known_patient(self, fhir_id: str) -> Patient | None:
         """A patient already stored under this FHIR logical id (or, failing that, this external
         id): an Appointment may refer to a Patient sent earlier."""
+        if not can_be_stored("fhir_id", fhir_id):
+            return None  # no stored patient can have it (a NUL would make PostgreSQL fail)
         with reading(self._engine) as conn:
             for column in (patients.c.fhir_id, patients.c.external_id):
                 row = conn.execute(select(patients).where(column == fhir_id)).mappings().first()
@@ -159,7 +163,7 @@ class ImportService:
         with self._engine.begin() as conn:
             _one_import_at_a_time(conn)
             for fhir_id, patient in found:
-                if overlong({**patient_fields(patient), "fhir_id": fhir_id}):
+                if unstorable({**patient_fields(patient), "fhir_id": fhir_id}):
                     continue
                 values = {**records.patient_values(patient), "fhir_id": fhir_id, "updated_at": now}
                 done = conn.execute(
@@ -606,7 +610,7 @@ def _storable(items: Iterable[ImportItem], summary: ImportSummary) -> Iterator[I
     an item is rejected like a bad row, naming the field."""
     for item in items:
         line, change = item[0], item[1]
-        problems = overlong(change_fields(change))
+        problems = unstorable(change_fields(change))
         if isinstance(change, Appointment) and start_problem(change.start):
             problems.append(("start", start_problem(change.start)))
         if not problems:

@@ -18,6 +18,7 @@ from ..domain.timing import zone
 from ..rendering import Renderer, RenderError
 from ..store import records
 from ..store.engine import reading
+from ..store.field_limits import can_be_stored
 from ..store.records import RowData
 from ..store.tables import appointments, reminders
 from . import patient_texts
@@ -72,6 +73,8 @@ class PreviewService:
         self._clock = clock
 
     def preview(self, external_id: str) -> Preview:
+        if not can_be_stored("appointment_id", external_id):  # a NUL would fail on PostgreSQL
+            raise NotFound(f"no appointment with id {external_id!r}")
         query = records.select_with_patients().where(appointments.c.external_id == external_id)
         with reading(self._engine) as conn:
             row = conn.execute(query).mappings().first()

@@ -1,6 +1,7 @@
-"""How long each stored text may be, read from the table definitions (`tables.py`), so every
-importer checks the numbers the database enforces: PostgreSQL refuses an over-long VARCHAR (and
-with it the whole import's transaction), while SQLite would store it silently.
+"""What each stored text may hold: its length, read from the table definitions (`tables.py`),
+and no NUL character. Every importer checks what the database enforces: PostgreSQL refuses an
+over-long VARCHAR or any text holding 0x00 (and with it the whole import's transaction), while
+SQLite would store either silently. Schema metadata only: no database is reached here.
 
 Fields are named as the CSV layout and the JSON API name them; each importer says where the
 value came from in its own terms (a CSV column, an HL7 segment-field, a FHIR element).
@@ -39,19 +40,30 @@ MAX_LENGTH: Mapping[str, int] = {
 }
 
 
-def too_long(name: str, value: str | None) -> str:
+NUL_REASON = "holds a NUL character (0x00), which no text column can store"
+
+
+def field_problem(name: str, value: str | None) -> str:
     """Why `value` cannot be stored as field `name`, or "". Never quotes the value."""
     limit = MAX_LENGTH[name]
-    if value is None or len(value) <= limit:
+    if value is None:
         return ""
-    return f"is {len(value):,} characters long; at most {limit} are stored"
+    if len(value) > limit:
+        return f"is {len(value):,} characters long; at most {limit} are stored"
+    return NUL_REASON if "\x00" in value else ""
 
 
-def overlong(values: Mapping[str, str | None]) -> list[tuple[str, str]]:
-    """(field, reason) for each value, by field name, that its column cannot hold."""
+def can_be_stored(name: str, value: str) -> bool:
+    """Whether a value could be in field `name`'s column: one that could not is never found
+    there, so a lookup by it is answered "not found" without asking the database."""
+    return not field_problem(name, value)
+
+
+def unstorable(values: Mapping[str, str | None]) -> list[tuple[str, str]]:
+    """(field, reason) for each value, by field name, that its column cannot store."""
     found = []
     for name, value in values.items():
-        reason = too_long(name, value)
+        reason = field_problem(name, value)
         if reason:
             found.append((name, reason))
     return found

@@ -43,9 +43,9 @@ ROW = "H1,HP1,Test,Patient,07700 900123,,,,BMBX,2026-12-03T09:30,45,Day Unit,yes
 def test_an_appointment_too_long_for_its_columns_never_reaches_the_database(
     service: Service,
 ) -> None:
-    too_long = appointment(external_id="A" * 500, patient=patient(first_name="N" * 101))
+    field_problem = appointment(external_id="A" * 500, patient=patient(first_name="N" * 101))
     fine = appointment(external_id="A2", patient=patient(external_id="P2"))
-    summary = service.importer.apply([(1, too_long), (2, fine)], source="test", label="guard")
+    summary = service.importer.apply([(1, field_problem), (2, fine)], source="test", label="guard")
     assert summary.imported == 1 and summary.rejected == 1
     assert [(e.line, e.column) for e in summary.errors] == [
         (1, "appointment_id"),
@@ -92,6 +92,36 @@ def test_a_500_character_appointment_id_in_a_csv_is_a_row_error(
     assert [(e.line, e.column, e.reason) for e in summary.errors] == [
         (2, "appointment_id", "is 500 characters long; at most 64 are stored")
     ]
+
+
+def test_a_nul_character_never_reaches_a_text_column(service: Service, tmp_path: Path) -> None:
+    """PostgreSQL refuses 0x00 in any text: it was a DataError that failed the whole import."""
+    path = tmp_path / "export.csv"
+    nul_id, nul_name = ROW.replace("H1", "H\x001", 1), ROW.replace("Test", "T\x00")
+    path.write_text(f"{HEADER}\n{nul_id}\n{nul_name}\n")
+    summary = import_csv_file(path, service.importer, DEFAULTS, workers=0)
+    assert [(e.line, e.column) for e in summary.errors] == [
+        (2, "appointment_id"),
+        (3, "first_name"),
+    ]
+    assert all("NUL" in e.reason for e in summary.errors)
+    guarded = service.importer.apply(
+        [(1, appointment(location="Day\x00Unit")), (2, Cancellation("C\x00"))],
+        source="test", label="guard",
+    )  # fmt: skip
+    assert [(e.line, e.column) for e in guarded.errors] == [(1, "location"), (2, "appointment_id")]
+    assert counts(service.engine)["appointments"] == 0
+
+
+def test_an_hl7_id_holding_a_nul_is_refused_naming_its_field(service: Service) -> None:
+    sample = next(s for s in HL7_SAMPLES if b"SIU^S12" in s)
+    segments = [
+        b"|".join([*seg.split(b"|")[:2], b"F\x00ID", *seg.split(b"|")[3:]])
+        if seg.startswith(b"SCH|") else seg
+        for seg in sample.split(b"\r")
+    ]  # fmt: skip
+    [result], _ = apply_siu(service.importer, b"\r".join(segments), DEFAULTS, label="nul")
+    assert result.ack == "AE" and "SCH-2.1: holds a NUL character" in result.text
 
 
 # --- files refused whole ---------------------------------------------------------------------
@@ -229,6 +259,29 @@ def test_a_fhir_cancellation_with_a_lone_surrogate_in_its_id_is_a_400(
     answer = client.post("/fhir", content=json.dumps(document).encode(), headers=auth)
     assert answer.status_code == 400
     assert "lone surrogate" in answer.json()["issue"][0]["diagnostics"]
+    assert counts(service.engine)["imports"] == 0
+
+
+@pytest.mark.parametrize(("method", "path"), [("get", "/appointments/A%00"),
+                                            ("post", "/appointments/A%00/cancel")])  # fmt: skip
+def test_an_id_holding_a_nul_is_not_found(api, method: str, path: str) -> None:  # type: ignore[no-untyped-def]
+    client, auth = api
+    assert getattr(client, method)(path, headers=auth).status_code == 404  # was a 500 on PostgreSQL
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"resourceType": "Appointment", "status": "cancelled", "identifier": [{"value": "C\x00"}]},
+        {"resourceType": "Appointment", "status": "booked", "id": "a1",
+         "start": "2026-12-03T09:30:00Z", "serviceType": [{"coding": [{"code": "BMBX"}]}],
+         "participant": [{"actor": {"reference": "Patient/x\x00"}, "status": "accepted"}]},
+    ],
+)  # fmt: skip
+def test_fhir_ids_holding_a_nul_are_refused(service: Service, api, document) -> None:  # type: ignore[no-untyped-def]
+    client, auth = api
+    answer = client.post("/fhir", content=json.dumps(document).encode(), headers=auth)
+    assert answer.status_code == 422  # was a 500 on PostgreSQL
     assert counts(service.engine)["imports"] == 0
 
 

@@ -36,7 +36,7 @@ from reminder_service.importers.csv_rows import (
 from reminder_service.importers.fhir_appointments import parse_fhir
 from reminder_service.importers.hl7_ack import build_ack
 from reminder_service.importers.hl7v2_siu import parse_siu, split_messages
-from reminder_service.store.field_limits import change_fields, overlong
+from reminder_service.store.field_limits import change_fields, unstorable
 from reminder_service.store.tables import appointments, imports, patients, reminders
 
 ROOT = Path(__file__).parents[2]
@@ -250,7 +250,7 @@ def check_row_errors(errors: list[RowError], columns: set[str] | None, lines: ra
 
 def check_change(change: Appointment | Cancellation) -> None:
     """What any importer hands on fits the database: lengths, a plausible start, a duration."""
-    assert overlong(change_fields(change)) == [], change_fields(change)
+    assert unstorable(change_fields(change)) == [], change_fields(change)
     if isinstance(change, Appointment):
         assert start_problem(change.start) == "", change.start
         assert change.start.tzinfo is not None

@@ -23,7 +23,13 @@ from reminder_service.importers.fhir_appointments import parse_fhir
 from reminder_service.importers.hl7_ack import build_ack
 from reminder_service.importers.hl7v2_siu import parse_siu
 from reminder_service.spreadsheet_safety import neutralise
-from reminder_service.store.field_limits import MAX_LENGTH, change_fields, overlong, too_long
+from reminder_service.store.field_limits import (
+    MAX_LENGTH,
+    NUL_REASON,
+    change_fields,
+    field_problem,
+    unstorable,
+)
 from reminder_service.store.tables import appointments, patients
 from tests.property.hostile import HL7_SAMPLES, check_ack
 
@@ -130,8 +136,9 @@ def test_a_header_at_excels_limit_is_read() -> None:
 def test_field_limits_are_the_columns_lengths() -> None:
     assert MAX_LENGTH["appointment_id"] == appointments.c.external_id.type.length == 64  # type: ignore[attr-defined]
     assert MAX_LENGTH["first_name"] == patients.c.first_name.type.length  # type: ignore[attr-defined]
-    assert too_long("procedure", "B" * 32) == ""
-    assert too_long("procedure", "B" * 33) == "is 33 characters long; at most 32 are stored"
+    assert field_problem("procedure", "B" * 32) == ""
+    assert field_problem("procedure", "B" * 33) == "is 33 characters long; at most 32 are stored"
+    assert field_problem("location", "Day\x00Unit") == NUL_REASON
 
 
 @pytest.mark.parametrize(
@@ -336,10 +343,10 @@ def test_overlong_lists_every_field_its_column_cannot_hold() -> None:
     long_one = appointment(
         external_id="A" * 65, location="L" * 256, patient=patient(first_name="N" * 101)
     )
-    assert [name for name, _ in overlong(change_fields(long_one))] == [
+    assert [name for name, _ in unstorable(change_fields(long_one))] == [
         "appointment_id", "location", "first_name",
     ]  # fmt: skip
-    assert overlong(change_fields(appointment())) == []
+    assert unstorable(change_fields(appointment())) == []
 
 
 # --- the JSON API's bodies --------------------------------------------------------------------
