@@ -721,7 +721,8 @@ def _minutes(text: str, unit: str) -> int | str:
     if unit == "minutes":
         if not text.isascii() or not text.isdigit():
             return f"{_clip(text)!r} is not a whole number of minutes"
-        minutes = int(text)
+        # Python reads no integer of over 4,300 digits; a day is 1,440 minutes anyway.
+        minutes = int(text) if len(text.lstrip("0")) <= 5 else 10**6
     elif _NUMBER.fullmatch(text):
         minutes = math.ceil(Decimal(text) * DURATION_UNITS[unit] / 60)
     else:

@@ -402,7 +402,7 @@ def _declared_charset(message: bytes) -> str | None:
     codec = _CHARSETS.get(name) or re.sub(r"^8859/(\d+)$", r"iso8859-\1", name)
     try:
         return codecs.lookup(codec).name
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
         return None
 
 

@@ -126,7 +126,7 @@ EDGE_TEXT = (
     "@",
     "🙂" * 20,
 )
-LONG_SIZES = (31, 32, 33, 35, 36, 64, 65, 100, 101, 255, 256, 320, 321, 1000, 40_000)
+LONG_SIZES = (31, 32, 33, 35, 36, 64, 65, 100, 101, 255, 256, 320, 321, 1000, 4301, 40_000)
 _CHARS = st.characters(exclude_categories=("Cs",))  # lone surrogates cannot be file bytes
 
 
@@ -317,7 +317,9 @@ def hl7_message(draw: st.DrawFn, *, bytewise: bool = True) -> bytes:
     _set(segments, b"PID", 13, f"{SENTINEL_MOBILE}^PRN^CP~^NET^Internet^{SENTINEL_EMAIL}".encode())
     text = st.builds(lambda t: t.encode("utf-8"), hostile_text())
     for _ in range(draw(st.integers(0, 4))):
-        op = draw(st.sampled_from(["field", "time", "event", "id", "encoding", "drop", "copy"]))
+        op = draw(
+            st.sampled_from(["field", "time", "event", "id", "encoding", "charset", "drop", "copy"])
+        )
         if op == "field" and segments:
             fields = draw(st.sampled_from(segments))
             at = draw(st.integers(1, len(fields) + 3))
@@ -336,6 +338,11 @@ def hl7_message(draw: st.DrawFn, *, bytewise: bool = True) -> bytes:
             segments[0][1] = draw(
                 st.binary(max_size=6) | st.sampled_from([b"", b"^~\\&#", b"^^^^"])
             )
+        elif op == "charset":  # MSH-18 names the codec the message is read with
+            charsets = st.sampled_from(
+                [b"UNICODE UTF-8", b"8859/1", b"8859/99", b"\x00", b"UTF-16"]
+            )
+            _set(segments, b"MSH", 18, draw(charsets | text))
         elif op == "drop" and len(segments) > 1:
             del segments[draw(st.integers(0, len(segments) - 1))]
         elif op == "copy" and segments:

@@ -175,6 +175,27 @@ def test_sms_consent_longer_than_its_column_is_an_error_not_cut_short() -> None:
     ]
 
 
+@pytest.mark.parametrize("digits", [4_301, 30_000])
+def test_a_duration_of_thousands_of_digits_is_a_duration_error(digits: int) -> None:
+    """Was ValueError: Python refuses to read an integer of over 4,300 digits."""
+    _, errors = parse(f"{HEADER}\n{row(duration_minutes='9' * digits)}\n")
+    assert [(e.column, e.reason) for e in errors] == [
+        ("duration_minutes", f"'{'9' * 37}...' minutes is not between 1 minute and 24 hours"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("charset", [b"UNI\x00CODE", b"\x00", b"8859/\x001"])
+def test_an_hl7_charset_holding_a_nul_is_not_a_charset(charset: bytes) -> None:
+    """Was ValueError (embedded null character) from the codec lookup of MSH-18."""
+    sample = next(s for s in HL7_SAMPLES if b"SIU^S12" in s)
+    msh, rest = sample.split(b"\r", 1)
+    fields = msh.split(b"|")
+    fields.extend([b""] * (19 - len(fields)))
+    fields[17] = charset
+    [change] = parse_siu(b"|".join(fields) + b"\r" + rest, defaults=DEFAULTS)
+    assert change.parsed
+
+
 def test_a_zone_name_too_long_for_a_file_name_is_no_zone() -> None:
     assert is_zone("x" * 300) is False  # was OSError: File name too long
     _, errors = parse(f"{HEADER}\n{row(timezone='x' * 300)}\n")
