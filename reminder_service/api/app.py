@@ -8,11 +8,12 @@ import, or a webhook waiting for a lock, then never stalls /healthz or the other
 from __future__ import annotations
 
 import logging
+import re
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, String, text
 from starlette.concurrency import run_in_threadpool
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
@@ -20,10 +21,26 @@ from twilio.twiml.messaging_response import MessagingResponse
 from ..services.delivery_status import DeliveryStatusService
 from ..services.replies import ReplyService
 from ..store.engine import reading
+from ..store.tables import inbound_messages
 
 log = logging.getLogger(__name__)
 
 MAX_WEBHOOK_BYTES = 64 * 1024  # a Twilio callback is a few hundred bytes
+# A signature proves who sent a callback, not that its values fit our columns: ids and codes of
+# shapes Twilio never sends are not ours (a refusal by the database would be a 500).
+_TWILIO_SID = re.compile(r"[A-Za-z0-9]{2,64}")  # SM/MM + 32 hex digits in practice
+_ERROR_CODE = re.compile(r"\d{1,16}")
+_MAX_ROW_ID = 2**31 - 1  # the reminders table's INTEGER key
+
+
+def _our_id(text: str) -> bool:
+    return text.isascii() and text.isdigit() and 0 < int(text) <= _MAX_ROW_ID
+
+
+def _storable_phone(phone: str) -> bool:
+    column = inbound_messages.c.phone.type
+    assert isinstance(column, String) and column.length
+    return len(phone) <= column.length and "\x00" not in phone
 
 
 def create_app(
@@ -72,14 +89,16 @@ def create_app(
         if isinstance(params, Response):
             return params
         reminder = request.query_params.get("reminder", "")
-        if not reminder.isdigit():
+        sid = params.get("MessageSid", "")
+        if not _our_id(reminder) or not _TWILIO_SID.fullmatch(sid):
             return Response(status_code=200)  # signed, but not one of our callbacks
+        code = params.get("ErrorCode") or ""
         outcome = await run_in_threadpool(
             delivery.record,
             int(reminder),
-            params.get("MessageSid", ""),
+            sid,
             params.get("MessageStatus", ""),
-            params.get("ErrorCode") or None,
+            code if _ERROR_CODE.fullmatch(code) else None,
         )
         log.info("status callback for reminder %s: %s", reminder, outcome)
         return Response(status_code=200)
@@ -90,9 +109,10 @@ def create_app(
         if isinstance(params, Response):
             return params
         sid, phone = params.get("MessageSid", ""), params.get("From", "")
-        if not sid or not phone:
-            return Response(status_code=400)
-        outcome = await run_in_threadpool(replies.handle, sid, phone, params.get("Body", ""))
+        if not _TWILIO_SID.fullmatch(sid) or not phone or not _storable_phone(phone):
+            return Response("MessageSid or From is not one Twilio sends", status_code=400)
+        body = params.get("Body", "").replace("\x00", "\ufffd")  # no text column holds a NUL
+        outcome = await run_in_threadpool(replies.handle, sid, phone, body)
         twiml = MessagingResponse()
         if outcome.answer:
             twiml.message(outcome.answer)
