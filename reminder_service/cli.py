@@ -215,9 +215,8 @@ def _siu_feed(
         _config_problems(exc)
         raise typer.Exit(EXIT_UNUSABLE) from None
     chosen, problems = feed_clinic(clinic, siu_mapping, service.catalog.clinics.by_id)
-    for problem in problems:
-        where = "--clinic" if problem.startswith("clinic ") else str(mapping)
-        err.print(f"[red]{where}:[/red] {problem}", highlight=False)
+    for problem in problems:  # each names its place: the clinic asked for, or `facilities`
+        err.print(f"[red]which clinic the feed is for:[/red] {problem}", highlight=False)
     if problems:
         raise typer.Exit(EXIT_UNUSABLE)
     defaults = None if chosen == "" else service.import_defaults(chosen)

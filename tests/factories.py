@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -110,3 +113,21 @@ def listening_on_a_thread(listener: Listener) -> Iterator[int]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+
+
+def free_port() -> int:
+    """A port nothing listens on now (bound to port 0 and released): for a server a test starts,
+    or for one that must find nothing there."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def run_cli(
+    env: dict[str, str], *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`reminder-service ARGS` as a real process, with `env`; its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "reminder_service", *args],
+        env=env, capture_output=True, text=True, cwd=ROOT, timeout=timeout, check=False,
+    )  # fmt: skip

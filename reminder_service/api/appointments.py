@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,7 +21,7 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..configuration.problems import ConfigError
-from ..importers.csv_mapping import LAYOUT_FIELDS, OPTIONAL_FIELDS, CsvMapping, load_mapping
+from ..importers.csv_mapping import LAYOUT_FIELDS, OPTIONAL_FIELDS, CsvMapping, parse_mapping
 from ..importers.csv_rows import (
     FileRejected,
     ImportDefaults,
@@ -125,9 +124,15 @@ def build_router(
     def feed_defaults(clinic: str | None) -> ImportDefaults:
         """The clinic a request's appointments are for, when an item does not say: its numbers
         are read in that clinic's country."""
-        if clinic is not None and clinic not in clinics:
-            raise HTTPException(422, f"clinic {clinic[:64]!r} is not configured")
+        problem = unknown_clinic(clinic)
+        if problem:
+            raise HTTPException(422, problem)
         return defaults(clinic)
+
+    def unknown_clinic(clinic: str | None) -> str:
+        return (
+            f"clinic {clinic[:64]!r} is not configured" if clinic and clinic not in clinics else ""
+        )
 
     def api_key(
         authorization: Annotated[str | None, Header()] = None,
@@ -201,18 +206,26 @@ def build_router(
         """A CSV file: the body as text/csv, or multipart/form-data with the file in `file` and
         its mapping (YAML) in `mapping`. `?mapping=NAME` uses config/mappings/NAME.yaml. Rows
         report their line."""
-        content_type = request.headers.get("content-type", "")
-        if content_type.startswith("multipart/form-data"):
+        sent = None
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
             body, sent = await _csv_and_mapping(request.headers, body)
-            layout = _mapping_sent(sent) if sent is not None else None
-        else:
-            layout = None
-        if mapping is not None:
-            if layout is not None:
-                raise HTTPException(422, "send a mapping or name one, not both")
-            layout = _mapping_named(mappings_dir, mapping)
-        # Parsing and importing a file of up to 20 MB: in a worker thread, never on the loop.
-        return await run_in_threadpool(_apply_csv, body, importer, feed_defaults(clinic), layout)
+        if mapping is not None and sent is not None:
+            raise HTTPException(422, "send a mapping or name one, not both")
+        import_defaults = feed_defaults(clinic)
+
+        def load_and_apply() -> JSONResponse:
+            layout = (
+                _mapping_named(mappings_dir, mapping)
+                if mapping is not None
+                else _mapping_sent(sent)
+                if sent is not None
+                else None
+            )
+            return _apply_csv(body, importer, import_defaults, layout)
+
+        # Reading the mapping, parsing and importing a file of up to 20 MB: in a worker thread,
+        # never on the loop.
+        return await run_in_threadpool(load_and_apply)
 
     fhir_body = _body("application/fhir+json", {"type": "object"})
 
@@ -224,9 +237,9 @@ def build_router(
     ) -> JSONResponse:
         """A FHIR R4 Appointment, or a batch/transaction Bundle with its Patients. Problems are
         answered with an OperationOutcome naming the element."""
-        if clinic is not None and clinic not in clinics:
-            said = f"clinic {clinic[:64]!r} is not configured"
-            return _outcome(422, [_issue("error", "not-found", "", said)])
+        problem = unknown_clinic(clinic)
+        if problem:
+            return _outcome(422, [_issue("error", "not-found", "", problem)])
         return _apply_fhir(body, importer, defaults(clinic))
 
     return router
@@ -307,13 +320,10 @@ async def _csv_and_mapping(headers: Headers, body: bytes) -> tuple[bytes, bytes 
 
 
 def _mapping_sent(data: bytes) -> CsvMapping:
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "mapping.yaml"
-        path.write_bytes(data)
-        try:
-            return load_mapping(path)
-        except ConfigError as exc:
-            raise HTTPException(422, _mapping_problems(exc, "mapping")) from None
+    try:
+        return parse_mapping(data, "mapping")
+    except ConfigError as exc:
+        raise HTTPException(422, "; ".join(map(str, exc.problems))) from None
 
 
 def _mapping_named(folder: Path, name: str) -> CsvMapping:
@@ -322,18 +332,10 @@ def _mapping_named(folder: Path, name: str) -> CsvMapping:
     path = folder / f"{name.removesuffix('.yaml')}.yaml"
     if not path.is_file():
         raise HTTPException(422, f"mapping: no mapping named {name!r} in config/mappings/")
-    try:
-        return load_mapping(path)
+    try:  # problems name the mapping as asked for, not the server's path to it
+        return parse_mapping(path.read_bytes(), name)
     except ConfigError as exc:
-        raise HTTPException(422, _mapping_problems(exc, name)) from None
-
-
-def _mapping_problems(exc: ConfigError, name: str) -> str:
-    # Problems name the temporary file; say which mapping instead.
-    return "; ".join(
-        f"{name}: " + ": ".join(p for p in (problem.where, problem.field, problem.message) if p)
-        for problem in exc.problems
-    )
+        raise HTTPException(422, "; ".join(map(str, exc.problems))) from None
 
 
 def _apply_fhir(

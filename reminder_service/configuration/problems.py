@@ -29,11 +29,18 @@ class ConfigError(Exception):
 
 def read_yaml(path: Path, problems: list[ConfigProblem]) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return parse_yaml(path.read_bytes(), str(path), problems)
     except FileNotFoundError:
         problems.append(ConfigProblem(str(path), "", "", "file not found"))
+    return None
+
+
+def parse_yaml(data: bytes, source: str, problems: list[ConfigProblem]) -> Any:
+    """YAML text (UTF-8) from anywhere, a file or an upload, named `source` in problems."""
+    try:
+        return yaml.safe_load(data.decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        problems.append(ConfigProblem(str(path), "", "", f"not valid YAML: {exc}"))
+        problems.append(ConfigProblem(source, "", "", f"not valid YAML: {exc}"))
     return None
 
 

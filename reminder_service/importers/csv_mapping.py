@@ -56,7 +56,13 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfoNotFoundError
 
-from ..configuration.problems import ConfigError, ConfigProblem, check_keys, read_yaml
+from ..configuration.problems import (
+    ConfigError,
+    ConfigProblem,
+    check_keys,
+    parse_yaml,
+    read_yaml,
+)
 from ..domain.appointment import FLAG_NAMES, AppointmentStatus, Tristate
 from ..domain.timing import zone
 
@@ -239,8 +245,17 @@ class _Report:
 
 def load_mapping(path: Path) -> CsvMapping:
     problems: list[ConfigProblem] = []
-    report = _Report(str(path), problems)
-    data = read_yaml(path, problems)
+    return _mapping(read_yaml(path, problems), str(path), problems)
+
+
+def parse_mapping(data: bytes, source: str) -> CsvMapping:
+    """A mapping sent rather than stored (an upload beside its CSV); problems name `source`."""
+    problems: list[ConfigProblem] = []
+    return _mapping(parse_yaml(data, source, problems), source, problems)
+
+
+def _mapping(data: Any, source: str, problems: list[ConfigProblem]) -> CsvMapping:
+    report = _Report(source, problems)
     if problems:
         raise ConfigError(problems)
     if not isinstance(data, dict):

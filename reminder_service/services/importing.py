@@ -561,8 +561,7 @@ def _in_sender_order(
             summary.out_of_order += 1
             detail = {"external_id": appointment.external_id, "sent": when.isoformat(),
                       "cancelled": cancelled_at.isoformat()}  # fmt: skip
-            event = _event(now, 0, "out_of_order", json.dumps(detail))
-            work.audit.append({**event, "appointment_id": None})
+            work.audit.append(_event(now, None, "out_of_order", json.dumps(detail)))
             continue
         if when is not None and applied is not None and when < applied:
             assert row is not None
@@ -655,9 +654,8 @@ def _resolve_cancellations(
             }
             if line in source_times:  # so an older booking arriving after it is known stale
                 detail["sent"] = source_times[line].isoformat()
-            event = _event(now, 0, CANCEL_NOT_FOUND, json.dumps(detail))
-            event.update(appointment_id=None, reason=UNKNOWN_CANCEL_REASON)
-            unknown.append(event)
+            event = _event(now, None, CANCEL_NOT_FOUND, json.dumps(detail))
+            unknown.append({**event, "reason": UNKNOWN_CANCEL_REASON})
             continue
         current = records.appointment_from_row(row, records.patient_of(row))
         resolved.append((line, replace(current, status=AppointmentStatus.CANCELLED)))
@@ -824,7 +822,8 @@ def _alert_reasons(planned: list[PlanRow]) -> tuple[str, ...]:
     return tuple(f"{r[0]}/{r[1]}: {r[7]}" for r in planned if r[7] == STAFF_ALERT_REASON)
 
 
-def _event(now: datetime, appointment_id: int, outcome: str, detail: str) -> dict[str, Any]:
+def _event(now: datetime, appointment_id: int | None, outcome: str, detail: str) -> dict[str, Any]:
+    """An import's audit entry; with no appointment for one about an id not stored here."""
     return {
         "at": now,
         "appointment_id": appointment_id,

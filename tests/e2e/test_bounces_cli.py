@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from reminder_service.channels.bounces import BounceAddress
 from reminder_service.settings import Settings
 from reminder_service.store.engine import make_engine, migrate
 from reminder_service.store.tables import reminders
-from tests.factories import CONFIG_DIR, ROOT, TEMPLATES_DIR, appointment, patient
+from tests.factories import CONFIG_DIR, ROOT, TEMPLATES_DIR, appointment, free_port, patient
 
 pytestmark = pytest.mark.slow
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "bounces"
@@ -42,9 +41,7 @@ def test_the_bounce_listener_marks_the_email_it_names(tmp_path: Path) -> None:
         "SMTP_BOUNCE_SECRET": SECRET,
     }
     reminder_id = _an_email_reminder(Settings.from_env(env))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "reminder_service", "bounces", "--port", str(port)],
         env=env, cwd=ROOT, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -23,7 +23,7 @@ from bench.generate_appointments import HEADERS, changes, generate, write_csv
 from reminder_service.configuration.clinics import load_clinics
 from reminder_service.sample_data import daytime_zone
 from reminder_service.store.tables import api_keys, audit_log, reminders
-from tests.factories import CONFIG_DIR, ROOT, TEMPLATES_DIR, migrated
+from tests.factories import CONFIG_DIR, ROOT, TEMPLATES_DIR, free_port, migrated, run_cli
 from tests.servers.twilio_api import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -48,21 +48,11 @@ def env(tmp_path: Path) -> dict[str, str]:
         "REMINDER_TEMPLATES_DIR": str(TEMPLATES_DIR),
         "REMINDER_LEASE_SECONDS": "2",
         "REMINDER_LOG_LEVEL": "WARNING",
-        "REMINDER_HTTP_PORT": str(_free_port()),
+        "REMINDER_HTTP_PORT": str(free_port()),
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "reminder_service", *args],
-        env=env, capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
-    )  # fmt: skip
+cli = run_cli
 
 
 def test_check_config_says_ok_or_names_the_problem(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -464,6 +454,6 @@ def test_api_key_create_prints_a_key_once_and_stores_only_its_hash(env) -> None:
 
 
 def test_the_bounce_listener_needs_smtp_with_a_bounce_address(env) -> None:  # type: ignore[no-untyped-def]
-    result = cli(env, "bounces", "--port", str(_free_port()))
+    result = cli(env, "bounces", "--port", str(free_port()))
     assert result.returncode == 2
     assert "SMTP_BOUNCE_ADDRESS" in result.stderr

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from reminder_service.store.tables import appointments, patients
-from tests.factories import CONFIG_DIR, ROOT, TEMPLATES_DIR, migrated
+from tests.factories import CONFIG_DIR, ROOT, TEMPLATES_DIR, free_port, migrated, run_cli
 
 pytestmark = pytest.mark.slow
 SAMPLES = Path(__file__).parents[1] / "conformance" / "hl7"
@@ -32,11 +32,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "reminder_service", *args],
-        env=env, capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
-    )  # fmt: skip
+cli = run_cli
 
 
 def stored(env: dict[str, str]) -> dict[str, str]:
@@ -63,12 +59,6 @@ def test_import_takes_an_hl7_batch_file(env, tmp_path) -> None:  # type: ignore[
         "149549015": "booked",
         "149549023": "booked",
     }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def mllp_exchange(env: dict[str, str], message: bytes, *options: str) -> bytes:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from alembic import command
 from alembic.script import ScriptDirectory
 
 from reminder_service.store.engine import alembic_config, make_engine
-from tests.factories import CONFIG_DIR, ROOT, TEMPLATES_DIR
+from tests.factories import CONFIG_DIR, ROOT, TEMPLATES_DIR, free_port, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -48,22 +47,11 @@ def env(tmp_path: Path, database: Path) -> dict[str, str]:
         "REMINDER_CONFIG_DIR": str(CONFIG_DIR),
         "REMINDER_TEMPLATES_DIR": str(TEMPLATES_DIR),
         "REMINDER_LOG_LEVEL": "INFO",
-        "REMINDER_HTTP_PORT": str(_closed_port()),  # never bound: these starts give up first
+        "REMINDER_HTTP_PORT": str(free_port()),  # never bound: these starts give up first
     }
 
 
-def _closed_port() -> int:
-    """A port nobody listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "reminder_service", *args],
-        env=env, capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
-    )  # fmt: skip
+cli = run_cli
 
 
 def at_revision(path: Path, revision: str) -> None:
@@ -238,7 +226,7 @@ def test_migrate_waits_for_the_lock_and_then_migrates(env, database, lock_holder
 
 
 def test_run_gives_up_on_an_unreachable_postgresql_with_a_clear_error(env) -> None:  # type: ignore[no-untyped-def]
-    port = _closed_port()
+    port = free_port()
     url = f"postgresql://reminders:s3cret@127.0.0.1:{port}/reminders"
     result = cli({**env, "REMINDER_DATABASE_URL": url}, "run", "--no-http")
     assert result.returncode == 2

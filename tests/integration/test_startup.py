@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import socket
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -22,6 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 from reminder_service.store.engine import MIGRATION_LOCK_KEY, alembic_config, make_engine, migrate
 from reminder_service.store.startup import DatabaseUse, Patience, StartupError, open_database
+from tests.factories import free_port
 
 NEWEST = ScriptDirectory.from_config(alembic_config()).get_current_head()
 QUICK = Patience(total_seconds=60, try_seconds=0.05)
@@ -223,9 +223,7 @@ def test_a_read_only_database_refuses_writes(database_url: str) -> None:
 def test_an_unreachable_postgresql_is_retried_then_given_up(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with socket.socket() as probe:  # a port nobody listens on: connections are refused
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nobody listens on it: connections are refused
     url = f"postgresql://reminders:s3cret@127.0.0.1:{port}/reminders"
     waits = Waits()
     caplog.set_level(logging.WARNING, "reminder_service.store.startup")

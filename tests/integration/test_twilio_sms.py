@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import replace
@@ -22,6 +21,7 @@ from twilio.request_validator import RequestValidator
 from reminder_service.channels.base import ChannelError, FailureKind, OutgoingSms, Receipt
 from reminder_service.channels.twilio_sms import TwilioSmsChannel
 from reminder_service.settings import TwilioSettings
+from tests.factories import free_port
 from tests.servers.twilio_api import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -155,9 +155,7 @@ def test_requests_go_to_the_configured_base_url(server: TwilioApiServer) -> None
 
 
 def test_an_unreachable_base_url_is_a_connection_failure() -> None:
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens on it
 
     error = failure_of(settings_for(f"http://127.0.0.1:{port}"), sms())
 
