@@ -78,6 +78,7 @@ class RenderedMessage:
 class Renderer:
     def __init__(self, templates_dir: Path) -> None:
         self.templates_dir = templates_dir
+        self._merge_lines: dict[tuple[str, str, str, str], bool] = {}
         self.env = SandboxedEnvironment(
             loader=FileSystemLoader(templates_dir),
             undefined=StrictUndefined,
@@ -151,6 +152,21 @@ class Renderer:
                 return _clean_sms(self._render_part(name, context))
         wanted_name = template_name(protocol_id, "<language>", template, "merge")
         raise RenderError(f"no merge line for {template!r}: need {wanted_name}")
+
+    def has_merge_line(
+        self, protocol_id: str, template: str, language: str, fallback_language: str
+    ) -> bool:
+        """Whether `merge_line_for` finds a merge line for this template and language chain.
+        Remembered: the dispatcher asks for every text it weighs against the caps."""
+        key = (protocol_id, template, language, fallback_language)
+        known = self._merge_lines.get(key)
+        if known is None:
+            known = any(
+                (self.templates_dir / template_name(protocol_id, c, template, "merge")).is_file()
+                for c in language_chain(language, fallback_language)
+            )
+            self._merge_lines[key] = known
+        return known
 
     def _choose_language(
         self, protocol_id: str, template: str, channel: Channel, language: str, fallback: str

@@ -7,14 +7,27 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..domain.appointment import FLAG_NAMES, Tristate
-from ..domain.protocol import ALWAYS, Channel, ChannelRule, Condition, LatePolicy, Protocol, Step
+from ..domain.protocol import (
+    ALWAYS,
+    Channel,
+    ChannelRule,
+    Condition,
+    LatePolicy,
+    Priority,
+    Protocol,
+    Step,
+)
 from ..domain.timing import RelativeTime, parse_duration, parse_relative_time
 from .problems import ConfigError, ConfigProblem, check_keys, read_yaml
 
 STEP_REQUIRED = {"id", "send_at", "channels", "template"}
 STEP_OPTIONAL = {"description", "when", "enabled", "late", "not_after", "min_notice"}
-STEP_OPTIONAL |= {"email_fallback", "calendar", "sms_priority", "over_cap", "too_late"}
-STEP_CHOICES = {"over_cap": ("email", "merge"), "too_late": ("skip", "merge")}
+STEP_OPTIONAL |= {"email_fallback", "calendar", "sms_priority", "over_cap", "too_late", "priority"}
+STEP_CHOICES = {
+    "over_cap": ("email", "merge"),
+    "too_late": ("skip", "merge"),
+    "priority": tuple(p.value for p in Priority)[::-1],  # standard first: the default
+}
 PROTOCOL_REQUIRED = {"id", "name", "procedure_codes", "steps"}
 
 E = TypeVar("E", LatePolicy, Channel)
@@ -163,6 +176,7 @@ def _load_step(
         enabled=bool(flags["enabled"]),
         email_fallback=bool(flags["email_fallback"]),
         calendar=bool(flags["calendar"]),
+        priority=Priority(choices["priority"]),
         sms_priority=int(priority) if isinstance(priority, int) else 1,
         over_cap=choices["over_cap"],
         too_late=choices["too_late"],

@@ -117,7 +117,10 @@ def _plan_step(
     due, step_skip = _due_and_step_skip(step, appointment, window, now, anchors, tz, nominal)
     merge_sms = False
     if not step_skip and not_after is not None and due > not_after:
-        step_skip = _deadline_reason(nominal, now, not_after)
+        # A critical step booked too late to send is a person's job: the staff are told (not
+        # for an appointment already under way or past: that is history, not a booking).
+        late = step.critical and nominal < now < anchors.start
+        step_skip = STAFF_ALERT_REASON if late else _deadline_reason(nominal, now, not_after)
         # The window, not the clock, pushes it past its deadline: a step that says so merges
         # its SMS into the next text, so the SMS stays planned at its own moment and the
         # dispatcher decides the merge when it comes (consent, caps, opt-out still apply).
@@ -181,9 +184,10 @@ def _due_and_step_skip(
         return nominal, f"booked less than {_span(step.min_notice)} ahead"
     due = nominal
     if nominal < now:
-        if step.late is LatePolicy.SKIP:
+        critical = step.critical and now < anchors.start  # never skipped unseen
+        if step.late is LatePolicy.SKIP and not critical:
             return nominal, "booked too late for this step"
-        if step.late is LatePolicy.ALERT_STAFF:
+        if step.late is not LatePolicy.CATCH_UP:
             return nominal, STAFF_ALERT_REASON
         due = now
     return window.next_allowed(due, tz), ""

@@ -15,6 +15,19 @@ class Channel(StrEnum):
     EMAIL = "email"
 
 
+class Priority(StrEnum):
+    """How much a step matters to the patient's safety.
+
+    A critical step (the blood-thinner plan, fasting and the escort for sedation, the day
+    before, the warning signs after) always reaches the patient by some channel, or the
+    clinic's staff are told at once; it never gives way to the SMS caps. A standard step
+    (booking confirmation, check-in, results chase) gives way when the caps are full.
+    """
+
+    CRITICAL = "critical"
+    STANDARD = "standard"
+
+
 class LatePolicy(StrEnum):
     """What to do with a step whose moment has already passed when the appointment arrives."""
 
@@ -68,12 +81,18 @@ class Step:
     email_fallback: bool = True
     # Attach the appointment as a calendar entry (.ics) to the step's email.
     calendar: bool = False
-    # Under the SMS caps, the lowest priority gives way first.
+    priority: Priority = Priority.STANDARD
+    # Among standard texts under the SMS caps, the lowest sms_priority gives way first.
     sms_priority: int = 1
-    # An SMS that gives way to the caps goes by "email", or its merge line joins the next text
-    # ("merge"); one that the send window pushes past its deadline is "skip"ped, or "merge"d.
+    # An SMS that gives way to the caps goes by "email" first, or its merge line joins the next
+    # text first ("merge"), whichever this patient can get; one that the send window pushes
+    # past its deadline is "skip"ped, or "merge"d.
     over_cap: str = "email"
     too_late: str = "skip"
+
+    @property
+    def critical(self) -> bool:
+        return self.priority is Priority.CRITICAL
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ import random
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -60,7 +60,7 @@ from ..domain.clinic import Clinic
 from ..domain.failure_rules import FailureTable
 from ..domain.planning import NO_SMS_CONSENT, ReminderStatus
 from ..domain.protocol import Channel
-from ..domain.sms_caps import Text, give_way
+from ..domain.sms_decision import SEND, SmsDecision, SmsOutcome, decide
 from ..domain.timing import zone
 from ..rendering import RenderedMessage, Renderer, RenderError
 from ..store import bulk, records
@@ -71,6 +71,7 @@ from . import patient_texts
 from .delivery_status import NOT_DELIVERED, PROGRESS
 from .follow_ups import STAFF_CHANNEL, FollowUps, record_opt_outs
 from .importing import CALENDAR_CANCEL
+from .patient_texts import PatientTexts
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ class _Job:
     digest: str
     requested: str = ""  # the patient's language, when the message is in another
     merged: tuple[int, ...] = ()  # skipped texts whose lines ride on this one
+    note: str = ""  # why it went though the caps were full (a critical text), for its row
 
 
 class DispatchService:
@@ -491,42 +493,44 @@ class DispatchService:
             loaded[row["id"]] = (records.appointment_from_row(row, patient), row)
         return loaded
 
-    def _patient_texts(self, patient_ids: set[int], now: datetime) -> _PatientTexts:
+    def _patient_texts(self, patient_ids: set[int], now: datetime) -> PatientTexts:
         with reading(self._engine) as conn:
-            history = patient_texts.sms_history(conn, patient_ids, now)
-            booked = patient_texts.booked_appointments(conn, patient_ids, now)
-        return _PatientTexts(history, booked)
+            return PatientTexts.load(conn, patient_ids, self._catalog, now)
 
-    def _over_cap(
+    def _caps_decision(
         self,
         reminder: RowData,
         appointment: Appointment,
         stored: RowData,
         clinic: Clinic,
-        texts: _PatientTexts,
+        texts: PatientTexts,
         now: datetime,
-    ) -> str:
-        """Why this SMS must give way to the caps, or "". The decision looks at what this
-        patient was sent and at the texts still to come of every appointment they have booked,
-        by step priority."""
+    ) -> SmsDecision:
+        """What the SMS caps make of this text: sent, merged, by email, or nobody's (staff are
+        told). Decided as preview decides, over what this patient was sent and the texts still
+        to come of every appointment they have booked."""
         protocol = self._catalog.protocol_or_none(stored["protocol_id"])
         if protocol is None or not (clinic.sms_caps.per_day or clinic.sms_caps.per_week):
-            return ""
+            return SEND
         step = protocol.step_or_none(reminder["step_id"])
-        this = Text("this", now, step.sms_priority if step else 1)
-        sent = [Text(("sent", i), at, sent=True) for i, at in enumerate(texts.of(stored))]
-        itself = patient_texts.text_key(stored, reminder["step_id"], reminder["nominal_at"])
-        to_come = [
-            text
-            for booked, booked_row in texts.booked(stored)
-            for text in patient_texts.texts_to_come(booked, booked_row, self._catalog, now)
-            if text.key != itself
-        ]
+        this = patient_texts.text_of(step, stored, reminder["step_id"], reminder["nominal_at"], now)
+        patient = stored["patient_id"]
+        others = [text for text in texts.of(patient) if text.key != this.key]
+        routes = patient_texts.fallbacks(
+            step, appointment, stored, self._renderer, clinic.default_language
+        )
         tz = zone(appointment.patient.timezone)
-        if "this" in give_way([*sent, this, *to_come], clinic.sms_caps, tz):
-            return f"over the SMS cap ({clinic.sms_caps.describe()}): by email instead"
-        texts.add(stored, now)  # counts for the next text to this patient in the batch
-        return ""
+        decision = decide([*others, this], clinic.sms_caps, tz, {this.key: routes})[this.key]
+        if decision.outcome is SmsOutcome.SEND:
+            texts.went(patient, this.key, now)  # counts for the next text to this patient
+        else:
+            texts.turned_away(patient, this.key)
+        return decision
+
+    def _step_is_critical(self, stored: RowData, reminder: RowData) -> bool:
+        protocol = self._catalog.protocol_or_none(stored["protocol_id"])
+        step = protocol.step_or_none(reminder["step_id"]) if protocol else None
+        return step is not None and step.critical
 
     def _step_says(self, stored: RowData, reminder: RowData, setting: str) -> bool:
         """Whether the reminder's step says "merge" for `setting` (over_cap, too_late)."""
@@ -565,7 +569,7 @@ class DispatchService:
         stored: RowData,
         opted_out: set[str],
         now: datetime,
-        texts: _PatientTexts | None = None,
+        texts: PatientTexts | None = None,
     ) -> Result | _Job:
         """The send-time checks, then the message; or the outcome when it must not be sent."""
         clinic = self._catalog.clinics.get(appointment.clinic_id)
@@ -587,9 +591,10 @@ class DispatchService:
             reason = f"gave up after {self._policy.max_attempts} attempts"
             return Result(reminder, ReminderStatus.FAILED, reason, undeliverable=True)
         if not_after is not None and now > not_after:
-            return Result(
-                reminder, ReminderStatus.SKIPPED, "deadline passed before it could be sent"
-            )
+            # A critical message that missed its moment needs a person: follow-ups tell staff.
+            reason = "deadline passed before it could be sent"
+            critical = self._step_is_critical(stored, reminder)
+            return Result(reminder, ReminderStatus.SKIPPED, reason, undeliverable=critical)
         opens = clinic.send_window.next_allowed(now, zone(appointment.patient.timezone))
         if opens > now:
             if not_after is not None and opens > not_after:
@@ -597,7 +602,7 @@ class DispatchService:
                 if reminder["channel"] == Channel.SMS.value and self._step_says(
                     stored, reminder, "too_late"
                 ):
-                    return _merge_later(reminder, reason)
+                    return _merge_later(reminder, f"{reason}: merged into the next text")
                 return Result(reminder, ReminderStatus.SKIPPED, reason)
             # Not an attempt: the message was never tried.
             changes = {"due_at": opens, "attempts": reminder["attempts"] - 1}
@@ -612,17 +617,20 @@ class DispatchService:
         if channel is Channel.SMS and to in opted_out:
             reason = "the number has opted out of SMS"
             return Result(reminder, ReminderStatus.SKIPPED, reason, undeliverable=True)
+        decision = SEND
         if channel is Channel.SMS and texts is not None:
-            capped = self._over_cap(reminder, appointment, stored, clinic, texts, now)
-            if capped and self._step_says(stored, reminder, "over_cap"):
-                return _merge_later(reminder, capped.removesuffix(": by email instead"))
-            if capped:
-                return Result(reminder, ReminderStatus.SKIPPED, capped, undeliverable=True)
+            decision = self._caps_decision(reminder, appointment, stored, clinic, texts, now)
+            if decision.outcome is SmsOutcome.MERGE:
+                return _merge_later(reminder, decision.reason)
+            if decision.outcome is not SmsOutcome.SEND:  # by email, or staff are told
+                reason = decision.reason
+                return Result(reminder, ReminderStatus.SKIPPED, reason, undeliverable=True)
         try:
             message = self._render(reminder, appointment, stored, clinic, channel)
         except RenderError as exc:
             return Result(reminder, ReminderStatus.FAILED, f"template error: {exc}")
-        return self._job(reminder, appointment, stored, clinic, message, to, now)
+        job = self._job(reminder, appointment, stored, clinic, message, to, now)
+        return replace(job, note=decision.reason) if decision.reason else job
 
     def _render(
         self,
@@ -775,7 +783,7 @@ class DispatchService:
             detail["merged"] = list(job.merged)
         if job.requested and job.requested.split("-")[0] != job.language.split("-")[0]:
             detail["language_fallback"] = f"no {job.requested} template: sent in {job.language}"
-        return Result(reminder, ReminderStatus.SENT, "sent", changes, detail)
+        return Result(reminder, ReminderStatus.SENT, job.note or "sent", changes, detail)
 
     async def _deliver(self, message: OutgoingSms | OutgoingEmail) -> Receipt:
         if isinstance(message, OutgoingSms):
@@ -907,8 +915,7 @@ class DispatchService:
         return recorded
 
 
-def _merge_later(reminder: RowData, why: str) -> Result:
-    reason = f"{why}: merged into the next text"
+def _merge_later(reminder: RowData, reason: str) -> Result:
     return Result(reminder, ReminderStatus.SKIPPED, reason, {"merge_into_next": True})
 
 
@@ -929,28 +936,6 @@ def _record_merges(conn: Connection, recorded: list[Result], now: datetime) -> N
                  "reason": f"its line went with reminder {result.reminder['id']}", "detail": None}
             )  # fmt: skip
     bulk.insert_audit(conn, entries)
-
-
-class _PatientTexts:
-    """Per patient, the SMS sent lately, plus those approved so far in this batch; and the
-    booked appointments whose texts are still to come."""
-
-    def __init__(
-        self,
-        history: dict[int, list[datetime]],
-        booked: dict[int, list[tuple[Appointment, RowData]]],
-    ) -> None:
-        self._history = history
-        self._booked = booked
-
-    def of(self, stored: RowData) -> list[datetime]:
-        return self._history.get(stored["patient_id"], [])
-
-    def booked(self, stored: RowData) -> list[tuple[Appointment, RowData]]:
-        return self._booked.get(stored["patient_id"], [])
-
-    def add(self, stored: RowData, at: datetime) -> None:
-        self._history.setdefault(stored["patient_id"], []).append(at)
 
 
 def _changes(result: Result) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from ..domain.planning import (
     plan_window,
 )
 from ..domain.protocol import Channel
+from ..domain.reachability import CRITICAL_UNREACHABLE, unreachable_critical_steps
 from ..domain.reconcile import OPEN, reconcile
 from ..domain.start_range import start_problem
 from ..importers.csv_rows import RowError
@@ -46,7 +47,7 @@ from ..store import bulk, records
 from ..store.engine import reading
 from ..store.field_limits import can_be_stored, change_fields, patient_fields, unstorable
 from ..store.records import RowData
-from ..store.tables import appointments, audit_log, imports, patients, reminders
+from ..store.tables import appointments, audit_log, imports, patients, reminders, sms_opt_outs
 from .follow_ups import STAFF_CHANNEL, staff_alert_row
 
 CHUNK = 1000
@@ -106,6 +107,8 @@ class _Chunk:
     changed: list[tuple[Appointment, dict[str, Any], str]] = field(default_factory=list)
     audit: list[dict[str, Any]] = field(default_factory=list)
     staff: list[dict[str, Any]] = field(default_factory=list)  # alert emails to the clinic
+    # Per appointment id (external), its critical steps that reach no one: "step/any: why".
+    unreachable: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class ImportService:
@@ -335,6 +338,7 @@ class ImportService:
                 work,
                 summary,
             )
+        self._find_unreachable(conn, work, now)
         # Plan before writing the appointments: their rows record where each plan resumes.
         encode = bulk.utc_encoder(conn.dialect)
         until = self.plan_until(now)
@@ -354,15 +358,7 @@ class ImportService:
                 update(appointments).where(appointments.c.id == bindparam("pk")),
                 [values for _, values, _ in work.changed],
             )
-        enc_now = encode(now)
-        rows: list[tuple[Any, ...]] = []
-        import_id = summary.import_id
-        for (appointment, _, outcome), plan in zip(work.new, new_plans, strict=True):
-            appointment_id = new_ids[appointment.external_id]
-            rows.extend((appointment_id, 1, import_id, *r, 0, enc_now, enc_now) for r in plan.rows)
-            work.audit.append(_event(now, appointment_id, outcome, plan.detail))
-            work.audit.extend(_staff_alerts(now, appointment_id, plan.alerts))
-            work.staff.extend(_staff_alert_rows(now, appointment_id, 1, import_id, plan.alerts))
+        rows = _new_rows(work, new_plans, new_ids, now, encode(now), summary.import_id)
         cancelled = self._reconcile_changed(conn, work, changed_plans, now, rows, summary, encode)
         bulk.insert_tuples(conn, reminders, REMINDER_COLUMNS, rows)
         summary.reminders_planned += len(rows)
@@ -415,6 +411,30 @@ class ImportService:
             work.changed.append((appointment, values, outcome))
         setattr(summary, outcome, getattr(summary, outcome) + 1)
 
+    def _find_unreachable(self, conn: Connection, work: _Chunk, now: datetime) -> None:
+        """Note each critical step no channel can deliver, for the staff to hear of at once."""
+        candidates = [
+            (appointment, values)
+            for appointment, values, _ in (*work.new, *work.changed)
+            if values["protocol_id"] is not None
+            and appointment.status is AppointmentStatus.BOOKED
+            and appointment.end > now  # a past appointment is history: nobody to warn
+        ]
+        mobiles = {a.patient.mobile for a, _ in candidates if a.patient.mobile}
+        opted_out = _opted_out(conn, mobiles)
+        for appointment, values in candidates:
+            protocol = self._catalog.protocol(values["protocol_id"])
+            blocked = unreachable_critical_steps(
+                appointment,
+                protocol,
+                values["scheduled_at"],
+                appointment.patient.mobile in opted_out,
+            )
+            if blocked:
+                work.unreachable[appointment.external_id] = tuple(
+                    f"{step}/any: {CRITICAL_UNREACHABLE} ({why})" for step, why in blocked
+                )
+
     def _plan(
         self, appointment: Appointment, values: dict[str, Any], now: datetime, until: datetime
     ) -> PlanWindow:
@@ -464,6 +484,7 @@ class ImportService:
         if not work.changed:
             return 0
         by_appointment = _existing_reminders(conn, [values["pk"] for _, values, _ in work.changed])
+        told = _staff_told(conn, [values["pk"] for _, values, _ in work.changed])
         cancels: list[dict[str, Any]] = []
         for (appointment, values, outcome), plans in zip(
             work.changed, plans_of_changed, strict=True
@@ -489,7 +510,11 @@ class ImportService:
             )
             detail = plan_detail(version, created, values["plan_resume_at"])
             work.audit.append(_event(now, appointment_id, outcome, detail))
-            alerts = _alert_reasons(created)
+            alerts = _alert_reasons(created) + tuple(
+                alert
+                for alert in work.unreachable.get(appointment.external_id, ())
+                if (appointment_id, _staff_alert_text(alert)) not in told
+            )
             work.audit.extend(_staff_alerts(now, appointment_id, alerts))
             work.staff.extend(
                 _staff_alert_rows(now, appointment_id, version, summary.import_id, alerts)
@@ -834,16 +859,59 @@ def _event(now: datetime, appointment_id: int | None, outcome: str, detail: str)
     }
 
 
+def _new_rows(
+    work: _Chunk,
+    plans: list[Preplan],
+    ids: Mapping[str, int],
+    now: datetime,
+    enc_now: Any,
+    import_id: int | None,
+) -> list[tuple[Any, ...]]:
+    """The reminder rows of the new appointments, gathering their audit entries and alerts."""
+    rows: list[tuple[Any, ...]] = []
+    for (appointment, _, outcome), plan in zip(work.new, plans, strict=True):
+        appointment_id = ids[appointment.external_id]
+        rows.extend((appointment_id, 1, import_id, *r, 0, enc_now, enc_now) for r in plan.rows)
+        work.audit.append(_event(now, appointment_id, outcome, plan.detail))
+        alerts = plan.alerts + work.unreachable.get(appointment.external_id, ())
+        work.audit.extend(_staff_alerts(now, appointment_id, alerts))
+        work.staff.extend(_staff_alert_rows(now, appointment_id, 1, import_id, alerts))
+    return rows
+
+
+def _staff_alert_text(alert: str) -> str:
+    """The alert a staff row carries for a plan's "step/channel: reason"."""
+    step, reason = alert.split("/", 1)[0], alert.split(": ", 1)[-1]
+    return f"{step}: {reason}"
+
+
+def _staff_told(conn: Connection, appointment_ids: list[int]) -> set[tuple[int, str]]:
+    """(appointment, alert) of the staff alerts already made for these appointments."""
+    if not appointment_ids:
+        return set()
+    query = (
+        select(reminders.c.appointment_id, reminders.c.alert)
+        .where(reminders.c.appointment_id.in_(appointment_ids))
+        .where(reminders.c.channel == STAFF_CHANNEL)
+    )
+    return {(row.appointment_id, row.alert) for row in conn.execute(query)}
+
+
+def _opted_out(conn: Connection, numbers: set[str]) -> set[str]:
+    if not numbers:
+        return set()
+    query = select(sms_opt_outs.c.phone).where(sms_opt_outs.c.phone.in_(numbers))
+    return set(conn.execute(query).scalars())
+
+
 def _staff_alert_rows(
     now: datetime, appointment_id: int, version: int, import_id: int | None, alerts: tuple[str, ...]
 ) -> list[dict[str, Any]]:
     """One alert email to the clinic's staff per step (alerts name "step/channel: reason")."""
-    steps = {alert.split("/", 1)[0]: alert.split(": ", 1)[-1] for alert in alerts}
+    steps = {alert.split("/", 1)[0]: _staff_alert_text(alert) for alert in alerts}
     return [
-        staff_alert_row(
-            appointment_id, version, step, f"{step}: {reason}", now, import_id=import_id
-        )
-        for step, reason in steps.items()
+        staff_alert_row(appointment_id, version, step, text, now, import_id=import_id)
+        for step, text in steps.items()
     ]
 
 

@@ -3,7 +3,8 @@
 The caps are the patient's, not an appointment's: someone with a biopsy and a clinic visit in the
 same week has one daily and one weekly allowance. So the dispatcher's decision (and preview's
 forecast of it) weighs every text the patient was sent lately, whichever appointment it was for,
-and the texts still to come of every appointment they have booked.
+and the texts still to come of every appointment they have booked. Both gather them here and
+decide with `domain.sms_decision.decide`, so a preview cannot say other than what dispatch does.
 """
 
 from __future__ import annotations
@@ -17,11 +18,16 @@ from sqlalchemy import Connection, select
 from ..catalog import Catalog
 from ..domain.appointment import Appointment, AppointmentStatus
 from ..domain.planning import ReminderStatus, plan_reminders
-from ..domain.protocol import Channel
+from ..domain.protocol import Channel, Step
 from ..domain.sms_caps import Text
+from ..domain.sms_decision import Fallbacks
+from ..rendering import Renderer
 from ..store import records
 from ..store.records import RowData
 from ..store.tables import appointments, reminders
+
+_SMS = Channel.SMS.value
+WAITING = frozenset({ReminderStatus.PENDING.value, ReminderStatus.SENDING.value})
 
 # The widest cap window (7 days), and a day more for the difference between time zones.
 LOOKBACK = timedelta(days=8)
@@ -64,15 +70,44 @@ def booked_appointments(
     return booked
 
 
+def stored_texts(conn: Connection, appointment_ids: set[int]) -> dict[int, list[RowData]]:
+    """Per appointment, its SMS rows: what the store already knows of each planned text."""
+    if not appointment_ids:
+        return {}
+    query = select(
+        reminders.c.appointment_id,
+        reminders.c.step_id,
+        reminders.c.nominal_at,
+        reminders.c.due_at,
+        reminders.c.status,
+    ).where(reminders.c.appointment_id.in_(appointment_ids), reminders.c.channel == _SMS)
+    stored: dict[int, list[RowData]] = defaultdict(list)
+    for row in conn.execute(query).mappings():
+        stored[row["appointment_id"]].append(row)
+    return stored
+
+
 def texts_to_come(
-    appointment: Appointment, stored: RowData, catalog: Catalog, now: datetime
+    appointment: Appointment,
+    stored: RowData,
+    rows: list[RowData],
+    catalog: Catalog,
+    now: datetime,
 ) -> list[Text]:
-    """The appointment's SMS due after `now` in its plan, each keyed (appointment row id, step,
-    nominal time) and weighted by its step's `sms_priority`."""
+    """The appointment's SMS still to come: its stored rows waiting or in flight (due now at the
+    earliest), then the texts of its plan after `now` that are not stored yet. Each is keyed
+    (appointment row id, step, nominal time) and weighted by its step."""
     protocol = catalog.protocol_or_none(stored["protocol_id"])
     clinic = catalog.clinics.get(appointment.clinic_id)
     if protocol is None or clinic is None:
         return []
+    texts = [
+        text_of(protocol.step_or_none(r["step_id"]), stored, r["step_id"], r["nominal_at"],
+                max(r["due_at"], now))
+        for r in rows
+        if r["status"] in WAITING
+    ]  # fmt: skip
+    known = {text_key(stored, r["step_id"], r["nominal_at"]) for r in rows}
     planned = plan_reminders(
         appointment,
         protocol,
@@ -80,15 +115,88 @@ def texts_to_come(
         stored["planned_at"] or stored["updated_at"],
         stored["scheduled_at"],
     )
-    return [
-        Text(
-            text_key(stored, p.step_id, p.nominal_at),
-            p.due_at,
-            protocol.step(p.step_id).sms_priority,
-        )
+    texts.extend(
+        text_of(protocol.step_or_none(p.step_id), stored, p.step_id, p.nominal_at, p.due_at)
         for p in planned
-        if p.channel is Channel.SMS and p.status is ReminderStatus.PENDING and p.due_at > now
-    ]
+        if p.channel is Channel.SMS
+        and p.status is ReminderStatus.PENDING
+        and p.due_at > now
+        and text_key(stored, p.step_id, p.nominal_at) not in known
+    )
+    return texts
+
+
+class PatientTexts:
+    """Per patient, the texts the caps weigh: those sent lately and those still to come, of
+    every appointment they have booked. The dispatcher keeps it current through a batch: a text
+    it lets go counts as sent, one it turns away no longer counts at all."""
+
+    def __init__(self, history: dict[int, list[datetime]], to_come: dict[int, list[Text]]) -> None:
+        self._history = history
+        self._to_come = {patient: {t.key: t for t in texts} for patient, texts in to_come.items()}
+
+    @classmethod
+    def load(
+        cls, conn: Connection, patient_ids: set[int], catalog: Catalog, now: datetime
+    ) -> PatientTexts:
+        history = sms_history(conn, patient_ids, now)
+        booked = booked_appointments(conn, patient_ids, now)
+        rows = stored_texts(conn, {row["id"] for b in booked.values() for _, row in b})
+        to_come = {
+            patient: [
+                text
+                for appointment, row in of_patient
+                for text in texts_to_come(appointment, row, rows.get(row["id"], []), catalog, now)
+            ]
+            for patient, of_patient in booked.items()
+        }
+        return cls(history, to_come)
+
+    def of(self, patient_id: int) -> list[Text]:
+        history = self._history.get(patient_id, [])
+        sent = [Text(("sent", i), at, sent=True) for i, at in enumerate(history)]
+        return [*sent, *self._to_come.get(patient_id, {}).values()]
+
+    def went(self, patient_id: int, key: Hashable, at: datetime) -> None:
+        """A text let go now: it counts as sent for the rest of the batch."""
+        self._history.setdefault(patient_id, []).append(at)
+        self.turned_away(patient_id, key)
+
+    def turned_away(self, patient_id: int, key: Hashable) -> None:
+        """A text that will not go by SMS: it no longer counts."""
+        self._to_come.get(patient_id, {}).pop(key, None)
+
+
+def text_of(
+    step: Step | None, stored: RowData, step_id: str, nominal_at: datetime, at: datetime
+) -> Text:
+    """One text of an appointment's plan, due `at`, as the caps weigh it."""
+    return Text(
+        text_key(stored, step_id, nominal_at),
+        at,
+        step.sms_priority if step else 1,
+        critical=step is not None and step.critical,
+        group=stored["id"],
+    )
+
+
+def fallbacks(
+    step: Step | None, appointment: Appointment, stored: RowData, renderer: Renderer, language: str
+) -> Fallbacks:
+    """Where the step's text can go if it gives way to the caps, for this patient: by email
+    when they have an address and the step goes by email (its own email, or the fallback
+    follow_ups makes), or as a merge line when its template has one."""
+    if step is None:
+        return Fallbacks(email=False, merge_line=False)
+    patient = appointment.patient
+    emails = step.email_fallback or any(
+        rule.channel is Channel.EMAIL and rule.condition.holds(appointment)
+        for rule in step.channels
+    )
+    merge = renderer.has_merge_line(
+        stored["protocol_id"], step.template, patient.language, language
+    )
+    return Fallbacks(bool(patient.email) and emails, merge, step.over_cap == "merge")
 
 
 def text_key(stored: RowData, step_id: str, nominal_at: datetime) -> Hashable:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -13,7 +14,8 @@ from ..clock import Clock
 from ..domain.appointment import Appointment
 from ..domain.planning import PlannedReminder, ReminderStatus
 from ..domain.protocol import Channel
-from ..domain.sms_caps import Text, give_way
+from ..domain.sms_caps import Text
+from ..domain.sms_decision import Fallbacks, SmsDecision, SmsOutcome, decide
 from ..domain.timing import zone
 from ..rendering import Renderer, RenderError
 from ..store import records
@@ -24,6 +26,7 @@ from ..store.tables import appointments, reminders
 from . import patient_texts
 from .follow_ups import STAFF_CHANNEL
 from .materializing import CannotPlan, remaining_plan
+from .patient_texts import PatientTexts
 
 SHOW_BODY = {ReminderStatus.PENDING, ReminderStatus.SENDING, ReminderStatus.SENT}
 
@@ -42,6 +45,7 @@ class PreviewLine:
     subject: str | None
     body: str | None
     reminder_id: int | None
+    nominal_at: datetime | None = None  # the protocol's moment: with the step, which text it is
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -90,11 +94,11 @@ class PreviewService:
                 .mappings()
                 .all()
             )
-            elsewhere = self._elsewhere(conn, row)
+            outlook = self._outlook(conn, row)
         appointment = records.appointment_from_row(row, patient)
         lines = [self._line(r, appointment, row) for r in rows]
         lines.extend(self._later_lines(appointment, row, patient))
-        lines = self._forecast_caps(lines, appointment, row, elsewhere)
+        lines = self._forecast_caps(lines, appointment, row, outlook)
         lines.extend(self._disabled_steps(row["protocol_id"]))
         return Preview(
             appointment,
@@ -126,45 +130,48 @@ class PreviewService:
             subject=subject,
             body=body,
             reminder_id=reminder["id"],
+            nominal_at=reminder["nominal_at"],
         )
 
-    def _elsewhere(self, conn: Connection, stored: RowData) -> list[Text]:
-        """The patient's texts for their other appointments: sent lately, or still to come."""
-        now, patient, itself = self._clock(), stored["patient_id"], stored["id"]
-        history = patient_texts.sms_history(conn, {patient}, now, except_appointment=itself)
-        texts = [Text(("sent", i), at, sent=True) for i, at in enumerate(history[patient])]
-        for other, row in patient_texts.booked_appointments(conn, {patient}, now)[patient]:
-            if row["id"] != itself:
-                texts.extend(patient_texts.texts_to_come(other, row, self._catalog, now))
-        return texts
+    def _outlook(self, conn: Connection, stored: RowData) -> list[Text]:
+        """The patient's texts, for every appointment they have: sent lately, or to come."""
+        patient = stored["patient_id"]
+        return PatientTexts.load(conn, {patient}, self._catalog, self._clock()).of(patient)
 
     def _forecast_caps(
         self,
         lines: list[PreviewLine],
         appointment: Appointment,
         stored: RowData,
-        elsewhere: list[Text],
+        outlook: list[Text],
     ) -> list[PreviewLine]:
-        """Mark the pending texts expected to give way to the SMS caps (decided for good just
-        before each is sent, against what was sent by then), counting the patient's texts for
-        their other appointments too."""
+        """What the SMS caps will make of each pending text, decided as the dispatcher decides
+        (for good just before each is sent, against what was sent by then)."""
         clinic = self._catalog.clinics.get(appointment.clinic_id)
         protocol = self._catalog.protocol_or_none(stored["protocol_id"])
         if clinic is None or protocol is None:
             return lines
-        texts = list(elsewhere)
+        now = self._clock()
+        texts = {text.key: text for text in outlook}
+        asked: dict[Hashable, Fallbacks] = {}
+        keys: dict[int, Hashable] = {}
         for index, line in enumerate(lines):
-            if line.channel != Channel.SMS.value or line.due_at is None:
+            pending = line.status == ReminderStatus.PENDING.value
+            if line.channel != Channel.SMS.value or not pending or line.nominal_at is None:
                 continue
-            if line.status == ReminderStatus.SENT.value:
-                texts.append(Text(index, line.due_at, sent=True))
-            elif line.status == ReminderStatus.PENDING.value:
-                step = protocol.step_or_none(line.step)
-                texts.append(Text(index, line.due_at, step.sms_priority if step else 1))
-        capped = give_way(texts, clinic.sms_caps, zone(appointment.patient.timezone))
-        note = f"; expected to give way to the SMS caps ({clinic.sms_caps.describe()}): by email"
+            step = protocol.step_or_none(line.step)
+            key = patient_texts.text_key(stored, line.step, line.nominal_at)
+            if key not in texts:  # due already, not sent yet: the dispatcher weighs it as now
+                at = max(line.due_at or now, now)
+                texts[key] = patient_texts.text_of(step, stored, line.step, line.nominal_at, at)
+            keys[index] = key
+            asked[key] = patient_texts.fallbacks(
+                step, appointment, stored, self._renderer, clinic.default_language
+            )
+        tz = zone(appointment.patient.timezone)
+        decisions = decide(list(texts.values()), clinic.sms_caps, tz, asked)
         return [
-            replace(line, reason=line.reason + note) if index in capped else line
+            _with_decision(line, decisions[keys[index]]) if index in keys else line
             for index, line in enumerate(lines)
         ]
 
@@ -187,6 +194,7 @@ class PreviewService:
             "id": None, "step_id": planned.step_id, "channel": planned.channel.value,
             "template": planned.template, "status": planned.status.value,
             "reason": planned.reason, "due_at": planned.due_at, "sent_at": None, "alert": None,
+            "nominal_at": planned.nominal_at,
         }  # fmt: skip
         return self._line(row, appointment, stored)
 
@@ -228,3 +236,14 @@ class PreviewService:
             if not step.enabled
             for rule in step.channels
         ]
+
+
+def _with_decision(line: PreviewLine, decision: SmsDecision) -> PreviewLine:
+    """The line with what the caps will make of it, in the dispatcher's own words."""
+    if decision.outcome is SmsOutcome.SEND:
+        note = f"; {decision.reason}" if decision.reason else ""
+    elif decision.outcome is SmsOutcome.ALERT_STAFF:
+        note = f"; expected to give way to the SMS caps: {decision.reason}; staff will be told"
+    else:
+        note = f"; expected to give way to the SMS caps: {decision.reason}"
+    return replace(line, reason=line.reason + note) if note else line

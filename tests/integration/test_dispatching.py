@@ -111,8 +111,18 @@ def test_outside_the_send_window_a_due_reminder_waits_for_the_morning(service, c
     tick(service)
     # The dispatcher was down from 17:00 until 22:00 the day before: day_before (18:00) is overdue.
     clock.now = local("Europe/London", 2026, 12, 9, 22, 0)
-    report = tick(service)
-    assert report.by_status.get("sent") is None
+    tick(service)
+    with service.engine.connect() as conn:
+        went = conn.execute(
+            select(reminders.c.channel, reminders.c.step_id).where(reminders.c.sent_at.is_not(None))
+        ).all()
+    # Nothing to the patient at 22:00. The escort advice (critical) missed its deadline (24 hours
+    # before the start) while the dispatcher was down, so the clinic's staff were told at once.
+    assert [tuple(r) for r in went if r.channel != "staff"] == [
+        ("sms", "booked"),
+        ("email", "booked"),
+    ]
+    assert [r.step_id for r in went if r.channel == "staff"] == ["escort"]
     row = load(service, "day_before", "sms")
     assert row["status"] == "pending" and row["reason"] == "deferred to the send window"
     assert row["due_at"] == local("Europe/London", 2026, 12, 10, 8, 0)

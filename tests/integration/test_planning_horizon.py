@@ -17,7 +17,7 @@ from reminder_service.domain.appointment import AppointmentStatus
 from reminder_service.domain.planning import plan_reminders
 from reminder_service.services.reporting import status_report
 from reminder_service.store.tables import appointments, audit_log, reminders
-from tests.factories import appointment, local
+from tests.factories import appointment, local, walk_clock
 
 PLANNED = ("step_id", "channel", "template", "nominal_at", "due_at", "not_after", "status",
            "reason")  # fmt: skip
@@ -172,11 +172,24 @@ def test_a_protocol_removed_from_the_configuration_stops_its_plans_with_a_staff_
 
 
 def test_preview_forecasts_which_texts_give_way_to_the_sms_caps(service, clock) -> None:  # type: ignore[no-untyped-def]
-    apply(service, appointment())  # sedation and blood thinner: five texts in the last week
+    # Booked five days ahead: the blood-thinner plan (critical) catches up now, the same day as
+    # the booking text (standard), over the cap of 1 a day. The booking text gives way.
+    clock.now = appointment().start - timedelta(days=5)
+    apply(service, appointment())
     preview = service.previewer().preview("A1")
-    capped = {
-        line.step
+    forecast = {
+        line.step: line.reason
         for line in preview.lines
         if line.channel == "sms" and "give way to the SMS caps" in line.reason
     }
-    assert capped == {"escort"}  # the lowest priority; the warning signs after keep their text
+    assert list(forecast) == ["booked"]
+    assert forecast["booked"].endswith(
+        "over the SMS cap (1 a day, 3 in 7 days): merged into the next text"
+    )
+    walk_clock(service, clock, appointment().start + timedelta(days=2))
+    gave_way = {
+        r["step_id"]
+        for r in stored(service, channel="sms")
+        if r["reason"].startswith("over the SMS cap")
+    }
+    assert gave_way == set(forecast)  # what preview said is what dispatch did

@@ -8,6 +8,7 @@ import pytest
 from reminder_service.configuration.protocols import load_protocols
 from reminder_service.domain.appointment import AppointmentStatus, Tristate
 from reminder_service.domain.planning import (
+    STAFF_ALERT_REASON,
     PlannedReminder,
     ReminderStatus,
     plan_reminders,
@@ -85,14 +86,15 @@ def test_unknown_anticoagulant_counts_as_yes_and_unknown_sedation_gets_escort_ad
     assert plans[("escort", "sms")].status is ReminderStatus.PENDING
 
 
-def test_late_booking_catches_up_medicines_and_skips_escort_inside_24_hours():
+def test_late_booking_catches_up_medicines_and_alerts_staff_for_the_escort():
     # Booked at 11:00 on Wed 9 Dec for Thu 10 Dec 09:30: 22.5 hours ahead.
     now = local("Europe/London", 2026, 12, 9, 11, 0)
     plans = by_key(plan(appointment(), now))
     assert plans[("medicines", "sms")].status is ReminderStatus.PENDING
     assert plans[("medicines", "sms")].due_at == now  # catch up: send now
     assert plans[("escort", "sms")].status is ReminderStatus.SKIPPED
-    assert plans[("escort", "sms")].reason == "deadline passed"
+    # Escort advice is critical: too late to send it, the clinic's staff are told at import.
+    assert plans[("escort", "sms")].reason == STAFF_ALERT_REASON
     assert plans[("booked", "sms")].reason == "booked less than 2 days ahead"
     assert london(plans[("day_before", "sms")]) == "Wed 09 Dec 18:00"
 
@@ -106,7 +108,8 @@ def test_catch_up_in_the_evening_waits_for_the_send_window_but_not_past_the_star
     early = appointment(start=local("Europe/London", 2026, 12, 10, 7, 30))
     plans = by_key(plan(early, now))
     assert plans[("day_before", "sms")].status is ReminderStatus.SKIPPED
-    assert plans[("day_before", "sms")].reason == "the send window opens after its deadline"
+    # The day-before text is critical: the send window keeps it from going, so staff are told.
+    assert plans[("day_before", "sms")].reason == STAFF_ALERT_REASON
 
 
 def test_after_care_for_a_late_procedure_moves_to_next_morning():

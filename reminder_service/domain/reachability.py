@@ -1,0 +1,63 @@
+"""Which critical steps of a plan can reach no one, known the moment the appointment arrives.
+
+Pure. A critical step (see `Priority`) must reach the patient by some channel. When none of its
+channels can (no mobile, no SMS consent, an opted-out number, no email address), the clinic's
+staff must hear of it at once, while there is still time to phone the patient; not on the day
+the message was due. A patient marked deceased or do-not-contact is left alone: that is a
+decision, not a gap.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from .appointment import Appointment
+from .protocol import Channel, Protocol, Step
+
+CRITICAL_UNREACHABLE = "a critical message reaches no one; please phone the patient"
+
+
+def unreachable_critical_steps(
+    appointment: Appointment, protocol: Protocol, scheduled_at: datetime, opted_out: bool
+) -> list[tuple[str, str]]:
+    """(step id, why) for each enabled critical step that applies to this appointment (booked,
+    or moved, at `scheduled_at`) and that no channel can deliver."""
+    patient = appointment.patient
+    if patient.suppressed:
+        return []
+    blocked = []
+    for step in protocol.steps:
+        if not (step.enabled and step.critical and step.condition.holds(appointment)):
+            continue
+        if step.min_notice is not None and appointment.start - scheduled_at < step.min_notice:
+            continue
+        why = _why_unreachable(step, appointment, opted_out)
+        if why:
+            blocked.append((step.id, why))
+    return blocked
+
+
+def _why_unreachable(step: Step, appointment: Appointment, opted_out: bool) -> str:
+    """Why no channel of the step reaches the patient, or "" when one does."""
+    patient = appointment.patient
+    wanted = [r.channel for r in step.channels if r.condition.holds(appointment)]
+    if not wanted:
+        return ""  # the protocol sends this step to nobody like this patient
+    if Channel.SMS in wanted and step.email_fallback and Channel.EMAIL not in wanted:
+        wanted.append(Channel.EMAIL)  # the fallback email reaches them if the text cannot
+    reasons = []
+    for channel in wanted:
+        if channel is Channel.SMS:
+            if not patient.mobile:
+                reasons.append("sms: no mobile number")
+            elif not patient.sms_consent:
+                reasons.append("sms: no SMS consent")
+            elif opted_out:
+                reasons.append("sms: the number has opted out")
+            else:
+                return ""
+        elif not patient.email:
+            reasons.append("email: no email address")
+        else:
+            return ""
+    return "; ".join(reasons)
