@@ -51,3 +51,24 @@ def test_equal_priorities_keep_the_later_text_and_no_cap_keeps_all() -> None:
     texts = [Text(n, at(n, 10)) for n in range(1, 6)]
     assert give_way(texts, CAPS, LONDON) == {1, 2}
     assert give_way(texts, SmsCaps(0, 0), LONDON) == set()
+
+
+def test_a_critical_text_never_gives_way_and_a_window_of_them_stays_over_its_cap() -> None:
+    texts = [
+        Text("booked", at(3, 11), priority=9),  # standard, even with the highest sms_priority
+        Text("medicines", at(3, 12), priority=0, critical=True),
+        Text("escort", at(8, 10), critical=True),
+        Text("day_before", at(9, 18), critical=True),
+        Text("after_care", at(10, 12, 30), critical=True),
+    ]
+    assert give_way(texts, CAPS, LONDON) == {"booked"}
+
+
+def test_a_window_that_cannot_make_room_does_not_stop_the_later_ones() -> None:
+    texts = [
+        Text("sent", at(1, 10), sent=True),
+        Text("critical", at(1, 12), critical=True),  # day 1 stays over its cap: nothing can go
+        Text("a", at(5, 10)),
+        Text("b", at(5, 11)),  # day 5 is over its cap too, and can make room
+    ]
+    assert give_way(texts, CAPS, LONDON) == {"a"}
