@@ -621,6 +621,8 @@ class DispatchService:
         if channel is Channel.SMS and texts is not None:
             decision = self._caps_decision(reminder, appointment, stored, clinic, texts, now)
             if decision.outcome is SmsOutcome.MERGE:
+                # A text of the appointment prepared later in this batch may carry it today.
+                self._merges.setdefault(reminder["appointment_id"], []).append(reminder)
                 return _merge_later(reminder, decision.reason)
             if decision.outcome is not SmsOutcome.SEND:  # by email, or staff are told
                 reason = decision.reason

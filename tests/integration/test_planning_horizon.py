@@ -187,9 +187,10 @@ def test_preview_forecasts_which_texts_give_way_to_the_sms_caps(service, clock) 
         "over the SMS cap (1 a day, 3 in 7 days): merged into the next text"
     )
     walk_clock(service, clock, appointment().start + timedelta(days=2))
-    gave_way = {
-        r["step_id"]
-        for r in stored(service, channel="sms")
-        if r["reason"].startswith("over the SMS cap")
-    }
+    rows = stored(service, channel="sms")
+    gave_way = {r["step_id"] for r in rows if r["reason"].startswith("over the SMS cap")}
     assert gave_way == set(forecast)  # what preview said is what dispatch did
+    # Its line rode on the blood-thinner text sent the same minute, not days later.
+    by_step = {r["step_id"]: r for r in rows}
+    assert by_step["booked"]["merged_into"] == by_step["medicines"]["id"]
+    assert by_step["medicines"]["sent_at"] == by_step["booked"]["updated_at"]
