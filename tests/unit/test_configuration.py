@@ -9,7 +9,7 @@ import yaml
 from reminder_service.configuration.clinics import load_clinics
 from reminder_service.configuration.problems import ConfigError
 from reminder_service.configuration.protocols import load_protocols
-from reminder_service.domain.protocol import Channel, LatePolicy
+from reminder_service.domain.protocol import Channel, LatePolicy, Priority
 from reminder_service.template_layout import missing_parts
 from tests.factories import CONFIG_DIR, TEMPLATES_DIR
 
@@ -50,6 +50,9 @@ def test_default_protocol_loads_with_nine_steps_two_disabled():
     sms = next(r for r in medicines.channels if r.channel is Channel.SMS)
     assert sms.condition.describe() == "anticoagulant is unknown or yes"
     assert medicines.late is LatePolicy.CATCH_UP
+    critical = {s.id for s in protocol.steps if s.priority is Priority.CRITICAL}
+    assert critical == {"medicines", "escort", "day_before", "morning_of", "after_care", "next_day"}
+    assert protocol.step("booked").over_cap == "merge"
 
 
 @pytest.mark.parametrize(
@@ -72,6 +75,11 @@ def test_default_protocol_loads_with_nine_steps_two_disabled():
         ("day_before", {"enabeld": False}, "step 'day_before': field 'enabeld': unknown field"),
         ("day_before", {"enabled": "sometimes"}, "field 'enabled': must be true or false"),
         ("booked", {"min_notice": "two days"}, "step 'booked': field 'min_notice': "),
+        (
+            "escort",
+            {"priority": "urgent"},
+            "step 'escort': field 'priority': must be one of standard, critical",
+        ),
     ],
 )
 def test_bad_step_fields_are_named(tmp_path, step, changes, expected):  # type: ignore[no-untyped-def]
