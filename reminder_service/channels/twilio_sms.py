@@ -194,11 +194,10 @@ class TwilioSmsChannel:
         return found
 
     def _ours(self, message: Any) -> bool:
-        """Sent from one of our senders: a messaging service's message has the number Twilio
-        picked as its From, so its service decides."""
-        if message.messaging_service_sid:
-            return message.messaging_service_sid in self._services
-        return message.from_ in self._numbers
+        """Sent from one of our senders: one of our numbers, or through one of our services
+        (its From is then the number Twilio picked; and a message sent from a number may carry
+        a default service SID Twilio assigned, so either one matching is enough)."""
+        return message.from_ in self._numbers or message.messaging_service_sid in self._services
 
     async def aclose(self) -> None:
         await self._http.close()
