@@ -101,7 +101,7 @@ class UnsubscribeLinks:
         prefix = f"{base_local}+u".lower()
         if domain.lower() != base_domain.lower() or not local.lower().startswith(prefix):
             return None
-        token = local[len(prefix) :]
+        token = local[len(prefix) :].lower()
         return token if self.tokens.read(token) is not None else None
 
     def _mailto(self, token: str, from_address: str) -> str:
