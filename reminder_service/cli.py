@@ -405,7 +405,8 @@ def bounces(
 ) -> None:
     """Receive bounces (delivery status notifications) for SMTP_BOUNCE_ADDRESS until Ctrl-C or
     SIGTERM: an email that bounced for good is marked so, and staff are told when no channel of
-    its step reached the patient."""
+    its step reached the patient. Unsubscribe emails sent to its List-Unsubscribe mailto (with
+    REMINDER_UNSUBSCRIBE_SECRET set) stop reminder emails to their address."""
     service = _service(DatabaseUse.WRITE)
     receiver = service.bounces()
     if receiver is None:
