@@ -568,8 +568,11 @@ class DispatchService:
         return merges
 
     def _opted_out_emails(self, addresses: set[str | None]) -> set[str]:
+        wanted = {a for a in addresses if a}
+        if not wanted:
+            return set()
         with reading(self._engine) as conn:
-            return opted_out_emails(conn, {a for a in addresses if a})
+            return opted_out_emails(conn, wanted)
 
     def _opted_out(self, numbers: set[str]) -> set[str]:
         if not numbers:
