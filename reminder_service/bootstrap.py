@@ -12,11 +12,12 @@ from sqlalchemy import Engine
 from .api.app import create_app
 from .api.appointments import build_router
 from .catalog import Catalog
-from .channels.base import EmailChannel, SmsChannel
+from .channels.base import EmailChannel, SmsChannel, SmsSender
 from .channels.outbox import OutboxChannel
 from .channels.send_rate import LocalSendRate, SendRate, SharedSendRate
 from .channels.smtp_email import SmtpEmailChannel
 from .channels.twilio_sms import TwilioSmsChannel
+from .channels.unsubscribe import UnsubscribeLinks, UnsubscribeTokens
 from .clock import Clock, system_clock
 from .configuration.clinics import load_clinics
 from .configuration.delivery_failures import load_failure_table
@@ -27,6 +28,7 @@ from .services.api_keys import ApiKeys
 from .services.bounces import BounceService
 from .services.delivery_status import DeliveryStatusService
 from .services.dispatching import DispatchPolicy, DispatchService
+from .services.email_opt_outs import EmailOptOuts
 from .services.follow_ups import FollowUps
 from .services.importing import ImportService
 from .services.materializing import Materializer
@@ -74,14 +76,25 @@ class Service:
             public_url=self.settings.public_url,
             twilio_auth_token=token,
             router=router,
+            email_opt_outs=self.email_opt_outs(),
         )
+
+    def email_opt_outs(self) -> EmailOptOuts:
+        return EmailOptOuts(self.engine, unsubscribe_tokens(self.settings), self.clock)
 
     def bounces(self) -> BounceService | None:
         """Reads bounces when emails go by SMTP with SMTP_BOUNCE_ADDRESS set; else None."""
         address = self.settings.smtp.bounces() if self.settings.smtp else None
         if address is None or self.settings.email_channel != "smtp":
             return None
-        return BounceService(self.engine, FollowUps(self.catalog), address, self.clock)
+        return BounceService(
+            self.engine,
+            FollowUps(self.catalog),
+            address,
+            self.clock,
+            unsubscribe=unsubscribe_links(self.settings),
+            opt_outs=self.email_opt_outs(),
+        )
 
     def previewer(self) -> PreviewService:
         return PreviewService(self.engine, self.catalog, self.renderer, self.clock)
@@ -130,7 +143,7 @@ def build(
     patience = Patience.lasting(settings.database_wait_seconds)
     engine = open_database(settings.database_url, use, patience)
     renderer = Renderer(settings.templates_dir)
-    sms, email = _channels(settings, engine)
+    sms, email = _channels(settings, engine, catalog)
     horizon = timedelta(hours=settings.planning_horizon_hours)
     retry_base = timedelta(seconds=settings.retry_base_seconds)
     retry_cap = timedelta(seconds=settings.retry_cap_seconds)
@@ -158,8 +171,9 @@ def build(
             policy,
             failures=catalog.failures,
             public_url=settings.public_url,
-            email_from=settings.email_from,
+            email_from=settings.sender_address,
             sms_lookup=sms if isinstance(sms, TwilioSmsChannel) else None,
+            unsubscribe=unsubscribe_links(settings),
         ),
         materializer=Materializer(engine, catalog, clock, horizon),
         delivery_status=DeliveryStatusService(engine, FollowUps(catalog), catalog.failures, clock),
@@ -168,7 +182,28 @@ def build(
     )
 
 
-def _channels(settings: Settings, engine: Engine) -> tuple[SmsChannel, EmailChannel]:
+def unsubscribe_links(settings: Settings) -> UnsubscribeLinks:
+    """The List-Unsubscribe links of patient emails (see channels/unsubscribe.py): one-click
+    and a mailto the bounce listener reads need REMINDER_UNSUBSCRIBE_SECRET; without it, a
+    mailto to a mailbox staff read."""
+    tokens = unsubscribe_tokens(settings)
+    bounces = settings.smtp.bounces() if settings.smtp else None
+    return UnsubscribeLinks(
+        tokens,
+        public_url=settings.public_url,
+        inbound=bounces if settings.email_channel == "smtp" else None,
+        mailbox=settings.unsubscribe_mailbox,
+    )
+
+
+def unsubscribe_tokens(settings: Settings) -> UnsubscribeTokens | None:
+    secret = settings.unsubscribe_secret
+    return UnsubscribeTokens(secret.encode()) if secret else None
+
+
+def _channels(
+    settings: Settings, engine: Engine, catalog: Catalog
+) -> tuple[SmsChannel, EmailChannel]:
     """One instance of each per process."""
     outbox = OutboxChannel(settings.outbox_dir, settings.email_from)
     sms: SmsChannel = outbox
@@ -179,7 +214,12 @@ def _channels(settings: Settings, engine: Engine) -> tuple[SmsChannel, EmailChan
             settings.twilio,
             concurrency=settings.sms_concurrency,
             rate_limit=settings.sms_rate_limit,
-            send_rate=_sms_send_rate(settings, engine),
+            send_rate_for=partial(_sms_send_rate, settings, engine),
+            senders=[
+                SmsSender(c.sms_from, c.messaging_service_sid)
+                for c in catalog.clinics.by_id.values()
+                if c.sms_from or c.messaging_service_sid
+            ],
         )
     if settings.email_channel == "smtp":
         assert settings.smtp is not None
@@ -194,15 +234,14 @@ def _shares_rate(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
-def _sms_send_rate(settings: Settings, engine: Engine) -> SendRate:
-    """The sender's pace: one token bucket per sender in PostgreSQL, shared by every process
+def _sms_send_rate(settings: Settings, engine: Engine, sender: str) -> SendRate:
+    """A sender's pace: one token bucket per sender in PostgreSQL, shared by every process
     using the database; else this process's own."""
-    assert settings.twilio is not None
     if not _shares_rate(engine):
         return LocalSendRate(settings.sms_rate_limit)
     return SharedSendRate(
         PostgresRateBuckets(engine),
-        settings.twilio.sender,
+        sender,
         settings.sms_rate_limit,
         # While the database fails, sends wait; not so long that their claims run out.
         give_up_after=settings.lease_seconds / 6,

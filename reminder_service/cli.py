@@ -13,6 +13,7 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from email_validator import EmailNotValidError, validate_email
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -34,6 +35,7 @@ from .scheduler import DispatchTimer
 from .services.api_keys import ApiKeys, KeyExists
 from .services.auditing import audit_trail
 from .services.csv_import import import_csv_file
+from .services.email_opt_outs import STAFF as STAFF_OPT_OUT
 from .services.hl7_import import apply_siu, feed_clinic
 from .services.importing import ImportSummary
 from .services.previewing import NotFound
@@ -403,7 +405,8 @@ def bounces(
 ) -> None:
     """Receive bounces (delivery status notifications) for SMTP_BOUNCE_ADDRESS until Ctrl-C or
     SIGTERM: an email that bounced for good is marked so, and staff are told when no channel of
-    its step reached the patient."""
+    its step reached the patient. Unsubscribe emails sent to its List-Unsubscribe mailto (with
+    REMINDER_UNSUBSCRIBE_SECRET set) stop reminder emails to their address."""
     service = _service(DatabaseUse.WRITE)
     receiver = service.bounces()
     if receiver is None:
@@ -415,6 +418,36 @@ def bounces(
 
     asyncio.run(serve_until_signalled(BounceListener(receiver.receive, host, port)))
     service.close()
+
+
+EmailOption = Annotated[str, typer.Option("--email", help="The patient's email address.")]
+
+
+def _email_address(address: str) -> str:
+    try:
+        return validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        err.print(f"--email: not an email address ({exc})", markup=False)
+        raise typer.Exit(EXIT_UNUSABLE) from None
+
+
+@app.command("opt-out")
+def opt_out(email: EmailOption) -> None:
+    """Stop reminder emails to an address, as its List-Unsubscribe link would (for an
+    unsubscribe email that reached the clinic's mailbox). Texts to the patient go on."""
+    address = _email_address(email)
+    service = _service(DatabaseUse.WRITE)
+    added = service.email_opt_outs().opt_out(address, STAFF_OPT_OUT)
+    out.print(f"{address}: {'opted out' if added else 'already opted out'}", markup=False)
+
+
+@app.command("opt-in")
+def opt_in(email: EmailOption) -> None:
+    """Send reminder emails to an address again after it opted out (when the patient asks)."""
+    address = _email_address(email)
+    service = _service(DatabaseUse.WRITE)
+    removed = service.email_opt_outs().opt_in(address)
+    out.print(f"{address}: {'opted in' if removed else 'was not opted out'}", markup=False)
 
 
 api_key_app = typer.Typer(help="Keys for the HTTP API (shown once; stored as a hash).")

@@ -53,6 +53,11 @@ class Settings:
     # At start, how long to wait for a database that is locked or unreachable before giving up.
     # Last: settings are also built positionally, in the order above.
     database_wait_seconds: float = 300.0
+    # List-Unsubscribe (see channels/unsubscribe.py): the HMAC key of the tokens in one-click
+    # links and in mailto tags the bounce listener reads; and the mailbox staff read for
+    # unsubscribe emails when the service reads none itself (default: the clinic's From).
+    unsubscribe_secret: str = ""
+    unsubscribe_mailbox: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -92,6 +97,13 @@ class Settings:
                 "REMINDER_PLANNING_HORIZON_HOURS, so reminders are stored well before they are due"
             )
 
+    @property
+    def sender_address(self) -> str:
+        """The service-wide From address: SMTP_FROM with SMTP, else REMINDER_EMAIL_FROM."""
+        if self.email_channel == "smtp" and self.smtp is not None and self.smtp.from_:
+            return self.smtp.from_
+        return self.email_from
+
     def _validate_delivery(self) -> None:
         if self.sms_channel not in SMS_CHANNELS:
             raise SettingsError(f"REMINDER_SMS_CHANNEL: must be one of {', '.join(SMS_CHANNELS)}")
@@ -106,6 +118,12 @@ class Settings:
             raise SettingsError("REMINDER_SMS_RATE_LIMIT: must be more than 0")
         if self.public_url and not self.public_url.startswith(("https://", "http://")):
             raise SettingsError("REMINDER_PUBLIC_URL: must start with https:// (or http://)")
+        if self.unsubscribe_secret and len(self.unsubscribe_secret) < 16:
+            raise SettingsError("REMINDER_UNSUBSCRIBE_SECRET: at least 16 characters")
+        if self.unsubscribe_mailbox and not re.fullmatch(
+            r"[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+", self.unsubscribe_mailbox
+        ):
+            raise SettingsError("REMINDER_UNSUBSCRIBE_MAILBOX: must be an address local@domain")
         if self.sms_channel == "twilio":
             if self.twilio is None:
                 raise SettingsError("TWILIO_ACCOUNT_SID: required when REMINDER_SMS_CHANNEL=twilio")
@@ -123,6 +141,7 @@ class Settings:
         """For logs and `status`: passwords and tokens never appear."""
         shown = {f.name: str(getattr(self, f.name)) for f in fields(self)}
         shown["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
+        shown["unsubscribe_secret"] = MASK if self.unsubscribe_secret else ""
         for name, nested in (("twilio", self.twilio), ("smtp", self.smtp)):
             shown[name] = str(nested.describe()) if nested is not None else "None"
         return shown

@@ -7,18 +7,20 @@ import, or a webhook waiting for a lock, then never stalls /healthz or the other
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import Engine, String, text
 from starlette.concurrency import run_in_threadpool
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from ..services.delivery_status import DeliveryStatusService
+from ..services.email_opt_outs import EmailOptOuts, TokenCheck
 from ..services.replies import ReplyService
 from ..store.engine import reading
 from ..store.tables import inbound_messages
@@ -51,6 +53,7 @@ def create_app(
     public_url: str,
     twilio_auth_token: str | None,
     router: APIRouter | None = None,
+    email_opt_outs: EmailOptOuts | None = None,
 ) -> FastAPI:
     app = FastAPI(title="reminder-service", docs_url="/docs", redoc_url=None)
     validator = RequestValidator(twilio_auth_token) if twilio_auth_token else None
@@ -118,6 +121,72 @@ def create_app(
             twiml.message(outcome.answer)
         return Response(str(twiml), media_type="application/xml")
 
+    if email_opt_outs is not None:
+        app.include_router(unsubscribe_router(email_opt_outs))
     if router is not None:
         app.include_router(router)
     return app
+
+
+MAX_UNSUBSCRIBE_BYTES = 4096  # RFC 8058's body is "List-Unsubscribe=One-Click"
+_REFUSED = {
+    TokenCheck.MALFORMED: (
+        400,
+        "This is not an unsubscribe link. Please check it was copied whole.",
+    ),
+    TokenCheck.UNKNOWN: (
+        404,
+        "This unsubscribe link is not valid: it was not made here, or the email address it was "
+        "for is no longer on record (reminders no longer go to that address).",
+    ),
+    TokenCheck.DISABLED: (404, "Unsubscribe links are not enabled on this service."),
+}
+
+
+def unsubscribe_router(opt_outs: EmailOptOuts) -> APIRouter:
+    """List-Unsubscribe (RFC 8058): a POST opts the address out, with no login and no cookies;
+    a GET (what a person's click, or a mail scanner following links, does) only shows a page
+    with the button that POSTs, so no scanner unsubscribes anyone."""
+    router = APIRouter()
+
+    @router.get("/unsubscribe/{token}", include_in_schema=False)
+    def confirm_page(token: str) -> HTMLResponse:
+        check = opt_outs.check(token)
+        if check is not TokenCheck.VALID:
+            return _page(*_REFUSED[check])
+        # The form posts to this same URL: relative, so it works behind any proxy path.
+        form = (
+            '<form method="post"><input type="hidden" name="List-Unsubscribe" '
+            'value="One-Click"><button type="submit">Unsubscribe</button></form>'
+        )
+        text = (
+            "Stop appointment reminder emails to this address? Text messages, if you get "
+            "them, are not affected (reply STOP to stop those)."
+        )
+        return _page(200, text, form)
+
+    @router.post("/unsubscribe/{token}", include_in_schema=False)
+    async def one_click(token: str, request: Request) -> HTMLResponse:
+        size = 0
+        async for chunk in request.stream():  # read to the end, but never more than a little
+            size += len(chunk)
+            if size > MAX_UNSUBSCRIBE_BYTES:
+                return _page(413, "That request is too large for an unsubscribe.")
+        check = await run_in_threadpool(opt_outs.unsubscribe, token)
+        if check is not TokenCheck.VALID:
+            return _page(*_REFUSED[check])
+        return _page(200, "Done: no more appointment reminder emails will go to this address.")
+
+    return router
+
+
+def _page(status: int, text: str, form: str = "") -> HTMLResponse:
+    body = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        "<title>Appointment reminders</title></head>"
+        f"<body><p>{html.escape(text)}</p>{form}</body></html>"
+    )
+    # No caching, and no referrer: the token is in the URL.
+    headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+    return HTMLResponse(body, status_code=status, headers=headers)

@@ -27,6 +27,20 @@ class OutgoingSms:
     body: str
     sent_at: datetime
     status_callback: str | None = None  # the URL the provider reports delivery status to
+    sender: SmsSender | None = None  # the clinic's own; None: the channel's configured one
+
+
+@dataclass(frozen=True, slots=True)
+class SmsSender:
+    """Who a text comes from: a number (E.164) or a Twilio Messaging Service; exactly one."""
+
+    from_number: str = ""
+    messaging_service_sid: str = ""
+
+    @property
+    def key(self) -> str:
+        """What the provider's rate limit is counted against."""
+        return self.messaging_service_sid or self.from_number
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +54,20 @@ class CalendarEvent:
     end: datetime
     summary: str  # generic: no procedure name
     location: str
-    organizer: str  # an email address
+    organizer: str  # an email address: the From of the email it comes with
     cancelled: bool = False  # METHOD:CANCEL: the calendar removes the entry
+    organizer_name: str = ""  # the clinic's name
+    attendee: str = ""  # the patient's email address
+    attendee_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ListUnsubscribe:
+    """How a patient stops these emails from their mail client (RFC 2369, RFC 8058): a mailto,
+    and, when the service has a public https URL, a one-click URL taking an empty POST."""
+
+    mailto: str  # "mailto:..." with its query
+    one_click: str = ""  # "https://.../unsubscribe/<token>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +83,8 @@ class OutgoingEmail:
     message_id: str  # deterministic, so a resend after a crash is recognisably the same message
     sent_at: datetime
     calendar: CalendarEvent | None = None
+    from_address: str = ""  # the clinic's sender; "" for the channel's configured one
+    unsubscribe: ListUnsubscribe | None = None  # patient emails only, never staff alerts
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,13 +22,14 @@ from email.message import EmailMessage
 from email.policy import default
 from email.utils import format_datetime, formataddr
 
-from .base import OutgoingEmail
+from .base import ListUnsubscribe, OutgoingEmail
 from .calendar_invite import build_invite, invite_method
 
 INVITE_FILENAME = "invite.ics"
 CRLF = b"\r\n"
 MAX_LINE = 998  # RFC 5322 2.1.1, without the CRLF
 FOLD_AT = 78
+ONE_CLICK = "List-Unsubscribe=One-Click"  # RFC 8058: the header's value and the POST's body
 
 Headers = list[tuple[str, str]]
 Part = tuple[Headers, bytes]
@@ -41,7 +42,11 @@ def build_mime(message: OutgoingEmail, from_address: str) -> EmailMessage:
 
 
 def render_mime(message: OutgoingEmail, from_address: str) -> bytes:
-    fields = (message.to, message.from_name, message.subject, message.message_id, from_address)
+    """`from_address` is the channel's own, used when the message names none (its clinic's)."""
+    from_address = message.from_address or from_address
+    fields = [message.to, message.from_name, message.subject, message.message_id, from_address]
+    if message.unsubscribe is not None:
+        fields += [message.unsubscribe.mailto, message.unsubscribe.one_click]
     if any("\r" in field or "\n" in field for field in fields):
         raise ValueError("email header fields may not contain line breaks")  # header injection
     body = _multipart(
@@ -64,10 +69,30 @@ def render_mime(message: OutgoingEmail, from_address: str) -> bytes:
         ("Date", format_datetime(message.sent_at)),
         ("Message-ID", message.message_id),
         ("X-Reminder-Id", str(message.reminder_id)),
+        *_list_unsubscribe(message.unsubscribe),
         ("MIME-Version", "1.0"),
         *content_headers,
     ]
     return _headers(headers) + CRLF + content
+
+
+def _list_unsubscribe(unsubscribe: ListUnsubscribe | None) -> Headers:
+    """RFC 2369's List-Unsubscribe, one URI a line; RFC 8058's List-Unsubscribe-Post only with
+    an https URL (the mail client POSTs "List-Unsubscribe=One-Click" to it, without cookies or
+    a login). Mail providers expect both headers covered by the relay's DKIM signature."""
+    if unsubscribe is None:
+        return []
+    uris = (
+        [unsubscribe.mailto, unsubscribe.one_click]
+        if unsubscribe.one_click
+        else [unsubscribe.mailto]
+    )
+    if not all(uri.isascii() for uri in uris):
+        raise ValueError("List-Unsubscribe URIs must be ASCII (percent-encoded)")
+    headers = [("List-Unsubscribe", ",\r\n ".join(f"<{uri}>" for uri in uris))]
+    if unsubscribe.one_click:
+        headers.append(("List-Unsubscribe-Post", ONE_CLICK))
+    return headers
 
 
 def _text(content_type: str, text: str, extra: Headers | None = None) -> Part:

@@ -99,10 +99,12 @@ class SmtpEmailChannel:
                 # Written once a slot is free: with many sends waiting, writing them all first
                 # would leave the server idle; this way one is written while others are sent.
                 data = _render(message, self._settings.from_)
+                # The envelope sender: bounces go there. Without a bounce address, the From
+                # (the clinic's own when it has one), so SPF and the From agree for DMARC.
                 sender = (
                     self._bounces.for_reminder(message.reminder_id)
                     if self._bounces
-                    else self._settings.from_
+                    else message.from_address or self._settings.from_
                 )
                 reply = await self._send_pooled(pool, data, sender, message.to)
             except (SMTPException, OSError, _Refused, _InDoubt) as exc:

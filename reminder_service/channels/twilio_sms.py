@@ -5,10 +5,12 @@
 - Explicit timeouts (TWILIO_TIMEOUT_SECONDS) for connecting and for the whole request.
 - At most `concurrency` requests in flight, each on its own connection: a slow answer holds one
   slot and delays no other send.
-- At most `rate_limit` requests a second from the sender (its number or messaging service),
-  paced by a SendRate (send_rate.py) that holds only a few sends, so no burst overshoots the
-  rate: this process's own by default, or one that every process on the same PostgreSQL
-  database shares (bootstrap chooses).
+- A message goes from its clinic's own sender (`OutgoingSms.sender`: a number, or a Messaging
+  Service, passed as `messaging_service_sid=` instead of `from_`), else from the configured one.
+- At most `rate_limit` requests a second from each sender (its number or messaging service),
+  paced by a SendRate (send_rate.py) per sender that holds only a few sends, so no burst
+  overshoots the rate: this process's own by default, or one that every process on the same
+  PostgreSQL database shares (bootstrap chooses).
 - TWILIO_API_BASE_URL, when set, replaces https://api.twilio.com (a staging proxy, a test server).
 - `find_accepted` asks Twilio's Message list whether an attempt whose outcome is unknown (a lost
   answer, a 5xx, a crash mid-send) was accepted, so the dispatcher does not send it twice.
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, timedelta
 from typing import Any
 
@@ -40,6 +42,7 @@ from .base import (
     OutgoingSms,
     Receipt,
     SentQuery,
+    SmsSender,
     body_sha256,
 )
 from .send_rate import LocalSendRate, SendRate, SendRateUnavailable
@@ -60,15 +63,27 @@ class TwilioSmsChannel:
         concurrency: int,
         rate_limit: float,
         send_rate: SendRate | None = None,
+        send_rate_for: Callable[[str], SendRate] | None = None,
+        senders: Iterable[SmsSender] = (),
     ) -> None:
-        """`send_rate` paces the sender (default: this process's own, at `rate_limit`)."""
+        """`send_rate` paces the configured sender, `send_rate_for(sender)` makes the pace of
+        each other one (default: this process's own, at `rate_limit`). `senders` are the
+        clinics' own, which a lookup also accepts messages from."""
         if concurrency < 1:
             raise ValueError("concurrency must be 1 or more")
         if rate_limit <= 0:
             raise ValueError("rate_limit must be more than 0")
         self._settings = settings
         self._concurrency = concurrency
-        self._send_rate = send_rate or LocalSendRate(rate_limit)
+        self._rate_limit = rate_limit
+        self._send_rate_for = send_rate_for
+        self._default_sender = SmsSender(settings.from_number, settings.messaging_service_sid)
+        self._send_rates: dict[str, SendRate] = {}
+        if send_rate is not None:
+            self._send_rates[self._default_sender.key] = send_rate
+        every = [self._default_sender, *senders]
+        self._numbers = {s.from_number for s in every if s.from_number}
+        self._services = {s.messaging_service_sid for s in every if s.messaging_service_sid}
         self._http = AiohttpTwilioClient(concurrency, settings.timeout_seconds)
         client = Client(settings.account_sid, settings.auth_token, http_client=self._http)
         if settings.api_base_url:
@@ -82,11 +97,13 @@ class TwilioSmsChannel:
         self._slots: asyncio.Semaphore | None = None
 
     async def send_sms(self, message: OutgoingSms) -> Receipt:
-        slots, limiter = await self._flow_control()
+        chosen = message.sender or self._default_sender
+        slots, limiter = await self._flow_control(chosen)
+        # The SDK's create(): `from_` or `messaging_service_sid` (Twilio then picks the number).
         sender: dict[str, str] = (
-            {"messaging_service_sid": self._settings.messaging_service_sid}
-            if self._settings.messaging_service_sid
-            else {"from_": self._settings.from_number}
+            {"messaging_service_sid": chosen.messaging_service_sid}
+            if chosen.messaging_service_sid
+            else {"from_": chosen.from_number}
         )
         if message.status_callback:
             sender["status_callback"] = message.status_callback
@@ -113,8 +130,8 @@ class TwilioSmsChannel:
         return Receipt(provider_id=sid)
 
     async def find_accepted(self, query: SentQuery) -> list[AcceptedSms]:
-        """Messages from our sender to `query.to` with the same body, created since the attempt
-        began (less CLOCK_SKEW), oldest first.
+        """Messages from one of our senders (the configured one or a clinic's) to `query.to`
+        with the same body, created since the attempt began (less CLOCK_SKEW), oldest first.
 
         First the messages sent since then (`DateSent>`). A message still in Twilio's queue has
         no date_sent and matches no DateSent filter, so when that finds nothing, the number's
@@ -128,8 +145,9 @@ class TwilioSmsChannel:
         Encoding on a messaging service); clocks more than CLOCK_SKEW apart."""
         since = (query.since - CLOCK_SKEW).astimezone(UTC)
         sender: dict[str, Any] = {}
-        if not self._settings.messaging_service_sid:
-            sender["from_"] = self._settings.from_number  # Twilio has no filter on the service
+        if len(self._numbers) == 1 and not self._services:
+            # Twilio filters on one From only, and not on the service: else filtered here.
+            (sender["from_"],) = self._numbers
         try:
             sent = await self._messages.list_async(
                 to=query.to, date_sent_after=since, page_size=LIST_PAGE_SIZE, **sender
@@ -150,14 +168,13 @@ class TwilioSmsChannel:
 
     def _matching(self, messages: list[Any], query: SentQuery) -> list[AcceptedSms]:
         since = query.since - CLOCK_SKEW
-        service = self._settings.messaging_service_sid
         found = []
         for message in messages:
             created = message.date_created
             if (
                 message.direction != "outbound-api"
                 or message.to != query.to
-                or (service and message.messaging_service_sid != service)
+                or not self._ours(message)
                 or created is None
                 or created < since
                 or message.body is None
@@ -176,16 +193,28 @@ class TwilioSmsChannel:
             )
         return found
 
+    def _ours(self, message: Any) -> bool:
+        """Sent from one of our senders: one of our numbers, or through one of our services
+        (its From is then the number Twilio picked; and a message sent from a number may carry
+        a default service SID Twilio assigned, so either one matching is enough)."""
+        return message.from_ in self._numbers or message.messaging_service_sid in self._services
+
     async def aclose(self) -> None:
         await self._http.close()
-        await self._send_rate.aclose()
+        for rate in self._send_rates.values():
+            await rate.aclose()
         self._slots = None
 
-    async def _flow_control(self) -> tuple[asyncio.Semaphore, SendRate]:
+    async def _flow_control(self, sender: SmsSender) -> tuple[asyncio.Semaphore, SendRate]:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._concurrency)
-        # One pace for this channel's only sender (settings.sender).
-        return self._slots, self._send_rate
+        # One pace per sender, as Twilio counts its limit.
+        rate = self._send_rates.get(sender.key)
+        if rate is None:
+            make = self._send_rate_for
+            rate = make(sender.key) if make else LocalSendRate(self._rate_limit)
+            self._send_rates[sender.key] = rate
+        return self._slots, rate
 
 
 def failure_from(exc: BaseException, timeout_seconds: float) -> Failure | None:

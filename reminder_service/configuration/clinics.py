@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfoNotFoundError
 
 import phonenumbers
+from email_validator import EmailNotValidError, validate_email
 
 from ..domain.clinic import Clinic
 from ..domain.sms_caps import SmsCaps
@@ -19,6 +21,10 @@ TEXT_FIELDS |= {"painkiller", "local_only_driving_advice"}
 INT_FIELDS = {"fasting_hours", "no_bath_days", "results_typical_days", "results_chase_days"}
 REQUIRED = TEXT_FIELDS | INT_FIELDS | {"timezone", "phone_region"}
 OPTIONAL = {"send_window", "default_language", "address", "staff_email", "sms_caps"}
+OPTIONAL |= {"email_from", "sms_from", "messaging_service_sid"}
+# Twilio's formats: a number in E.164, a Messaging Service SID "MG" and 32 hex digits.
+E164 = re.compile(r"\+[1-9]\d{1,14}")
+MESSAGING_SERVICE_SID = re.compile(r"MG[0-9a-fA-F]{32}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +99,8 @@ def _load_clinic(
         problem("phone_region", f"{region!r} is not a region code such as GB or US")
     window = _send_window(raw.get("send_window", {"opens": "08:00", "closes": "20:00"}), problem)
     caps = _sms_caps(raw.get("sms_caps", {"per_day": 1, "per_7_days": 3}), problem)
-    if len(problems) > before or window is None or caps is None:
+    senders = _senders(raw, problem)
+    if len(problems) > before or window is None or caps is None or senders is None:
         return None
     return Clinic(
         id=clinic_id,
@@ -115,7 +122,45 @@ def _load_clinic(
         address=str(raw.get("address", "")).strip(),
         staff_email=str(raw.get("staff_email", "")),
         sms_caps=caps,
+        **senders,
     )
+
+
+def _senders(raw: dict[str, Any], problem: Any) -> dict[str, str] | None:
+    """The clinic's own From address and SMS sender, checked as Twilio and mail servers would
+    check them, so a typo is a named configuration error, not a failed send at 10 a.m."""
+    senders = {"email_from": "", "sms_from": "", "messaging_service_sid": ""}
+    bad = False
+    for field in senders:
+        value = raw.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip():
+            hint = " (quote a number: '+447700900123')" if field == "sms_from" else ""
+            problem(field, f"must be non-empty text{hint}")
+            bad = True
+            continue
+        senders[field] = value.strip()
+    if senders["email_from"]:
+        try:
+            validate_email(senders["email_from"], check_deliverability=False)
+        except EmailNotValidError as exc:
+            problem("email_from", f"{senders['email_from']!r} is not an email address ({exc})")
+            bad = True
+    if senders["sms_from"] and not E164.fullmatch(senders["sms_from"]):
+        problem("sms_from", f"{senders['sms_from']!r} is not an E.164 number such as +447700900123")
+        bad = True
+    service = senders["messaging_service_sid"]
+    if service and not MESSAGING_SERVICE_SID.fullmatch(service):
+        problem(
+            "messaging_service_sid",
+            f"{service!r} is not a Messaging Service SID (MG followed by 32 hex digits)",
+        )
+        bad = True
+    if senders["sms_from"] and service:
+        problem("sms_from", "set sms_from or messaging_service_sid, not both")
+        bad = True
+    return None if bad else senders
 
 
 def _sms_caps(value: Any, problem: Any) -> SmsCaps | None:

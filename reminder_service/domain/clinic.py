@@ -29,3 +29,7 @@ class Clinic:
     address: str = ""
     staff_email: str = ""
     sms_caps: SmsCaps = DEFAULT_SMS_CAPS  # per patient
+    # The clinic's own senders; "" falls back to the service-wide ones (SMTP_FROM, TWILIO_*).
+    email_from: str = ""  # the From address of its patients' emails
+    sms_from: str = ""  # E.164; or a Twilio Messaging Service:
+    messaging_service_sid: str = ""

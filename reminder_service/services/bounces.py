@@ -5,6 +5,10 @@ on to the follow-ups like an SMS reported undelivered: staff are told when no ch
 step reached the patient. A delay (4.x.x) is only noted in the audit log: the mail system is
 still trying. Bounces for unknown or forged envelope addresses change nothing (see
 channels/bounces.py), nor do repeats of one already recorded.
+
+The same address takes unsubscribe emails: a patient's mail client sends one to the
+List-Unsubscribe mailto (local+u<token>@...), and a token that verifies puts the address on
+the email opt-out list at once (see channels/unsubscribe.py).
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from typing import Any
 from sqlalchemy import Engine, select, update
 
 from ..channels.bounces import BounceAddress, DeliveryReport, read_dsn
+from ..channels.unsubscribe import UnsubscribeLinks
 from ..clock import Clock
 from ..domain.planning import ReminderStatus
 from ..domain.protocol import Channel
 from ..store import bulk
 from ..store.tables import reminders
+from .email_opt_outs import UNSUBSCRIBE_EMAIL, EmailOptOuts, TokenCheck
 from .follow_ups import FollowUps
 
 log = logging.getLogger(__name__)
@@ -31,8 +37,17 @@ BOUNCED = "bounced"
 
 class BounceService:
     def __init__(
-        self, engine: Engine, follow_ups: FollowUps, address: BounceAddress, clock: Clock
+        self,
+        engine: Engine,
+        follow_ups: FollowUps,
+        address: BounceAddress,
+        clock: Clock,
+        *,
+        unsubscribe: UnsubscribeLinks | None = None,
+        opt_outs: EmailOptOuts | None = None,
     ) -> None:
+        self._unsubscribe = unsubscribe
+        self._opt_outs = opt_outs
         self._engine = engine
         self._follow_ups = follow_ups
         self._address = address
@@ -40,7 +55,11 @@ class BounceService:
 
     def receive(self, recipients: list[str], raw: bytes) -> str:
         """One message delivered to the bounce address: what became of it ("bounced",
-        "delayed", "repeat", "not a bounce", "not ours")."""
+        "delayed", "repeat", "not a bounce", "not ours"; "unsubscribed", "unsubscribe not
+        ours" for an unsubscribe email)."""
+        unsubscribed = self._unsubscribed(recipients)
+        if unsubscribed is not None:
+            return unsubscribed
         ids = {self._address.reminder_of(r) for r in recipients} - {None}
         if len(ids) != 1:
             return "not ours"  # no tag of ours, a forged one, or several at once
@@ -50,6 +69,17 @@ class BounceService:
         (reminder_id,) = ids
         assert reminder_id is not None
         return self.record(reminder_id, reports)
+
+    def _unsubscribed(self, recipients: list[str]) -> str | None:
+        """What became of an unsubscribe email, or None when the message is not one."""
+        if self._unsubscribe is None or self._opt_outs is None:
+            return None
+        tokens = [t for t in map(self._unsubscribe.token_in, recipients) if t is not None]
+        if not tokens:
+            return None
+        # Whatever the message says: a mail client's unsubscribe email is the request itself.
+        outcomes = {self._opt_outs.unsubscribe(token, UNSUBSCRIBE_EMAIL) for token in tokens}
+        return "unsubscribed" if TokenCheck.VALID in outcomes else "unsubscribe not ours"
 
     def record(self, reminder_id: int, reports: list[DeliveryReport]) -> str:
         failed = next((r for r in reports if r.permanent), None)

@@ -46,14 +46,17 @@ from ..channels.base import (
     EmailChannel,
     Failure,
     FailureKind,
+    ListUnsubscribe,
     OutgoingEmail,
     OutgoingSms,
     Receipt,
     SentQuery,
     SmsChannel,
     SmsLookup,
+    SmsSender,
     body_sha256,
 )
+from ..channels.unsubscribe import UnsubscribeLinks, opt_out_key
 from ..clock import Clock
 from ..domain.appointment import Appointment, AppointmentStatus
 from ..domain.clinic import Clinic
@@ -69,6 +72,7 @@ from ..store.records import RowData
 from ..store.tables import appointments, reminders, sms_opt_outs
 from . import patient_texts
 from .delivery_status import NOT_DELIVERED, PROGRESS
+from .email_opt_outs import opted_out_emails
 from .follow_ups import STAFF_CHANNEL, FollowUps, record_opt_outs
 from .importing import CALENDAR_CANCEL
 from .patient_texts import PatientTexts
@@ -144,7 +148,10 @@ class DispatchService:
         public_url: str = "",
         email_from: str = "reminders@localhost",
         sms_lookup: SmsLookup | None = None,
+        unsubscribe: UnsubscribeLinks | None = None,
     ) -> None:
+        """`email_from` is the service-wide From address (a clinic's own `email_from` wins);
+        `unsubscribe` makes the List-Unsubscribe links of patient emails."""
         self._engine = engine
         self._catalog = catalog
         self._renderer = renderer
@@ -155,9 +162,17 @@ class DispatchService:
         self._failures = failures or FailureTable(())
         self._public_url = public_url.rstrip("/")
         self._email_from = email_from
+        self._unsubscribe = unsubscribe
+        # The clinics' own SMS senders; the others send from the channel's configured one.
+        self._sms_senders = {
+            c.id: SmsSender(c.sms_from, c.messaging_service_sid)
+            for c in catalog.clinics.by_id.values()
+            if c.sms_from or c.messaging_service_sid
+        }
         self._follow_ups = FollowUps(catalog)
         self._loop = LoopThread()
         self._merges: dict[int, list[RowData]] = {}  # per batch: see _pending_merges
+        self._emails_opted_out: set[str] = set()  # per batch: addresses that unsubscribed
         self._lookup = sms_lookup
         self._preparing: asyncio.Lock | None = None  # one preparation at a time (_merges)
         # Rows whose lookup found nothing, waiting to be prepared together (_prepare_one).
@@ -473,6 +488,9 @@ class DispatchService:
         now = self._clock()
         texts = self._patient_texts({s["patient_id"] for _, s in context.values()}, now)
         self._merges = self._pending_merges(set(context))
+        self._emails_opted_out = self._opted_out_emails(
+            {a.patient.email for a, _ in context.values()}
+        )
         prepared: list[Result | _Job] = []
         for row in claimed:
             appointment, stored = context[row["appointment_id"]]
@@ -553,6 +571,13 @@ class DispatchService:
                 merges[row["appointment_id"]].append(row)
         return merges
 
+    def _opted_out_emails(self, addresses: set[str | None]) -> set[str]:
+        wanted = {a for a in addresses if a}
+        if not wanted:
+            return set()
+        with reading(self._engine) as conn:
+            return opted_out_emails(conn, wanted)
+
     def _opted_out(self, numbers: set[str]) -> set[str]:
         if not numbers:
             return set()
@@ -617,6 +642,9 @@ class DispatchService:
         if channel is Channel.SMS and to in opted_out:
             reason = "the number has opted out of SMS"
             return Result(reminder, ReminderStatus.SKIPPED, reason, undeliverable=True)
+        if channel is Channel.EMAIL and opt_out_key(to) in self._emails_opted_out:
+            reason = "the address has unsubscribed from email"
+            return Result(reminder, ReminderStatus.SKIPPED, reason, undeliverable=True)
         decision = SEND
         if channel is Channel.SMS and texts is not None:
             decision = self._caps_decision(reminder, appointment, stored, clinic, texts, now)
@@ -673,6 +701,7 @@ class DispatchService:
                 body,
                 now,
                 status_callback=callback,
+                sender=self._sms_senders.get(clinic.id),
             )
         else:
             assert message.subject is not None and message.text is not None
@@ -689,6 +718,8 @@ class DispatchService:
                 f"<reminder-{reminder['id']}.v{stored['version']}@reminder-service>",
                 now,
                 calendar=self._calendar(reminder, appointment, stored, clinic),
+                from_address=self._from_address(clinic),
+                unsubscribe=self._list_unsubscribe(stored["patient_id"], to, clinic),
             )
         requested = appointment.patient.language
         return _Job(reminder, outgoing, message.language, _digest(message), requested, merged)
@@ -726,7 +757,17 @@ class DispatchService:
         step = protocol.step_or_none(reminder["step_id"]) if protocol else None
         if not cancelled and (step is None or not step.calendar):
             return None
-        return calendar_event(appointment, stored["version"], clinic, self._email_from, cancelled)
+        return calendar_event(
+            appointment, stored["version"], clinic, self._from_address(clinic), cancelled
+        )
+
+    def _list_unsubscribe(self, patient_id: int, to: str, clinic: Clinic) -> ListUnsubscribe | None:
+        if self._unsubscribe is None:
+            return None
+        return self._unsubscribe.for_patient(patient_id, to, self._from_address(clinic))
+
+    def _from_address(self, clinic: Clinic) -> str:
+        return clinic.email_from or self._email_from
 
     def _prepare_staff_alert(
         self, reminder: RowData, appointment: Appointment, clinic: Clinic, now: datetime
@@ -761,6 +802,7 @@ class DispatchService:
             message.html,
             f"<staff-alert-{reminder['id']}@reminder-service>",
             now,
+            from_address=self._from_address(clinic),
         )
         return _Job(reminder, outgoing, message.language, _digest(message))
 
@@ -984,6 +1026,9 @@ def calendar_event(
         location=appointment.location or clinic.address,
         organizer=organizer,
         cancelled=cancelled,
+        organizer_name=clinic.name,
+        attendee=appointment.patient.email or "",
+        attendee_name=f"{appointment.patient.first_name} {appointment.patient.last_name}".strip(),
     )
 
 

@@ -149,6 +149,17 @@ sms_opt_outs = Table(
     Column("source", String(64), nullable=False),  # "twilio error 21610", "reply STOP"
 )
 
+# Email addresses that must get no more reminder emails: the recipient unsubscribed (a one-click
+# link, a mailto the bounce listener read, or staff honouring an unsubscribe email). Kept
+# lower-cased (channels/unsubscribe.opt_out_key). SMS to the same patient go on.
+email_opt_outs = Table(
+    "email_opt_outs",
+    metadata,
+    Column("email", String(320), primary_key=True),
+    Column("opted_out_at", UtcDateTime, nullable=False),
+    Column("source", String(64), nullable=False),  # "one-click link", "unsubscribe email", "staff"
+)
+
 # Every SMS a patient sent us, once (Twilio may post a webhook twice). The text is kept for
 # the clinic's staff to read (free-text replies); it never goes to the logs.
 inbound_messages = Table(

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from icalendar import Calendar
 
-from reminder_service.channels.base import CalendarEvent, OutgoingEmail
+from reminder_service.channels.base import CalendarEvent, ListUnsubscribe, OutgoingEmail
 from reminder_service.channels.calendar_invite import build_invite, invite_method
 from reminder_service.channels.email_mime import build_mime, render_mime
 
@@ -186,3 +186,77 @@ def test_build_mime_is_the_rendered_form_parsed() -> None:
     parsed = email.message_from_bytes(raw, policy=default)
     for name in ("From", "To", "Subject", "Date", "Message-ID", "X-Reminder-Id"):
         assert built[name] == parsed[name]
+
+
+def test_the_clinic_organizes_and_the_patient_attends_without_being_asked_to_reply() -> None:
+    event = replace(
+        EVENT,
+        organizer="haematology@riverside.example.org",
+        organizer_name='Clínica "Riverside", Día',
+        attendee="test.patient@example.org",
+        attendee_name="Zoë O'Test",
+    )
+    for cancelled, method in ((False, "REQUEST"), (True, "CANCEL")):
+        calendar, entry = parse(build_invite(replace(event, cancelled=cancelled), SENT_AT))
+        # RFC 5546: a REQUEST or CANCEL names its attendees (a PUBLISH may name none).
+        assert calendar["METHOD"] == method
+        organizer, attendee = entry["ORGANIZER"], entry["ATTENDEE"]
+        assert str(organizer) == "mailto:haematology@riverside.example.org"
+        assert organizer.params["CN"] == 'Clínica "Riverside", Día'
+        assert str(attendee) == "mailto:test.patient@example.org"
+        assert attendee.params["CN"] == "Zoë O'Test"
+        assert (attendee.params["ROLE"], attendee.params["PARTSTAT"]) == (
+            "REQ-PARTICIPANT",
+            "ACCEPTED",
+        )
+        assert attendee.params["RSVP"] == "FALSE"
+
+
+def test_without_a_patient_address_there_is_no_attendee() -> None:
+    _, entry = parse(build_invite(EVENT, SENT_AT))
+    assert "ATTENDEE" not in entry
+    assert str(entry["ORGANIZER"]) == "mailto:reminders@example.org"
+
+
+def test_list_unsubscribe_carries_the_mailto_and_the_one_click_url() -> None:
+    links = ListUnsubscribe(
+        mailto="mailto:haematology@riverside.example.org?subject=unsubscribe",
+        one_click="https://reminders.example.org/unsubscribe/12-" + "a" * 24,
+    )
+    raw = render_mime(replace(EMAIL, unsubscribe=links), "reminders@example.org")
+    head = raw.split(b"\r\n\r\n")[0]
+    # Folded between the URIs: one a line, each line within RFC 5322's limit.
+    assert b"subject=unsubscribe>,\r\n <https://" in head
+    assert all(len(line) <= 998 for line in head.split(b"\r\n"))
+    message = email.message_from_bytes(raw, policy=default)
+    assert str(message["List-Unsubscribe"]) == (
+        "<mailto:haematology@riverside.example.org?subject=unsubscribe>, "
+        f"<https://reminders.example.org/unsubscribe/12-{'a' * 24}>"
+    )
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_a_mailto_alone_has_no_one_click_post_header() -> None:
+    links = ListUnsubscribe(mailto="mailto:unsubscribe@example.org?subject=unsubscribe")
+    message = build_mime(replace(EMAIL, unsubscribe=links), "reminders@example.org")
+    assert message["List-Unsubscribe"] == "<mailto:unsubscribe@example.org?subject=unsubscribe>"
+    assert message["List-Unsubscribe-Post"] is None
+    assert build_mime(EMAIL, "reminders@example.org")["List-Unsubscribe"] is None
+
+
+def test_an_unsubscribe_uri_with_a_line_break_is_refused() -> None:
+    links = ListUnsubscribe(mailto="mailto:a@example.org\r\nBcc: x@example.org")
+    with pytest.raises(ValueError, match="line breaks"):
+        render_mime(replace(EMAIL, unsubscribe=links), "reminders@example.org")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Riverside Haematology", "Clínica Día", 'Riverside "Day Unit", Level 2', "診療所 Riverside"],
+)
+def test_the_from_is_the_clinics_named_address_encoded_as_rfc_5322_asks(name: str) -> None:
+    message = replace(EMAIL, from_name=name, from_address="haematology@riverside.example.org")
+    raw = render_mime(message, "reminders@example.org")
+    assert raw.split(b"\r\n\r\n")[0].isascii()  # RFC 2047 words for non-ASCII names
+    [sender] = build_mime(message, "reminders@example.org")["From"].addresses
+    assert (sender.display_name, sender.addr_spec) == (name, "haematology@riverside.example.org")

@@ -154,3 +154,72 @@ def test_clinics_load_and_bad_values_are_named(tmp_path):  # type: ignore[no-unt
     text = str(info.value)
     for field in ("timezone", "phone_region", "fasting_hours", "send_window"):
         assert f"{path}: clinic 'riverside': field '{field}'" in text
+
+
+def clinics_with(tmp_path: Path, clinic: str, raw_yaml: str) -> Path:
+    """clinics.yaml with lines added to one clinic, written as a person would (quotes and all)."""
+    text = (CONFIG_DIR / "clinics.yaml").read_text()
+    anchor = {
+        "riverside": "    name: Riverside Haematology",
+        "lakeside": "    name: Lakeside Hematology",
+    }
+    lines = "".join(f"    {line}\n" for line in raw_yaml.strip().splitlines())
+    path = tmp_path / "clinics.yaml"
+    path.write_text(text.replace(anchor[clinic], lines + anchor[clinic], 1))
+    return path
+
+
+SERVICE_SID = "MG0123456789abcdef0123456789ABCDEF"
+
+
+def test_clinic_senders_load_and_fall_back_to_none(tmp_path: Path) -> None:
+    path = clinics_with(
+        tmp_path,
+        "riverside",
+        "email_from: haematology@riverside.example.org\nsms_from: '+447700900001'",
+    )
+    path.write_text(
+        path.read_text().replace(
+            "    name: Lakeside Hematology",
+            f"    messaging_service_sid: {SERVICE_SID}\n    name: Lakeside Hematology",
+        )
+    )
+    clinics = load_clinics(path)
+    riverside, lakeside = clinics.by_id["riverside"], clinics.by_id["lakeside"]
+    assert (riverside.email_from, riverside.sms_from) == (
+        "haematology@riverside.example.org",
+        "+447700900001",
+    )
+    assert riverside.messaging_service_sid == ""
+    assert lakeside.messaging_service_sid == SERVICE_SID
+    assert (lakeside.email_from, lakeside.sms_from) == ("", "")
+
+
+@pytest.mark.parametrize(
+    ("lines", "field", "says"),
+    [
+        ("sms_from: '07700 900001'", "sms_from", "is not an E.164 number"),
+        ("sms_from: '+44 7700 900001'", "sms_from", "is not an E.164 number"),
+        ("sms_from: +447700900001", "sms_from", "quote a number"),  # YAML reads an integer
+        ("messaging_service_sid: MG123", "messaging_service_sid", "MG followed by 32 hex"),
+        ("messaging_service_sid: PN" + "0" * 32, "messaging_service_sid", "MG followed by 32 hex"),
+        ("messaging_service_sid: MG" + "g" * 32, "messaging_service_sid", "MG followed by 32 hex"),
+        ("email_from: not-an-address", "email_from", "is not an email address"),
+        ("email_from: a@b@example.org", "email_from", "is not an email address"),
+        ("email_from: ''", "email_from", "must be non-empty text"),
+        (
+            "sms_from: '+447700900001'\nmessaging_service_sid: MG" + "0" * 32,
+            "sms_from",
+            "not both",
+        ),
+    ],
+)
+def test_bad_clinic_senders_are_named_with_the_clinic_and_field(
+    tmp_path: Path, lines: str, field: str, says: str
+) -> None:
+    path = clinics_with(tmp_path, "lakeside", lines)
+    with pytest.raises(ConfigError) as info:
+        load_clinics(path)
+    [problem] = [str(p) for p in info.value.problems]
+    assert problem.startswith(f"{path}: clinic 'lakeside': field '{field}': ")
+    assert says in problem

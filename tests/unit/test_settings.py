@@ -86,3 +86,24 @@ def test_the_bounce_secret_is_never_shown():  # type: ignore[no-untyped-def]
     settings.validate()
     assert settings.smtp is not None and settings.smtp.bounces() is not None
     assert "k" * 20 not in str(settings.describe())
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"REMINDER_UNSUBSCRIBE_SECRET": "short"}, "REMINDER_UNSUBSCRIBE_SECRET: at least 16"),
+        ({"REMINDER_UNSUBSCRIBE_MAILBOX": "staff"}, "REMINDER_UNSUBSCRIBE_MAILBOX: must be"),
+        ({"REMINDER_UNSUBSCRIBE_MAILBOX": "a b@x.example"}, "REMINDER_UNSUBSCRIBE_MAILBOX"),
+    ],
+)
+def test_unsubscribe_settings_are_checked(env, message):  # type: ignore[no-untyped-def]
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_the_unsubscribe_secret_is_never_shown_and_the_sender_is_smtps():  # type: ignore[no-untyped-def]
+    settings = Settings.from_env({**SMTP_ENV, "REMINDER_UNSUBSCRIBE_SECRET": "u" * 20})
+    assert settings.unsubscribe_secret == "u" * 20
+    assert "u" * 20 not in str(settings.describe())
+    assert settings.sender_address == "reminders@clinic.example"  # SMTP_FROM, with SMTP
+    assert Settings.from_env({}).sender_address == "reminders@localhost"  # REMINDER_EMAIL_FROM

@@ -1,0 +1,118 @@
+"""Email opt-outs: a patient unsubscribed, so no more reminder emails go to that address.
+
+Honoured like an SMS STOP: the dispatcher reads the list just before each email is sent, so
+emails already planned, or claimed a moment earlier, do not go either. Texts to the patient go
+on. The list holds addresses, not patients: an address shared by two patients (a caregiver's)
+is the address's owner's to stop.
+
+Ways onto the list: the one-click link (RFC 8058, `POST /unsubscribe/<token>`), an email to the
+List-Unsubscribe mailto when the bounce listener reads it, and `reminder-service opt-out
+--email` for staff answering an unsubscribe email by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Connection, Engine, delete, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from ..channels.unsubscribe import UnsubscribeTokens, opt_out_key
+from ..clock import Clock
+from ..store.engine import reading
+from ..store.tables import email_opt_outs, patients
+
+log = logging.getLogger(__name__)
+
+ONE_CLICK = "one-click link"
+UNSUBSCRIBE_EMAIL = "unsubscribe email"
+STAFF = "staff"
+
+
+class TokenCheck(StrEnum):
+    VALID = "valid"  # made here, for the patient's current address
+    MALFORMED = "malformed"  # not a token at all
+    UNKNOWN = "unknown"  # well-formed, but not ours, or for an address no longer on record
+    DISABLED = "disabled"  # no REMINDER_UNSUBSCRIBE_SECRET: no token can be checked
+
+
+class EmailOptOuts:
+    def __init__(self, engine: Engine, tokens: UnsubscribeTokens | None, clock: Clock) -> None:
+        self._engine = engine
+        self._tokens = tokens
+        self._clock = clock
+
+    def check(self, token: str) -> TokenCheck:
+        """What a token is, without changing anything (a link scanner's GET)."""
+        return self._resolve(token)[0]
+
+    def unsubscribe(self, token: str, source: str = ONE_CLICK) -> TokenCheck:
+        """Opt out the address a valid token names (again is fine: nothing changes)."""
+        check, address = self._resolve(token)
+        if check is TokenCheck.VALID:
+            assert address is not None
+            self.opt_out(address, source)
+        return check
+
+    def opt_out(self, address: str, source: str = STAFF) -> bool:
+        """Put an address on the list; False when it already was."""
+        try:
+            with self._engine.begin() as conn:
+                added = record_email_opt_outs(conn, [address], self._clock(), source) > 0
+        except IntegrityError:
+            added = False  # another request put it there a moment earlier
+        if added:
+            log.info("an email address opted out (%s)", source)
+        return added
+
+    def opt_in(self, address: str) -> bool:
+        """Take an address off the list (staff, when the patient asks again); False if absent."""
+        with self._engine.begin() as conn:
+            removed = conn.execute(
+                delete(email_opt_outs).where(email_opt_outs.c.email == opt_out_key(address))
+            ).rowcount
+        return bool(removed)
+
+    def _resolve(self, token: str) -> tuple[TokenCheck, str | None]:
+        if self._tokens is None:
+            return TokenCheck.DISABLED, None
+        parsed = UnsubscribeTokens.read(token)
+        if parsed is None:
+            return TokenCheck.MALFORMED, None
+        with reading(self._engine) as conn:
+            address = conn.execute(
+                select(patients.c.email).where(patients.c.id == parsed.patient_id)
+            ).scalar()
+        if not address or not self._tokens.verify(parsed, address):
+            return TokenCheck.UNKNOWN, None
+        return TokenCheck.VALID, address
+
+
+def record_email_opt_outs(
+    conn: Connection, addresses: Iterable[str], now: datetime, source: str
+) -> int:
+    """Mark addresses as opted out of email (already marked ones stay as they are)."""
+    wanted = {opt_out_key(a) for a in addresses if a.strip()}
+    if not wanted:
+        return 0
+    known = set(
+        conn.execute(
+            select(email_opt_outs.c.email).where(email_opt_outs.c.email.in_(wanted))
+        ).scalars()
+    )
+    fresh = [{"email": a, "opted_out_at": now, "source": source} for a in sorted(wanted - known)]
+    if fresh:
+        conn.execute(insert(email_opt_outs), fresh)
+    return len(fresh)
+
+
+def opted_out_emails(conn: Connection, addresses: Iterable[str]) -> set[str]:
+    """Those of `addresses` on the list, as opt_out_key gives them."""
+    wanted = {opt_out_key(a) for a in addresses if a}
+    if not wanted:
+        return set()
+    query = select(email_opt_outs.c.email).where(email_opt_outs.c.email.in_(wanted))
+    return set(conn.execute(query).scalars())
