@@ -534,9 +534,11 @@ class DispatchService:
         this = patient_texts.text_of(step, stored, reminder["step_id"], reminder["nominal_at"], now)
         patient = stored["patient_id"]
         others = [text for text in texts.of(patient) if text.key != this.key]
+        email = appointment.patient.email
         routes = patient_texts.fallbacks(
-            step, appointment, stored, self._renderer, clinic.default_language
-        )
+            step, appointment, stored, self._renderer, clinic.default_language,
+            email_opted_out=opt_out_key(email or "") in self._emails_opted_out,
+        )  # fmt: skip
         tz = zone(appointment.patient.timezone)
         decision = decide([*others, this], clinic.sms_caps, tz, {this.key: routes})[this.key]
         if decision.outcome is SmsOutcome.SEND:

@@ -181,11 +181,17 @@ def text_of(
 
 
 def fallbacks(
-    step: Step | None, appointment: Appointment, stored: RowData, renderer: Renderer, language: str
+    step: Step | None,
+    appointment: Appointment,
+    stored: RowData,
+    renderer: Renderer,
+    language: str,
+    *,
+    email_opted_out: bool,
 ) -> Fallbacks:
     """Where the step's text can go if it gives way to the caps, for this patient: by email
-    when they have an address and the step goes by email (its own email, or the fallback
-    follow_ups makes), or as a merge line when its template has one."""
+    when they have an address still subscribed and the step goes by email (its own email, or
+    the fallback follow_ups makes), or as a merge line when its template has one."""
     if step is None:
         return Fallbacks(email=False, merge_line=False)
     patient = appointment.patient
@@ -196,7 +202,8 @@ def fallbacks(
     merge = renderer.has_merge_line(
         stored["protocol_id"], step.template, patient.language, language
     )
-    return Fallbacks(bool(patient.email) and emails, merge, step.over_cap == "merge")
+    email = bool(patient.email) and not email_opted_out and emails
+    return Fallbacks(email, merge, step.over_cap == "merge")
 
 
 def text_key(stored: RowData, step_id: str, nominal_at: datetime) -> Hashable:

@@ -24,6 +24,7 @@ from ..store.field_limits import can_be_stored
 from ..store.records import RowData
 from ..store.tables import appointments, reminders
 from . import patient_texts
+from .email_opt_outs import opted_out_emails
 from .follow_ups import STAFF_CHANNEL
 from .materializing import CannotPlan, remaining_plan
 from .patient_texts import PatientTexts
@@ -152,6 +153,9 @@ class PreviewService:
         if clinic is None or protocol is None:
             return lines
         now = self._clock()
+        email = appointment.patient.email
+        with reading(self._engine) as conn:
+            email_opted_out = bool(email) and bool(opted_out_emails(conn, [email or ""]))
         texts = {text.key: text for text in outlook}
         asked: dict[Hashable, Fallbacks] = {}
         keys: dict[int, Hashable] = {}
@@ -166,8 +170,9 @@ class PreviewService:
                 texts[key] = patient_texts.text_of(step, stored, line.step, line.nominal_at, at)
             keys[index] = key
             asked[key] = patient_texts.fallbacks(
-                step, appointment, stored, self._renderer, clinic.default_language
-            )
+                step, appointment, stored, self._renderer, clinic.default_language,
+                email_opted_out=email_opted_out,
+            )  # fmt: skip
         tz = zone(appointment.patient.timezone)
         decisions = decide(list(texts.values()), clinic.sms_caps, tz, asked)
         return [
