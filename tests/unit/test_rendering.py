@@ -279,7 +279,7 @@ def test_booked_email_is_the_full_preparation_sheet(renderer: Renderer) -> None:
     message = email(renderer, "booked", with_flags(US, "en-US", sedation="yes"))
     text = message.text or ""
     for expected in (
-        "Wednesday 27 September",
+        "Wednesday, September 27",  # en-US: CLDR's "EEEE, MMMM d"
         "12:30 PM",
         "Day Unit 4B, Level 2, Riverside Hospital",
         f"To change your appointment, call {US.phone}",
@@ -291,7 +291,7 @@ def test_booked_email_is_the_full_preparation_sheet(renderer: Renderer) -> None:
         "Have some acetaminophen at home",
     ):
         assert expected in text, expected
-    assert message.subject == "Your appointment on Wednesday 27 September"
+    assert message.subject == "Your appointment on Wednesday, September 27"
 
 
 def test_booked_email_says_when_the_appointment_moved(renderer: Renderer) -> None:
@@ -502,8 +502,13 @@ def test_context_has_exactly_the_documented_variables() -> None:
     assert set(section(context, "clinic")) == {
         "name", "phone", "out_of_hours_phone", "address", "fasting_hours", "no_bath_days",
         "results_typical_days", "results_chase_days", "emergency_number", "fever_threshold",
-        "painkiller", "local_only_driving_advice",
+        "painkiller", "local_only_driving_advice", "bring_insurance_card",
+        "procedure_minutes_shortest", "procedure_minutes_longest", "meal_without_sedation",
     }  # fmt: skip
+    assert section(context, "clinic")["procedure_minutes_shortest"] == 10
+    assert section(context, "clinic")["procedure_minutes_longest"] == 30
+    assert section(context, "clinic")["meal_without_sedation"] == "normal"
+    assert section(context, "clinic")["bring_insurance_card"] is False
     assert section(context, "appointment") == {
         "id": "A1",
         "location": "Day Unit, Level 2",
@@ -512,9 +517,10 @@ def test_context_has_exactly_the_documented_variables() -> None:
         "anticoagulant": "unknown",
         "on_chemotherapy": "unknown",
         "diabetes_on_medication": "unknown",
+        # "en" at a UK clinic: the clinic's locale, en-GB (24-hour times).
         "date": "Tuesday 1 December",
-        "time": "9:30 AM",
-        "when": "Tuesday 1 December at 9:30 AM",
+        "time": "09:30",
+        "when": "Tuesday 1 December at 09:30",
         "rescheduled": False,
     }
 
@@ -540,15 +546,15 @@ def test_spanish_dates_use_spanish_weekdays_and_a_las() -> None:
     appointment = make_appointment(datetime(2026, 12, 1, 15, 30, tzinfo=UTC), "America/Chicago")
     context = message_context(appointment, US, "es-US")
     details = section(context, "appointment")
-    assert details["date"] == "martes 1 de diciembre"
-    assert details["when"].startswith("martes 1 de diciembre a las 9:30")
+    assert details["date"] == "martes, 1 de diciembre"
+    assert details["when"] == "martes, 1 de diciembre a las 9:30 a.m."
     assert "\u202f" not in details["when"] and "\u00a0" not in details["when"]
 
 
 def test_spanish_one_oclock_takes_a_la() -> None:
     appointment = make_appointment(datetime(2026, 12, 1, 19, 5, tzinfo=UTC), "America/Chicago")
     details = section(message_context(appointment, US, "es-US"), "appointment")
-    assert details["when"].startswith("martes 1 de diciembre a la 1:05")
+    assert details["when"].startswith("martes, 1 de diciembre a la 1:05")
 
 
 def test_unknown_language_formats_in_english() -> None:
@@ -563,5 +569,47 @@ def test_sample_context_has_the_longest_realistic_values() -> None:
     details = section(context, "appointment")
     assert (len(patient["first_name"]), len(patient["last_name"])) == (20, 25)
     assert len(details["location"]) == 40
-    assert details["when"] == "Wednesday 27 September at 12:30 PM"
-    assert section(sample_context(UK, "es"), "appointment")["date"] == "miércoles 27 de septiembre"
+    assert details["when"] == "Wednesday, September 27 at 12:30 PM"
+    assert section(sample_context(UK, "es"), "appointment")["date"] == "miércoles, 27 de septiembre"
+
+
+@pytest.mark.parametrize(
+    ("language", "clinic", "date", "time"),
+    [
+        ("en-US", UK, "Thursday, December 10", "9:30 AM"),
+        ("en-GB", US, "Thursday 10 December", "09:30"),
+        ("en", UK, "Thursday 10 December", "09:30"),  # the clinic's locale: en-GB
+        ("en", US, "Thursday, December 10", "9:30 AM"),  # en-US
+        ("es", UK, "jueves, 10 de diciembre", "9:30"),  # no es-GB in CLDR: Spanish's own
+        ("es", US, "jueves, 10 de diciembre", "9:30 a.m."),  # es-US
+    ],
+)
+def test_dates_and_times_follow_each_locales_own_pattern(
+    language: str, clinic: Clinic, date: str, time: str
+) -> None:
+    appointment = make_appointment(datetime(2026, 12, 10, 9, 30, tzinfo=UTC), "UTC")
+    details = section(message_context(appointment, clinic, language), "appointment")
+    assert (details["date"], details["time"]) == (date, time)
+
+
+def test_a_clinic_locale_setting_decides_for_patients_whose_language_names_no_region() -> None:
+    appointment = make_appointment(datetime(2026, 12, 10, 9, 30, tzinfo=UTC), "UTC")
+    clinic = replace(UK, locale="en-IE")
+    assert section(message_context(appointment, clinic, "en"), "appointment")["date"] == (
+        "Thursday, 10 December"  # CLDR's en-IE
+    )
+    # A patient's own region still wins.
+    assert section(message_context(appointment, clinic, "en-US"), "appointment")["time"] == (
+        "9:30 AM"
+    )
+
+
+def test_babel_narrow_no_break_space_never_reaches_an_sms(renderer: Renderer) -> None:
+    """CLDR puts U+202F before AM/PM (en-US, es-US); an SMS gets a plain space and stays GSM-7."""
+    context = with_flags(US, "en-US", sedation="no")
+    assert "\u202f" not in str(section(context, "appointment")["time"])
+    for template in SMS_TEMPLATES:
+        text = sms(renderer, template, context)
+        assert "\u202f" not in text and "\u00a0" not in text
+        assert analyse(text).is_gsm7, text
+    assert "see you at 12:30 PM." in sms(renderer, "day_before", context)

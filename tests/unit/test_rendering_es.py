@@ -123,13 +123,20 @@ def test_every_spanish_template_renders_in_spanish(renderer: Renderer) -> None:
 
 
 def test_dates_are_weekday_day_and_month_in_spanish_from_babel(renderer: Renderer) -> None:
-    context = message_context(appointment_at(datetime(2023, 9, 27, 17, 30, tzinfo=UTC)), US, "es")
-    assert details(context)["date"] == "miércoles 27 de septiembre"
-    assert details(context)["when"] == "miércoles 27 de septiembre a las 12:30"
+    # "es" at a UK clinic: Spanish's own pattern, 24-hour (CLDR has no es-GB).
+    context = message_context(appointment_at(datetime(2023, 9, 27, 17, 30, tzinfo=UTC)), UK, "es")
+    assert details(context)["date"] == "miércoles, 27 de septiembre"
+    assert details(context)["when"] == "miércoles, 27 de septiembre a las 12:30"
     text = sms(renderer, "booked", context)
-    assert "su cita es el miércoles 27 de septiembre a las 12:30, Day Unit, Level 2." in text
+    assert "su cita es el miércoles, 27 de septiembre a las 12:30, Day Unit, Level 2." in text
     subject = renderer.render(PROTOCOL, "booked", Channel.EMAIL, "es", "en", context).subject
-    assert subject == "Su cita del miércoles 27 de septiembre"
+    assert subject == "Su cita del miércoles, 27 de septiembre"
+
+
+def test_spanish_at_a_us_clinic_follows_es_us(renderer: Renderer) -> None:
+    # "es" with no region at a US clinic: the clinic's region, es-US (12-hour, "p.m.").
+    context = message_context(appointment_at(datetime(2023, 9, 27, 17, 30, tzinfo=UTC)), US, "es")
+    assert details(context)["when"] == "miércoles, 27 de septiembre a las 12:30 p.m."
 
 
 def test_es_us_times_have_p_m_and_no_double_full_stop(renderer: Renderer) -> None:
@@ -143,9 +150,9 @@ def test_one_oclock_takes_a_la(renderer: Renderer) -> None:
     start = datetime(2023, 9, 27, 18, 5, tzinfo=UTC)  # 1:05 p.m. in Chicago
     context = message_context(appointment_at(start), US, "es-US")
     assert "su cita es a la 1:05 p.m. Si le van" in sms(renderer, "day_before", context)
-    assert "miércoles 27 de septiembre a la 1:05 p.m.," in sms(renderer, "booked", context)
-    # In 24-hour Spanish it is 13:05, "a las".
-    context = message_context(appointment_at(start), US, "es")
+    assert "miércoles, 27 de septiembre a la 1:05 p.m.," in sms(renderer, "booked", context)
+    # In 24-hour Spanish (no es-GB in CLDR: a UK clinic's Spanish) it is 13:05, "a las".
+    context = message_context(appointment_at(start), UK, "es")
     assert "su cita es a las 13:05. Si le van" in sms(renderer, "day_before", context)
 
 
@@ -269,7 +276,7 @@ def test_next_day_fever_goes_to_the_24_hour_line_unless_not_on_chemotherapy(
 def test_results_are_never_sent_and_the_chase_date_is_in_spanish(renderer: Renderer) -> None:
     body = email_text(renderer, "check_in", spanish())
     assert "Nunca enviamos resultados" in body
-    assert "Si para el miércoles 25 de octubre no ha tenido noticias" in body
+    assert "Si para el miércoles, 25 de octubre no ha tenido noticias" in body
 
 
 def test_html_escapes_spanish_text_once(renderer: Renderer) -> None:
