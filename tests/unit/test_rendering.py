@@ -16,7 +16,7 @@ import pytest
 from reminder_service.configuration.clinics import load_clinics
 from reminder_service.configuration.protocols import load_protocols
 from reminder_service.domain.appointment import Appointment, AppointmentStatus, Patient, Tristate
-from reminder_service.domain.clinic import Clinic
+from reminder_service.domain.clinic import Clinic, MealAdvice
 from reminder_service.domain.protocol import Channel, Protocol
 from reminder_service.rendering import (
     RenderedMessage,
@@ -613,3 +613,71 @@ def test_babel_narrow_no_break_space_never_reaches_an_sms(renderer: Renderer) ->
         assert "\u202f" not in text and "\u00a0" not in text
         assert analyse(text).is_gsm7, text
     assert "see you at 12:30 PM." in sms(renderer, "day_before", context)
+
+
+# --- the clinic's own practice where leaflets differ ------------------------------------------
+
+INSURANCE = "Bring photo ID and your insurance card."
+
+
+@pytest.mark.parametrize("template", ["booked", "escort", "day_before", "morning_of"])
+def test_photo_id_and_insurance_card_only_where_the_clinic_asks(
+    renderer: Renderer, template: str
+) -> None:
+    asked = email(renderer, template, with_flags(replace(US, bring_insurance_card=True), "en-US"))
+    for body in (asked.text or "", asked.html or ""):
+        medicines = body.index("Bring a list of all the medicines you take.")
+        assert body.index(INSURANCE) > medicines  # beside the medicines list
+    not_asked = email(renderer, template, with_flags(UK))
+    assert "insurance" not in (not_asked.text or "") + (not_asked.html or "")
+
+
+def test_the_procedure_minutes_come_from_the_clinic(renderer: Renderer) -> None:
+    default = email(renderer, "booked", with_flags()).text or ""
+    assert "The biopsy itself takes about 10 to 30 minutes." in default
+    ranged = email(renderer, "booked", with_flags(replace(UK, procedure_minutes=(15, 45)))).text
+    assert "The biopsy itself takes about 15 to 45 minutes." in (ranged or "")
+    single = email(renderer, "booked", with_flags(replace(UK, procedure_minutes=(20, 20)))).text
+    assert "The biopsy itself takes about 20 minutes." in (single or "")
+
+
+@pytest.mark.parametrize("sedation", ["no", "unknown"])
+def test_a_light_meal_clinic_says_so_without_sedation(renderer: Renderer, sedation: str) -> None:
+    light = replace(UK, meal_without_sedation=MealAdvice.LIGHT)
+    body = email(renderer, "day_before", with_flags(light, sedation=sedation)).text or ""
+    assert "have a light meal and drink normally" in body.lower()
+    assert "eat and drink normally" not in body.lower()
+    default = email(renderer, "day_before", with_flags(UK, sedation=sedation)).text or ""
+    assert "eat and drink normally" in default.lower() and "light meal" not in default
+
+
+def test_the_day_before_sms_follows_the_meal_setting(renderer: Renderer) -> None:
+    light = replace(UK, meal_without_sedation=MealAdvice.LIGHT)
+    assert "Eat a light meal. Wear loose clothes" in sms(
+        renderer, "day_before", with_flags(light, sedation="no")
+    )
+    assert "Eat and drink normally. Wear loose clothes" in sms(
+        renderer, "day_before", with_flags(UK, sedation="no")
+    )
+
+
+@pytest.mark.parametrize("template", ["after_care", "next_day"])
+def test_after_care_emails_cover_bruising_and_recovery(renderer: Renderer, template: str) -> None:
+    body = email(renderer, template, with_flags()).text or ""
+    assert "An ice pack wrapped in a cloth can help: hold it on for short spells" in body
+    assert "Most people are back to normal in a day or two." in body
+    assert "The area may be sore for a few days, or up to a week." in body
+
+
+@pytest.mark.parametrize(
+    ("clinic", "language"), CLINIC_LANGUAGES, ids=lambda v: getattr(v, "id", v)
+)
+@pytest.mark.parametrize("template", SMS_TEMPLATES)
+def test_every_sms_fits_one_segment_with_every_clinic_practice(
+    renderer: Renderer, template: str, clinic: Clinic, language: str
+) -> None:
+    for meal, insurance in product(MealAdvice, (False, True)):
+        practice = replace(clinic, meal_without_sedation=meal, bring_insurance_card=insurance)
+        for sedation in TRISTATES:
+            text = sms(renderer, template, with_flags(practice, language, sedation=sedation))
+            assert (analyse(text).encoding, analyse(text).segments) == ("GSM-7", 1), text

@@ -13,7 +13,7 @@ import pytest
 
 from reminder_service.configuration.clinics import load_clinics
 from reminder_service.domain.appointment import Appointment, AppointmentStatus, Patient
-from reminder_service.domain.clinic import Clinic
+from reminder_service.domain.clinic import Clinic, MealAdvice
 from reminder_service.domain.protocol import Channel
 from reminder_service.rendering import Renderer, message_context, sample_context
 from reminder_service.sms_encoding import analyse
@@ -307,3 +307,46 @@ def test_a_language_with_no_templates_falls_back_to_the_clinics_spanish(
 def test_a_spanish_patient_without_region_gets_spanish(renderer: Renderer) -> None:
     message = renderer.render(PROTOCOL, "booked", Channel.EMAIL, "es", "en-GB", spanish())
     assert message.language == "es"
+
+
+# --- the clinic's own practice where leaflets differ ------------------------------------------
+
+
+def test_photo_id_and_insurance_card_only_where_the_clinic_asks(renderer: Renderer) -> None:
+    line = "Traiga una identificación con foto y su tarjeta del seguro médico."
+    asked = replace(US, bring_insurance_card=True)
+    for template in ("booked", "escort", "day_before", "morning_of"):
+        body = email_text(renderer, template, spanish(asked))
+        assert body.index(line) > body.index("Traiga una lista de todas las medicinas que toma.")
+        assert "seguro" not in email_text(renderer, template, spanish(US))
+    text = sms(renderer, "day_before", spanish(asked, sedation="no"))
+    assert "traiga su lista de medicinas, un documento con foto y su tarjeta del seguro." in text
+    assert "seguro" not in sms(renderer, "day_before", spanish(US, sedation="no"))
+
+
+def test_minutes_and_meal_follow_the_clinic(renderer: Renderer) -> None:
+    assert "La biopsia dura de 10 a 30 minutos." in email_text(renderer, "booked", spanish())
+    single = replace(US, procedure_minutes=(20, 20))
+    assert "La biopsia dura unos 20 minutos." in email_text(renderer, "booked", spanish(single))
+    light = replace(US, meal_without_sedation=MealAdvice.LIGHT)
+    body = email_text(renderer, "day_before", spanish(light, sedation="no"))
+    assert "Puede comer algo ligero y beber normalmente." in body
+    text = sms(renderer, "day_before", spanish(light, sedation="no"))
+    assert "Puede comer algo ligero y beber normalmente." in text
+
+
+def test_after_care_covers_bruising_and_recovery(renderer: Renderer) -> None:
+    for template in ("after_care", "next_day"):
+        body = email_text(renderer, template, spanish())
+        assert "Una bolsa de hielo envuelta en un paño puede ayudar" in body
+        assert "La mayoría de las personas se sienten normales en uno o dos días." in body
+        assert "La zona puede doler durante unos días, o hasta una semana." in body
+    text = sms(renderer, "after_care", spanish())
+    assert "Si se pone morado, use hielo envuelto en un paño por ratos cortos." in text
+    assert analyse(text).is_gsm7
+
+
+def test_no_spanish_email_ends_a_sentence_with_a_doubled_full_stop(renderer: Renderer) -> None:
+    for template in ALL_TEMPLATES:
+        text = email_text(renderer, template, spanish())  # es-US: "12:30 p.m."
+        assert "p.m.." not in text and "a.m.." not in text, template
