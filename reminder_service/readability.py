@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 
 from textstat.backend import metrics
 
 # (Fernández-Huerta score, grade), easiest first; Flesch's table, the grade at each band's edge.
-_SPANISH_GRADES = ((100.0, 4.0), (90.0, 5.0), (80.0, 6.0), (70.0, 7.0), (60.0, 9.0))
-_SPANISH_GRADES += ((50.0, 12.0), (30.0, 16.0), (0.0, 18.0))
+_SPANISH_GRADES: tuple[tuple[float, float], ...] = (
+    (100.0, 4.0), (90.0, 5.0), (80.0, 6.0), (70.0, 7.0), (60.0, 9.0), (50.0, 12.0), (30.0, 16.0),
+    (0.0, 18.0),
+)  # fmt: skip
 _BULLET = re.compile(r"^\s*(?:[-*•]\s+)")
 _ENDS_A_SENTENCE = re.compile(r"[.!?:;]$")
 
@@ -53,7 +56,7 @@ def spanish_grade(score: float) -> float:
     """A Fernández-Huerta score read as a US school grade (see the module docstring)."""
     if score >= _SPANISH_GRADES[0][0]:
         return _SPANISH_GRADES[0][1]
-    for (easier, low), (harder, high) in zip(_SPANISH_GRADES, _SPANISH_GRADES[1:], strict=False):
+    for (easier, low), (harder, high) in pairwise(_SPANISH_GRADES):
         if score >= harder:
             return low + (high - low) * (easier - score) / (easier - harder)
     return _SPANISH_GRADES[-1][1]
