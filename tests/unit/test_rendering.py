@@ -1,5 +1,5 @@
 """Rendering: the sandbox, strictness and escaping, language fallback, the context, and the shipped
-bone marrow biopsy templates against the clinical and SMS rules in shared/CLINICAL.md."""
+bone marrow biopsy templates against the clinical content of docs/SOURCES.md and the SMS rules."""
 
 from __future__ import annotations
 

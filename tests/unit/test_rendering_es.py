@@ -1,5 +1,5 @@
 """The Spanish (es-US) bone marrow biopsy templates: Spanish dates from Babel, the same clinical
-content and SMS rules as the English (shared/CLINICAL.md), and fallback for other languages."""
+content and SMS rules as the English (docs/SOURCES.md), and fallback for other languages."""
 
 from __future__ import annotations
 
