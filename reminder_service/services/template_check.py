@@ -319,6 +319,8 @@ class _Check:
         self.budgets = budgets
         self.max_grade = max_grade
         self.grades: dict[tuple[str, str, str, str], GradeResult] = {}
+        # Most flag variants render some part identically: each text is read once per file.
+        self.read: set[tuple[str, str, str]] = set()
         self.root = renderer.templates_dir
         self.clinics = sorted(catalog.clinics.by_id.values(), key=lambda c: c.id)
         self.flags = flag_variants()
@@ -352,6 +354,9 @@ class _Check:
     def _check_typography(
         self, file: str, language: str, clinic: Clinic, text: str, variant: str
     ) -> None:
+        if (file, clinic.id, text) in self.read:
+            return
+        self.read.add((file, clinic.id, text))
         for kind, excerpt in typography_slips(text):
             reason = f"{kind}: {excerpt!r} ({variant})"
             self._problem(kind, TemplateProblem(file, language, clinic.id, reason))
