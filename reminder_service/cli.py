@@ -40,7 +40,7 @@ from .services.hl7_import import apply_siu, feed_clinic
 from .services.importing import ImportSummary
 from .services.previewing import NotFound
 from .services.reporting import status_report
-from .services.template_check import check_templates
+from .services.template_check import DEFAULT_MAX_GRADE, TemplateReport, check_templates
 from .settings import Settings, SettingsError
 from .spreadsheet_safety import write_rows
 from .store.startup import DatabaseUse, StartupError
@@ -110,9 +110,20 @@ def check_config() -> None:
 
 
 @app.command("check-templates")
-def check_templates_command() -> None:
+def check_templates_command(
+    max_grade: Annotated[
+        float,
+        typer.Option(
+            "--max-grade",
+            min=1.0,
+            help="The highest reading grade a message may have (Flesch-Kincaid for English, "
+            "Fernández-Huerta for Spanish, as a US school grade).",
+        ),
+    ] = DEFAULT_MAX_GRADE,
+) -> None:
     """Render every template in every language for every clinic with the longest values; print
-    each SMS's encoding and segments against its budget (config/sms_budgets.yaml)."""
+    each SMS's encoding and segments against its budget (config/sms_budgets.yaml) and each
+    message's reading grade; fail on a typographic slip ("p.m..", double spaces, "the the")."""
     settings = _settings()
     try:
         catalog = bootstrap.load_catalog(settings)
@@ -120,7 +131,7 @@ def check_templates_command() -> None:
     except ConfigError as exc:
         _config_problems(exc)
         raise typer.Exit(EXIT_UNUSABLE) from None
-    report = check_templates(catalog, Renderer(settings.templates_dir), budgets)
+    report = check_templates(catalog, Renderer(settings.templates_dir), budgets, max_grade)
     several_clinics = len({r.clinic_id for r in report.sms}) > 1
     for protocol_id in dict.fromkeys(r.protocol_id for r in report.sms):
         table = Table(title=f"SMS: {protocol_id}")
@@ -135,14 +146,35 @@ def check_templates_command() -> None:
             cells += ["/".join(r.encodings), str(r.units), str(r.segments), str(r.budget)]
             table.add_row(*cells, "yes" if r.ok else "NO")
         out.print(table)
+    _print_grades(report)
     if report.ok:
-        out.print("ok: every template renders and every SMS is within its budget")
+        out.print(
+            "ok: every template renders, every SMS is within its budget, the typography is "
+            f"clean, and every message reads at grade {max_grade:g} or below"
+        )
         return
     err.print(f"[red]template problems ({len(report.problems)}):[/red]")
     for problem in report.problems:  # each starts with its file, relative to the templates
         line = f"  {settings.templates_dir}/{problem}"
         err.print(line, markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(1)  # like a rejected row: the templates load, some fail their checks
+
+
+def _print_grades(report: TemplateReport) -> None:
+    for protocol_id in dict.fromkeys(g.protocol_id for g in report.grades):
+        table = Table(
+            title=f"Reading grade: {protocol_id}",
+            caption="FK: Flesch-Kincaid grade. FH: Fernández-Huerta reading ease (100 is "
+            "easiest), read as a grade.",
+        )
+        for name in ("template", "part", "language", "clinic", "measure", "grade", "max", "ok"):
+            table.add_column(name, justify="right" if name in {"grade", "max"} else "left")
+        for g in (g for g in report.grades if g.protocol_id == protocol_id):
+            measure = "FK" if g.grade.measure == "Flesch-Kincaid" else f"FH {g.grade.score:.1f}"
+            cells = [g.template, g.part, g.language, g.clinic_id, measure]
+            cells += [f"{g.grade.grade:.1f}", f"{g.max_grade:g}", "yes" if g.ok else "NO"]
+            table.add_row(*cells)
+        out.print(table)
 
 
 @app.command()

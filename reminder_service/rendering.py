@@ -10,16 +10,22 @@ Variables a template may use (names are stable; templates in the wild depend on 
 - `clinic.name`, `clinic.phone` (in hours), `clinic.out_of_hours_phone` (24 h line),
   `clinic.address`, `clinic.fasting_hours`, `clinic.no_bath_days`, `clinic.results_typical_days`,
   `clinic.results_chase_days`, `clinic.emergency_number` (999 / 911), `clinic.fever_threshold`
-  ("38C" / "100.4F"), `clinic.painkiller`, `clinic.local_only_driving_advice`
+  ("38C" / "100.4F"), `clinic.painkiller`, `clinic.local_only_driving_advice`,
+  `clinic.bring_insurance_card` (true / false), `clinic.procedure_minutes_shortest` and
+  `clinic.procedure_minutes_longest` (10 and 30), `clinic.meal_without_sedation` ("normal" or
+  "light")
 - `appointment.id` (the source system's id), `appointment.location`,
   `appointment.duration_minutes`, `appointment.sedation`, `appointment.anticoagulant`,
   `appointment.on_chemotherapy`, `appointment.diabetes_on_medication` (each "yes", "no" or
-  "unknown"), `appointment.date` ("Tuesday 3 December"), `appointment.time` ("09:30" en-GB,
-  "9:30 AM" en-US), `appointment.when` ("Tuesday 3 December at 09:30"; "martes 3 de diciembre a
-  las 9:30"), `appointment.rescheduled` (true when the time changed since the first booking)
+  "unknown"), `appointment.date` ("Thursday 10 December" en-GB, "Thursday, December 10" en-US,
+  "jueves, 10 de diciembre" es), `appointment.time` ("09:30" en-GB, "9:30 AM" en-US),
+  `appointment.when` ("Thursday 10 December at 09:30"; "jueves, 10 de diciembre a las 9:30"),
+  `appointment.rescheduled` (true when the time changed since the first booking)
 - `results_by`: the date to chase results if not heard (start + clinic.results_chase_days)
 
-Dates and times are local to the patient's time zone and written in the patient's language.
+Dates and times are local to the patient's time zone, in the patient's language and in the
+pattern of its locale (CLDR, through Babel): the patient's own region when their language names
+one (en-US), else the clinic's `locale` (by default its language in its phone region, en-GB).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
 
-from babel import Locale, UnknownLocaleError
+from babel import Locale, UnknownLocaleError, localedata
 from babel.dates import format_date, format_time
 from jinja2 import (
     FileSystemLoader,
@@ -53,8 +59,10 @@ from .template_layout import PARTS, language_chain, template_name
 # Errors a template expression itself can raise (e.g. `{{ 1 / 0 }}`, `{{ 'a' + 1 }}`).
 _EXPRESSION_ERRORS = (ArithmeticError, TypeError, ValueError, LookupError, AttributeError)
 
-# Written out for the languages we ship; others derive theirs from CLDR (see _date_pattern).
-_DATE_PATTERNS = {"en": "EEEE d MMMM", "es": "EEEE d 'de' MMMM"}
+# "weekday day month" in CLDR's order for the locale, most specific skeleton first; weekday and
+# month are then written in full (en-US has only "E, MMM d": "Thu, Dec 10").
+_DATE_SKELETONS = ("MMMMEEEEd", "MMMMEd", "MMMEd")
+_FALLBACK_DATE_PATTERN = "EEEE d MMMM"
 _WEEKDAY = re.compile(r"E+")
 _SHORT_MONTH = re.compile(r"(?<!M)MMM(?!M)")
 _WHITESPACE = re.compile(r"\s+")
@@ -250,8 +258,10 @@ def _clean_text(text: str) -> str:
 def message_context(
     appointment: Appointment, clinic: Clinic, language: str, rescheduled: bool = False
 ) -> dict[str, object]:
-    """The variables every template may use (see the module docstring)."""
-    locale = _locale(language)
+    """The variables every template may use (see the module docstring). `language` is the
+    language the text is written in; its dates follow
+    `formatting_locale(language, clinic.date_locale)`."""
+    locale = _locale(language, clinic.date_locale)
     local = appointment.start.astimezone(zone(appointment.patient.timezone))
     day, wall = local.date(), local.time().replace(tzinfo=None)
     results_by = day + timedelta(days=clinic.results_chase_days)
@@ -292,34 +302,51 @@ def _clinic_context(clinic: Clinic) -> dict[str, object]:
         "fever_threshold": clinic.fever_threshold,
         "painkiller": clinic.painkiller,
         "local_only_driving_advice": clinic.local_only_driving_advice,
+        "bring_insurance_card": clinic.bring_insurance_card,
+        "procedure_minutes_shortest": clinic.procedure_minutes[0],
+        "procedure_minutes_longest": clinic.procedure_minutes[1],
+        "meal_without_sedation": clinic.meal_without_sedation.value,
     }
 
 
 # Formatting with Babel costs far more than rendering a template, and messages sent together
 # share languages, days and times: each of these is pure, so memoised.
+def formatting_locale(language: str, clinic_locale: str) -> Locale:
+    """The CLDR locale a text in `language` formats its dates with: the language's own region when
+    it names one CLDR knows (en-US at a UK clinic), else the clinic's locale when it is that
+    language, else the language in the clinic's region (es at a US clinic: es-US), else the bare
+    language; English when CLDR knows none of them."""
+    return _locale(language, clinic_locale)
+
+
 @lru_cache(maxsize=64)
-def _locale(language: str) -> Locale:
-    """The language's CLDR locale; a regional tag CLDR lacks (es-GB) falls back to its base
-    language, not to English."""
+def _locale(language: str, clinic_locale: str) -> Locale:
     tag = language.replace("-", "_")
-    for candidate in (tag, tag.split("_")[0]):
+    base = tag.split("_", maxsplit=1)[0].lower()
+    clinic_tag = clinic_locale.replace("-", "_")
+    clinic_base, _, territory = clinic_tag.partition("_")
+    candidates = [tag] if "_" in tag else []
+    if clinic_base.lower() == base:
+        candidates.append(clinic_tag)
+    if territory:
+        candidates.append(f"{base}_{territory}")
+    candidates += [base, clinic_tag]
+    for candidate in candidates:
         try:
-            return Locale.parse(candidate)
+            if localedata.exists(candidate) or "_" not in candidate:
+                return Locale.parse(candidate)
         except (UnknownLocaleError, ValueError, TypeError):
             continue
     return Locale.parse("en")
 
 
 def _date_pattern(locale: Locale) -> str:
-    if locale.language in _DATE_PATTERNS:
-        return _DATE_PATTERNS[locale.language]
-    # CLDR's "weekday, day month" in the locale's order, with weekday and month written in full.
-    for skeleton in ("MMMMEd", "MMMEd"):
+    for skeleton in _DATE_SKELETONS:
         found = locale.datetime_skeletons.get(skeleton)
         if found is not None:
             pattern = str(getattr(found, "pattern", found))
             return _WEEKDAY.sub("EEEE", _SHORT_MONTH.sub("MMMM", pattern))
-    return _DATE_PATTERNS["en"]
+    return _FALLBACK_DATE_PATTERN
 
 
 @lru_cache(maxsize=4096)
@@ -346,7 +373,8 @@ def _format_when(day: date, wall: time, locale: Locale) -> str:
 
 
 def _plain_spaces(text: str) -> str:
-    """CLDR uses no-break spaces (U+202F before AM/PM); they would force UCS-2 in an SMS."""
+    """CLDR uses no-break spaces (U+202F before AM/PM in en-US and es-US); they would force UCS-2
+    in an SMS, and an email reads the same with a plain space."""
     return text.replace("\u202f", " ").replace("\u00a0", " ")
 
 

@@ -9,9 +9,10 @@ from typing import Any
 from zoneinfo import ZoneInfoNotFoundError
 
 import phonenumbers
+from babel import Locale, UnknownLocaleError
 from email_validator import EmailNotValidError, validate_email
 
-from ..domain.clinic import Clinic
+from ..domain.clinic import Clinic, MealAdvice
 from ..domain.sms_caps import SmsCaps
 from ..domain.timing import SendWindow, parse_local_time, zone
 from .problems import ConfigError, ConfigProblem, check_keys, read_yaml
@@ -25,6 +26,10 @@ OPTIONAL |= {"email_from", "sms_from", "messaging_service_sid"}
 # Twilio's formats: a number in E.164, a Messaging Service SID "MG" and 32 hex digits.
 E164 = re.compile(r"\+[1-9]\d{1,14}")
 MESSAGING_SERVICE_SID = re.compile(r"MG[0-9a-fA-F]{32}")
+OPTIONAL |= {"bring_insurance_card", "procedure_minutes", "meal_without_sedation", "locale"}
+# Where public leaflets differ, a clinic states its own practice; these are the defaults.
+DEFAULT_PROCEDURE_MINUTES = [10, 30]
+LONGEST_PROCEDURE_MINUTES = 240
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +105,19 @@ def _load_clinic(
     window = _send_window(raw.get("send_window", {"opens": "08:00", "closes": "20:00"}), problem)
     caps = _sms_caps(raw.get("sms_caps", {"per_day": 1, "per_7_days": 3}), problem)
     senders = _senders(raw, problem)
-    if len(problems) > before or window is None or caps is None or senders is None:
+    insurance = raw.get("bring_insurance_card", False)
+    if not isinstance(insurance, bool):
+        problem("bring_insurance_card", f"{insurance!r} is not true or false")
+    minutes = _procedure_minutes(raw.get("procedure_minutes", DEFAULT_PROCEDURE_MINUTES), problem)
+    meal = _meal_advice(raw.get("meal_without_sedation", MealAdvice.NORMAL.value), problem)
+    locale = _locale(raw.get("locale"), problem)
+    if (
+        len(problems) > before
+        or window is None
+        or caps is None
+        or minutes is None
+        or senders is None
+    ):
         return None
     return Clinic(
         id=clinic_id,
@@ -122,6 +139,10 @@ def _load_clinic(
         address=str(raw.get("address", "")).strip(),
         staff_email=str(raw.get("staff_email", "")),
         sms_caps=caps,
+        bring_insurance_card=bool(insurance),
+        procedure_minutes=minutes,
+        meal_without_sedation=meal or MealAdvice.NORMAL,
+        locale=locale,
         **senders,
     )
 
@@ -161,6 +182,45 @@ def _senders(raw: dict[str, Any], problem: Any) -> dict[str, str] | None:
         problem("sms_from", "set sms_from or messaging_service_sid, not both")
         bad = True
     return None if bad else senders
+
+
+def _procedure_minutes(value: Any, problem: Any) -> tuple[int, int] | None:
+    """[shortest, longest]: how long the biopsy itself takes, as the messages say it."""
+    expected = f"must be [shortest, longest] in whole minutes, e.g. {DEFAULT_PROCEDURE_MINUTES}"
+    if not isinstance(value, list) or len(value) != 2:
+        problem("procedure_minutes", expected)
+        return None
+    shortest, longest = value
+    numbers = all(isinstance(n, int) and not isinstance(n, bool) for n in value)
+    if not numbers or not 1 <= shortest <= longest <= LONGEST_PROCEDURE_MINUTES:
+        problem(
+            "procedure_minutes",
+            f"{value!r}: {expected}, from 1 to {LONGEST_PROCEDURE_MINUTES}, shortest first",
+        )
+        return None
+    return (shortest, longest)
+
+
+def _meal_advice(value: Any, problem: Any) -> MealAdvice | None:
+    try:
+        return MealAdvice(value)
+    except (ValueError, TypeError):  # TypeError: a list or mapping
+        known = " or ".join(m.value for m in MealAdvice)
+        problem("meal_without_sedation", f"{value!r} is not {known}")
+        return None
+
+
+def _locale(value: Any, problem: Any) -> str | None:
+    """A locale CLDR has data for (en-GB, es-US); absent: derived from the clinic's language."""
+    if value is None:
+        return None
+    tag = str(value).strip()
+    try:
+        Locale.parse(tag.replace("-", "_"))
+    except (UnknownLocaleError, ValueError, TypeError):
+        problem("locale", f"{value!r} is not a locale with date formats (e.g. en-GB, en-US, es-US)")
+        return None
+    return tag
 
 
 def _sms_caps(value: Any, problem: Any) -> SmsCaps | None:

@@ -1,6 +1,6 @@
 """config/sms_budgets.yaml -> SmsBudgets: how many segments each SMS template may cost.
 
-The file is optional: without it every SMS gets one segment, the rule in shared/CLINICAL.md.
+The file is optional: without it every SMS gets one segment (160 GSM-7 characters).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ class AppointmentStatus(StrEnum):
 DEFAULT_SMS_CONSENT = "number given for care"
 
 # Flags a protocol condition may test. Unknown is a real answer: the protocol decides what it means
-# (CLINICAL.md: an unknown anticoagulant counts as yes).
+# (the default protocol: an unknown anticoagulant counts as yes, the safer advice).
 FLAG_NAMES: tuple[str, ...] = (
     "sedation",
     "anticoagulant",

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from .sms_caps import DEFAULT_SMS_CAPS, SmsCaps
 from .timing import SendWindow
+
+
+class MealAdvice(StrEnum):
+    """What a patient without sedation is told about eating: most leaflets say eat normally; some
+    clinics prefer a light meal."""
+
+    NORMAL = "normal"
+    LIGHT = "light"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,3 +42,18 @@ class Clinic:
     email_from: str = ""  # the From address of its patients' emails
     sms_from: str = ""  # E.164; or a Twilio Messaging Service:
     messaging_service_sid: str = ""
+    # The clinic's own version where public leaflets differ; the defaults are the evidence-based
+    # wording (see docs/SOURCES.md).
+    bring_insurance_card: bool = False  # "bring photo ID and your insurance card"
+    procedure_minutes: tuple[int, int] = (10, 30)  # how long the biopsy itself takes
+    meal_without_sedation: MealAdvice = MealAdvice.NORMAL
+    locale: str | None = None  # CLDR locale for dates; None: default_language's, in phone_region
+
+    @property
+    def date_locale(self) -> str:
+        """The locale its patients' dates and times follow when their language names no region:
+        the `locale` setting, else the clinic's default language in its phone region (en-GB)."""
+        if self.locale:
+            return self.locale
+        language = self.default_language.split("-", maxsplit=1)[0]
+        return f"{language}-{self.phone_region}"

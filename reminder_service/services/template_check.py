@@ -1,11 +1,21 @@
 """Check templates: render every message of every protocol, in every language directory and for
-every clinic, as it would be sent, and hold each SMS to its segment budget.
+every clinic, as it would be sent, and hold each SMS to its segment budget, every text to clean
+typography, and every message to a reading grade.
 
 Every template is rendered with `sample_context`'s longest realistic values and with every
 combination of the flags and `rescheduled`, since any of them can change the text. An SMS is also
 rendered for each patient language that uses the directory (es, es-US: "12:30 p.m." is longer
 than "12:30"), and on the longest date whose weekday or month forces UCS-2 ("sábado"): one such
 character more than doubles the cost of the whole message, though the name is shorter.
+
+Typography: every rendered SMS, subject and email (text and HTML) is searched for doubled
+punctuation ("p.m.." where a sentence ends on a time), double spaces, a space before punctuation
+and a repeated word ("the the"), in every variant; a slip usually comes from joining a variable to
+the text around it, so only rendering finds it.
+
+Reading grade (readability.py): each SMS and each email's text, for each clinic, with the flags
+all "unknown" (the wordiest advice), all "yes" and all "no"; the highest counts. Above the maximum
+(8 by default) is a problem naming the template and its grade.
 
 Pure, apart from reading the templates directory.
 """
@@ -16,6 +26,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from html import unescape
 from itertools import product
 from pathlib import Path
 
@@ -27,6 +38,7 @@ from ..domain.appointment import FLAG_NAMES, Appointment, AppointmentStatus, Pat
 from ..domain.clinic import Clinic
 from ..domain.protocol import Channel, Protocol
 from ..domain.timing import local_to_utc, zone
+from ..readability import ReadingGrade, reading_grade
 from ..rendering import (
     SAMPLE_LOCAL_START,
     RenderedMessage,
@@ -38,13 +50,28 @@ from ..rendering import (
 from ..sms_encoding import SmsAnalysis, analyse
 from ..template_layout import BASE_LANGUAGE, PARTS, template_name
 
-# Never in an SMS (shared/CLINICAL.md), nor in an email subject. "medula" for a missing accent.
+# Never in an SMS, nor in an email subject (docs/SOURCES.md, "SMS rules"). "medula" for a missing
+# accent.
 PROCEDURE_WORDS = ("biopsy", "biopsia", "marrow", "médula", "medula")
 ALL_PARTS = tuple(part for parts in PARTS.values() for part in parts)
 Context = dict[str, object]
 DATE_FIELDS = ("date", "time", "when")
 # RenderError names the innermost file first: "template <file>, line <n>: <problem>".
 _ERROR_FILE = re.compile(r"^template (?P<file>[^,:]+)")
+DEFAULT_MAX_GRADE = 8.0
+# The flag variants a reading grade is taken on: every flag "unknown", "yes", then "no".
+GRADED_FLAGS = tuple(
+    {**dict.fromkeys(FLAG_NAMES, value.value), "rescheduled": False} for value in Tristate
+)
+# Typographic slips, in any language. An ellipsis is three full stops, not a doubled one; a full
+# stop before a comma ends an abbreviation ("1:05 p.m., Day Unit").
+TYPOGRAPHY: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("doubled punctuation", re.compile(r"(?<!\.)\.\.(?!\.)|([,;:!?])\1|[,;:][.,;:!?]|[!?][.,;:]")),
+    ("double space", re.compile(r"(?<=\S) {2,}(?=\S)")),
+    ("space before punctuation", re.compile(r"(?<=\S)[ \t]+[.,;:!?](?=\s|$)")),
+    ("repeated word", re.compile(r"\b([^\W\d_]+)\s+\1\b", re.IGNORECASE)),
+)
+_TAG = re.compile(r"<[^>]+>")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,17 +112,64 @@ class TemplateProblem:
 
 
 @dataclass(frozen=True, slots=True)
+class GradeResult:
+    """The highest reading grade of one message part ("sms" or "email"), in one language."""
+
+    protocol_id: str
+    template: str
+    part: str
+    language: str  # the template directory
+    clinic_id: str  # whose rendering read hardest
+    grade: ReadingGrade
+    max_grade: float
+    variant: str
+
+    @property
+    def ok(self) -> bool:
+        return self.grade.grade <= self.max_grade
+
+    @property
+    def file(self) -> str:
+        part = "email.txt" if self.part == "email" else self.part
+        return template_name(self.protocol_id, self.language, self.template, part)
+
+
+@dataclass(frozen=True, slots=True)
 class TemplateReport:
     sms: tuple[SmsResult, ...]
     problems: tuple[TemplateProblem, ...]
+    grades: tuple[GradeResult, ...] = ()
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def check_templates(catalog: Catalog, renderer: Renderer, budgets: SmsBudgets) -> TemplateReport:
-    return _Check(catalog, renderer, budgets).run()
+def check_templates(
+    catalog: Catalog,
+    renderer: Renderer,
+    budgets: SmsBudgets,
+    max_grade: float = DEFAULT_MAX_GRADE,
+) -> TemplateReport:
+    return _Check(catalog, renderer, budgets, max_grade).run()
+
+
+def typography_slips(text: str) -> list[tuple[str, str]]:
+    """Each slip in `text` as (kind, the words around it), in the order of TYPOGRAPHY."""
+    found = []
+    for kind, pattern in TYPOGRAPHY:
+        for line in text.splitlines():
+            match = pattern.search(line)
+            if match:
+                start, end = max(0, match.start() - 20), min(len(line), match.end() + 20)
+                found.append((kind, line[start:end].strip()))
+                break
+    return found
+
+
+def html_as_text(html: str) -> str:
+    """The words of an HTML email, one block per line, as a reader sees them."""
+    return unescape(_TAG.sub("\n", html))
 
 
 # --- what to render ----------------------------------------------------------------------------
@@ -237,10 +311,16 @@ class _Rendered:
 
 
 class _Check:
-    def __init__(self, catalog: Catalog, renderer: Renderer, budgets: SmsBudgets) -> None:
+    def __init__(
+        self, catalog: Catalog, renderer: Renderer, budgets: SmsBudgets, max_grade: float
+    ) -> None:
         self.catalog = catalog
         self.renderer = renderer
         self.budgets = budgets
+        self.max_grade = max_grade
+        self.grades: dict[tuple[str, str, str, str], GradeResult] = {}
+        # Most flag variants render some part identically: each text is read once per file.
+        self.read: set[tuple[str, str, str]] = set()
         self.root = renderer.templates_dir
         self.clinics = sorted(catalog.clinics.by_id.values(), key=lambda c: c.id)
         self.flags = flag_variants()
@@ -259,7 +339,43 @@ class _Check:
                             self._check_email(protocol.id, template, language, clinic)
                         if Channel.SMS in usable:
                             self._check_sms(protocol.id, template, language, clinic)
-        return TemplateReport(tuple(self.results), tuple(self.problems.values()))
+        for result in self.grades.values():
+            if not result.ok:
+                reason = (
+                    f"reads at {result.grade}, above the maximum of grade {self.max_grade:g} "
+                    f"({result.variant}): use shorter sentences and plainer words"
+                )
+                problem = TemplateProblem(result.file, result.language, result.clinic_id, reason)
+                self._problem("grade", problem)
+        return TemplateReport(
+            tuple(self.results), tuple(self.problems.values()), tuple(self.grades.values())
+        )
+
+    def _check_typography(
+        self, file: str, language: str, clinic: Clinic, text: str, variant: str
+    ) -> None:
+        if (file, clinic.id, text) in self.read:
+            return
+        self.read.add((file, clinic.id, text))
+        for kind, excerpt in typography_slips(text):
+            reason = f"{kind}: {excerpt!r} ({variant})"
+            self._problem(kind, TemplateProblem(file, language, clinic.id, reason))
+
+    def _grade(
+        self,
+        key: tuple[str, str, str],
+        language: str,
+        clinic: Clinic,
+        text: str,
+        variant: str,
+    ) -> None:
+        protocol_id, template, part = key
+        grade = reading_grade(text, language)
+        current = self.grades.get((*key, language))
+        if current is None or grade.grade > current.grade.grade:
+            self.grades[(*key, language)] = GradeResult(
+                protocol_id, template, part, language, clinic.id, grade, self.max_grade, variant
+            )
 
     def _problem(self, kind: str, problem: TemplateProblem) -> None:
         key = (problem.file, problem.language, problem.clinic_id or "", kind)
@@ -309,6 +425,18 @@ class _Check:
         for flags in self.flags:
             context = with_flags(base, flags)
             message = self._render(protocol_id, template, Channel.EMAIL, language, clinic, context)
+            if message is not None:
+                variant = _flags_text(flags)
+                for part, text in (
+                    ("subject", message.subject or ""),
+                    ("email.txt", message.text or ""),
+                    ("email.html", html_as_text(message.html or "")),
+                ):
+                    file = template_name(protocol_id, language, template, part)
+                    self._check_typography(file, language, clinic, text, variant)
+                if flags in GRADED_FLAGS:
+                    key = (protocol_id, template, "email")
+                    self._grade(key, language, clinic, message.text or "", variant)
             subject = (message.subject or "") if message else ""
             word = _procedure_word(subject)
             if word:
@@ -332,6 +460,10 @@ class _Check:
                         continue
                     variant = f"patient language {patient_language}, {day}, {_flags_text(flags)}"
                     self._check_sms_text(file, language, clinic, message.sms, variant)
+                    self._check_typography(file, language, clinic, message.sms, variant)
+                    if flags in GRADED_FLAGS:
+                        key = (protocol_id, template, "sms")
+                        self._grade(key, language, clinic, message.sms, variant)
                     rendered.append(_Rendered(analyse(message.sms), message.sms, variant))
         if rendered:
             self._record(protocol_id, template, language, clinic, rendered)

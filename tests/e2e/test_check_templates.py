@@ -35,12 +35,15 @@ def check_templates(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def table_rows(stdout: str) -> list[list[str]]:
-    return [
-        [cell.strip() for cell in line.strip("│ ").split("│")]
-        for line in stdout.splitlines()
-        if line.startswith("│")
-    ]
+def table_rows(stdout: str, title: str = "SMS: ") -> list[list[str]]:
+    """The rows of the table whose title starts with `title` (SMS, or Reading grade)."""
+    rows, inside = [], False
+    for line in stdout.splitlines():
+        if line.strip().startswith(("SMS: ", "Reading grade: ")):
+            inside = line.strip().startswith(title)
+        elif inside and line.startswith("│"):
+            rows.append([cell.strip() for cell in line.strip("│ ").split("│")])
+    return rows
 
 
 def test_the_shipped_templates_pass(env: dict[str, str]) -> None:
@@ -56,7 +59,13 @@ def test_the_shipped_templates_pass(env: dict[str, str]) -> None:
         assert int(segments) <= int(budget) and ok == "yes"
     assert {row[2] for row in rows} == {"riverside", "lakeside"}
     assert len(rows) == 24 and all(row[-1] == "yes" for row in rows)
-    assert "ok: every template renders and every SMS is within its budget" in result.stdout
+    grades = table_rows(result.stdout, "Reading grade: ")
+    # Every email and SMS template, in English and Spanish; each at grade 8 or below.
+    assert len(grades) == (10 + 6) * 2
+    for _template, _part, language, _clinic, measure, grade, maximum, ok in grades:
+        assert measure.startswith("FK" if language == "en" else "FH ")
+        assert float(grade) <= 8 and (maximum, ok) == ("8", "yes")
+    assert "every message reads at grade 8 or below" in " ".join(result.stdout.split())
 
 
 def test_a_broken_copy_fails_naming_the_file_and_language(
@@ -69,9 +78,9 @@ def test_a_broken_copy_fails_naming_the_file_and_language(
     result = check_templates({**env, "REMINDER_TEMPLATES_DIR": str(templates)})
     assert result.returncode == 1, result.stdout + result.stderr
     rows = table_rows(result.stdout)
-    assert ["after_care", "es", "riverside", "GSM-7", "555", "4", "2", "NO"] in rows
+    assert ["after_care", "es", "riverside", "GSM-7", "756", "5", "2", "NO"] in rows
     assert "template problems (2):" in result.stderr  # once for each clinic
-    assert f"{sms} (es, clinic riverside): 4 segments (GSM-7, 555 units), over its budget" in (
+    assert f"{sms} (es, clinic riverside): 5 segments (GSM-7, 756 units), over its budget" in (
         result.stderr
     )
 
@@ -86,3 +95,22 @@ def test_a_bad_budgets_file_is_a_configuration_error(env: dict[str, str], tmp_pa
     assert "sms_budgets.yaml: field 'languages.es': must be a whole number of segments" in (
         unwrapped
     )
+
+
+def test_a_maximum_grade_below_the_shipped_text_fails_naming_template_and_grade(
+    env: dict[str, str],
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "reminder_service", "check-templates", "--max-grade", "4"],
+        env=env, capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    grades = {(row[0], row[1], row[2]): row for row in table_rows(result.stdout, "Reading grade")}
+    booked = grades[("booked", "email", "en")]
+    assert booked[-2:] == ["4", "NO"]
+    problems = result.stderr.replace("\n", " ")
+    assert (
+        f"bone_marrow_biopsy/en/booked.email.txt.j2 (en, clinic {booked[3]}): reads at grade "
+        in (" ".join(problems.split()))
+    )
+    assert "above the maximum of grade 4" in problems

@@ -9,6 +9,7 @@ import yaml
 from reminder_service.configuration.clinics import load_clinics
 from reminder_service.configuration.problems import ConfigError
 from reminder_service.configuration.protocols import load_protocols
+from reminder_service.domain.clinic import MealAdvice
 from reminder_service.domain.protocol import Channel, LatePolicy, Priority
 from reminder_service.template_layout import missing_parts
 from tests.factories import CONFIG_DIR, TEMPLATES_DIR
@@ -223,3 +224,50 @@ def test_bad_clinic_senders_are_named_with_the_clinic_and_field(
     [problem] = [str(p) for p in info.value.problems]
     assert problem.startswith(f"{path}: clinic 'lakeside': field '{field}': ")
     assert says in problem
+
+
+def test_the_clinic_settings_where_leaflets_differ_default_to_the_evidence(tmp_path):  # type: ignore[no-untyped-def]
+    data = yaml.safe_load((CONFIG_DIR / "clinics.yaml").read_text())
+    for key in ("bring_insurance_card", "procedure_minutes", "meal_without_sedation", "locale"):
+        data["clinics"]["riverside"].pop(key, None)
+    path = tmp_path / "clinics.yaml"
+    path.write_text(yaml.safe_dump(data))
+    clinic = load_clinics(path).by_id["riverside"]
+    assert clinic.bring_insurance_card is False
+    assert clinic.procedure_minutes == (10, 30)
+    assert clinic.meal_without_sedation == MealAdvice.NORMAL
+    assert (clinic.locale, clinic.date_locale) == (None, "en-GB")  # its language, in GB
+
+
+def test_the_shipped_clinics_settings_where_leaflets_differ():  # type: ignore[no-untyped-def]
+    clinics = load_clinics(CONFIG_DIR / "clinics.yaml").by_id
+    assert clinics["lakeside"].bring_insurance_card is True
+    assert clinics["riverside"].bring_insurance_card is False
+    assert clinics["lakeside"].date_locale == "en-US"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("bring_insurance_card", "sometimes", "'sometimes' is not true or false"),
+        ("procedure_minutes", 20, "must be [shortest, longest] in whole minutes"),
+        ("procedure_minutes", [30, 10], "[30, 10]: must be [shortest, longest]"),
+        ("procedure_minutes", [0, 30], "from 1 to 240, shortest first"),
+        ("procedure_minutes", [10, "30"], "must be [shortest, longest]"),
+        ("procedure_minutes", [10, 20, 30], "must be [shortest, longest]"),
+        ("meal_without_sedation", "big", "'big' is not normal or light"),
+        ("meal_without_sedation", ["light"], "is not normal or light"),
+        ("locale", "en-XX", "'en-XX' is not a locale with date formats"),
+        ("locale", "british", "'british' is not a locale"),
+    ],
+)
+def test_bad_clinic_content_settings_are_named(tmp_path, field, value, expected):  # type: ignore[no-untyped-def]
+    data = yaml.safe_load((CONFIG_DIR / "clinics.yaml").read_text())
+    data["clinics"]["lakeside"][field] = value
+    path = tmp_path / "clinics.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as info:
+        load_clinics(path)
+    (problem,) = info.value.problems
+    assert str(problem).startswith(f"{path}: clinic 'lakeside': field '{field}': ")
+    assert expected in str(problem)

@@ -1,4 +1,4 @@
-"""The default biopsy protocol planned for realistic appointments (shared/CLINICAL.md)."""
+"""The default biopsy protocol planned for realistic appointments (docs/SOURCES.md)."""
 
 from dataclasses import replace
 from datetime import time, timedelta

@@ -1,5 +1,5 @@
 """Rendering: the sandbox, strictness and escaping, language fallback, the context, and the shipped
-bone marrow biopsy templates against the clinical and SMS rules in shared/CLINICAL.md."""
+bone marrow biopsy templates against the clinical content of docs/SOURCES.md and the SMS rules."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from reminder_service.configuration.clinics import load_clinics
 from reminder_service.configuration.protocols import load_protocols
 from reminder_service.domain.appointment import Appointment, AppointmentStatus, Patient, Tristate
-from reminder_service.domain.clinic import Clinic
+from reminder_service.domain.clinic import Clinic, MealAdvice
 from reminder_service.domain.protocol import Channel, Protocol
 from reminder_service.rendering import (
     RenderedMessage,
@@ -279,7 +279,7 @@ def test_booked_email_is_the_full_preparation_sheet(renderer: Renderer) -> None:
     message = email(renderer, "booked", with_flags(US, "en-US", sedation="yes"))
     text = message.text or ""
     for expected in (
-        "Wednesday 27 September",
+        "Wednesday, September 27",  # en-US: CLDR's "EEEE, MMMM d"
         "12:30 PM",
         "Day Unit 4B, Level 2, Riverside Hospital",
         f"To change your appointment, call {US.phone}",
@@ -291,7 +291,7 @@ def test_booked_email_is_the_full_preparation_sheet(renderer: Renderer) -> None:
         "Have some acetaminophen at home",
     ):
         assert expected in text, expected
-    assert message.subject == "Your appointment on Wednesday 27 September"
+    assert message.subject == "Your appointment on Wednesday, September 27"
 
 
 def test_booked_email_says_when_the_appointment_moved(renderer: Renderer) -> None:
@@ -502,8 +502,13 @@ def test_context_has_exactly_the_documented_variables() -> None:
     assert set(section(context, "clinic")) == {
         "name", "phone", "out_of_hours_phone", "address", "fasting_hours", "no_bath_days",
         "results_typical_days", "results_chase_days", "emergency_number", "fever_threshold",
-        "painkiller", "local_only_driving_advice",
+        "painkiller", "local_only_driving_advice", "bring_insurance_card",
+        "procedure_minutes_shortest", "procedure_minutes_longest", "meal_without_sedation",
     }  # fmt: skip
+    assert section(context, "clinic")["procedure_minutes_shortest"] == 10
+    assert section(context, "clinic")["procedure_minutes_longest"] == 30
+    assert section(context, "clinic")["meal_without_sedation"] == "normal"
+    assert section(context, "clinic")["bring_insurance_card"] is False
     assert section(context, "appointment") == {
         "id": "A1",
         "location": "Day Unit, Level 2",
@@ -512,9 +517,10 @@ def test_context_has_exactly_the_documented_variables() -> None:
         "anticoagulant": "unknown",
         "on_chemotherapy": "unknown",
         "diabetes_on_medication": "unknown",
+        # "en" at a UK clinic: the clinic's locale, en-GB (24-hour times).
         "date": "Tuesday 1 December",
-        "time": "9:30 AM",
-        "when": "Tuesday 1 December at 9:30 AM",
+        "time": "09:30",
+        "when": "Tuesday 1 December at 09:30",
         "rescheduled": False,
     }
 
@@ -540,15 +546,15 @@ def test_spanish_dates_use_spanish_weekdays_and_a_las() -> None:
     appointment = make_appointment(datetime(2026, 12, 1, 15, 30, tzinfo=UTC), "America/Chicago")
     context = message_context(appointment, US, "es-US")
     details = section(context, "appointment")
-    assert details["date"] == "martes 1 de diciembre"
-    assert details["when"].startswith("martes 1 de diciembre a las 9:30")
+    assert details["date"] == "martes, 1 de diciembre"
+    assert details["when"] == "martes, 1 de diciembre a las 9:30 a.m."
     assert "\u202f" not in details["when"] and "\u00a0" not in details["when"]
 
 
 def test_spanish_one_oclock_takes_a_la() -> None:
     appointment = make_appointment(datetime(2026, 12, 1, 19, 5, tzinfo=UTC), "America/Chicago")
     details = section(message_context(appointment, US, "es-US"), "appointment")
-    assert details["when"].startswith("martes 1 de diciembre a la 1:05")
+    assert details["when"].startswith("martes, 1 de diciembre a la 1:05")
 
 
 def test_unknown_language_formats_in_english() -> None:
@@ -563,5 +569,115 @@ def test_sample_context_has_the_longest_realistic_values() -> None:
     details = section(context, "appointment")
     assert (len(patient["first_name"]), len(patient["last_name"])) == (20, 25)
     assert len(details["location"]) == 40
-    assert details["when"] == "Wednesday 27 September at 12:30 PM"
-    assert section(sample_context(UK, "es"), "appointment")["date"] == "miércoles 27 de septiembre"
+    assert details["when"] == "Wednesday, September 27 at 12:30 PM"
+    assert section(sample_context(UK, "es"), "appointment")["date"] == "miércoles, 27 de septiembre"
+
+
+@pytest.mark.parametrize(
+    ("language", "clinic", "date", "time"),
+    [
+        ("en-US", UK, "Thursday, December 10", "9:30 AM"),
+        ("en-GB", US, "Thursday 10 December", "09:30"),
+        ("en", UK, "Thursday 10 December", "09:30"),  # the clinic's locale: en-GB
+        ("en", US, "Thursday, December 10", "9:30 AM"),  # en-US
+        ("es", UK, "jueves, 10 de diciembre", "9:30"),  # no es-GB in CLDR: Spanish's own
+        ("es", US, "jueves, 10 de diciembre", "9:30 a.m."),  # es-US
+    ],
+)
+def test_dates_and_times_follow_each_locales_own_pattern(
+    language: str, clinic: Clinic, date: str, time: str
+) -> None:
+    appointment = make_appointment(datetime(2026, 12, 10, 9, 30, tzinfo=UTC), "UTC")
+    details = section(message_context(appointment, clinic, language), "appointment")
+    assert (details["date"], details["time"]) == (date, time)
+
+
+def test_a_clinic_locale_setting_decides_for_patients_whose_language_names_no_region() -> None:
+    appointment = make_appointment(datetime(2026, 12, 10, 9, 30, tzinfo=UTC), "UTC")
+    clinic = replace(UK, locale="en-IE")
+    assert section(message_context(appointment, clinic, "en"), "appointment")["date"] == (
+        "Thursday, 10 December"  # CLDR's en-IE
+    )
+    # A patient's own region still wins.
+    assert section(message_context(appointment, clinic, "en-US"), "appointment")["time"] == (
+        "9:30 AM"
+    )
+
+
+def test_babel_narrow_no_break_space_never_reaches_an_sms(renderer: Renderer) -> None:
+    """CLDR puts U+202F before AM/PM (en-US, es-US); an SMS gets a plain space and stays GSM-7."""
+    context = with_flags(US, "en-US", sedation="no")
+    assert "\u202f" not in str(section(context, "appointment")["time"])
+    for template in SMS_TEMPLATES:
+        text = sms(renderer, template, context)
+        assert "\u202f" not in text and "\u00a0" not in text
+        assert analyse(text).is_gsm7, text
+    assert "see you at 12:30 PM." in sms(renderer, "day_before", context)
+
+
+# --- the clinic's own practice where leaflets differ ------------------------------------------
+
+INSURANCE = "Bring photo ID and your insurance card."
+
+
+@pytest.mark.parametrize("template", ["booked", "escort", "day_before", "morning_of"])
+def test_photo_id_and_insurance_card_only_where_the_clinic_asks(
+    renderer: Renderer, template: str
+) -> None:
+    asked = email(renderer, template, with_flags(replace(US, bring_insurance_card=True), "en-US"))
+    for body in (asked.text or "", asked.html or ""):
+        medicines = body.index("Bring a list of all the medicines you take.")
+        assert body.index(INSURANCE) > medicines  # beside the medicines list
+    not_asked = email(renderer, template, with_flags(UK))
+    assert "insurance" not in (not_asked.text or "") + (not_asked.html or "")
+
+
+def test_the_procedure_minutes_come_from_the_clinic(renderer: Renderer) -> None:
+    default = email(renderer, "booked", with_flags()).text or ""
+    assert "The biopsy itself takes about 10 to 30 minutes." in default
+    ranged = email(renderer, "booked", with_flags(replace(UK, procedure_minutes=(15, 45)))).text
+    assert "The biopsy itself takes about 15 to 45 minutes." in (ranged or "")
+    single = email(renderer, "booked", with_flags(replace(UK, procedure_minutes=(20, 20)))).text
+    assert "The biopsy itself takes about 20 minutes." in (single or "")
+
+
+@pytest.mark.parametrize("sedation", ["no", "unknown"])
+def test_a_light_meal_clinic_says_so_without_sedation(renderer: Renderer, sedation: str) -> None:
+    light = replace(UK, meal_without_sedation=MealAdvice.LIGHT)
+    body = email(renderer, "day_before", with_flags(light, sedation=sedation)).text or ""
+    assert "have a light meal and drink normally" in body.lower()
+    assert "eat and drink normally" not in body.lower()
+    default = email(renderer, "day_before", with_flags(UK, sedation=sedation)).text or ""
+    assert "eat and drink normally" in default.lower() and "light meal" not in default
+
+
+def test_the_day_before_sms_follows_the_meal_setting(renderer: Renderer) -> None:
+    light = replace(UK, meal_without_sedation=MealAdvice.LIGHT)
+    assert "Eat a light meal. Wear loose clothes" in sms(
+        renderer, "day_before", with_flags(light, sedation="no")
+    )
+    assert "Eat and drink normally. Wear loose clothes" in sms(
+        renderer, "day_before", with_flags(UK, sedation="no")
+    )
+
+
+@pytest.mark.parametrize("template", ["after_care", "next_day"])
+def test_after_care_emails_cover_bruising_and_recovery(renderer: Renderer, template: str) -> None:
+    body = email(renderer, template, with_flags()).text or ""
+    assert "An ice pack wrapped in a cloth can help: hold it on for short spells" in body
+    assert "Most people are back to normal in a day or two." in body
+    assert "The area may be sore for a few days, or up to a week." in body
+
+
+@pytest.mark.parametrize(
+    ("clinic", "language"), CLINIC_LANGUAGES, ids=lambda v: getattr(v, "id", v)
+)
+@pytest.mark.parametrize("template", SMS_TEMPLATES)
+def test_every_sms_fits_one_segment_with_every_clinic_practice(
+    renderer: Renderer, template: str, clinic: Clinic, language: str
+) -> None:
+    for meal, insurance in product(MealAdvice, (False, True)):
+        practice = replace(clinic, meal_without_sedation=meal, bring_insurance_card=insurance)
+        for sedation in TRISTATES:
+            text = sms(renderer, template, with_flags(practice, language, sedation=sedation))
+            assert (analyse(text).encoding, analyse(text).segments) == ("GSM-7", 1), text

@@ -1,5 +1,5 @@
 """The Spanish (es-US) bone marrow biopsy templates: Spanish dates from Babel, the same clinical
-content and SMS rules as the English (shared/CLINICAL.md), and fallback for other languages."""
+content and SMS rules as the English (docs/SOURCES.md), and fallback for other languages."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from reminder_service.configuration.clinics import load_clinics
 from reminder_service.domain.appointment import Appointment, AppointmentStatus, Patient
-from reminder_service.domain.clinic import Clinic
+from reminder_service.domain.clinic import Clinic, MealAdvice
 from reminder_service.domain.protocol import Channel
 from reminder_service.rendering import Renderer, message_context, sample_context
 from reminder_service.sms_encoding import analyse
@@ -123,13 +123,20 @@ def test_every_spanish_template_renders_in_spanish(renderer: Renderer) -> None:
 
 
 def test_dates_are_weekday_day_and_month_in_spanish_from_babel(renderer: Renderer) -> None:
-    context = message_context(appointment_at(datetime(2023, 9, 27, 17, 30, tzinfo=UTC)), US, "es")
-    assert details(context)["date"] == "miércoles 27 de septiembre"
-    assert details(context)["when"] == "miércoles 27 de septiembre a las 12:30"
+    # "es" at a UK clinic: Spanish's own pattern, 24-hour (CLDR has no es-GB).
+    context = message_context(appointment_at(datetime(2023, 9, 27, 17, 30, tzinfo=UTC)), UK, "es")
+    assert details(context)["date"] == "miércoles, 27 de septiembre"
+    assert details(context)["when"] == "miércoles, 27 de septiembre a las 12:30"
     text = sms(renderer, "booked", context)
-    assert "su cita es el miércoles 27 de septiembre a las 12:30, Day Unit, Level 2." in text
+    assert "su cita es el miércoles, 27 de septiembre a las 12:30, Day Unit, Level 2." in text
     subject = renderer.render(PROTOCOL, "booked", Channel.EMAIL, "es", "en", context).subject
-    assert subject == "Su cita del miércoles 27 de septiembre"
+    assert subject == "Su cita del miércoles, 27 de septiembre"
+
+
+def test_spanish_at_a_us_clinic_follows_es_us(renderer: Renderer) -> None:
+    # "es" with no region at a US clinic: the clinic's region, es-US (12-hour, "p.m.").
+    context = message_context(appointment_at(datetime(2023, 9, 27, 17, 30, tzinfo=UTC)), US, "es")
+    assert details(context)["when"] == "miércoles, 27 de septiembre a las 12:30 p.m."
 
 
 def test_es_us_times_have_p_m_and_no_double_full_stop(renderer: Renderer) -> None:
@@ -143,9 +150,9 @@ def test_one_oclock_takes_a_la(renderer: Renderer) -> None:
     start = datetime(2023, 9, 27, 18, 5, tzinfo=UTC)  # 1:05 p.m. in Chicago
     context = message_context(appointment_at(start), US, "es-US")
     assert "su cita es a la 1:05 p.m. Si le van" in sms(renderer, "day_before", context)
-    assert "miércoles 27 de septiembre a la 1:05 p.m.," in sms(renderer, "booked", context)
-    # In 24-hour Spanish it is 13:05, "a las".
-    context = message_context(appointment_at(start), US, "es")
+    assert "miércoles, 27 de septiembre a la 1:05 p.m.," in sms(renderer, "booked", context)
+    # In 24-hour Spanish (no es-GB in CLDR: a UK clinic's Spanish) it is 13:05, "a las".
+    context = message_context(appointment_at(start), UK, "es")
     assert "su cita es a las 13:05. Si le van" in sms(renderer, "day_before", context)
 
 
@@ -269,7 +276,7 @@ def test_next_day_fever_goes_to_the_24_hour_line_unless_not_on_chemotherapy(
 def test_results_are_never_sent_and_the_chase_date_is_in_spanish(renderer: Renderer) -> None:
     body = email_text(renderer, "check_in", spanish())
     assert "Nunca enviamos resultados" in body
-    assert "Si para el miércoles 25 de octubre no ha tenido noticias" in body
+    assert "Si para el miércoles, 25 de octubre no ha tenido noticias" in body
 
 
 def test_html_escapes_spanish_text_once(renderer: Renderer) -> None:
@@ -300,3 +307,46 @@ def test_a_language_with_no_templates_falls_back_to_the_clinics_spanish(
 def test_a_spanish_patient_without_region_gets_spanish(renderer: Renderer) -> None:
     message = renderer.render(PROTOCOL, "booked", Channel.EMAIL, "es", "en-GB", spanish())
     assert message.language == "es"
+
+
+# --- the clinic's own practice where leaflets differ ------------------------------------------
+
+
+def test_photo_id_and_insurance_card_only_where_the_clinic_asks(renderer: Renderer) -> None:
+    line = "Traiga una identificación con foto y su tarjeta del seguro médico."
+    asked = replace(US, bring_insurance_card=True)
+    for template in ("booked", "escort", "day_before", "morning_of"):
+        body = email_text(renderer, template, spanish(asked))
+        assert body.index(line) > body.index("Traiga una lista de todas las medicinas que toma.")
+        assert "seguro" not in email_text(renderer, template, spanish(US))
+    text = sms(renderer, "day_before", spanish(asked, sedation="no"))
+    assert "traiga su lista de medicinas, un documento con foto y su tarjeta del seguro." in text
+    assert "seguro" not in sms(renderer, "day_before", spanish(US, sedation="no"))
+
+
+def test_minutes_and_meal_follow_the_clinic(renderer: Renderer) -> None:
+    assert "La biopsia dura de 10 a 30 minutos." in email_text(renderer, "booked", spanish())
+    single = replace(US, procedure_minutes=(20, 20))
+    assert "La biopsia dura unos 20 minutos." in email_text(renderer, "booked", spanish(single))
+    light = replace(US, meal_without_sedation=MealAdvice.LIGHT)
+    body = email_text(renderer, "day_before", spanish(light, sedation="no"))
+    assert "Puede comer algo ligero y beber normalmente." in body
+    text = sms(renderer, "day_before", spanish(light, sedation="no"))
+    assert "Puede comer algo ligero y beber normalmente." in text
+
+
+def test_after_care_covers_bruising_and_recovery(renderer: Renderer) -> None:
+    for template in ("after_care", "next_day"):
+        body = email_text(renderer, template, spanish())
+        assert "Una bolsa de hielo envuelta en un paño puede ayudar" in body
+        assert "La mayoría de las personas se sienten normales en uno o dos días." in body
+        assert "La zona puede doler durante unos días, o hasta una semana." in body
+    text = sms(renderer, "after_care", spanish())
+    assert "Si se pone morado, use hielo envuelto en un paño por ratos cortos." in text
+    assert analyse(text).is_gsm7
+
+
+def test_no_spanish_email_ends_a_sentence_with_a_doubled_full_stop(renderer: Renderer) -> None:
+    for template in ALL_TEMPLATES:
+        text = email_text(renderer, template, spanish())  # es-US: "12:30 p.m."
+        assert "p.m.." not in text and "a.m.." not in text, template

@@ -15,7 +15,7 @@ from reminder_service.catalog import Catalog
 from reminder_service.configuration.clinics import Clinics
 from reminder_service.configuration.problems import ConfigError
 from reminder_service.configuration.sms_budgets import SmsBudgets, load_sms_budgets
-from reminder_service.domain.clinic import Clinic
+from reminder_service.domain.clinic import Clinic, MealAdvice
 from reminder_service.domain.protocol import Channel
 from reminder_service.rendering import Renderer, sample_context
 from reminder_service.services.template_check import (
@@ -23,8 +23,10 @@ from reminder_service.services.template_check import (
     check_templates,
     costliest_ucs2_start,
     flag_variants,
+    html_as_text,
     patient_languages,
     templates_of,
+    typography_slips,
 )
 from reminder_service.settings import Settings
 from tests.factories import CONFIG_DIR, TEMPLATES_DIR
@@ -303,3 +305,142 @@ def test_every_budget_error_is_reported_at_once(tmp_path: Path) -> None:
         load_sms_budgets(path)
     fields = [p.field for p in caught.value.problems]
     assert fields == ["default", "languages.es", "languages.fr"]
+
+
+# --- reading grade and typography ------------------------------------------------------------
+
+
+def test_every_shipped_message_reads_at_grade_8_or_below(shipped: TemplateReport) -> None:
+    rows = {(g.template, g.part, g.language): g for g in shipped.grades}
+    emails = {t for t, part, _ in rows if part == "email"}
+    assert len(emails) == 10 and {t for t, part, _ in rows if part == "sms"} == set(SMS_TEMPLATES)
+    assert len(rows) == (10 + len(SMS_TEMPLATES)) * 2
+    for (_template, _part, language), result in rows.items():
+        assert result.ok and result.grade.grade <= 8.0, result
+        expected = "Flesch-Kincaid" if language == "en" else "Fernández-Huerta"
+        assert result.grade.measure == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("Your biopsy is at 9:30 a.m.. Please come early.", "doubled punctuation"),
+        ("Call us,, today.", "doubled punctuation"),
+        ("Call us, . Today.", "space before punctuation"),
+        ("Questions?. Call.", "doubled punctuation"),
+        ("Keep the dressing  on.", "double space"),
+        ("Keep it dry , then shower.", "space before punctuation"),
+        ("Bring the the list.", "repeated word"),
+        ("Traiga su su lista.", "repeated word"),
+        ("¿Preguntas ? Llame.", "space before punctuation"),
+    ],
+)
+def test_each_typographic_slip_is_found(text: str, kind: str) -> None:
+    assert kind in [found for found, _ in typography_slips(text)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "su cita es el miércoles, 27 de septiembre a la 1:05 p.m., Day Unit, Level 2.",
+        "Wait... then call (312) 555-0123. ¿Preguntas? Llame al 020 7946 0123.",
+        "Time: 12:30 PM\n- Date: Wednesday, September 27\n  indented: fine.",
+        "Call 555 555 0123 or 020 7946 0123.",  # repeated numbers are not repeated words
+    ],
+)
+def test_clean_text_has_no_slips(text: str) -> None:
+    assert typography_slips(text) == []
+
+
+def test_html_is_read_as_its_words() -> None:
+    html = "<p>Call <strong>now</strong>.</p><p>A &amp; B</p>"
+    assert html_as_text(html).split() == ["Call", "now", ".", "A", "&", "B"]
+    assert typography_slips(html_as_text(html)) == []
+
+
+@pytest.fixture(scope="module")
+def slips(tmp_path_factory: pytest.TempPathFactory) -> TemplateReport:
+    """A copy with one typographic slip or hard sentence in each of several files, for UK and US."""
+    root = copy_templates(tmp_path_factory.mktemp("slips"))
+    en, es = f"{PROTOCOL}/en", f"{PROTOCOL}/es"
+    # As shipped before: es-US times end in "p.m.", and a full stop after one doubles it.
+    edit(
+        root,
+        f"{es}/medicines.email.txt.j2",
+        "Antes de su biopsia de médula ósea del {{ appointment.when }}, esto es lo que",
+        "Su biopsia de médula ósea es el {{ appointment.when }}. Esto es lo que",
+    )
+    edit(root, f"{en}/escort.email.txt.j2", "Please plan now", "Please plan  now")
+    edit(root, f"{en}/check_in.subject.j2", "after your", "after the the")
+    edit(root, "_macros/es/bone_marrow_biopsy.j2", "Deje el vendaje puesto", "Deje , el vendaje")
+    hard = (
+        "Notwithstanding institutional heterogeneity regarding histopathological turnaround, "
+        "laboratory characterisation of cytogenetic abnormalities necessitates comprehensive "
+        "interdisciplinary consideration preceding communication of definitive conclusions."
+    )
+    edit(root, f"{en}/results_safety_net.email.txt.j2", "We never send", f"{hard}\n\nWe never send")
+    dura = (
+        "Independientemente de la heterogeneidad institucional, la caracterización citogenética "
+        "necesariamente requiere consideraciones interdisciplinarias extraordinariamente "
+        "complicadas antes de comunicarle definitivamente cualquier conclusión diagnóstica."
+    )
+    edit(
+        root, f"{es}/results_safety_net.email.txt.j2", "Nunca enviamos", f"{dura}\n\nNunca enviamos"
+    )
+    return check_templates(with_clinics(SHIPPED, UK, US), Renderer(root), BUDGETS)
+
+
+def test_a_doubled_full_stop_after_a_spanish_time_is_found(slips: TemplateReport) -> None:
+    found = reasons(slips, f"{PROTOCOL}/es/medicines.email.txt.j2", "es")
+    assert any(r.startswith("doubled punctuation: ") and "p.m.." in r for r in found), found
+
+
+def test_double_spaces_repeated_words_and_space_before_punctuation_are_found(
+    slips: TemplateReport,
+) -> None:
+    doubles = reasons(slips, f"{PROTOCOL}/en/escort.email.txt.j2", "en")
+    assert len(doubles) == 2  # once for each clinic
+    assert all(r.startswith("double space: ") and "Please plan  now" in r for r in doubles)
+    repeated = reasons(slips, f"{PROTOCOL}/en/check_in.subject.j2", "en")
+    assert all(
+        r.startswith("repeated word: 'Checking in after the the procedure'") for r in repeated
+    )
+    # A slip in a macro shows in every email that uses it, named by the template's file.
+    spaced = reasons(slips, f"{PROTOCOL}/es/after_care.email.txt.j2", "es")
+    assert any(r.startswith("space before punctuation: '- Deje , el vendaje") for r in spaced)
+
+
+def test_a_message_above_the_maximum_grade_fails_naming_template_and_grade(
+    slips: TemplateReport,
+) -> None:
+    for language, measure in (("en", "Flesch-Kincaid"), ("es", "Fernández-Huerta")):
+        file = f"{PROTOCOL}/{language}/results_safety_net.email.txt.j2"
+        (reason,) = [r for r in reasons(slips, file, language) if "reads at" in r]
+        (result,) = [
+            g for g in slips.grades if (g.template, g.part, g.language) == (
+                "results_safety_net", "email", language
+            )
+        ]  # fmt: skip
+        assert not result.ok and result.grade.grade > 8 and result.grade.measure == measure
+        assert reason.startswith(f"reads at grade {result.grade.grade:.1f} ({measure}")
+        assert "above the maximum of grade 8" in reason
+    assert {g.template for g in slips.grades if not g.ok} == {"results_safety_net"}
+
+
+def test_every_clinic_practice_is_clean_and_the_maximum_grade_is_configurable() -> None:
+    """The settings where leaflets differ, all switched from their defaults: budgets and
+    typography hold; and a maximum of grade 4 fails exactly the messages above it."""
+    practice = replace(
+        US,
+        bring_insurance_card=True,
+        meal_without_sedation=MealAdvice.LIGHT,
+        procedure_minutes=(20, 20),
+    )
+    catalog = with_clinics(SHIPPED, practice)
+    report = check_templates(catalog, Renderer(TEMPLATES_DIR), BUDGETS, max_grade=4.0)
+    failing = {(g.template, g.part, g.language) for g in report.grades if not g.ok}
+    assert ("booked", "email", "en") in failing and ("after_care", "sms", "en") not in failing
+    assert all(g.grade.grade <= 8 for g in report.grades)
+    grade_problems = [p for p in report.problems if "reads at grade" in p.reason]
+    assert len(grade_problems) == len(failing) == len(report.problems)
+    assert all("above the maximum of grade 4" in p.reason for p in grade_problems)
