@@ -7,7 +7,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..domain.appointment import FLAG_NAMES, Tristate
-from ..domain.protocol import ALWAYS, Channel, ChannelRule, Condition, LatePolicy, Protocol, Step
+from ..domain.protocol import (
+    ALWAYS,
+    Channel,
+    ChannelRule,
+    Condition,
+    ConfirmationRule,
+    LatePolicy,
+    Protocol,
+    Step,
+)
 from ..domain.timing import RelativeTime, parse_duration, parse_relative_time
 from .problems import ConfigError, ConfigProblem, check_keys, read_yaml
 
@@ -16,6 +25,9 @@ STEP_OPTIONAL = {"description", "when", "enabled", "late", "not_after", "min_not
 STEP_OPTIONAL |= {"email_fallback", "calendar", "sms_priority", "over_cap", "too_late"}
 STEP_CHOICES = {"over_cap": ("email", "merge"), "too_late": ("skip", "merge")}
 PROTOCOL_REQUIRED = {"id", "name", "procedure_codes", "steps"}
+PROTOCOL_OPTIONAL = {"confirmation"}
+CONFIRMATION_REQUIRED = {"required_by"}
+CONFIRMATION_OPTIONAL = {"when"}
 
 E = TypeVar("E", LatePolicy, Channel)
 
@@ -70,7 +82,7 @@ def _load_file(
         problems.append(ConfigProblem(file, "", "", "must be a mapping with id, name, steps"))
         return None
     before = len(problems)
-    check_keys(data, PROTOCOL_REQUIRED, set(), file, "", problems)
+    check_keys(data, PROTOCOL_REQUIRED, PROTOCOL_OPTIONAL, file, "", problems)
     codes = data.get("procedure_codes")
     if not isinstance(codes, list) or not codes or not all(isinstance(c, str) for c in codes):
         problems.append(ConfigProblem(file, "", "procedure_codes", "must be a list of codes"))
@@ -90,6 +102,9 @@ def _load_file(
             problems.append(ConfigProblem(file, f"step '{step.id}'", "id", "used twice"))
         seen.add(step.id)
         steps.append(step)
+    confirmation = None
+    if "confirmation" in data:
+        confirmation = _confirmation(data["confirmation"], file, problems)
     if len(problems) > before:
         return None
     return Protocol(
@@ -97,7 +112,30 @@ def _load_file(
         name=str(data["name"]),
         procedure_codes=frozenset(c.strip().upper() for c in codes),
         steps=tuple(steps),
+        confirmation=confirmation,
     )
+
+
+def _confirmation(raw: Any, file: str, problems: list[ConfigProblem]) -> ConfirmationRule | None:
+    """`confirmation: {required_by: <moment>, when: <condition>}`: read as a step's `send_at`
+    and `when`."""
+    where = "confirmation"
+
+    def problem(field: str, message: str) -> None:
+        problems.append(ConfigProblem(file, where, field, message))
+
+    if not isinstance(raw, dict):
+        problem("", "must be a mapping with required_by (and when)")
+        return None
+    before = len(problems)
+    check_keys(raw, CONFIRMATION_REQUIRED, CONFIRMATION_OPTIONAL, file, where, problems)
+    required_by = None
+    if "required_by" in raw:
+        required_by = _moment(raw["required_by"], "required_by", problem)
+    condition = _condition(raw.get("when", "always"), "when", problem)
+    if required_by is None or len(problems) > before:
+        return None
+    return ConfirmationRule(required_by, condition)
 
 
 def _load_step(

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Engine, select
 from ..catalog import Catalog
 from ..clock import Clock
 from ..domain.appointment import Appointment
+from ..domain.confirmation import Confirmation, confirmation_deadline
 from ..domain.planning import PlannedReminder, ReminderStatus
 from ..domain.protocol import Channel
 from ..domain.sms_caps import Text, give_way
@@ -61,8 +62,9 @@ class Preview:
     appointment: Appointment
     protocol_id: str | None
     lines: list[PreviewLine]
-    confirmed_at: datetime | None = None  # the patient replied 1
+    confirmed_at: datetime | None = None  # the patient replied 1 (or staff confirmed)
     new_time_requested_at: datetime | None = None  # the patient replied 2
+    confirmation: Confirmation | None = None
 
 
 class PreviewService:
@@ -102,6 +104,7 @@ class PreviewService:
             lines,
             row["confirmed_at"],
             row["new_time_requested_at"],
+            confirmation_state(self._catalog, row, appointment),
         )
 
     def _line(self, reminder: RowData, appointment: Appointment, stored: RowData) -> PreviewLine:
@@ -228,3 +231,13 @@ class PreviewService:
             if not step.enabled
             for rule in step.channels
         ]
+
+
+def confirmation_state(catalog: Catalog, row: RowData, appointment: Appointment) -> Confirmation:
+    """The confirmation state of a stored appointment (a `select_with_patients` row)."""
+    protocol = catalog.protocol_or_none(row["protocol_id"])
+    rule = protocol.confirmation if protocol else None
+    deadline = confirmation_deadline(rule, appointment, row["scheduled_at"]) if rule else None
+    return Confirmation(
+        deadline, row["confirmed_at"], row["confirmed_by"], row["confirmation_alerted_at"]
+    )
