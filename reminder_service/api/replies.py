@@ -7,11 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from ..services.confirmations import AlreadyCancelled, Confirmations
 from ..services.previewing import NotFound
 from ..services.reply_inbox import MAX_ID, MAX_LIST, ReplyInbox
+from .keys import caller
 
 
 def build_replies_router(
@@ -21,12 +22,10 @@ def build_replies_router(
     *,
     clinics: Collection[str],
 ) -> APIRouter:
-    router = APIRouter()
-    Caller = Annotated[str, Depends(api_key)]
+    router = APIRouter(dependencies=[Depends(api_key)])
 
     @router.get("/replies")
     def list_replies(
-        _: Caller,
         unhandled: Annotated[bool, Query(description="Only those waiting for a person")] = False,
         clinic: Annotated[str | None, Query(max_length=64)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 100,
@@ -40,21 +39,21 @@ def build_replies_router(
 
     @router.post("/replies/{reply_id}/handled")
     def mark_handled(
-        caller: Caller, reply_id: Annotated[int, Path(ge=1, le=MAX_ID)]
+        request: Request, reply_id: Annotated[int, Path(ge=1, le=MAX_ID)]
     ) -> dict[str, Any]:
         """Mark a reply handled by this API key's name. A reply handled already keeps its first
         handler (`already_handled` says so)."""
         try:
-            reply, marked = inbox.mark_handled(reply_id, caller)
+            reply, marked = inbox.mark_handled(reply_id, caller(request))
         except NotFound:
             raise HTTPException(404, "no such reply") from None
         return {**reply.as_json(), "already_handled": not marked}
 
     @router.post("/appointments/{appointment_id}/confirm")
-    def confirm(caller: Caller, appointment_id: str) -> dict[str, Any]:
+    def confirm(request: Request, appointment_id: str) -> dict[str, Any]:
         """Record that the patient confirmed (by phone, say), by this API key's name."""
         try:
-            state = confirmations.confirm(appointment_id, caller)
+            state = confirmations.confirm(appointment_id, caller(request))
         except NotFound:
             raise HTTPException(404, "no such appointment") from None
         except AlreadyCancelled:
