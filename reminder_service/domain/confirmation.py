@@ -56,8 +56,9 @@ def needs_a_call(
     now: datetime,
 ) -> datetime | None:
     """The passed deadline, when staff must phone: booked, unconfirmed, deadline passed and the
-    appointment still to come. Else None."""
-    if confirmed_at is not None or appointment.start <= now:
+    appointment still to come, for a patient who may be contacted (not deceased, not
+    do-not-contact). Else None."""
+    if confirmed_at is not None or appointment.start <= now or appointment.patient.suppressed:
         return None
     deadline = confirmation_deadline(rule, appointment, scheduled_at)
     return deadline if deadline is not None and deadline <= now else None

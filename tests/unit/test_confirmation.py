@@ -46,6 +46,9 @@ def test_staff_phone_only_unconfirmed_appointments_past_their_deadline_and_still
     assert needs_a_call(RULE, visit, BOOKED, None, deadline) == deadline
     assert needs_a_call(RULE, visit, BOOKED, deadline, deadline + timedelta(hours=1)) is None
     assert needs_a_call(RULE, visit, BOOKED, None, visit.start) is None  # too late to phone
+    for suppressed in (patient(deceased=True), patient(do_not_contact=True)):
+        unreachable = appointment(patient=suppressed)
+        assert needs_a_call(RULE, unreachable, BOOKED, None, deadline) is None
     # Booked after its deadline had passed: due at once.
     late_booking = visit.start - timedelta(hours=5)
     assert needs_a_call(RULE, visit, late_booking, None, late_booking) == deadline
