@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
 
 from .api.app import create_app
 from .api.appointments import build_router
+from .api.keys import require_key
+from .api.replies import build_replies_router
 from .catalog import Catalog
 from .channels.base import EmailChannel, SmsChannel, SmsSender
 from .channels.outbox import OutboxChannel
@@ -26,6 +28,7 @@ from .importers.csv_rows import ImportDefaults
 from .rendering import Renderer
 from .services.api_keys import ApiKeys
 from .services.bounces import BounceService
+from .services.confirmations import Confirmations
 from .services.delivery_status import DeliveryStatusService
 from .services.dispatching import DispatchPolicy, DispatchService
 from .services.email_opt_outs import EmailOptOuts
@@ -34,6 +37,7 @@ from .services.importing import ImportService
 from .services.materializing import Materializer
 from .services.previewing import PreviewService
 from .services.replies import ReplyService
+from .services.reply_inbox import ReplyInbox
 from .settings import Settings
 from .store.send_rate_buckets import PostgresRateBuckets
 from .store.startup import DatabaseUse, Patience, open_database
@@ -57,17 +61,28 @@ class Service:
     materializer: Materializer
     delivery_status: DeliveryStatusService
     replies: ReplyService
+    confirmations: Confirmations
     clock: Clock
 
     def http_app(self) -> FastAPI:
         token = self.settings.twilio.auth_token if self.settings.twilio else None
-        router = build_router(
-            self.importer,
-            self.previewer(),
-            ApiKeys(self.engine, self.clock),
-            self.import_defaults,
-            clinics=tuple(self.catalog.clinics.by_id),
-            mappings_dir=self.settings.config_dir / "mappings",
+        keys = ApiKeys(self.engine, self.clock)
+        clinics = tuple(self.catalog.clinics.by_id)
+        router = APIRouter()
+        router.include_router(
+            build_router(
+                self.importer,
+                self.previewer(),
+                keys,
+                self.import_defaults,
+                clinics=clinics,
+                mappings_dir=self.settings.config_dir / "mappings",
+            )
+        )
+        router.include_router(
+            build_replies_router(
+                self.inbox(), self.confirmations, require_key(keys), clinics=clinics
+            )
         )
         return create_app(
             self.engine,
@@ -95,6 +110,9 @@ class Service:
             unsubscribe=unsubscribe_links(self.settings),
             opt_outs=self.email_opt_outs(),
         )
+
+    def inbox(self) -> ReplyInbox:
+        return ReplyInbox(self.engine, self.catalog, self.clock)
 
     def previewer(self) -> PreviewService:
         return PreviewService(self.engine, self.catalog, self.renderer, self.clock)
@@ -178,6 +196,7 @@ def build(
         materializer=Materializer(engine, catalog, clock, horizon),
         delivery_status=DeliveryStatusService(engine, FollowUps(catalog), catalog.failures, clock),
         replies=ReplyService(engine, catalog, renderer, clock),
+        confirmations=Confirmations(engine, catalog, clock),
         clock=clock,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import logging
 import signal
@@ -34,11 +35,13 @@ from .sample_data import sample_appointments
 from .scheduler import DispatchTimer
 from .services.api_keys import ApiKeys, KeyExists
 from .services.auditing import audit_trail
+from .services.confirmations import AlreadyCancelled
 from .services.csv_import import import_csv_file
 from .services.email_opt_outs import STAFF as STAFF_OPT_OUT
 from .services.hl7_import import apply_siu, feed_clinic
 from .services.importing import ImportSummary
 from .services.previewing import NotFound
+from .services.reply_inbox import MAX_LIST, InboundReply
 from .services.reporting import status_report
 from .services.template_check import DEFAULT_MAX_GRADE, TemplateReport, check_templates
 from .settings import Settings, SettingsError
@@ -373,6 +376,7 @@ def run(
         watch_every=service.settings.watch_seconds,
         materializer=service.materializer,
         materialize_every=timedelta(minutes=service.settings.materialize_minutes),
+        confirmations=service.confirmations,
     )
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -570,8 +574,17 @@ def preview(
         highlight=False,
     )
     tz = zone(appointment.patient.timezone)
+    confirmation = result.confirmation
     if result.confirmed_at:
-        out.print(f"Confirmed by the patient at {result.confirmed_at.astimezone(tz).isoformat()}")
+        by = confirmation.confirmed_by if confirmation and confirmation.confirmed_by else "patient"
+        at = result.confirmed_at.astimezone(tz).isoformat()
+        out.print(f"Confirmed by {by} at {at}", markup=False, highlight=False)
+    elif confirmation and confirmation.required_by:
+        due = confirmation.required_by.astimezone(tz).isoformat()
+        out.print(f"Not confirmed yet: confirmation required by {due}", highlight=False)
+    if confirmation and confirmation.staff_alerted_at:
+        alerted = confirmation.staff_alerted_at.astimezone(tz).isoformat()
+        out.print(f"Listed to staff to phone (not confirmed in time) at {alerted}")
     if result.new_time_requested_at:
         asked = result.new_time_requested_at.astimezone(tz).isoformat()
         out.print(f"The patient asked for a new time at {asked}")
@@ -584,6 +597,107 @@ def preview(
         if line.body:
             body = "  " + line.body.replace("\n", "\n  ")
             out.print(body, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def replies(
+    unhandled: Annotated[
+        bool, typer.Option("--unhandled", help="Only replies waiting for a person.")
+    ] = False,
+    clinic: Annotated[str | None, typer.Option(help="Only this clinic's replies.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_LIST, help="At most this many.")] = 100,
+    handle: Annotated[
+        int | None, typer.Option("--handle", metavar="ID", help="Mark reply ID handled.")
+    ] = None,
+    by: Annotated[
+        str | None, typer.Option(help="Who handled it (default: your login name).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The replies patients texted, newest first, with the number and text to call back on (shown
+    here, never logged); `--handle ID` marks one handled by you, now."""
+    service = _service(DatabaseUse.READ if handle is None else DatabaseUse.WRITE)
+    inbox = service.inbox()
+    if handle is not None:
+        try:
+            reply, marked = inbox.mark_handled(handle, _operator(by))
+        except NotFound as exc:
+            err.print(str(exc), markup=False)
+            raise typer.Exit(EXIT_UNUSABLE) from None
+        assert reply.handled_at is not None
+        done = "handled" if marked else "already handled"
+        out.print(
+            f"reply {reply.id}: {done} by {reply.handled_by} at {reply.handled_at.isoformat()}",
+            markup=False,
+            highlight=False,
+        )
+        return
+    if clinic is not None and service.catalog.clinics.get(clinic) is None:
+        err.print(f"--clinic: no clinic {clinic!r} in the configuration", markup=False)
+        raise typer.Exit(EXIT_UNUSABLE)
+    found = inbox.list(unhandled=unhandled, clinic=clinic, limit=limit)
+    if as_json:
+        sys.stdout.write(json.dumps([r.as_json() for r in found], indent=2) + "\n")
+        return
+    if not found:
+        out.print("no replies" + (" waiting for a person" if unhandled else ""))
+    for reply in found:
+        out.print(_reply_text(reply), markup=False, highlight=False, soft_wrap=True)
+
+
+def _operator(by: str | None) -> str:
+    """Who is acting: as given, else the login name."""
+    if by:
+        return by
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name (a container's user without a passwd entry)
+        return "staff"
+
+
+def _reply_text(reply: InboundReply) -> str:
+    """One reply for the terminal: a header line, then the text indented; control characters
+    in the text are shown as U+FFFD, so a message can never drive the operator's terminal."""
+    about = "no appointment found"
+    if reply.appointment_id:
+        about = f"appointment {reply.appointment_id}"
+        if reply.patient_id:
+            about += f" (patient {reply.patient_id}, {reply.patient_name})"
+    handled = (
+        f"handled by {reply.handled_by} at {reply.handled_at.isoformat()}"
+        if reply.handled_at
+        else "UNHANDLED"
+    )
+    answered = f", answered {reply.answer}" if reply.answer else ""
+    body = "".join(c if c.isprintable() or c == "\n" else "\ufffd" for c in reply.body)
+    return (
+        f"#{reply.id}  {reply.received_at.isoformat()}  from {reply.phone}  [{reply.clinic_id}] "
+        f"{reply.kind}{answered}; {about}; {handled}\n    " + body.replace("\n", "\n    ")
+    )
+
+
+@app.command()
+def confirm(
+    appointment_id: str,
+    by: Annotated[
+        str | None, typer.Option(help="Who took the confirmation (default: your login name).")
+    ] = None,
+) -> None:
+    """Record that the patient confirmed this appointment (by phone, say): it is then not listed
+    to staff at its confirmation deadline."""
+    service = _service(DatabaseUse.WRITE)
+    try:
+        state = service.confirmations.confirm(appointment_id, _operator(by))
+    except (NotFound, AlreadyCancelled) as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    assert state.confirmed_at is not None
+    out.print(
+        f"appointment {appointment_id}: confirmed by {state.confirmed_by} at "
+        f"{state.confirmed_at.isoformat()}",
+        markup=False,
+        highlight=False,
+    )
 
 
 @app.command()

@@ -1,10 +1,12 @@
 """APScheduler as the timer that wakes the dispatcher; the reminder table stays the source of truth.
 
-Three jobs: `dispatch` runs at the next due time (and at least every max_idle); `watch` looks
+Four jobs: `dispatch` runs at the next due time (and at least every max_idle); `watch` looks
 every second or so for an earlier due time (rows added by an import in another process) and pulls
 `dispatch` forward; `materialize` adds the reminders that have come within the planning horizon,
-at start and every few minutes. One worker thread and one instance of each job: the dispatcher
-never overlaps itself.
+at start and every few minutes; `confirmations` lists to staff the appointments not confirmed by
+their protocol's deadline, at start and every few minutes (its alerts are reminder rows, which
+the next dispatch sends). One worker thread and one instance of each job: the dispatcher never
+overlaps itself.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from .clock import Clock
+from .services.confirmations import Confirmations
 from .services.dispatching import DispatchService
 from .services.materializing import Materializer
 
@@ -33,9 +36,12 @@ class DispatchTimer:
         watch_every: float = 1.0,
         materializer: Materializer | None = None,
         materialize_every: timedelta = timedelta(minutes=5),
+        confirmations: Confirmations | None = None,
+        confirm_every: timedelta = timedelta(minutes=5),
     ) -> None:
         self._dispatcher = dispatcher
         self._materializer = materializer
+        self._confirmations = confirmations
         self._clock = clock
         self._max_idle = max_idle
         self._scheduler = BackgroundScheduler(
@@ -57,6 +63,14 @@ class DispatchTimer:
                 "interval",
                 seconds=materialize_every.total_seconds(),
                 id="materialize",
+                next_run_time=datetime.now(UTC),
+            )
+        if confirmations is not None:
+            self._scheduler.add_job(
+                self._check_confirmations,
+                "interval",
+                seconds=confirm_every.total_seconds(),
+                id="confirmations",
                 next_run_time=datetime.now(UTC),
             )
         self._stopped = threading.Event()
@@ -112,6 +126,14 @@ class DispatchTimer:
                 self._schedule_next()
         except Exception:  # the plans stay where they resume; the next run adds them
             log.exception("materializing failed; will try again")
+
+    def _check_confirmations(self) -> None:
+        assert self._confirmations is not None
+        try:
+            if self._confirmations.check().alerts:
+                self._schedule_next()  # the alerts are due now
+        except Exception:  # nothing is claimed unless its alert is stored: the next run lists it
+            log.exception("confirmation check failed; will try again")
 
     def _watch(self) -> None:
         try:

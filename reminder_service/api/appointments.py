@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -36,6 +36,7 @@ from ..services.importing import ImportItem, ImportService, ImportSummary
 from ..services.previewing import NotFound, PreviewService
 from ..store.field_limits import MAX_LENGTH
 from .json_body import BadJson, parse_json
+from .keys import require_key
 
 MAX_JSON_BYTES = 1024 * 1024
 MAX_CSV_BYTES = 20 * 1024 * 1024
@@ -134,17 +135,7 @@ def build_router(
             f"clinic {clinic[:64]!r} is not configured" if clinic and clinic not in clinics else ""
         )
 
-    def api_key(
-        authorization: Annotated[str | None, Header()] = None,
-        x_api_key: Annotated[str | None, Header()] = None,
-    ) -> str:
-        key = x_api_key or (authorization or "").removeprefix("Bearer ").strip()
-        name = keys.name_for(key) if key else None
-        if name is None:
-            raise HTTPException(401, "an API key is required", {"WWW-Authenticate": "Bearer"})
-        return name
-
-    router = APIRouter(dependencies=[Depends(api_key)])
+    router = APIRouter(dependencies=[Depends(require_key(keys))])
 
     # The bodies are read raw (to limit their size before parsing), so their schemas are
     # declared here for the OpenAPI document.
@@ -179,6 +170,7 @@ def build_router(
             "procedure": appointment.procedure,
             "protocol": preview.protocol_id,
             "confirmed_at": preview.confirmed_at.isoformat() if preview.confirmed_at else None,
+            "confirmation": preview.confirmation.as_json() if preview.confirmation else None,
             "timeline": [line.as_json() for line in preview.lines],
         }
 

@@ -12,6 +12,7 @@ from ..domain.protocol import (
     Channel,
     ChannelRule,
     Condition,
+    ConfirmationRule,
     LatePolicy,
     Priority,
     Protocol,
@@ -29,6 +30,9 @@ STEP_CHOICES = {
     "priority": tuple(p.value for p in Priority)[::-1],  # standard first: the default
 }
 PROTOCOL_REQUIRED = {"id", "name", "procedure_codes", "steps"}
+PROTOCOL_OPTIONAL = {"confirmation"}
+CONFIRMATION_REQUIRED = {"required_by"}
+CONFIRMATION_OPTIONAL = {"when"}
 
 E = TypeVar("E", LatePolicy, Channel)
 
@@ -83,7 +87,7 @@ def _load_file(
         problems.append(ConfigProblem(file, "", "", "must be a mapping with id, name, steps"))
         return None
     before = len(problems)
-    check_keys(data, PROTOCOL_REQUIRED, set(), file, "", problems)
+    check_keys(data, PROTOCOL_REQUIRED, PROTOCOL_OPTIONAL, file, "", problems)
     codes = data.get("procedure_codes")
     if not isinstance(codes, list) or not codes or not all(isinstance(c, str) for c in codes):
         problems.append(ConfigProblem(file, "", "procedure_codes", "must be a list of codes"))
@@ -103,6 +107,9 @@ def _load_file(
             problems.append(ConfigProblem(file, f"step '{step.id}'", "id", "used twice"))
         seen.add(step.id)
         steps.append(step)
+    confirmation = None
+    if "confirmation" in data:
+        confirmation = _confirmation(data["confirmation"], file, problems)
     if len(problems) > before:
         return None
     return Protocol(
@@ -110,7 +117,30 @@ def _load_file(
         name=str(data["name"]),
         procedure_codes=frozenset(c.strip().upper() for c in codes),
         steps=tuple(steps),
+        confirmation=confirmation,
     )
+
+
+def _confirmation(raw: Any, file: str, problems: list[ConfigProblem]) -> ConfirmationRule | None:
+    """`confirmation: {required_by: <moment>, when: <condition>}`: read as a step's `send_at`
+    and `when`."""
+    where = "confirmation"
+
+    def problem(field: str, message: str) -> None:
+        problems.append(ConfigProblem(file, where, field, message))
+
+    if not isinstance(raw, dict):
+        problem("", "must be a mapping with required_by (and when)")
+        return None
+    before = len(problems)
+    check_keys(raw, CONFIRMATION_REQUIRED, CONFIRMATION_OPTIONAL, file, where, problems)
+    required_by = None
+    if "required_by" in raw:
+        required_by = _moment(raw["required_by"], "required_by", problem)
+    condition = _condition(raw.get("when", "always"), "when", problem)
+    if required_by is None or len(problems) > before:
+        return None
+    return ConfirmationRule(required_by, condition)
 
 
 def _load_step(

@@ -140,3 +140,13 @@ Change = Appointment | Cancellation
 
 _PATIENT_FIELDS = tuple(f.name for f in fields(Patient))
 _APPOINTMENT_FIELDS = tuple(f.name for f in fields(Appointment))
+
+
+def masked_patient(patient: Patient) -> str:
+    """The patient as staff alerts name them: initials and the mobile's last three digits, enough
+    to match the record the appointment id leads to, little if the email goes astray."""
+    initials = " ".join(f"{name.strip()[0]}." for name in (patient.first_name, patient.last_name)
+                        if name.strip())  # fmt: skip
+    label = initials or "the patient"
+    digits = [c for c in patient.mobile or "" if c.isdigit()]
+    return f"{label} (mobile ending {''.join(digits[-3:])})" if len(digits) >= 7 else label

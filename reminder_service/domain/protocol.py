@@ -96,11 +96,25 @@ class Step:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfirmationRule:
+    """The patient must confirm (reply 1, or staff mark it) by `required_by`, for appointments
+    meeting `condition`; those still unconfirmed then are listed to the clinic's staff to phone."""
+
+    required_by: RelativeTime
+    condition: Condition = ALWAYS
+
+    def describe(self) -> str:
+        when = "" if self.condition is ALWAYS else f" when {self.condition.describe()}"
+        return f"confirmation required by {self.required_by.describe()}{when}"
+
+
+@dataclass(frozen=True, slots=True)
 class Protocol:
     id: str
     name: str
     procedure_codes: frozenset[str]
     steps: tuple[Step, ...] = field(default_factory=tuple)
+    confirmation: ConfirmationRule | None = None
 
     def step_or_none(self, step_id: str) -> Step | None:
         for step in self.steps:

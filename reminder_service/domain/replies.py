@@ -3,11 +3,16 @@
 Pure. Keywords are matched on the whole reply, any case, with punctuation around it or a
 trailing word ("Stop.", "stop please", "OPT OUT now"); CANCEL is an opt-out keyword, which is why
 appointment replies use codes: 1 confirms, 2 asks for a new time (shared/CLINICAL.md).
+
+Free text is for the clinic's staff; the patient gets one acknowledgement (passed to the team,
+and a number for anything urgent) per number per ACKNOWLEDGE_EVERY, so a patient writing several
+texts, or a chat between two auto-responders, never becomes a loop of acknowledgements.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 
@@ -25,6 +30,9 @@ OPT_OUT_PHRASES = (("opt", "out"),)
 OPT_IN_WORDS = frozenset({"start", "unstop", "yes"})
 HELP_WORDS = frozenset({"help", "info"})
 CODES = {"1": ReplyKind.CONFIRM, "2": ReplyKind.NEW_TIME}
+# Replies a person must deal with (call back, read); the service answers the others itself.
+FOR_STAFF = frozenset({ReplyKind.OTHER, ReplyKind.NEW_TIME})
+ACKNOWLEDGE_EVERY = timedelta(hours=12)
 
 _WORDS = re.compile(r"[^\W_]+", re.UNICODE)
 
@@ -43,3 +51,11 @@ def classify_reply(body: str) -> ReplyKind:
     if len(words) == 1 and first in CODES:
         return CODES[first]
     return ReplyKind.OTHER
+
+
+def acknowledge(kind: ReplyKind, last_acknowledged: datetime | None, now: datetime) -> bool:
+    """Whether a reply gets the acknowledgement: free text, and none sent to the number within
+    ACKNOWLEDGE_EVERY (a reply Twilio posts late, stamped before the last one, gets none)."""
+    if kind is not ReplyKind.OTHER:
+        return False
+    return last_acknowledged is None or now - last_acknowledged >= ACKNOWLEDGE_EVERY

@@ -58,7 +58,7 @@ from ..channels.base import (
 )
 from ..channels.unsubscribe import UnsubscribeLinks, opt_out_key
 from ..clock import Clock
-from ..domain.appointment import Appointment, AppointmentStatus
+from ..domain.appointment import Appointment, AppointmentStatus, masked_patient
 from ..domain.clinic import Clinic
 from ..domain.failure_rules import FailureTable
 from ..domain.planning import NO_SMS_CONSENT, ReminderStatus
@@ -73,7 +73,7 @@ from ..store.tables import appointments, reminders, sms_opt_outs
 from . import patient_texts
 from .delivery_status import NOT_DELIVERED, PROGRESS
 from .email_opt_outs import opted_out_emails
-from .follow_ups import STAFF_CHANNEL, FollowUps, record_opt_outs
+from .follow_ups import STAFF_CHANNEL, FollowUps, record_opt_outs, staff_time
 from .importing import CALENDAR_CANCEL
 from .patient_texts import PatientTexts
 
@@ -776,17 +776,19 @@ class DispatchService:
     ) -> Result | _Job:
         if not clinic.staff_email:
             return Result(reminder, ReminderStatus.FAILED, "the clinic has no staff_email")
-        local = appointment.start.astimezone(zone(clinic.timezone))
+        report = reminder["alert"] or reminder["reason"]
         context = {
             "clinic_name": clinic.name,
             "appointment_id": appointment.external_id,
-            "appointment_time": f"{local:%a %d %b %Y %H:%M} {local.tzname()}",
+            "appointment_time": staff_time(appointment.start, clinic),
+            "patient": masked_patient(appointment.patient),
             "step": reminder["step_id"],
-            "reason": reminder["alert"] or reminder["reason"],
+            "reason": report,
+            "lines": report.splitlines(),  # an alert listing several appointments, one a line
         }
         try:
             message = self._renderer.render(
-                "_staff", "staff_alert", Channel.EMAIL, clinic.default_language,
+                "_staff", reminder["template"], Channel.EMAIL, clinic.default_language,
                 clinic.default_language, context,
             )  # fmt: skip
         except RenderError as exc:

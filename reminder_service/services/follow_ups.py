@@ -21,8 +21,10 @@ from typing import Any
 from sqlalchemy import Connection, insert, select
 
 from ..catalog import Catalog
+from ..domain.clinic import Clinic
 from ..domain.planning import ReminderStatus
 from ..domain.protocol import Channel
+from ..domain.timing import zone
 from ..store import bulk
 from ..store.records import RowData
 from ..store.tables import appointments, patients, reminders, sms_opt_outs
@@ -30,7 +32,9 @@ from ..store.tables import appointments, patients, reminders, sms_opt_outs
 log = logging.getLogger(__name__)
 
 STAFF_CHANNEL = "staff"  # a reminders row addressed to the clinic's staff, not the patient
-STAFF_TEMPLATE = "staff_alert"
+STAFF_TEMPLATE = "staff_alert"  # templates/_staff/<language>/<template>.*: a channel failed
+NEW_TIME_TEMPLATE = "new_time_request"  # the patient replied 2
+UNCONFIRMED_TEMPLATE = "unconfirmed"  # appointments not confirmed by their deadline, to phone
 UNDELIVERED = frozenset({"undelivered", "failed", "bounced"})  # "bounced": an email (DSN)
 ON_ITS_WAY = frozenset({ReminderStatus.PENDING.value, ReminderStatus.SENDING.value})
 
@@ -151,16 +155,18 @@ def staff_alert_row(
     nominal_at: datetime | None = None,
     fallback_for: int | None = None,
     import_id: int | None = None,
+    template: str = STAFF_TEMPLATE,
 ) -> dict[str, Any]:
     """A reminder row that emails the clinic's staff `alert` (it names the appointment and the
-    reason, never a message), due now and with no deadline. The one way alerts are made."""
+    reason, never a message), due now and with no deadline, worded by `template`. The one way
+    alerts are made."""
     return {
         "appointment_id": appointment_id,
         "appointment_version": appointment_version,
         "import_id": import_id,
         "step_id": step_id,
         "channel": STAFF_CHANNEL,
-        "template": STAFF_TEMPLATE,
+        "template": template,
         "nominal_at": nominal_at or now,
         "due_at": now,
         "not_after": None,
@@ -172,6 +178,12 @@ def staff_alert_row(
         "created_at": now,
         "updated_at": now,
     }
+
+
+def staff_time(moment: datetime, clinic: Clinic) -> str:
+    """A moment as staff alerts write it: in the clinic's zone, with the zone's abbreviation."""
+    local = moment.astimezone(zone(clinic.timezone))
+    return f"{local:%a %d %b %Y %H:%M} {local.tzname()}"
 
 
 def _alert_audit(row: RowData, reason: str, now: datetime) -> dict[str, Any]:

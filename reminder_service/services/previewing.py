@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine, select
 from ..catalog import Catalog
 from ..clock import Clock
 from ..domain.appointment import Appointment
+from ..domain.confirmation import Confirmation, confirmation_deadline
 from ..domain.planning import PlannedReminder, ReminderStatus
 from ..domain.protocol import Channel
 from ..domain.sms_caps import Text
@@ -66,8 +67,9 @@ class Preview:
     appointment: Appointment
     protocol_id: str | None
     lines: list[PreviewLine]
-    confirmed_at: datetime | None = None  # the patient replied 1
+    confirmed_at: datetime | None = None  # the patient replied 1 (or staff confirmed)
     new_time_requested_at: datetime | None = None  # the patient replied 2
+    confirmation: Confirmation | None = None
 
 
 class PreviewService:
@@ -107,6 +109,7 @@ class PreviewService:
             lines,
             row["confirmed_at"],
             row["new_time_requested_at"],
+            confirmation_state(self._catalog, row, appointment),
         )
 
     def _line(self, reminder: RowData, appointment: Appointment, stored: RowData) -> PreviewLine:
@@ -252,3 +255,13 @@ def _with_decision(line: PreviewLine, decision: SmsDecision) -> PreviewLine:
     else:
         note = f"; expected to give way to the SMS caps: {decision.reason}"
     return replace(line, reason=line.reason + note) if note else line
+
+
+def confirmation_state(catalog: Catalog, row: RowData, appointment: Appointment) -> Confirmation:
+    """The confirmation state of a stored appointment (a `select_with_patients` row)."""
+    protocol = catalog.protocol_or_none(row["protocol_id"])
+    rule = protocol.confirmation if protocol else None
+    deadline = confirmation_deadline(rule, appointment, row["scheduled_at"]) if rule else None
+    return Confirmation(
+        deadline, row["confirmed_at"], row["confirmed_by"], row["confirmation_alerted_at"]
+    )

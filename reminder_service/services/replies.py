@@ -8,35 +8,47 @@
 - Reply codes apply to the nearest upcoming appointment on the number (a caregiver's number may
   serve several patients): 1 confirms it, 2 asks for a new time (the clinic's staff get an alert
   and the patient an acknowledgement).
-- Anything else is kept for the clinic's staff to read.
+- Anything else is kept for the clinic's staff to read (`reminder-service replies`), and the
+  patient is told it was passed to the team, with a number for anything urgent: once per number
+  per 12 hours (domain/replies.py).
+- An opted-out number gets no answer but the STOP confirmation and HELP (carriers require HELP to
+  be answered whatever the opt-in state); its replies are still recorded.
 
 Each inbound message is handled once, by its provider id: a webhook posted twice changes nothing.
+Messages from one number are handled one at a time (on PostgreSQL, a lock per number; SQLite's
+writers take turns anyway), so two texts arriving together get one acknowledgement between them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, text, update
 
 from ..catalog import Catalog
 from ..clock import Clock
-from ..domain.appointment import AppointmentStatus
+from ..domain.appointment import AppointmentStatus, Patient, masked_patient
 from ..domain.clinic import Clinic
 from ..domain.protocol import Channel
-from ..domain.replies import ReplyKind, classify_reply
+from ..domain.replies import FOR_STAFF, ReplyKind, acknowledge, classify_reply
 from ..rendering import Renderer, RenderError
 from ..store import bulk
 from ..store.records import RowData
 from ..store.tables import appointments, inbound_messages, patients, reminders, sms_opt_outs
-from .follow_ups import record_opt_outs, staff_alert_row
+from .follow_ups import NEW_TIME_TEMPLATE, record_opt_outs, staff_alert_row, staff_time
 
 log = logging.getLogger(__name__)
 
 REPLY_TEMPLATES = "_replies"  # templates/_replies/<language>/<answer>.sms.j2
+ACKNOWLEDGED = "acknowledged"  # the answer to free text
+AUTOMATIC = "automatic"  # handled_by of the replies the service dealt with itself
+BY_THE_PATIENT = "patient (SMS)"  # confirmed_by when the patient replied 1
+# Answers an opted-out number still gets: the STOP confirmation, and HELP.
+TO_OPTED_OUT = frozenset({"opted_out", "help"})
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,7 @@ class ReplyService:
         kind = classify_reply(body)
         now = self._clock()
         with self._engine.begin() as conn:
+            _one_at_a_time(conn, phone)
             seen = conn.execute(
                 select(inbound_messages.c.id).where(inbound_messages.c.message_sid == message_sid)
             ).first()
@@ -65,7 +78,11 @@ class ReplyService:
             appointment = _nearest_appointment(conn, phone, now)
             clinic = self._catalog.clinics.get(appointment["clinic_id"] if appointment else None)
             assert clinic is not None  # the default clinic always exists
-            answer_name = self._apply(conn, kind, phone, appointment, now)
+            answer_name = self._apply(conn, kind, phone, appointment, clinic, now)
+            if answer_name not in TO_OPTED_OUT and _opted_out(conn, phone):
+                answer_name = None
+            language = appointment["language"] if appointment else clinic.default_language
+            answer = self._answer(answer_name, clinic, language) if answer_name else None
             conn.execute(
                 insert(inbound_messages).values(
                     message_sid=message_sid,
@@ -74,11 +91,12 @@ class ReplyService:
                     body=body,
                     kind=kind.value,
                     appointment_id=appointment["id"] if appointment else None,
+                    answer=answer_name if answer else None,
+                    handled_at=None if kind in FOR_STAFF else now,
+                    handled_by=None if kind in FOR_STAFF else AUTOMATIC,
                 )
             )
-        log.info("inbound SMS %s: %s", message_sid, kind.value)
-        language = appointment["language"] if appointment else clinic.default_language
-        answer = self._answer(answer_name, clinic, language) if answer_name else None
+        log.info("inbound SMS %s: %s (answer: %s)", message_sid, kind.value, answer_name)
         return ReplyOutcome(kind, answer)
 
     def _apply(
@@ -87,6 +105,7 @@ class ReplyService:
         kind: ReplyKind,
         phone: str,
         appointment: RowData | None,
+        clinic: Clinic,
         now: datetime,
     ) -> str | None:
         """Record what the reply means; returns the name of the answer to send, if any."""
@@ -108,20 +127,40 @@ class ReplyService:
             if appointment is None:
                 return "no_appointment"
             if kind is ReplyKind.CONFIRM:
-                _set(conn, appointment["id"], confirmed_at=now)
+                _set(conn, appointment["id"], confirmed_at=now, confirmed_by=BY_THE_PATIENT)
                 _audit(conn, now, appointment["id"], "confirmed", "the patient replied 1")
                 return "confirmed"
             _set(conn, appointment["id"], new_time_requested_at=now)
-            reason = "the patient replied 2: asks for a new time"
+            # The staff alert's own words (templates/_staff/<language>/new_time_request.*); the
+            # audit and the alert's report name the patient masked, never their message.
+            reason = (
+                f"{masked_patient(_patient(appointment))} asked to change their appointment on "
+                f"{staff_time(appointment['start_at'], clinic)}; please call them"
+            )
             _audit(conn, now, appointment["id"], "staff_alert", reason)
-            alert = staff_alert_row(appointment["id"], appointment["version"], "reply", reason, now)
+            alert = staff_alert_row(
+                appointment["id"], appointment["version"], "reply", reason, now,
+                template=NEW_TIME_TEMPLATE,
+            )  # fmt: skip
             conn.execute(insert(reminders).values(**alert))
             return "new_time"
         _audit(conn, now, appointment_id, "reply", "a free-text reply for staff (kept, not logged)")
-        return None
+        last = conn.execute(
+            select(func.max(inbound_messages.c.received_at))
+            .where(inbound_messages.c.phone == phone)
+            .where(inbound_messages.c.answer == ACKNOWLEDGED)
+        ).scalar_one_or_none()
+        return ACKNOWLEDGED if acknowledge(kind, last, now) else None
 
     def _answer(self, name: str, clinic: Clinic, language: str) -> str | None:
-        context = {"clinic": {"name": clinic.name, "phone": clinic.phone}}
+        context = {
+            "clinic": {
+                "name": clinic.name,
+                "phone": clinic.phone,
+                "out_of_hours_phone": clinic.out_of_hours_phone,
+                "emergency_number": clinic.emergency_number,
+            }
+        }
         try:
             message = self._renderer.render(
                 REPLY_TEMPLATES, name, Channel.SMS, language, clinic.default_language, context
@@ -142,6 +181,9 @@ def _nearest_appointment(conn: Connection, phone: str, now: datetime) -> RowData
             appointments.c.version,
             appointments.c.start_at,
             patients.c.language,
+            patients.c.first_name,
+            patients.c.last_name,
+            patients.c.mobile,
         )
         .join(patients, patients.c.id == appointments.c.patient_id)
         .where(patients.c.mobile == phone)
@@ -156,6 +198,26 @@ def _nearest_appointment(conn: Connection, phone: str, now: datetime) -> RowData
             conn.execute(base.order_by(appointments.c.start_at.desc()).limit(1)).mappings().first()
         )
     return found
+
+
+def _patient(row: RowData) -> Patient:
+    """Enough of the patient for the masked name staff alerts give."""
+    return Patient("", row["first_name"], row["last_name"], row["mobile"], None, "", "")
+
+
+def _opted_out(conn: Connection, phone: str) -> bool:
+    found = conn.execute(select(sms_opt_outs.c.phone).where(sms_opt_outs.c.phone == phone))
+    return found.first() is not None
+
+
+def _one_at_a_time(conn: Connection, phone: str) -> None:
+    """PostgreSQL: hold this number's lock to the end of the transaction, so two messages from
+    it are handled one after the other (one acknowledgement, one opt-out) even in two
+    processes. SQLite's writers take turns already (BEGIN IMMEDIATE)."""
+    if conn.dialect.name != "postgresql":
+        return
+    key = int.from_bytes(hashlib.sha256(f"reply:{phone}".encode()).digest()[:8], "big", signed=True)
+    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def _set(conn: Connection, appointment_id: int, **values: Any) -> None:

@@ -87,9 +87,14 @@ appointments = Table(
     # The patient's replies by SMS: 1 confirms, 2 asks for a new time.
     Column("confirmed_at", UtcDateTime),
     Column("new_time_requested_at", UtcDateTime),
+    Column("confirmed_by", String(100)),  # "patient (SMS)" or the staff member who confirmed it
+    # When staff were given this appointment to phone because it was not confirmed by its
+    # protocol's deadline; set once, by the process that claimed it (services/confirmations.py).
+    Column("confirmation_alerted_at", UtcDateTime),
     # When its sender made the latest change applied (HL7 MSH-7): an older message arriving
     # later (an S13 after a newer S15) changes nothing. NULL: no timed source yet (a CSV).
     Column("source_time", UtcDateTime),
+    Index("ix_appointments_start_at", "start_at"),
 )
 
 reminders = Table(
@@ -172,6 +177,12 @@ inbound_messages = Table(
     Column("body", Text, nullable=False),
     Column("kind", String(16), nullable=False),  # opt_out, opt_in, help, confirm, new_time, other
     Column("appointment_id", ForeignKey("appointments.id")),  # the one a reply code applied to
+    Column("answer", String(32)),  # the reply we sent back (a template name), if any
+    # Who dealt with it and when: a person for free text and requests for a new time, else
+    # "automatic" (keywords and confirmations, answered by the service).
+    Column("handled_at", UtcDateTime),
+    Column("handled_by", String(100)),
+    Index("ix_inbound_messages_phone_received_at", "phone", "received_at"),
 )
 
 # Keys for the HTTP API: only a hash is stored; the key itself is shown once, when created.

@@ -1,9 +1,12 @@
 """Inbound SMS through the real HTTP app, signed as Twilio signs them: STOP stops at once (even a
 reminder due a second later), START brings texts back, HELP answers, 1 confirms, 2 asks staff for
-a new time on the nearest appointment of a shared number."""
+a new time on the nearest appointment of a shared number (in its own words), free text is
+acknowledged once per number per 12 hours and never to an opted-out number."""
 
 from __future__ import annotations
 
+import email
+import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -19,7 +22,7 @@ from reminder_service import bootstrap
 from reminder_service.bootstrap import Service
 from reminder_service.services.reporting import status_report
 from reminder_service.settings import Settings, TwilioSettings
-from reminder_service.store.tables import appointments, inbound_messages, reminders
+from reminder_service.store.tables import appointments, audit_log, inbound_messages, reminders
 from tests.factories import appointment, local, patient
 
 TOKEN = "test-auth-token"
@@ -139,8 +142,110 @@ def test_on_a_shared_number_2_applies_to_the_nearest_appointment_and_alerts_staf
             .all()
         )
     assert requested == {"A1": clock.now, "LATER": None}
-    assert alerts == ["the patient replied 2: asks for a new time"]
+    wording = (
+        "T. P. (mobile ending 123) asked to change their appointment on Thu 10 Dec 2026 09:30 "
+        "GMT; please call them"
+    )
+    assert alerts == [wording]
     text(client, "Can I bring my daughter?")
     with service.engine.connect() as conn:
         kept = conn.execute(select(inbound_messages.c.body, inbound_messages.c.kind)).all()
     assert ("Can I bring my daughter?", "other") in kept
+
+
+def test_the_staff_email_for_a_2_asks_them_to_call_and_never_quotes_a_message(
+    replying, settings, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    service, client = replying
+    caplog.set_level(logging.DEBUG)
+    service.importer.apply([(2, appointment())], source="t", label="t")
+    text(client, "2")
+    service.dispatcher.dispatch_due()
+    with service.engine.connect() as conn:
+        alert = (
+            conn.execute(select(reminders).where(reminders.c.channel == "staff")).mappings().one()
+        )
+        audit = conn.execute(select(audit_log.c.reason)).scalars().all()
+    assert (alert["status"], alert["template"]) == ("sent", "new_time_request")
+    message = email.message_from_bytes(
+        (settings.outbox_dir / "email" / f"{alert['id']}.eml").read_bytes()
+    )
+    assert message["To"] == "haematology.bookings@example.org"
+    assert message["Subject"] == (
+        "Riverside Haematology: a patient asks to change their appointment"
+    )
+    plain = next(p for p in message.walk() if p.get_content_type() == "text/plain")
+    body = plain.get_payload(decode=True).decode()
+    assert body.startswith(
+        "T. P. (mobile ending 123) asked to change their appointment on Thu 10 Dec 2026 09:30 "
+        "GMT; please call them."
+    )
+    assert "could not be delivered" not in body and "reached the patient" not in body
+    assert "+447700900123" not in body and "Test Patient" not in body
+    assert any("asked to change their appointment" in reason for reason in audit)
+    logged = " ".join(record.getMessage() for record in caplog.records)
+    assert "900123" not in logged and "Test" not in logged
+
+
+def test_free_text_is_acknowledged_once_per_number_per_12_hours(replying, clock, caplog) -> None:  # type: ignore[no-untyped-def]
+    service, client = replying
+    caplog.set_level(logging.DEBUG)
+    service.importer.apply([(2, appointment())], source="t", label="t")
+    first = answer_of(text(client, "Can I bring my daughter?"))
+    assert "we have passed your message to the team" in first
+    assert "For anything urgent call 020 7946 0999 (24 hours) or 999" in first
+    assert "<Message>" not in answer_of(text(client, "And is parking free?"))
+    clock.advance(hours=11, minutes=59)
+    assert "<Message>" not in answer_of(text(client, "Hello?"))
+    other = answer_of(text(client, "Who is this?", phone="+447700900456"))
+    assert "passed your message" in other  # each number has its own interval
+    clock.advance(minutes=1)
+    assert "passed your message" in answer_of(text(client, "Thanks"))
+    # A keyword or code in between is answered as always and does not count.
+    assert "confirmed" in answer_of(text(client, "1"))
+    with service.engine.connect() as conn:
+        rows = conn.execute(
+            select(inbound_messages.c.kind, inbound_messages.c.answer,
+                   inbound_messages.c.handled_by).order_by(inbound_messages.c.id)
+        ).all()  # fmt: skip
+    assert rows == [
+        ("other", "acknowledged", None), ("other", None, None), ("other", None, None),
+        ("other", "acknowledged", None), ("other", "acknowledged", None),
+        ("confirm", "confirmed", "automatic"),
+    ]  # fmt: skip
+    logged = " ".join(record.getMessage() for record in caplog.records)
+    assert "daughter" not in logged and "parking" not in logged and "900123" not in logged
+
+
+def test_an_opted_out_number_gets_no_answer_but_help_and_its_replies_still_count(
+    replying, clock
+) -> None:  # type: ignore[no-untyped-def]
+    service, client = replying
+    service.importer.apply([(2, appointment())], source="t", label="t")
+    assert "no more texts" in answer_of(text(client, "STOP"))
+    assert "<Message>" not in answer_of(text(client, "Sorry, I meant to ask about parking"))
+    assert "<Message>" not in answer_of(text(client, "1"))
+    assert "<Message>" not in answer_of(text(client, "2"))
+    assert "Call 020 7946 0123" in answer_of(text(client, "HELP"))  # carriers require it
+    with service.engine.connect() as conn:
+        recorded = conn.execute(
+            select(appointments.c.confirmed_at, appointments.c.new_time_requested_at)
+        ).one()
+        staff = conn.execute(select(reminders.c.id).where(reminders.c.channel == "staff")).all()
+        answers = conn.execute(
+            select(inbound_messages.c.answer).order_by(inbound_messages.c.id)
+        ).scalars().all()  # fmt: skip
+    assert recorded == (clock.now, clock.now)
+    assert len(staff) == 1  # staff still hear about the 2
+    assert answers == ["opted_out", None, None, None, "help"]
+    assert "texts again" in answer_of(text(client, "START"))
+    assert "passed your message" in answer_of(text(client, "Now, about parking"))
+
+
+def test_a_spanish_speaking_patient_is_acknowledged_in_spanish(replying) -> None:  # type: ignore[no-untyped-def]
+    service, client = replying
+    spanish = appointment(patient=patient(language="es-ES"))
+    service.importer.apply([(2, spanish)], source="t", label="t")
+    answer = answer_of(text(client, "Hola, tengo una pregunta"))
+    assert "hemos pasado su mensaje al equipo" in answer and "020 7946 0999" in answer
+    assert "Responda START" in answer_of(text(client, "STOP"))

@@ -271,3 +271,28 @@ def test_bad_clinic_content_settings_are_named(tmp_path, field, value, expected)
     (problem,) = info.value.problems
     assert str(problem).startswith(f"{path}: clinic 'lakeside': field '{field}': ")
     assert expected in str(problem)
+
+
+def test_the_shipped_protocol_asks_sedated_patients_to_confirm_48_hours_before():
+    [protocol] = load_protocols(CONFIG_DIR / "protocols", no_missing)
+    assert protocol.confirmation is not None
+    assert protocol.confirmation.describe() == (
+        "confirmation required by 48 hours before start when sedation is unknown or yes"
+    )
+
+
+@pytest.mark.parametrize(
+    ("confirmation", "expected"),
+    [
+        ({"required_by": "2 fortnights before start"}, "confirmation: field 'required_by': "),
+        ({"when": {"sedation": "yes"}}, "confirmation: field 'required_by': is required"),
+        ({"required_by": "at start", "when": {"sedated": "yes"}},
+         "confirmation: field 'when': unknown flag 'sedated'"),
+        ({"required_by": "at start", "by": "x"}, "confirmation: field 'by': unknown field"),
+        ("48 hours before start", "confirmation: must be a mapping"),
+    ],
+)  # fmt: skip
+def test_a_bad_confirmation_rule_is_named(tmp_path, confirmation, expected):  # type: ignore[no-untyped-def]
+    data = {**yaml.safe_load(yaml.safe_dump(DEFAULT)), "confirmation": confirmation}
+    found = problems(write_protocol(tmp_path, data))
+    assert any(expected in p for p in found), found

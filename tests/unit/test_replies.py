@@ -1,9 +1,16 @@
 """Inbound SMS keywords: any case, with punctuation or a trailing word; codes, not words, for
 appointment replies."""
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
-from reminder_service.domain.replies import ReplyKind, classify_reply
+from reminder_service.domain.replies import (
+    ACKNOWLEDGE_EVERY,
+    ReplyKind,
+    acknowledge,
+    classify_reply,
+)
 
 
 @pytest.mark.parametrize(
@@ -35,3 +42,14 @@ def test_help_and_codes(body: str, kind: ReplyKind) -> None:
 def test_anything_else_is_for_staff(body: str) -> None:
     # "please stop" is not an opt-out keyword reply; staff read it (and can opt the number out).
     assert classify_reply(body) is ReplyKind.OTHER
+
+
+def test_free_text_is_acknowledged_once_per_number_per_interval() -> None:
+    now = datetime(2026, 11, 19, 11, 0, tzinfo=UTC)
+    assert acknowledge(ReplyKind.OTHER, None, now)
+    assert not acknowledge(ReplyKind.OTHER, now - ACKNOWLEDGE_EVERY + timedelta(seconds=1), now)
+    assert acknowledge(ReplyKind.OTHER, now - ACKNOWLEDGE_EVERY, now)
+    # A reply stamped before the last acknowledgement (a late webhook) gets none either.
+    assert not acknowledge(ReplyKind.OTHER, now + timedelta(minutes=1), now)
+    for kind in set(ReplyKind) - {ReplyKind.OTHER}:
+        assert not acknowledge(kind, None, now), kind

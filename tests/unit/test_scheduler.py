@@ -6,6 +6,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 from reminder_service.scheduler import DispatchTimer
+from reminder_service.services.confirmations import CheckReport
 from reminder_service.services.dispatching import DispatchReport
 from reminder_service.services.materializing import MaterializeReport
 
@@ -103,6 +104,48 @@ def test_materializing_runs_at_start_and_what_it_adds_is_dispatched_on_time():
         assert materializer.runs == 1 and materializer.added_due is not None
         late = dispatcher.calls[1] - materializer.added_due
         assert timedelta(0) <= late < timedelta(seconds=2)
+    finally:
+        timer.stop()
+        runner.join(timeout=10)
+    assert not runner.is_alive()
+
+
+class FakeConfirmations:
+    """Plans one staff alert, due now, at its first check; fails at its second."""
+
+    def __init__(self, dispatcher: FakeDispatcher) -> None:
+        self.dispatcher = dispatcher
+        self.runs = 0
+
+    def check(self) -> CheckReport:
+        self.runs += 1
+        if self.runs == 2:
+            raise RuntimeError("database went away")
+        if self.runs == 1:
+            self.dispatcher.due = wall()
+            return CheckReport(appointments=3, alerts=1)
+        return CheckReport()
+
+
+def test_the_confirmation_check_runs_at_start_and_its_alert_is_dispatched_at_once():
+    dispatcher = FakeDispatcher(due=None)
+    confirmations = FakeConfirmations(dispatcher)
+    timer = DispatchTimer(
+        dispatcher,  # type: ignore[arg-type]
+        wall,
+        max_idle=timedelta(seconds=30),
+        watch_every=60,  # no watch poll: the check itself pulls dispatch forward
+        confirmations=confirmations,  # type: ignore[arg-type]
+        confirm_every=timedelta(minutes=5),
+    )
+    assert timer._scheduler.get_job("confirmations") is not None
+    runner = threading.Thread(target=timer.run_until_stopped)
+    runner.start()
+    try:
+        assert dispatcher.called.wait(timeout=10), "the alert was not dispatched"
+        assert confirmations.runs == 1
+        timer._check_confirmations()  # a failing check is logged; the timer goes on
+        assert confirmations.runs == 2
     finally:
         timer.stop()
         runner.join(timeout=10)
