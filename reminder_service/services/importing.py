@@ -30,11 +30,19 @@ from sqlalchemy import (
 
 from ..catalog import Catalog
 from ..clock import Clock
-from ..domain.appointment import Appointment, AppointmentStatus, Cancellation, Change, Patient
+from ..domain.appointment import (
+    Appointment,
+    AppointmentStatus,
+    Cancellation,
+    Caregiver,
+    Change,
+    Patient,
+)
 from ..domain.planning import (
     STAFF_ALERT_REASON,
     PlannedReminder,
     PlanWindow,
+    Recipient,
     ReminderStatus,
     plan_window,
 )
@@ -166,10 +174,13 @@ class ImportService:
                 if unstorable({**patient_fields(patient), "fhir_id": fhir_id}):
                     continue
                 values = {**records.patient_values(patient), "fhir_id": fhir_id, "updated_at": now}
+                kept = values
+                if not records.caregiver_said(patient):  # the stored caregiver stays
+                    kept = {k: v for k, v in values.items() if k not in records.CAREGIVER_COLUMNS}
                 done = conn.execute(
                     update(patients)
                     .where(patients.c.external_id == patient.external_id)
-                    .values(**values)
+                    .values(**kept)
                 )
                 if not done.rowcount:
                     conn.execute(insert(patients).values(**values))
@@ -319,10 +330,13 @@ class ImportService:
                 accepted.append(appointment)
         if not accepted:
             return
-        patient_ids = _upsert_patients(conn, accepted, now)
+        patient_ids, caregivers = _upsert_patients(conn, accepted, now)
         existing = _existing_appointments(conn, [a.external_id for a in accepted])
         work = _Chunk()
-        accepted = _in_sender_order(conn, accepted, existing, sent_at, now, summary, work)
+        accepted = _in_sender_order(
+            conn, _with_caregivers(accepted, caregivers, preplanned), existing, sent_at, now,
+            summary, work,
+        )  # fmt: skip
         for appointment in accepted:
             prepared = preplanned.get(appointment.external_id)
             values = prepared.values if prepared else records.appointment_values(appointment)
@@ -476,8 +490,8 @@ class ImportService:
                     (appointment_id, values["version"], summary.import_id, CALENDAR_CANCEL,
                      Channel.EMAIL.value, CALENDAR_CANCEL, enc_now, enc_now,
                      encode(appointment.start), ReminderStatus.PENDING.value,
-                     "appointment cancelled: the calendar entry sent is withdrawn", 0, enc_now,
-                     enc_now)
+                     "appointment cancelled: the calendar entry sent is withdrawn", _PATIENT, 0,
+                     enc_now, enc_now)
                 )  # fmt: skip
             reason = _CANCEL_REASONS.get(outcome, "appointment details changed")
             cancels.extend({"rid": rid, "reason": reason, "now": now} for rid in result.cancel)
@@ -685,19 +699,37 @@ def _chunks(items: Iterable[ImportItem]) -> Iterator[list[ImportItem]]:
         yield chunk
 
 
-def _upsert_patients(conn: Connection, batch: list[Appointment], now: datetime) -> dict[str, int]:
+def _upsert_patients(
+    conn: Connection, batch: list[Appointment], now: datetime
+) -> tuple[dict[str, int], dict[str, Caregiver | None]]:
+    """Insert or update the batch's patients; returns their ids, and each one's caregiver as it
+    now stands (what the batch said last, else what was stored: a source that says nothing
+    about a caregiver leaves the stored one alone)."""
     latest = {a.patient.external_id: records.patient_values(a.patient) for a in batch}
     # A cancellation says nothing reliable about contact details: it never overwrites them.
     booked = {a.patient.external_id for a in batch if a.status is AppointmentStatus.BOOKED}
+    said: dict[str, Caregiver | None] = {}
+    for a in batch:
+        if a.status is AppointmentStatus.BOOKED and records.caregiver_said(a.patient):
+            said[a.patient.external_id] = a.patient.known_caregiver
+    for ext, values in latest.items():
+        if ext in said:
+            values.update(records.caregiver_values(said[ext]))
     found = conn.execute(
         select(patients).where(patients.c.external_id.in_(list(latest)))
     ).mappings()
     ids: dict[str, int] = {}
+    caregivers: dict[str, Caregiver | None] = {}
     changed = []
     for row in found:
-        ids[row["external_id"]] = row["id"]
-        wanted = latest[row["external_id"]]
-        if row["external_id"] in booked and any(row[k] != v for k, v in wanted.items()):
+        ext = row["external_id"]
+        ids[ext] = row["id"]
+        wanted = latest[ext]
+        if ext not in said:
+            for column in records.CAREGIVER_COLUMNS:
+                del wanted[column]
+        caregivers[ext] = said[ext] if ext in said else records.caregiver_from_row(row)
+        if ext in booked and any(row[k] != v for k, v in wanted.items()):
             changed.append({**wanted, "pk": row["id"], "updated_at": now})
     if changed:
         conn.execute(update(patients).where(patients.c.id == bindparam("pk")), changed)
@@ -707,7 +739,29 @@ def _upsert_patients(conn: Connection, batch: list[Appointment], now: datetime) 
         ids.update(
             bulk.ids_by_key(conn, patients, "external_id", (r["external_id"] for r in fresh))
         )
-    return ids
+        caregivers.update({r["external_id"]: said.get(r["external_id"]) for r in fresh})
+    return ids, caregivers
+
+
+def _with_caregivers(
+    batch: list[Appointment],
+    caregivers: dict[str, Caregiver | None],
+    preplanned: dict[str, Preplan],
+) -> list[Appointment]:
+    """The appointments whose source said nothing about a caregiver, with their patient's
+    caregiver as it stands (see `_upsert_patients`), so their plan includes the copies."""
+    resolved = []
+    for appointment in batch:
+        caregiver = caregivers.get(appointment.patient.external_id)
+        if records.caregiver_said(appointment.patient):
+            resolved.append(appointment)
+            continue
+        patient = replace(appointment.patient, caregiver=caregiver)
+        resolved.append(replace(appointment, patient=patient))
+        if caregiver is not None:
+            # Planned (in a worker) without the caregiver its patient has: plan it again.
+            preplanned.pop(appointment.external_id, None)
+    return resolved
 
 
 def _existing_appointments(conn: Connection, external_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -746,6 +800,7 @@ def _existing_reminders(conn: Connection, appointment_ids: list[int]) -> dict[in
             reminders.c.channel,
             reminders.c.nominal_at,
             reminders.c.status,
+            reminders.c.recipient,
         )
         .where(reminders.c.appointment_id.in_(appointment_ids))
         .where(reminders.c.status != ReminderStatus.CANCELLED.value)
@@ -759,14 +814,15 @@ def _existing_reminders(conn: Connection, appointment_ids: list[int]) -> dict[in
 
 REMINDER_COLUMNS = (
     "appointment_id", "appointment_version", "import_id", "step_id", "channel", "template",
-    "nominal_at", "due_at", "not_after", "status", "reason", "attempts", "created_at", "updated_at",
+    "nominal_at", "due_at", "not_after", "status", "reason", "recipient", "attempts", "created_at",
+    "updated_at",
 )  # fmt: skip
 
 
 def plan_rows(
     plans: Iterable[PlannedReminder], encode: Callable[[datetime | None], Any]
 ) -> list[PlanRow]:
-    """The part of each reminder row that planning decides (REMINDER_COLUMNS[3:11])."""
+    """The part of each reminder row that planning decides (REMINDER_COLUMNS[3:12])."""
     return [
         (
             p.step_id,
@@ -777,6 +833,7 @@ def plan_rows(
             encode(p.not_after),
             p.status.value,
             p.reason,
+            p.recipient.value,
         )
         for p in plans
     ]
@@ -809,7 +866,7 @@ def plan_detail(version: int, planned: list[PlanRow], resume_at: datetime | None
     planned and each skipped one with its reason (the reminder rows hold the times; every later
     change to a reminder gets an audit entry of its own), and when the rest of the plan is due
     to be added."""
-    skipped = {f"{r[0]}/{r[1]}": r[7] for r in planned if r[6] == SKIPPED}
+    skipped = {_plan_key(r): r[7] for r in planned if r[6] == SKIPPED}
     detail: dict[str, Any] = {"version": version, "planned": len(planned) - len(skipped)}
     if skipped:
         detail["skipped"] = skipped
@@ -818,8 +875,20 @@ def plan_detail(version: int, planned: list[PlanRow], resume_at: datetime | None
     return json.dumps(detail)
 
 
+def _plan_key(row: PlanRow) -> str:
+    """step/channel, and "/caregiver" for a caregiver's copy."""
+    key = f"{row[0]}/{row[1]}"
+    return key if row[8] == _PATIENT else f"{key}/{row[8]}"
+
+
+_PATIENT = Recipient.PATIENT.value
+
+
 def _alert_reasons(planned: list[PlanRow]) -> tuple[str, ...]:
-    return tuple(f"{r[0]}/{r[1]}: {r[7]}" for r in planned if r[7] == STAFF_ALERT_REASON)
+    # The caregiver's copies raise no alerts of their own: the patient's rows raise them.
+    return tuple(
+        f"{r[0]}/{r[1]}: {r[7]}" for r in planned if r[7] == STAFF_ALERT_REASON and r[8] == _PATIENT
+    )
 
 
 def _event(now: datetime, appointment_id: int | None, outcome: str, detail: str) -> dict[str, Any]:
