@@ -512,7 +512,10 @@ def preview(
         out.print(f"The patient asked for a new time at {asked}")
     for line in result.lines:
         when = line.due_at.isoformat() if line.due_at else "-"
-        out.print(f"\n[bold]{line.step}[/bold] {line.channel} {when} {line.status}: {line.reason}")
+        channel = line.channel
+        if line.recipient != "patient":  # a caregiver's copy
+            channel = f"{channel} ({line.recipient})"
+        out.print(f"\n[bold]{line.step}[/bold] {channel} {when} {line.status}: {line.reason}")
         # soft_wrap: message text is shown as written, never re-wrapped to the terminal.
         if line.subject:
             out.print(f"  Subject: {line.subject}", markup=False, highlight=False, soft_wrap=True)

@@ -182,6 +182,14 @@ class Appointment:
         return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
 
 
+def caregiver_copy(body: str, patient: Patient) -> str:
+    """The patient's text as their caregiver gets it. The texts speak to the patient ("your
+    appointment"), so the copy says whom it is for, by first name only, as a greeting would. It
+    may cost a segment more than the patient's text: a caregiver who cannot tell whose
+    appointment it is might act on the wrong one."""
+    return f"For {patient.first_name}: {body}"
+
+
 @dataclass(frozen=True, slots=True)
 class Cancellation:
     """A source says an appointment is off (cancelled, deleted, or the patient did not come) and

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, select
 
 from ..catalog import Catalog
 from ..domain.appointment import Appointment, AppointmentStatus
-from ..domain.planning import ReminderStatus, plan_reminders
+from ..domain.planning import Recipient, ReminderStatus, plan_reminders
 from ..domain.protocol import Channel
 from ..domain.sms_caps import Text
 from ..store import records
@@ -37,6 +37,7 @@ def sms_history(
         .where(appointments.c.patient_id.in_(patient_ids))
         .where(appointments.c.id != except_appointment)
         .where(reminders.c.channel == Channel.SMS.value)
+        .where(reminders.c.recipient == Recipient.PATIENT.value)  # copies went to the caregiver
         .where(reminders.c.status == ReminderStatus.SENT.value)
         .where(reminders.c.sent_at > now - LOOKBACK)
     )
@@ -87,7 +88,10 @@ def texts_to_come(
             protocol.step(p.step_id).sms_priority,
         )
         for p in planned
-        if p.channel is Channel.SMS and p.status is ReminderStatus.PENDING and p.due_at > now
+        if p.channel is Channel.SMS
+        and p.recipient is Recipient.PATIENT
+        and p.status is ReminderStatus.PENDING
+        and p.due_at > now
     ]
 
 

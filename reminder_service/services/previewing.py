@@ -10,8 +10,8 @@ from sqlalchemy import Connection, Engine, select
 
 from ..catalog import Catalog
 from ..clock import Clock
-from ..domain.appointment import Appointment
-from ..domain.planning import PlannedReminder, ReminderStatus
+from ..domain.appointment import Appointment, caregiver_copy
+from ..domain.planning import PlannedReminder, Recipient, ReminderStatus
 from ..domain.protocol import Channel
 from ..domain.sms_caps import Text, give_way
 from ..domain.timing import zone
@@ -42,6 +42,7 @@ class PreviewLine:
     subject: str | None
     body: str | None
     reminder_id: int | None
+    recipient: str = Recipient.PATIENT.value  # or "caregiver": a copy of the patient's text
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -53,6 +54,7 @@ class PreviewLine:
             "subject": self.subject,
             "body": self.body,
             "reminder_id": self.reminder_id,
+            "recipient": self.recipient,
         }
 
 
@@ -116,6 +118,9 @@ class PreviewService:
                 subject, body = self._render(reminder, appointment, stored)
             except RenderError as exc:
                 reason = f"{reason}; cannot render: {exc}"
+        recipient = reminder["recipient"]
+        if body is not None and recipient == Recipient.CAREGIVER.value:
+            body = caregiver_copy(body, appointment.patient)
         tz = zone(appointment.patient.timezone)
         return PreviewLine(
             step=reminder["step_id"],
@@ -126,6 +131,7 @@ class PreviewService:
             subject=subject,
             body=body,
             reminder_id=reminder["id"],
+            recipient=recipient,
         )
 
     def _elsewhere(self, conn: Connection, stored: RowData) -> list[Text]:
@@ -156,6 +162,8 @@ class PreviewService:
         for index, line in enumerate(lines):
             if line.channel != Channel.SMS.value or line.due_at is None:
                 continue
+            if line.recipient != Recipient.PATIENT.value:
+                continue  # the caps are the patient's
             if line.status == ReminderStatus.SENT.value:
                 texts.append(Text(index, line.due_at, sent=True))
             elif line.status == ReminderStatus.PENDING.value:
@@ -187,6 +195,7 @@ class PreviewService:
             "id": None, "step_id": planned.step_id, "channel": planned.channel.value,
             "template": planned.template, "status": planned.status.value,
             "reason": planned.reason, "due_at": planned.due_at, "sent_at": None, "alert": None,
+            "recipient": planned.recipient.value,
         }  # fmt: skip
         return self._line(row, appointment, stored)
 

@@ -1,0 +1,206 @@
+"""A caregiver gets copies of the patient's texts when the patient chose so and the caregiver
+consented: planned as rows of their own, sent through the same claim and outbox as the patient's,
+opted out by their own number only; an import that says nothing about a caregiver keeps it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from reminder_service.bootstrap import Service
+from reminder_service.domain.appointment import CAREGIVER_UNSAID, Appointment, Caregiver
+from reminder_service.store.tables import patients, reminders
+from tests.factories import appointment, patient
+
+PATIENT = "+447700900123"
+CARER = "+447700900456"
+
+
+def carer(**changes: Any) -> Caregiver:
+    base = Caregiver("Ann Carer", CARER, "mother", sms_consent=True, copies=True)
+    return replace(base, **changes)
+
+
+def with_carer(caregiver: Any = None, **changes: Any) -> Appointment:
+    chosen = carer() if caregiver is None else caregiver
+    return appointment(patient=patient(caregiver=chosen), **changes)
+
+
+def rows(service: Service, **where: str) -> list[Any]:
+    query = select(reminders).order_by(reminders.c.id)
+    for column, value in where.items():
+        query = query.where(reminders.c[column] == value)
+    with service.engine.connect() as conn:
+        return list(conn.execute(query).mappings())
+
+
+def stored_patient(service: Service) -> Any:
+    with service.engine.connect() as conn:
+        return conn.execute(select(patients)).mappings().one()
+
+
+def outbox_texts(settings: Any) -> list[dict[str, Any]]:
+    folder = settings.outbox_dir / "sms"
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def test_both_numbers_get_the_booked_text_through_the_outbox(service: Service, settings) -> None:  # type: ignore[no-untyped-def]
+    service.importer.apply([(2, with_carer())], source="test", label="t")
+    report = service.dispatcher.dispatch_due()
+    assert report.by_status == {"sent": 3}  # the patient's SMS and email, the caregiver's SMS
+    texts = {t["to"]: t for t in outbox_texts(settings)}
+    assert set(texts) == {PATIENT, CARER}
+    patient_body = texts[PATIENT]["body"]
+    assert texts[CARER]["body"] == f"For Test: {patient_body}"
+    assert texts[CARER]["step"] == texts[PATIENT]["step"] == "booked"
+    copy = rows(service, recipient="caregiver")
+    assert [(r["step_id"], r["status"]) for r in copy] == [("booked", "sent")]
+    assert copy[0]["provider_id"] == f"outbox:sms/{copy[0]['id']}.json"
+    assert service.dispatcher.dispatch_due().claimed == 0  # nothing twice
+    # Emails stay the patient's: the caregiver has rows for texts only.
+    assert {r["channel"] for r in rows(service, recipient="caregiver")} == {"sms"}
+
+
+@pytest.mark.parametrize(
+    ("copies", "consent", "expected"),
+    [
+        (True, True, "pending"),
+        (True, False, "skipped"),
+        (False, True, None),
+        (False, False, None),
+    ],
+)
+def test_consent_matrix(
+    service: Service, copies: bool, consent: bool, expected: str | None
+) -> None:  # type: ignore[no-untyped-def]
+    """Copies only when the patient chose them AND the caregiver consented; without the
+    patient's choice there is no copy at all."""
+    caregiver = carer(copies=copies, sms_consent=consent)
+    service.importer.apply([(2, with_carer(caregiver))], source="test", label="t")
+    copy = rows(service, recipient="caregiver", step_id="booked")
+    if expected is None:
+        assert copy == []
+    else:
+        assert [r["status"] for r in copy] == [expected]
+        if expected == "skipped":
+            assert copy[0]["reason"] == "caregiver copy: the caregiver has not consented to texts"
+    report = service.dispatcher.dispatch_due()
+    assert report.by_status.get("sent") == (3 if expected == "pending" else 2)
+
+
+def test_same_number_is_texted_once(service: Service, settings) -> None:  # type: ignore[no-untyped-def]
+    service.importer.apply([(2, with_carer(carer(mobile=PATIENT)))], source="test", label="t")
+    service.dispatcher.dispatch_due()
+    assert [t["to"] for t in outbox_texts(settings)] == [PATIENT]
+    [copy] = rows(service, recipient="caregiver", step_id="booked")
+    assert copy["status"] == "skipped"
+    assert "the caregiver's mobile is the patient's" in copy["reason"]
+
+
+def test_caregiver_stop_silences_only_the_caregiver(service: Service, settings, clock) -> None:  # type: ignore[no-untyped-def]
+    service.importer.apply([(2, with_carer())], source="test", label="t")
+    service.replies.handle("SM" + "1" * 32, CARER, "STOP")
+    service.dispatcher.dispatch_due()
+    assert [t["to"] for t in outbox_texts(settings)] == [PATIENT]
+    [copy] = rows(service, recipient="caregiver", step_id="booked")
+    assert (copy["status"], copy["reason"]) == ("skipped", "the number has opted out of SMS")
+    # No fallback email and no staff alert for a caregiver's copy: the patient was reached.
+    assert rows(service, channel="staff") == []
+    assert len(rows(service, step_id="booked", channel="email")) == 1
+
+
+def test_patient_stop_does_not_silence_the_caregiver(service: Service, settings) -> None:  # type: ignore[no-untyped-def]
+    service.importer.apply([(2, with_carer())], source="test", label="t")
+    service.replies.handle("SM" + "2" * 32, PATIENT, "STOP")
+    service.dispatcher.dispatch_due()
+    assert [t["to"] for t in outbox_texts(settings)] == [CARER]
+
+
+def test_patient_without_sms_consent_still_has_copies_sent(service: Service, settings) -> None:  # type: ignore[no-untyped-def]
+    """The caregiver's copy rests on the patient's choice and the caregiver's consent, not on
+    whether the patient takes texts themselves."""
+    chosen = patient(caregiver=carer(), sms_consent="")
+    service.importer.apply([(2, appointment(patient=chosen))], source="test", label="t")
+    service.dispatcher.dispatch_due()
+    assert [t["to"] for t in outbox_texts(settings)] == [CARER]
+
+
+def test_suppressed_patient_silences_the_caregiver_too(service: Service, settings) -> None:  # type: ignore[no-untyped-def]
+    chosen = patient(caregiver=carer(), do_not_contact=True)
+    service.importer.apply([(2, appointment(patient=chosen))], source="test", label="t")
+    service.dispatcher.dispatch_due()
+    assert outbox_texts(settings) == []
+
+
+def test_consent_withdrawn_after_planning_is_honoured_at_send_time(
+    service: Service, settings
+) -> None:  # type: ignore[no-untyped-def]
+    service.importer.apply([(2, with_carer())], source="test", label="t")
+    with service.engine.begin() as conn:  # as an import of another appointment would leave it
+        conn.execute(patients.update().values(caregiver_sms_consent=False))
+    service.dispatcher.dispatch_due()
+    assert [t["to"] for t in outbox_texts(settings)] == [PATIENT]
+    [copy] = rows(service, recipient="caregiver", step_id="booked")
+    assert copy["reason"] == "caregiver copy: the caregiver has not consented to texts"
+
+
+def test_reimport_updates_removes_and_unsaid_keeps(service: Service) -> None:
+    service.importer.apply([(2, with_carer())], source="test", label="t")
+    assert stored_patient(service)["caregiver_mobile"] == CARER
+
+    # Unsaid: the stored caregiver stays, and nothing changes.
+    unsaid = appointment(patient=patient(caregiver=CAREGIVER_UNSAID))
+    summary = service.importer.apply([(2, unsaid)], source="test", label="t")
+    assert summary.unchanged == 1
+    assert stored_patient(service)["caregiver_name"] == "Ann Carer"
+    assert len(rows(service, recipient="caregiver", status="pending")) == 1
+
+    # Updated: a new number; the pending copy is re-planned, nothing twice.
+    moved = with_carer(carer(mobile="+447700900789", relationship="partner"))
+    summary = service.importer.apply([(2, moved)], source="test", label="t")
+    assert summary.updated == 1
+    stored = stored_patient(service)
+    assert (stored["caregiver_mobile"], stored["caregiver_relationship"]) == (
+        "+447700900789",
+        "partner",
+    )
+
+    # Removed: an explicit "no caregiver" cancels the pending copies.
+    summary = service.importer.apply([(2, appointment(patient=patient(caregiver=None)))],
+                                     source="test", label="t")  # fmt: skip
+    assert summary.updated == 1
+    assert stored_patient(service)["caregiver_name"] is None
+    assert rows(service, recipient="caregiver", status="pending") == []
+
+
+def test_a_new_appointment_unsaid_gets_the_stored_caregiver(service: Service) -> None:
+    service.importer.apply([(2, with_carer())], source="test", label="t")
+    second = appointment(external_id="A2", patient=patient(caregiver=CAREGIVER_UNSAID))
+    service.importer.apply([(3, second)], source="test", label="t")
+    with service.engine.connect() as conn:
+        copies = conn.execute(
+            select(reminders.c.appointment_id).where(reminders.c.recipient == "caregiver")
+        ).all()
+    assert len({c[0] for c in copies}) == 2  # both appointments plan the caregiver's copies
+
+
+def test_preview_shows_the_copy_with_its_prefix(service: Service) -> None:
+    service.importer.apply([(2, with_carer())], source="test", label="t")
+    preview = service.previewer().preview("A1")
+    booked = [line for line in preview.lines if line.step == "booked" and line.channel == "sms"]
+    by_recipient = {line.recipient: line for line in booked}
+    assert set(by_recipient) == {"patient", "caregiver"}
+    assert by_recipient["caregiver"].body == f"For Test: {by_recipient['patient'].body}"
+    assert by_recipient["caregiver"].as_json()["recipient"] == "caregiver"
+
+
+def test_caregiver_reply_code_confirms_the_patients_appointment(service: Service) -> None:
+    service.importer.apply([(2, with_carer())], source="test", label="t")
+    outcome = service.replies.handle("SM" + "3" * 32, CARER, "1")
+    assert outcome.kind.value == "confirm"
+    preview = service.previewer().preview("A1")
+    assert preview.confirmed_at is not None
