@@ -282,6 +282,14 @@ def _print_summary(summary: ImportSummary, errors_csv: Path | None) -> None:
             markup=False,
             highlight=False,
         )
+    for warning in summary.warnings[:50]:
+        out.print(
+            f"line {warning.line}, column {warning.column}: warning: {warning.reason}",
+            markup=False,
+            highlight=False,
+        )
+    if len(summary.warnings) > 50:
+        out.print(f"... and {len(summary.warnings) - 50} more warnings")
     if len(summary.errors) > len(shown):
         out.print(
             f"... and {len(summary.errors) - len(shown)} more row errors"

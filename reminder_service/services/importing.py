@@ -100,6 +100,8 @@ class ImportSummary:
     reminders_planned: int = 0
     reminders_cancelled: int = 0
     errors: list[RowError] = field(default_factory=list)
+    # What was dropped from items that still imported (a caregiver's unreadable number).
+    warnings: list[RowError] = field(default_factory=list)
     import_id: int | None = None
 
     def counts(self) -> dict[str, int]:
@@ -201,6 +203,7 @@ class ImportService:
         progress: Callable[[int], None] | None = None,
         now: datetime | None = None,
         source_times: Mapping[int, datetime] | None = None,
+        parse_warnings: Sequence[RowError] = (),
     ) -> ImportSummary:
         """Apply appointments in order. An item may carry `preplan(...)`'s rows made with the same
         `now` and `plan_until(now)`; they are used if the appointment turns out to be new, and
@@ -208,7 +211,8 @@ class ImportService:
 
         `parse_errors` is read after the last item: a streaming parser may still be adding to it
         while `items` are consumed. `source_times` (by item line) are when the sender made each
-        change: one older than the change already applied to its appointment is ignored."""
+        change: one older than the change already applied to its appointment is ignored.
+        `parse_warnings`, read like `parse_errors`, are reported and reject nothing."""
         now = now or self._clock()
         summary = ImportSummary()
         with self._engine.begin() as conn:
@@ -225,6 +229,7 @@ class ImportService:
                     progress(len(chunk))
             summary.errors.extend(parse_errors)
             summary.rejected += len({e.line for e in parse_errors})
+            summary.warnings.extend(sorted(parse_warnings, key=lambda e: e.line))
             conn.execute(
                 update(imports)
                 .where(imports.c.id == summary.import_id)

@@ -5,14 +5,19 @@ opted out by their own number only; an import that says nothing about a caregive
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from reminder_service.bootstrap import Service
 from reminder_service.domain.appointment import CAREGIVER_UNSAID, Appointment, Caregiver
+from reminder_service.importers.csv_rows import ImportDefaults
+from reminder_service.services.api_keys import ApiKeys
+from reminder_service.services.csv_import import import_csv_file
 from reminder_service.store.tables import patients, reminders
 from tests.factories import appointment, patient
 
@@ -204,3 +209,97 @@ def test_caregiver_reply_code_confirms_the_patients_appointment(service: Service
     assert outcome.kind.value == "confirm"
     preview = service.previewer().preview("A1")
     assert preview.confirmed_at is not None
+
+
+CSV_HEADER = (
+    "appointment_id,patient_id,first_name,last_name,mobile,email,language,timezone,procedure,"
+    "start,duration_minutes,location,sedation,anticoagulant,status"
+)
+CSV_ROW = "A1,P1,Test,Patient,07700 900123,,,,BMBX,2026-12-10 09:30,60,,yes,no,booked"
+CARE_COLUMNS = ",caregiver_name,caregiver_mobile,caregiver_relationship,caregiver_consent,"
+CARE_COLUMNS += "caregiver_copies"
+
+
+def import_csv(service: Service, tmp_path, text: str, workers: int = 0):  # type: ignore[no-untyped-def]
+    path = tmp_path / "export.csv"
+    path.write_text(text)
+    defaults = ImportDefaults("riverside", "Europe/London", "GB", "en-GB")
+    return import_csv_file(path, service.importer, defaults, workers=workers)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_csv_caregiver_columns_plan_copies_and_warn_about_a_bad_number(
+    service: Service, tmp_path, workers: int
+) -> None:  # type: ignore[no-untyped-def]
+    good = f"{CSV_ROW},Ann Carer,07700 900456,mother,yes,yes"
+    bad = CSV_ROW.replace("A1,P1", "A2,P2") + ",Bob Carer,07700 9004,father,yes,yes"
+    summary = import_csv(service, tmp_path, f"{CSV_HEADER}{CARE_COLUMNS}\n{good}\n{bad}\n", workers)
+    assert (summary.imported, summary.rejected) == (2, 0)
+    assert [(w.line, w.column) for w in summary.warnings] == [(3, "caregiver_mobile")]
+    copies = rows(service, recipient="caregiver", step_id="booked")
+    assert [(r["status"], r["reason"]) for r in copies] == [
+        ("pending", "planned: at booking"),
+        ("skipped", "caregiver copy: no mobile number for the caregiver"),
+    ]
+
+
+def test_a_csv_without_caregiver_columns_keeps_the_caregiver_set_by_another_feed(
+    service: Service, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    service.importer.apply([(2, with_carer())], source="hl7", label="t")
+    summary = import_csv(service, tmp_path, f"{CSV_HEADER}\n{CSV_ROW}\n")
+    assert summary.updated == 1  # the CSV describes the appointment differently
+    assert stored_patient(service)["caregiver_mobile"] == CARER
+    # Re-planned with the caregiver it keeps: the copy is still to go.
+    assert len(rows(service, recipient="caregiver", step_id="booked", status="pending")) == 1
+    # With the columns, blank cells say there is no caregiver any more.
+    summary = import_csv(service, tmp_path, f"{CSV_HEADER}{CARE_COLUMNS}\n{CSV_ROW},,,,,\n")
+    assert summary.updated == 1
+    assert stored_patient(service)["caregiver_name"] is None
+
+
+@pytest.fixture
+def api(service: Service) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    key = ApiKeys(service.engine, service.clock).create("test")
+    yield TestClient(service.http_app()), {"Authorization": f"Bearer {key}"}
+
+
+ONE = {
+    "appointment_id": "API1", "patient_id": "AP1", "first_name": "Test", "last_name": "Patient",
+    "mobile": "07700 900123", "procedure": "BMBX", "start": "2026-12-10T09:30",
+    "sedation": "yes", "anticoagulant": "no",
+}  # fmt: skip
+
+
+def test_json_caregiver_object(service: Service, api, settings) -> None:  # type: ignore[no-untyped-def]
+    client, auth = api
+    caregiver = {"name": "Ann Carer", "mobile": "07700 900456", "relationship": "mother",
+                 "sms_consent": True, "copies": True}  # fmt: skip
+    answer = client.post("/appointments", json={**ONE, "caregiver": caregiver}, headers=auth)
+    assert answer.status_code == 200 and answer.json()["warnings"] == []
+    assert stored_patient(service)["caregiver_mobile"] == CARER
+    service.dispatcher.dispatch_due()
+    assert {t["to"] for t in outbox_texts(settings)} == {PATIENT, CARER}
+
+    # No `caregiver` key: nothing said, the caregiver stays.
+    again = client.post("/appointments", json=ONE, headers=auth).json()
+    assert again["summary"]["unchanged"] == 1
+    # A number that cannot be read: a warning naming the item's field; the appointment imports.
+    bad = {**caregiver, "mobile": "07700 9004"}
+    answer = client.post("/appointments", json={**ONE, "caregiver": bad}, headers=auth).json()
+    assert answer["summary"]["updated"] == 1 and answer["errors"] == []
+    [warning] = answer["warnings"]
+    assert (warning["index"], warning["field"]) == (0, "caregiver.mobile")
+    assert "9004" not in warning["reason"]
+    # `null`: the patient has no caregiver now.
+    answer = client.post("/appointments", json={**ONE, "caregiver": None}, headers=auth).json()
+    assert answer["summary"]["updated"] == 1
+    assert stored_patient(service)["caregiver_name"] is None
+
+
+def test_json_caregiver_of_the_wrong_shape_names_the_field(api) -> None:  # type: ignore[no-untyped-def]
+    client, auth = api
+    answer = client.post("/appointments", json={**ONE, "caregiver": {"copies": "perhaps"}},
+                         headers=auth)  # fmt: skip
+    assert answer.status_code == 422
+    assert [e["field"] for e in answer.json()["errors"]] == ["caregiver.copies"]
