@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from enum import Enum, StrEnum
 from typing import Any, Final, Literal
@@ -44,12 +44,26 @@ class Caregiver:
     name: str
     mobile: str | None  # E.164; None when the source gave no number that could be read
     relationship: str = ""  # as the source words it: "mother", "MTH", "spouse"...
-    sms_consent: bool = False  # the caregiver's own consent to be texted
-    copies: bool = False  # the patient's choice that this caregiver gets their texts
+    # The caregiver's own consent to be texted, and the patient's choice that this caregiver
+    # gets their texts. None: the source cannot say (HL7 NK1, a FHIR RelatedPerson); importing
+    # keeps what was recorded for this same number, else no.
+    sms_consent: bool | None = False
+    copies: bool | None = False
 
     @property
     def gets_copies(self) -> bool:
-        return self.copies and self.sms_consent and self.mobile is not None
+        return bool(self.copies and self.sms_consent) and self.mobile is not None
+
+    def consents_from(self, recorded: Caregiver | None) -> Caregiver:
+        """This caregiver with the consents a source could not give taken from the one recorded,
+        when that one has the same number (the same person, as far as texts go); else no."""
+        same = recorded is not None and recorded.mobile == self.mobile
+        consent, copies = self.sms_consent, self.copies
+        if consent is None:
+            consent = bool(recorded.sms_consent) if same and recorded else False
+        if copies is None:
+            copies = bool(recorded.copies) if same and recorded else False
+        return replace(self, sms_consent=consent, copies=copies)
 
     def __reduce__(self) -> tuple[type[Caregiver], tuple[Any, ...]]:
         return (Caregiver, tuple(getattr(self, f) for f in _CAREGIVER_FIELDS))  # see Patient

@@ -717,9 +717,6 @@ def _upsert_patients(
     for a in batch:
         if a.status is AppointmentStatus.BOOKED and records.caregiver_said(a.patient):
             said[a.patient.external_id] = a.patient.known_caregiver
-    for ext, values in latest.items():
-        if ext in said:
-            values.update(records.caregiver_values(said[ext]))
     found = conn.execute(
         select(patients).where(patients.c.external_id.in_(list(latest)))
     ).mappings()
@@ -729,23 +726,33 @@ def _upsert_patients(
     for row in found:
         ext = row["external_id"]
         ids[ext] = row["id"]
+        recorded = records.caregiver_from_row(row)
+        caregivers[ext] = _resolved(said[ext], recorded) if ext in said else recorded
         wanted = latest[ext]
-        if ext not in said:
+        if ext in said:
+            wanted.update(records.caregiver_values(caregivers[ext]))
+        else:
             for column in records.CAREGIVER_COLUMNS:
                 del wanted[column]
-        caregivers[ext] = said[ext] if ext in said else records.caregiver_from_row(row)
         if ext in booked and any(row[k] != v for k, v in wanted.items()):
             changed.append({**wanted, "pk": row["id"], "updated_at": now})
     if changed:
         conn.execute(update(patients).where(patients.c.id == bindparam("pk")), changed)
-    fresh = [{**values, "updated_at": now} for ext, values in latest.items() if ext not in ids]
+    fresh = []
+    for ext, values in latest.items():
+        if ext not in ids:
+            caregivers[ext] = _resolved(said.get(ext), None)
+            fresh.append({**values, **records.caregiver_values(caregivers[ext]), "updated_at": now})
     if fresh:
         bulk.insert_dicts(conn, patients, list(fresh[0]), fresh)
         ids.update(
             bulk.ids_by_key(conn, patients, "external_id", (r["external_id"] for r in fresh))
         )
-        caregivers.update({r["external_id"]: said.get(r["external_id"]) for r in fresh})
     return ids, caregivers
+
+
+def _resolved(caregiver: Caregiver | None, recorded: Caregiver | None) -> Caregiver | None:
+    return caregiver.consents_from(recorded) if caregiver is not None else None
 
 
 def _with_caregivers(
@@ -753,19 +760,19 @@ def _with_caregivers(
     caregivers: dict[str, Caregiver | None],
     preplanned: dict[str, Preplan],
 ) -> list[Appointment]:
-    """The appointments whose source said nothing about a caregiver, with their patient's
-    caregiver as it stands (see `_upsert_patients`), so their plan includes the copies."""
+    """The appointments with their patient's caregiver as it now stands (see `_upsert_patients`:
+    kept when their source said nothing, consents a source could not give taken from the
+    record), so their plan has the copies the caregiver will get."""
     resolved = []
     for appointment in batch:
         caregiver = caregivers.get(appointment.patient.external_id)
-        if records.caregiver_said(appointment.patient):
-            resolved.append(appointment)
+        if appointment.patient.known_caregiver == caregiver:
+            resolved.append(appointment)  # planned as it will be stored (none may be unsaid)
             continue
         patient = replace(appointment.patient, caregiver=caregiver)
         resolved.append(replace(appointment, patient=patient))
-        if caregiver is not None:
-            # Planned (in a worker) without the caregiver its patient has: plan it again.
-            preplanned.pop(appointment.external_id, None)
+        # Planned (in a worker) with the caregiver as its source gave it: plan it again.
+        preplanned.pop(appointment.external_id, None)
     return resolved
 
 

@@ -80,8 +80,9 @@ def caregiver_values(caregiver: Caregiver | None) -> dict[str, Any]:
         "caregiver_name": caregiver.name,
         "caregiver_mobile": caregiver.mobile,
         "caregiver_relationship": caregiver.relationship,
-        "caregiver_sms_consent": caregiver.sms_consent,
-        "caregiver_copies": caregiver.copies,
+        # A consent the source could not give is resolved when importing; unresolved it is no.
+        "caregiver_sms_consent": bool(caregiver.sms_consent),
+        "caregiver_copies": bool(caregiver.copies),
     }
 
 

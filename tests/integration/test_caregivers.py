@@ -16,8 +16,10 @@ from sqlalchemy import select
 from reminder_service.bootstrap import Service
 from reminder_service.domain.appointment import CAREGIVER_UNSAID, Appointment, Caregiver
 from reminder_service.importers.csv_rows import ImportDefaults
+from reminder_service.importers.hl7v2_siu import SiuMapping
 from reminder_service.services.api_keys import ApiKeys
 from reminder_service.services.csv_import import import_csv_file
+from reminder_service.services.hl7_import import apply_siu
 from reminder_service.store.tables import patients, reminders
 from tests.factories import appointment, patient
 
@@ -303,3 +305,53 @@ def test_json_caregiver_of_the_wrong_shape_names_the_field(api) -> None:  # type
                          headers=auth)  # fmt: skip
     assert answer.status_code == 422
     assert [e["field"] for e in answer.json()["errors"]] == ["caregiver.copies"]
+
+
+def siu(nk1: str, control: str = "C1", event: str = "S12") -> bytes:
+    return (
+        f"MSH|^~\\&|EHR|RIVERSIDE|REMIND|X|20261119100000||SIU^{event}|{control}|P|2.5\r"
+        "SCH|PL1|A1|||||||||^^^20261210093000^^^^^^^^60\r"
+        "PID|1||P1||Patient^Test||19700101|F|||||07700 900123^PRN^CP\r"
+        f"{nk1}AIS|1||BMBX\r"
+    ).encode()
+
+
+NK1 = "NK1|1|Carer^Ann|MTH^Mother||07700 900456^PRN^CP||C\r"
+
+
+def test_hl7_nk1_with_consent_from_the_feed_mapping_texts_both(service: Service, settings) -> None:  # type: ignore[no-untyped-def]
+    defaults = service.import_defaults(None)
+    results, _ = apply_siu(
+        service.importer, siu(NK1), defaults, mapping=SiuMapping(caregiver_copies=True)
+    )
+    assert [r.ack for r in results] == ["AA"]
+    service.dispatcher.dispatch_due()
+    assert {t["to"] for t in outbox_texts(settings)} == {PATIENT, CARER}
+
+
+def test_hl7_without_consent_keeps_what_was_recorded_for_the_same_number(
+    service: Service, settings, clock
+) -> None:  # type: ignore[no-untyped-def]
+    defaults = service.import_defaults(None)
+    apply_siu(service.importer, siu(NK1), defaults)  # no consent in HL7: no copies
+    assert rows(service, recipient="caregiver") == []
+    stored = stored_patient(service)
+    assert (stored["caregiver_mobile"], stored["caregiver_copies"]) == (CARER, False)
+    # The clinic records both consents through the API (or a CSV)...
+    service.importer.apply([(2, with_carer())], source="api", label="t")
+    # ...and a later S14 from HL7, which cannot say, keeps them for the same number.
+    clock.advance(minutes=5)
+    apply_siu(service.importer, siu(NK1, "C2", "S14"), defaults)
+    assert stored_patient(service)["caregiver_copies"] is True
+    # A new number from HL7 is a different person as far as texts go: no consent carried over.
+    other = NK1.replace("07700 900456", "07700 900789")
+    apply_siu(service.importer, siu(other, "C3", "S14"), defaults)
+    stored = stored_patient(service)
+    assert (stored["caregiver_mobile"], stored["caregiver_copies"]) == ("+447700900789", False)
+    assert rows(service, recipient="caregiver", status="pending") == []
+
+
+def test_hl7_without_nk1_keeps_the_caregiver(service: Service) -> None:
+    service.importer.apply([(2, with_carer())], source="api", label="t")
+    apply_siu(service.importer, siu(""), service.import_defaults(None))
+    assert stored_patient(service)["caregiver_mobile"] == CARER
