@@ -53,6 +53,10 @@ class Settings:
     # At start, how long to wait for a database that is locked or unreachable before giving up.
     # Last: settings are also built positionally, in the order above.
     database_wait_seconds: float = 300.0
+    # A FHIR RelatedPerson carries no consent to texts: true says the clinic collects both (the
+    # patient's choice of copies, the caregiver's own consent) before sending one. (Added after
+    # the field above for the same reason: positional construction.)
+    fhir_caregiver_copies: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -246,6 +250,12 @@ def _read(
 
 def _convert(variable: str, raw: str, kind: object) -> object:
     text = raw.strip()
+    if kind in ("bool", bool):
+        if text.lower() in ("true", "yes", "1"):
+            return True
+        if text.lower() in ("false", "no", "0"):
+            return False
+        raise SettingsError(f"{variable}: {text!r} is not true or false")
     try:
         if kind in ("int", int):
             return int(text)

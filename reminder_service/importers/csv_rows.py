@@ -150,6 +150,8 @@ class ImportDefaults:
     # (clinic id, phone region) of every configured clinic: a row naming another clinic has its
     # numbers read in that clinic's country, never in this one's.
     clinic_regions: tuple[tuple[str, str], ...] = ()
+    # A FHIR RelatedPerson records no consent: True when the clinic collects both upstream.
+    fhir_caregiver_copies: bool = False
 
     def region_of(self, clinic_id: str) -> str | None:
         if clinic_id == self.clinic_id:

@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from reminder_service import bootstrap
 from reminder_service.bootstrap import Service
 from reminder_service.domain.appointment import CAREGIVER_UNSAID, Appointment, Caregiver
 from reminder_service.importers.csv_rows import ImportDefaults
@@ -355,3 +356,60 @@ def test_hl7_without_nk1_keeps_the_caregiver(service: Service) -> None:
     service.importer.apply([(2, with_carer())], source="api", label="t")
     apply_siu(service.importer, siu(""), service.import_defaults(None))
     assert stored_patient(service)["caregiver_mobile"] == CARER
+
+
+def fhir_bundle(related_in_bundle: bool) -> dict[str, Any]:
+    person = {
+        "resourceType": "RelatedPerson", "id": "rp1", "patient": {"reference": "Patient/p1"},
+        "relationship": [{"text": "mother"}], "name": [{"family": "Carer", "given": ["Ann"]}],
+        "telecom": [{"system": "phone", "use": "mobile", "value": "07700 900456"}],
+    }  # fmt: skip
+    appointment_resource: dict[str, Any] = {
+        "resourceType": "Appointment", "id": "a1", "status": "booked",
+        "identifier": [{"value": "A1"}], "start": "2026-12-10T09:30:00Z",
+        "serviceType": [{"coding": [{"code": "BMBX"}]}],
+        "participant": [
+            {"actor": {"reference": "Patient/p1"}, "status": "accepted"},
+            {"actor": {"reference": "RelatedPerson/rp1" if related_in_bundle else "#rp1"},
+             "status": "accepted"},
+        ],
+    }  # fmt: skip
+    patient_resource = {
+        "resourceType": "Patient", "id": "p1", "identifier": [{"value": "P1"}],
+        "name": [{"family": "Patient", "given": ["Test"]}],
+        "telecom": [{"system": "phone", "use": "mobile", "value": "07700 900123"}],
+    }  # fmt: skip
+    resources = [appointment_resource, patient_resource]
+    if related_in_bundle:
+        resources.append(person)
+    else:
+        appointment_resource["contained"] = [person]
+    return {"resourceType": "Bundle", "type": "batch",
+            "entry": [{"resource": r} for r in resources]}  # fmt: skip
+
+
+@pytest.mark.parametrize("related_in_bundle", [True, False])
+def test_fhir_related_person_with_clinic_collected_consent_texts_both(
+    settings, clock, related_in_bundle: bool
+) -> None:  # type: ignore[no-untyped-def]
+    built = bootstrap.build(replace(settings, fhir_caregiver_copies=True), clock)
+    try:
+        key = ApiKeys(built.engine, built.clock).create("test")
+        client = TestClient(built.http_app())
+        answer = client.post("/fhir", json=fhir_bundle(related_in_bundle),
+                             headers={"X-API-Key": key})  # fmt: skip
+        assert answer.status_code == 200, answer.json()
+        built.dispatcher.dispatch_due()
+        texts = {t["to"]: t["body"] for t in outbox_texts(settings)}
+        assert set(texts) == {PATIENT, CARER}
+        assert texts[CARER] == f"For Test: {texts[PATIENT]}"
+    finally:
+        built.close()
+
+
+def test_fhir_related_person_without_consent_sends_no_copy(service: Service, api, settings) -> None:  # type: ignore[no-untyped-def]
+    client, auth = api
+    assert client.post("/fhir", json=fhir_bundle(True), headers=auth).status_code == 200
+    assert stored_patient(service)["caregiver_mobile"] == CARER
+    service.dispatcher.dispatch_due()
+    assert [t["to"] for t in outbox_texts(settings)] == [PATIENT]

@@ -86,3 +86,11 @@ def test_the_bounce_secret_is_never_shown():  # type: ignore[no-untyped-def]
     settings.validate()
     assert settings.smtp is not None and settings.smtp.bounces() is not None
     assert "k" * 20 not in str(settings.describe())
+
+
+def test_fhir_caregiver_copies_is_off_unless_said_and_must_be_a_boolean():
+    assert Settings.from_env({}).fhir_caregiver_copies is False
+    assert Settings.from_env({"REMINDER_FHIR_CAREGIVER_COPIES": "true"}).fhir_caregiver_copies
+    assert not Settings.from_env({"REMINDER_FHIR_CAREGIVER_COPIES": "no"}).fhir_caregiver_copies
+    with pytest.raises(SettingsError, match="REMINDER_FHIR_CAREGIVER_COPIES: 'maybe' is not"):
+        Settings.from_env({"REMINDER_FHIR_CAREGIVER_COPIES": "maybe"})
