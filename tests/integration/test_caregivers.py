@@ -21,8 +21,8 @@ from reminder_service.importers.hl7v2_siu import SiuMapping
 from reminder_service.services.api_keys import ApiKeys
 from reminder_service.services.csv_import import import_csv_file
 from reminder_service.services.hl7_import import apply_siu
-from reminder_service.store.tables import patients, reminders
-from tests.factories import appointment, patient
+from reminder_service.store.tables import patients, reminders, sms_opt_outs
+from tests.factories import appointment, local, patient
 
 PATIENT = "+447700900123"
 CARER = "+447700900456"
@@ -413,3 +413,31 @@ def test_fhir_related_person_without_consent_sends_no_copy(service: Service, api
     assert stored_patient(service)["caregiver_mobile"] == CARER
     service.dispatcher.dispatch_due()
     assert [t["to"] for t in outbox_texts(settings)] == [PATIENT]
+
+
+def test_undelivered_copy_with_an_unsubscribed_code_opts_out_the_caregiver_only(
+    service: Service,
+) -> None:
+    """Twilio reports the caregiver's copy undelivered, error 21610 (the recipient replied STOP
+    to the sender): the caregiver's number is opted out, never the patient's; and no fallback
+    email or staff alert follows, as the patient's own text went."""
+    service.importer.apply([(2, with_carer())], source="test", label="t")
+    service.dispatcher.dispatch_due()
+    [copy] = rows(service, recipient="caregiver", step_id="booked")
+    result = service.delivery_status.record(copy["id"], copy["provider_id"], "undelivered", "21610")
+    assert result == "recorded"
+    with service.engine.connect() as conn:
+        opted_out = list(conn.execute(select(sms_opt_outs.c.phone)).scalars())
+    assert opted_out == [CARER]
+    assert rows(service, channel="staff") == []
+    assert len(rows(service, step_id="booked", channel="email")) == 1
+
+
+def test_later_copies_come_as_the_planning_horizon_reaches_them(service: Service, clock) -> None:  # type: ignore[no-untyped-def]
+    service.importer.apply([(2, with_carer())], source="test", label="t")
+    assert {r["step_id"] for r in rows(service, recipient="caregiver")} == {"booked"}
+    clock.now = local("Europe/London", 2026, 12, 2, 11, 0)
+    service.materializer.materialize()
+    copies = {r["step_id"] for r in rows(service, recipient="caregiver")}
+    patients_texts = {r["step_id"] for r in rows(service, recipient="patient", channel="sms")}
+    assert "medicines" in copies and copies == patients_texts
