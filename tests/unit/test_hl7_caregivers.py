@@ -3,9 +3,12 @@ the feed's mapping says the clinic collects it."""
 
 from __future__ import annotations
 
+import pytest
+
+from reminder_service.configuration.problems import ConfigError
 from reminder_service.domain.appointment import CAREGIVER_UNSAID, Appointment, Caregiver
 from reminder_service.importers.csv_rows import ImportDefaults
-from reminder_service.importers.hl7v2_siu import SiuMapping, parse_siu
+from reminder_service.importers.hl7v2_siu import SiuMapping, load_siu_mapping, parse_siu
 
 UK = ImportDefaults("riverside", "Europe/London", "GB", "en-GB")
 US = ImportDefaults("lakeside", "America/Chicago", "US", "en-US")
@@ -115,3 +118,14 @@ def test_an_over_long_name_is_a_warning_and_left_empty() -> None:
 def test_the_mapping_may_ignore_nk1() -> None:
     data = message("NK1|1|Carer^Ann|MTH||07700 900456^PRN^CP")
     assert parsed(data, mapping=SiuMapping(caregivers=False))[0] is CAREGIVER_UNSAID
+
+
+def test_the_mapping_file_reads_caregiver_options_and_names_a_bad_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    good = tmp_path / "good.yaml"
+    good.write_text("caregiver_copies: true\ncaregivers: true\n")
+    assert load_siu_mapping(good).caregiver_copies is True
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("caregiver_copies: sometimes\n")
+    with pytest.raises(ConfigError) as raised:
+        load_siu_mapping(bad)
+    assert "caregiver_copies" in str(raised.value) and "true or false" in str(raised.value)
