@@ -736,8 +736,13 @@ def _upsert_patients(
                 del wanted[column]
         if ext in booked and any(row[k] != v for k, v in wanted.items()):
             changed.append({**wanted, "pk": row["id"], "updated_at": now})
-    if changed:
-        conn.execute(update(patients).where(patients.c.id == bindparam("pk")), changed)
+    # One statement per set of columns: an executemany binds the columns of its first row only,
+    # and rows whose source said nothing about a caregiver leave those columns out.
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for values in changed:
+        shapes[tuple(sorted(values))].append(values)
+    for group in shapes.values():
+        conn.execute(update(patients).where(patients.c.id == bindparam("pk")), group)
     fresh = []
     for ext, values in latest.items():
         if ext not in ids:

@@ -441,3 +441,18 @@ def test_later_copies_come_as_the_planning_horizon_reaches_them(service: Service
     copies = {r["step_id"] for r in rows(service, recipient="caregiver")}
     patients_texts = {r["step_id"] for r in rows(service, recipient="patient", channel="sms")}
     assert "medicines" in copies and copies == patients_texts
+
+
+def test_a_batch_mixing_items_with_and_without_a_caregiver_updates_each(service, api) -> None:  # type: ignore[no-untyped-def]
+    client, auth = api
+    second = {**ONE, "appointment_id": "API2", "patient_id": "AP2", "mobile": "07700 900124"}
+    assert client.post("/appointments", json=[ONE, second], headers=auth).status_code == 200
+    caregiver = {"name": "Ann Carer", "mobile": "07700 900456", "sms_consent": True,
+                 "copies": True}  # fmt: skip
+    batch = [{**ONE, "first_name": "Renamed"}, {**second, "caregiver": caregiver}]
+    answer = client.post("/appointments", json=batch, headers=auth).json()
+    assert answer["summary"]["updated"] == 2
+    with service.engine.connect() as conn:
+        stored = {r["external_id"]: r for r in conn.execute(select(patients)).mappings()}
+    assert stored["AP1"]["first_name"] == "Renamed" and stored["AP1"]["caregiver_name"] is None
+    assert stored["AP2"]["caregiver_mobile"] == CARER
