@@ -37,6 +37,7 @@ from reminder_service.importers.csv_rows import (  # noqa: E402
     ImportDefaults,
     RowConverter,
     read_csv,
+    split_warnings,
 )
 from reminder_service.services.csv_import import import_csv_file  # noqa: E402
 from reminder_service.settings import Settings  # noqa: E402
@@ -109,7 +110,7 @@ def run_textbook(csv_path: Path, workdir: Path, sample: int, queue: multiprocess
     started = time.perf_counter()
     appointments = jobs = 0
     for raw in table.rows[:sample]:
-        appointment = converter.convert(raw)
+        appointment, _warnings = split_warnings(converter.convert(raw))
         if isinstance(appointment, list):
             continue
         appointments += 1

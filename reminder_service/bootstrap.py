@@ -127,6 +127,7 @@ class Service:
             phone_region=clinic.phone_region,
             language=clinic.default_language,
             clinic_regions=regions,
+            fhir_caregiver_copies=self.settings.fhir_caregiver_copies,
         )
 
     def clinic_defaults(self) -> dict[str, ImportDefaults]:

@@ -319,6 +319,14 @@ def _print_summary(summary: ImportSummary, errors_csv: Path | None) -> None:
             markup=False,
             highlight=False,
         )
+    for warning in summary.warnings[:50]:
+        out.print(
+            f"line {warning.line}, column {warning.column}: warning: {warning.reason}",
+            markup=False,
+            highlight=False,
+        )
+    if len(summary.warnings) > 50:
+        out.print(f"... and {len(summary.warnings) - 50} more warnings")
     if len(summary.errors) > len(shown):
         out.print(
             f"... and {len(summary.errors) - len(shown)} more row errors"
@@ -590,7 +598,10 @@ def preview(
         out.print(f"The patient asked for a new time at {asked}")
     for line in result.lines:
         when = line.due_at.isoformat() if line.due_at else "-"
-        out.print(f"\n[bold]{line.step}[/bold] {line.channel} {when} {line.status}: {line.reason}")
+        channel = line.channel
+        if line.recipient != "patient":  # a caregiver's copy
+            channel = f"{channel} ({line.recipient})"
+        out.print(f"\n[bold]{line.step}[/bold] {channel} {when} {line.status}: {line.reason}")
         # soft_wrap: message text is shown as written, never re-wrapped to the terminal.
         if line.subject:
             out.print(f"  Subject: {line.subject}", markup=False, highlight=False, soft_wrap=True)

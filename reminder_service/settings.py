@@ -58,6 +58,10 @@ class Settings:
     # unsubscribe emails when the service reads none itself (default: the clinic's From).
     unsubscribe_secret: str = ""
     unsubscribe_mailbox: str = ""
+    # A FHIR RelatedPerson carries no consent to texts: true says the clinic collects both (the
+    # patient's choice of copies, the caregiver's own consent) before sending one. (Added after
+    # the fields above for the same reason: positional construction.)
+    fhir_caregiver_copies: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -265,6 +269,12 @@ def _read(
 
 def _convert(variable: str, raw: str, kind: object) -> object:
     text = raw.strip()
+    if kind in ("bool", bool):
+        if text.lower() in ("true", "yes", "1"):
+            return True
+        if text.lower() in ("false", "no", "0"):
+            return False
+        raise SettingsError(f"{variable}: {text!r} is not true or false")
     try:
         if kind in ("int", int):
             return int(text)

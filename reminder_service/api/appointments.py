@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,7 +22,13 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..configuration.problems import ConfigError
-from ..importers.csv_mapping import LAYOUT_FIELDS, OPTIONAL_FIELDS, CsvMapping, parse_mapping
+from ..importers.csv_mapping import (
+    CAREGIVER_FIELDS,
+    LAYOUT_FIELDS,
+    OPTIONAL_FIELDS,
+    CsvMapping,
+    parse_mapping,
+)
 from ..importers.csv_rows import (
     FileRejected,
     ImportDefaults,
@@ -29,6 +36,7 @@ from ..importers.csv_rows import (
     RowConverter,
     RowError,
     parse_csv,
+    split_warnings,
 )
 from ..services.api_keys import ApiKeys
 from ..services.fhir_import import apply_fhir
@@ -42,11 +50,33 @@ MAX_JSON_BYTES = 1024 * 1024
 MAX_CSV_BYTES = 20 * 1024 * 1024
 MAX_BATCH = 1000
 FIELDS = (*LAYOUT_FIELDS, *OPTIONAL_FIELDS)
+# An item without a `caregiver` key says nothing about one: it is read without those fields, so
+# the stored caregiver stays. `"caregiver": null` says the patient has none.
+FIELDS_NO_CAREGIVER = tuple(name for name in FIELDS if name not in CAREGIVER_FIELDS)
+# The converter's field -> the item's (its errors and warnings name the item's own field).
+CAREGIVER_ITEM_FIELDS = {
+    "caregiver_name": "caregiver.name",
+    "caregiver_mobile": "caregiver.mobile",
+    "caregiver_relationship": "caregiver.relationship",
+    "caregiver_consent": "caregiver.sms_consent",
+    "caregiver_copies": "caregiver.copies",
+}
 _MAPPING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 ClinicParam = Annotated[
     str | None,
     Query(max_length=64, description="The clinic these appointments are for, when they do not say"),
 ]
+
+
+class CaregiverIn(BaseModel):
+    """The patient's caregiver. Copies of the patient's texts go to them only when both
+    `copies` (the patient's choice) and `sms_consent` (the caregiver's) are true."""
+
+    name: str = Field(default="", max_length=MAX_LENGTH["caregiver_name"])
+    mobile: str = Field(default="", max_length=40, description="read as the patient's mobile is")
+    relationship: str = Field(default="", max_length=MAX_LENGTH["caregiver_relationship"])
+    sms_consent: bool = False
+    copies: bool = False
 
 
 class AppointmentIn(BaseModel):
@@ -75,12 +105,26 @@ class AppointmentIn(BaseModel):
     sms_consent: str = Field(default="", max_length=MAX_LENGTH["sms_consent"])
     deceased: Literal["yes", "no", ""] = ""
     do_not_contact: Literal["yes", "no", ""] = ""
+    caregiver: CaregiverIn | None = None
+
+    @property
+    def says_caregiver(self) -> bool:
+        return "caregiver" in self.model_fields_set
 
     def raw(self, index: int) -> RawRow:
         values = self.model_dump()
         if values["duration_minutes"] is None:
             values["duration_minutes"] = ""
-        return RawRow(index, tuple(str(values[name]) for name in FIELDS))
+        caregiver = self.caregiver or CaregiverIn()
+        values |= {
+            "caregiver_name": caregiver.name,
+            "caregiver_mobile": caregiver.mobile,
+            "caregiver_relationship": caregiver.relationship,
+            "caregiver_consent": "yes" if caregiver.sms_consent else "no",
+            "caregiver_copies": "yes" if caregiver.copies else "no",
+        }
+        fields = FIELDS if self.says_caregiver else FIELDS_NO_CAREGIVER
+        return RawRow(index, tuple(str(values[name]) for name in fields))
 
 
 class ItemError(BaseModel):
@@ -92,6 +136,7 @@ class ItemError(BaseModel):
 class ImportAnswer(BaseModel):
     summary: dict[str, int]
     errors: list[ItemError]
+    warnings: list[ItemError] = []  # dropped from items that imported (a caregiver's number)
 
 
 def size_limited(limit: int) -> Callable[[Request], Awaitable[bytes]]:
@@ -241,17 +286,23 @@ def _apply_json(
     body: bytes, importer: ImportService, import_defaults: ImportDefaults
 ) -> JSONResponse:
     listed = _json_items(body)
-    converter = RowConverter(FIELDS, None, import_defaults)
+    converters = {
+        True: RowConverter(FIELDS, None, import_defaults),
+        False: RowConverter(FIELDS_NO_CAREGIVER, None, import_defaults),
+    }
     accepted: list[ImportItem] = []
     problems: list[RowError] = []
+    warnings: list[RowError] = []
     for index, item in enumerate(listed):
         validated = _item(index, item)
         if isinstance(validated, list):
             problems += validated
             continue
-        result = converter.convert(validated.raw(index))
+        converted = converters[validated.says_caregiver].convert(validated.raw(index))
+        result, warned = split_warnings(converted)
+        warnings += [_item_field(w) for w in warned]
         if isinstance(result, list):
-            problems += result
+            problems += [_item_field(e) for e in result]
         else:
             accepted.append((index, result))
     if not accepted:  # refused whole: nothing is written, not even an import record
@@ -261,9 +312,18 @@ def _apply_json(
         return _answer(refused, _item_errors(refused), rejected_all=bool(listed))
     # Every item is counted once: imported, updated, cancelled... or rejected with its reasons.
     summary = importer.apply(
-        accepted, source="api", label="POST /appointments", parse_errors=problems
+        accepted,
+        source="api",
+        label="POST /appointments",
+        parse_errors=problems,
+        parse_warnings=warnings,
     )
     return _answer(summary, _item_errors(summary), rejected_all=False)
+
+
+def _item_field(problem: RowError) -> RowError:
+    """The problem named by the item's field (`caregiver.mobile`), not the CSV column's."""
+    return replace(problem, column=CAREGIVER_ITEM_FIELDS.get(problem.column, problem.column))
 
 
 def _apply_csv(
@@ -279,7 +339,11 @@ def _apply_csv(
     except ValueError as exc:  # the mapping does not fit the file's headers
         raise HTTPException(422, str(exc)) from None
     summary = importer.apply(
-        parsed.rows, source="api", label="POST /imports/csv", parse_errors=parsed.errors
+        parsed.rows,
+        source="api",
+        label="POST /imports/csv",
+        parse_errors=parsed.errors,
+        parse_warnings=parsed.warnings,
     )
     return _answer(summary, _item_errors(summary), rejected_all=False)
 
@@ -379,7 +443,8 @@ def _item(index: int, item: Any) -> AppointmentIn | list[RowError]:
 
 
 def _answer(summary: ImportSummary, errors: list[ItemError], *, rejected_all: bool) -> JSONResponse:
-    payload = ImportAnswer(summary=summary.counts(), errors=errors).model_dump()
+    warnings = [ItemError(index=w.line, field=w.column, reason=w.reason) for w in summary.warnings]
+    payload = ImportAnswer(summary=summary.counts(), errors=errors, warnings=warnings).model_dump()
     return JSONResponse(payload, status_code=422 if rejected_all else 200)
 
 

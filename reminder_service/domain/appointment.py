@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import Any
+from enum import Enum, StrEnum
+from typing import Any, Final, Literal
 
 
 class Tristate(StrEnum):
@@ -35,6 +35,54 @@ FLAG_NAMES: tuple[str, ...] = (
 
 
 @dataclass(frozen=True, slots=True)
+class Caregiver:
+    """Someone who looks after the patient (a parent, a partner) and may get copies of the
+    patient's texts. Copies go only when both agree: the patient chose that this caregiver gets
+    them (`copies`), and the caregiver consented to be texted (`sms_consent`). Texts only: the
+    emails (with their calendar entries) stay the patient's."""
+
+    name: str
+    mobile: str | None  # E.164; None when the source gave no number that could be read
+    relationship: str = ""  # as the source words it: "mother", "MTH", "spouse"...
+    # The caregiver's own consent to be texted, and the patient's choice that this caregiver
+    # gets their texts. None: the source cannot say (HL7 NK1, a FHIR RelatedPerson); importing
+    # keeps what was recorded for this same number, else no.
+    sms_consent: bool | None = False
+    copies: bool | None = False
+
+    @property
+    def gets_copies(self) -> bool:
+        return bool(self.copies and self.sms_consent) and self.mobile is not None
+
+    def consents_from(self, recorded: Caregiver | None) -> Caregiver:
+        """This caregiver with the consents a source could not give taken from the one recorded,
+        when that one has the same number (the same person, as far as texts go); else no."""
+        same = recorded is not None and recorded.mobile == self.mobile
+        consent, copies = self.sms_consent, self.copies
+        if consent is None:
+            consent = bool(recorded.sms_consent) if same and recorded else False
+        if copies is None:
+            copies = bool(recorded.copies) if same and recorded else False
+        return replace(self, sms_consent=consent, copies=copies)
+
+    def __reduce__(self) -> tuple[type[Caregiver], tuple[Any, ...]]:
+        return (Caregiver, tuple(getattr(self, f) for f in _CAREGIVER_FIELDS))  # see Patient
+
+
+class _Unsaid(Enum):
+    UNSAID = "unsaid"
+
+    def __repr__(self) -> str:
+        return "CAREGIVER_UNSAID"
+
+
+# A source that says nothing about a caregiver (a CSV without caregiver columns, an HL7 message
+# without NK1): the caregiver stored for the patient stays as it is. `None` says there is none.
+CAREGIVER_UNSAID: Final = _Unsaid.UNSAID
+CaregiverInfo = Caregiver | None | Literal[_Unsaid.UNSAID]
+
+
+@dataclass(frozen=True, slots=True)
 class Patient:
     external_id: str
     first_name: str
@@ -47,6 +95,21 @@ class Patient:
     sms_consent: str = DEFAULT_SMS_CONSENT
     deceased: bool = False  # no message of any kind, ever
     do_not_contact: bool = False
+    caregiver: CaregiverInfo = CAREGIVER_UNSAID
+
+    @property
+    def known_caregiver(self) -> Caregiver | None:
+        """The caregiver, if the source named one (an unsaid one counts as none)."""
+        return self.caregiver if isinstance(self.caregiver, Caregiver) else None
+
+    @property
+    def caregiver_copy_to(self) -> str | None:
+        """The number the caregiver's copies go to, or None: none go when either side has not
+        agreed, and none when it is the patient's own number (they get the text once)."""
+        caregiver = self.known_caregiver
+        if caregiver is None or not caregiver.gets_copies or caregiver.mobile == self.mobile:
+            return None
+        return caregiver.mobile
 
     @property
     def suppressed(self) -> str:
@@ -119,8 +182,26 @@ class Appointment:
         # appointments stored before these fields existed keep their digest.
         if p.sms_consent != DEFAULT_SMS_CONSENT or p.deceased or p.do_not_contact:
             parts += (p.sms_consent, str(p.deceased), str(p.do_not_contact))
+        caregiver = p.known_caregiver  # likewise: only when there is one
+        if caregiver is not None:
+            parts += (
+                "caregiver",
+                caregiver.name,
+                caregiver.mobile or "",
+                caregiver.relationship,
+                str(caregiver.sms_consent),
+                str(caregiver.copies),
+            )
         raw = "\x1f".join(parts)
         return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
+
+
+def caregiver_copy(body: str, patient: Patient) -> str:
+    """The patient's text as their caregiver gets it. The texts speak to the patient ("your
+    appointment"), so the copy says whom it is for, by first name only, as a greeting would. It
+    may cost a segment more than the patient's text: a caregiver who cannot tell whose
+    appointment it is might act on the wrong one."""
+    return f"For {patient.first_name}: {body}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +219,7 @@ class Cancellation:
 Change = Appointment | Cancellation
 
 
+_CAREGIVER_FIELDS = tuple(f.name for f in fields(Caregiver))
 _PATIENT_FIELDS = tuple(f.name for f in fields(Patient))
 _APPOINTMENT_FIELDS = tuple(f.name for f in fields(Appointment))
 

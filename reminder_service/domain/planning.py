@@ -25,7 +25,18 @@ class ReminderStatus(StrEnum):
     FAILED = "failed"
 
 
+class Recipient(StrEnum):
+    """Whom a reminder row is for: the patient, or their caregiver (a copy of the patient's SMS,
+    planned as a row of its own so it is claimed, sent and audited like any other)."""
+
+    PATIENT = "patient"
+    CAREGIVER = "caregiver"
+
+
 NO_SMS_CONSENT = "no SMS consent: email only"
+CAREGIVER_NO_MOBILE = "caregiver copy: no mobile number for the caregiver"
+CAREGIVER_NO_CONSENT = "caregiver copy: the caregiver has not consented to texts"
+CAREGIVER_SAME_NUMBER = "caregiver copy: the caregiver's mobile is the patient's, texted once"
 # The reason of a step skipped under the alert_staff late policy; importing raises the alert.
 STAFF_ALERT_REASON = "booked too late for this step; staff alerted"
 
@@ -41,6 +52,7 @@ class PlannedReminder(NamedTuple):
     not_after: datetime | None
     status: ReminderStatus  # PENDING or SKIPPED
     reason: str
+    recipient: Recipient = Recipient.PATIENT
 
 
 def plan_reminders(
@@ -125,6 +137,7 @@ def _plan_step(
         # its SMS into the next text, so the SMS stays planned at its own moment and the
         # dispatcher decides the merge when it comes (consent, caps, opt-out still apply).
         merge_sms = step.too_late == "merge" and now <= nominal <= not_after
+    caregiver = appointment.patient.known_caregiver
     for rule in step.channels:
         if merge_sms and rule.channel is _SMS:
             reason = _channel_skip(rule.channel, rule.condition, appointment)
@@ -144,6 +157,26 @@ def _plan_step(
                 reason or _planned_reason(step.send_at),
             )
         )
+        if rule.channel is _SMS and caregiver is not None and caregiver.copies:
+            # The patient chose copies: the caregiver's copy of this text, planned like the
+            # patient's own, or skipped with the reason it cannot go.
+            if merge_sms:
+                reason = _caregiver_skip(rule.condition, appointment)
+            else:
+                reason = step_skip or _caregiver_skip(rule.condition, appointment)
+            planned.append(
+                PlannedReminder(
+                    step.id,
+                    rule.channel,
+                    step.template,
+                    nominal,
+                    row_due,
+                    not_after,
+                    _SKIPPED if reason else _PENDING,
+                    reason or _planned_reason(step.send_at),
+                    _CAREGIVER,
+                )
+            )
 
 
 # Module constants: an Enum member lookup through the class costs a descriptor call each time,
@@ -152,6 +185,7 @@ _PENDING = ReminderStatus.PENDING
 _SKIPPED = ReminderStatus.SKIPPED
 _SMS = Channel.SMS
 _EMAIL = Channel.EMAIL
+_CAREGIVER = Recipient.CAREGIVER
 
 
 @lru_cache(maxsize=256)
@@ -213,6 +247,32 @@ def _channel_skip(channel: Channel, condition: Condition, appointment: Appointme
         return NO_SMS_CONSENT
     if channel is _EMAIL and not appointment.patient.email:
         return "no email address"
+    return ""
+
+
+def _caregiver_skip(condition: Condition, appointment: Appointment) -> str:
+    """Why the caregiver's copy of an SMS cannot go, or "". The patient's own reasons (no mobile,
+    no consent) are the patient's: the caregiver's copy goes without them."""
+    patient = appointment.patient
+    if patient.deceased or patient.do_not_contact:
+        return patient.suppressed
+    if condition.requirements and not condition.holds(appointment):
+        return _channel_condition_reason(_SMS, condition)
+    return caregiver_skip(appointment)
+
+
+def caregiver_skip(appointment: Appointment) -> str:
+    """Why the caregiver's copies cannot go to them, or "" (the patient chose copies)."""
+    patient = appointment.patient
+    caregiver = patient.known_caregiver
+    if caregiver is None or not caregiver.copies:
+        return "caregiver copy: the patient has no caregiver getting copies now"
+    if caregiver.mobile is None:
+        return CAREGIVER_NO_MOBILE
+    if not caregiver.sms_consent:
+        return CAREGIVER_NO_CONSENT
+    if caregiver.mobile == patient.mobile:
+        return CAREGIVER_SAME_NUMBER
     return ""
 
 

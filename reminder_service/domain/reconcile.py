@@ -1,9 +1,9 @@
 """Reconcile: what to keep, cancel and create when an appointment's plan changes.
 
-A reminder is identified by (step, channel, nominal moment). Sent, sending and failed reminders are
-history and never touched; a new plan that still wants the same message at the same nominal moment
-does not get it twice. Open reminders (pending or skipped) that the new plan no longer wants, or
-wants differently, are cancelled with the caller's reason.
+A reminder is identified by (step, channel, nominal moment, recipient). Sent, sending and failed
+reminders are history and never touched; a new plan that still wants the same message at the same
+nominal moment does not get it twice. Open reminders (pending or skipped) that the new plan no
+longer wants, or wants differently, are cancelled with the caller's reason.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from .planning import PlannedReminder, ReminderStatus
+from .planning import PlannedReminder, Recipient, ReminderStatus
 from .protocol import Channel
 
 OPEN = frozenset({ReminderStatus.PENDING, ReminderStatus.SKIPPED})
@@ -26,6 +26,7 @@ class ExistingReminder:
     channel: Channel
     nominal_at: datetime
     status: ReminderStatus
+    recipient: Recipient = Recipient.PATIENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +39,12 @@ class Reconciliation:
 def reconcile(
     existing: Sequence[ExistingReminder], planned: Sequence[PlannedReminder]
 ) -> Reconciliation:
-    wanted = {(p.step_id, p.channel, p.nominal_at): p for p in planned}
+    wanted = {(p.step_id, p.channel, p.nominal_at, p.recipient): p for p in planned}
     create_keys = set(wanted)
     cancel: list[int] = []
     keep: list[int] = []
     for row in existing:
-        key = (row.step_id, row.channel, row.nominal_at)
+        key = (row.step_id, row.channel, row.nominal_at, row.recipient)
         plan = wanted.get(key)
         if row.status in DONE:
             create_keys.discard(key)  # already went out (or is going out) for this very moment
@@ -53,5 +54,7 @@ def reconcile(
                 create_keys.discard(key)
             else:
                 cancel.append(row.id)
-    create = [p for p in planned if (p.step_id, p.channel, p.nominal_at) in create_keys]
+    create = [
+        p for p in planned if (p.step_id, p.channel, p.nominal_at, p.recipient) in create_keys
+    ]
     return Reconciliation(create=create, cancel=cancel, keep=keep)

@@ -31,10 +31,13 @@ Every key is optional; list only what differs from the default layout (see csv_r
 Rules:
 - Fields: appointment_id, patient_id, first_name, last_name, mobile, email, language, timezone,
   procedure, start (or start_date + start_time), duration_minutes (or duration), location,
-  sedation, anticoagulant, status; optional: clinic, on_chemotherapy, diabetes_on_medication.
+  sedation, anticoagulant, status; optional: clinic, on_chemotherapy, diabetes_on_medication,
+  sms_consent, deceased, do_not_contact, and the caregiver's: caregiver_name, caregiver_mobile,
+  caregiver_relationship, caregiver_consent, caregiver_copies.
   Each non-optional field must be a header in the file or have a constant under `defaults`, so a
   misspelt header is a rejected file rather than a silently empty column. Names, mobile and email
-  may only default to "" (one phone number for every patient would be a disaster).
+  may only default to "" (one phone number for every patient would be a disaster); so may the
+  caregiver's name and mobile.
 - Dates are never guessed. Without `formats`, `start` is ISO 8601, `start_date` is YYYY-MM-DD and
   `start_time` is HH:MM or HH:MM:SS. `HHMM-integer` (start_time only) reads 930 or 0930 as 09:30
   (Greenway's integer ApptTime; confirm with the site that it is not minutes since midnight).
@@ -84,6 +87,16 @@ LAYOUT_FIELDS: tuple[str, ...] = (
     "anticoagulant",
     "status",
 )
+# A file with none of these columns says nothing about caregivers: the stored one stays. With
+# any of them, a row whose name and mobile are empty says the patient has none.
+CAREGIVER_FIELDS: tuple[str, ...] = (
+    "caregiver_name",
+    "caregiver_mobile",  # read in the same countries as the patient's mobile
+    "caregiver_relationship",
+    "caregiver_consent",  # the caregiver's own consent to texts: yes/no; blank is no
+    "caregiver_copies",  # the patient's choice that the caregiver gets copies; blank is no
+)
+CAREGIVER_FLAGS = ("caregiver_consent", "caregiver_copies")
 OPTIONAL_FIELDS: tuple[str, ...] = (
     "clinic",
     "on_chemotherapy",
@@ -91,13 +104,16 @@ OPTIONAL_FIELDS: tuple[str, ...] = (
     "sms_consent",  # the basis for texting the patient; no/none/declined: email only
     "deceased",  # yes: no message of any kind
     "do_not_contact",  # yes: no message of any kind
+    *CAREGIVER_FIELDS,
 )
 # sms_consent values that mean there is none.
 NO_CONSENT_WORDS = frozenset({"no", "n", "none", "false", "0", "declined", "withdrawn", "refused"})
 ALTERNATIVE_FIELDS: tuple[str, ...] = ("start_date", "start_time", "duration")
 FIELDS: tuple[str, ...] = LAYOUT_FIELDS + OPTIONAL_FIELDS + ALTERNATIVE_FIELDS
 
-PERSONAL_FIELDS = frozenset({"first_name", "last_name", "mobile", "email"})
+PERSONAL_FIELDS = frozenset(
+    {"first_name", "last_name", "mobile", "email", "caregiver_name", "caregiver_mobile"}
+)
 START_FIELDS = frozenset({"start", "start_date", "start_time"})
 VALUE_FIELDS: tuple[str, ...] = (
     "status",
@@ -106,6 +122,7 @@ VALUE_FIELDS: tuple[str, ...] = (
     "clinic",
     "language",
     "timezone",
+    *CAREGIVER_FLAGS,
 )
 DEFAULT_FIELDS = frozenset(FIELDS) - {"appointment_id", "patient_id", "duration"} - START_FIELDS
 DURATION_UNITS: dict[str, int] = {"minutes": 60, "seconds": 1, "hours": 3600}  # seconds per unit
@@ -125,6 +142,7 @@ TRISTATE_WORDS: dict[str, Tristate] = {
 EXPECTED: dict[str, str] = {
     "status": "booked or cancelled",
     **dict.fromkeys(FLAG_NAMES, "yes, no or unknown"),
+    **dict.fromkeys(CAREGIVER_FLAGS, "yes or no"),
     "language": "a language tag such as en, en-GB or es-US",
     "timezone": "an IANA time zone such as Europe/London",
     "procedure": "a procedure code",
@@ -168,7 +186,7 @@ def canonical(name: str, text: str) -> str | None:
     if name == "status":
         status = STATUS_WORDS.get(text.lower())
         return status.value if status else None
-    if name in FLAG_NAMES:
+    if name in FLAG_NAMES or name in CAREGIVER_FLAGS:
         flag = TRISTATE_WORDS.get(text.lower())
         return flag.value if flag else None
     if name == "language":

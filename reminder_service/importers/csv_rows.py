@@ -51,17 +51,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
+from typing import NamedTuple
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
 from ..domain.appointment import (
+    CAREGIVER_UNSAID,
     DEFAULT_SMS_CONSENT,
     FLAG_NAMES,
     Appointment,
     AppointmentStatus,
     Cancellation,
+    Caregiver,
+    CaregiverInfo,
     Change,
     Patient,
     Tristate,
@@ -70,6 +74,7 @@ from ..domain.start_range import EARLIEST_YEAR, LATEST_YEAR, OUT_OF_RANGE, start
 from ..domain.timing import zone
 from ..store.field_limits import unstorable
 from .csv_mapping import (
+    CAREGIVER_FIELDS,
     DURATION_UNITS,
     EXPECTED,
     HHMM_INTEGER,
@@ -145,6 +150,8 @@ class ImportDefaults:
     # (clinic id, phone region) of every configured clinic: a row naming another clinic has its
     # numbers read in that clinic's country, never in this one's.
     clinic_regions: tuple[tuple[str, str], ...] = ()
+    # A FHIR RelatedPerson records no consent: True when the clinic collects both upstream.
+    fhir_caregiver_copies: bool = False
 
     def region_of(self, clinic_id: str) -> str | None:
         if clinic_id == self.clinic_id:
@@ -157,6 +164,25 @@ class ParsedCsv:
     rows: list[tuple[int, Change]]  # (line, appointment or cancellation)
     errors: list[RowError]
     total: int  # data rows read, blank lines excluded
+    # What was dropped from rows that still import (a caregiver's number that cannot be read).
+    warnings: list[RowError] = field(default_factory=list)
+
+
+class Warned(NamedTuple):
+    """A row that imports, and what was dropped from it (see ParsedCsv.warnings)."""
+
+    change: Change
+    warnings: list[RowError]
+
+
+# What converting one row gives.
+Converted = Change | Warned | list[RowError]
+
+
+def split_warnings(result: Converted) -> tuple[Change | list[RowError], list[RowError]]:
+    if isinstance(result, Warned):
+        return result.change, result.warnings
+    return result, []
 
 
 # --- reading: bytes -> raw rows ---------------------------------------------------------------
@@ -329,6 +355,7 @@ class RowConverter:
             "clinic": defaults.clinic_id,
         } | layout.defaults
         self._position = {header.strip(): i for i, header in reversed(list(enumerate(headers)))}
+        self._has_caregiver = any(name in index for name in CAREGIVER_FIELDS)
         self._columns: dict[str, _Column] = {}
         for name in layout.required_fields() + layout.optional_fields():
             at = index.get(name, -1)
@@ -341,10 +368,10 @@ class RowConverter:
                 also=_also(spellings),
             )
 
-    def convert_many(self, rows: Sequence[RawRow]) -> list[Change | list[RowError]]:
+    def convert_many(self, rows: Sequence[RawRow]) -> list[Converted]:
         return [self.convert(row) for row in rows]
 
-    def convert(self, row: RawRow) -> Change | list[RowError]:
+    def convert(self, row: RawRow) -> Converted:
         values, line = row.values, row.line
         if len(values) > self._width and "".join(values[self._width :]).strip():
             reason = (
@@ -370,12 +397,17 @@ class RowConverter:
         patient_id = self._required(values, "patient_id", line, errors)
         procedure = self._required(values, "procedure", line, errors).upper()
         consent = self._sms_consent(values)
+        warnings: list[RowError] = []
+        caregiver = self._caregiver(values, zone_name, line, errors, warnings)
         stored = {"appointment_id": appointment_id, "patient_id": patient_id,
                   "first_name": self._cell(values, "first_name"),
                   "last_name": self._cell(values, "last_name"), "mobile": mobile, "email": email,
                   "language": language, "timezone": zone_name, "procedure": procedure,
                   "location": self._cell(values, "location"),
                   "clinic": self._cell(values, "clinic"), "sms_consent": consent}  # fmt: skip
+        if isinstance(caregiver, Caregiver):
+            stored |= {"caregiver_name": caregiver.name,
+                       "caregiver_relationship": caregiver.relationship}  # fmt: skip
         for name, reason in unstorable(stored):
             self._fail(errors, line, name, reason)
         if status is AppointmentStatus.CANCELLED and errors:
@@ -397,8 +429,9 @@ class RowConverter:
             sms_consent=consent,
             deceased=deceased,
             do_not_contact=do_not_contact,
+            caregiver=caregiver,
         )
-        return Appointment(
+        appointment = Appointment(
             external_id=appointment_id,
             clinic_id=self._cell(values, "clinic"),
             patient=patient,
@@ -409,6 +442,46 @@ class RowConverter:
             status=status,
             **flags,
         )
+        return Warned(appointment, warnings) if warnings else appointment
+
+    def _caregiver(
+        self,
+        values: tuple[str, ...],
+        zone_name: str,
+        line: int,
+        errors: list[RowError],
+        warnings: list[RowError],
+    ) -> CaregiverInfo:
+        """The row's caregiver: unsaid when the file has no caregiver column; none when the row
+        gives neither a name nor a mobile. What cannot be read of it (the number, a consent) is
+        a warning and counts as no: the patient's own reminders never wait on the caregiver."""
+        if not self._has_caregiver:
+            return CAREGIVER_UNSAID
+        name, text = self._cell(values, "caregiver_name"), self._cell(values, "caregiver_mobile")
+        if not name and not text:
+            return None
+        mobile = None
+        if text:
+            clinic_region = self._defaults.region_of(self._cell(values, "clinic"))
+            mobile, reason = parse_mobile(text, phone_regions(zone_name, clinic_region))
+            if reason:
+                self._fail(warnings, line, "caregiver_mobile", f"{reason}; no copies are sent")
+        consent, copies = (
+            self._caregiver_flag(values, flag, line, warnings)
+            for flag in ("caregiver_consent", "caregiver_copies")
+        )
+        relationship = self._cell(values, "caregiver_relationship")
+        return Caregiver(name, mobile, relationship, sms_consent=consent, copies=copies)
+
+    def _caregiver_flag(
+        self, values: tuple[str, ...], name: str, line: int, warnings: list[RowError]
+    ) -> bool:
+        """A consent: only a clear yes gives it; blank is no, and so is anything unreadable."""
+        flag = TRISTATE_WORDS.get(self._cell(values, name).lower())
+        if flag is None:
+            reason = f"is not yes or no{self._also(name)}; taken as no"
+            self._fail(warnings, line, name, reason)
+        return flag is Tristate.YES
 
     def _oversized(self, values: tuple[str, ...], line: int) -> list[RowError]:
         """A cell too large for any export (see MAX_CELL_CHARS): the row cannot be trusted."""
@@ -571,10 +644,12 @@ class RowConverter:
         return self._columns[name].also
 
 
-def gather(rows: Sequence[RawRow], results: Sequence[Change | list[RowError]]) -> ParsedCsv:
+def gather(rows: Sequence[RawRow], results: Sequence[Converted]) -> ParsedCsv:
     """Pair converted results back with their rows (e.g. after converting chunks in workers)."""
     parsed = ParsedCsv(rows=[], errors=[], total=len(rows))
-    for row, result in zip(rows, results, strict=True):
+    for row, converted in zip(rows, results, strict=True):
+        result, warnings = split_warnings(converted)
+        parsed.warnings.extend(warnings)
         if isinstance(result, list):
             parsed.errors.extend(result)
         else:

@@ -33,6 +33,14 @@ Mapping:
   `needs_patient` and `patient_reference` set; the caller finds the patient it knows and calls
   `apply_known_patient`. A cancellation whose Patient is invalid is treated the same way.
 - clinic: `ImportDefaults.clinic_id`. Flags (sedation, ...) are unknown: FHIR has no place for them.
+- caregiver: the first participant whose actor is a RelatedPerson, contained in the Appointment
+  (`#id`) or an entry of the Bundle, whose `patient` is the appointment's patient. Name as the
+  Patient's (given family), `relationship[0]` text, else a coding's display or code; the mobile
+  read as the Patient's, in the patient's countries. No such participant: the stored caregiver
+  stays. FHIR R4 records no consent to texts on a RelatedPerson, so the caregiver gets no copies
+  unless `ImportDefaults.fhir_caregiver_copies` (REMINDER_FHIR_CAREGIVER_COPIES) says the clinic
+  collects both; consents recorded through CSV or the API for the same number stay. What cannot
+  be read of a RelatedPerson is a warning, never a refused appointment.
 
 Patient (`map_patient`):
 - id: the identifier whose type has code MR (the first), else the first identifier, else the id.
@@ -79,9 +87,19 @@ from fhir.resources.R4B.humanname import HumanName
 from fhir.resources.R4B.identifier import Identifier
 from fhir.resources.R4B.patient import Patient as FhirPatient
 from fhir.resources.R4B.reference import Reference
+from fhir.resources.R4B.relatedperson import RelatedPerson
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from ..domain.appointment import Appointment, AppointmentStatus, Cancellation, Change, Patient
+from ..domain.appointment import (
+    CAREGIVER_UNSAID,
+    Appointment,
+    AppointmentStatus,
+    Cancellation,
+    Caregiver,
+    CaregiverInfo,
+    Change,
+    Patient,
+)
 from ..domain.start_range import EARLIEST_YEAR, LATEST_YEAR, OUT_OF_RANGE, start_problem
 from ..store.field_limits import MAX_LENGTH, field_problem
 from .csv_mapping import normalise_language
@@ -132,6 +150,9 @@ def apply_known_patient(change: FhirChange, patient: Patient) -> FhirChange:
     if change.awaiting is None:
         raise ValueError(f"a {change.outcome} change is not waiting for a patient")
     appointment, outcome = change.awaiting
+    caregiver = appointment.patient.caregiver  # the RelatedPerson the Appointment named, if any
+    if caregiver is not CAREGIVER_UNSAID:
+        patient = replace(patient, caregiver=caregiver)
     return FhirChange(
         replace(appointment, patient=patient), outcome, change.issues, change.patient_reference
     )
@@ -376,7 +397,7 @@ def _map_described(entry: _Entry, index: _Index, defaults: ImportDefaults) -> Fh
         location=location,
         status=AppointmentStatus.CANCELLED if cancelled else AppointmentStatus.BOOKED,
     )
-    return _with_patient(draft, outcome, model, root, index, defaults, issues)
+    return _with_patient(draft, outcome, model, entry, index, defaults, issues)
 
 
 def _utc(moment: datetime, where: str, issues: list[FhirIssue]) -> datetime | None:
@@ -405,11 +426,12 @@ def _with_patient(
     draft: Appointment,
     outcome: FhirOutcome,
     model: FhirAppointment,
-    root: str,
+    entry: _Entry,
     index: _Index,
     defaults: ImportDefaults,
     issues: list[FhirIssue],
 ) -> FhirChange:
+    root = entry.root
     reference = _patient_reference(model, index)
     if reference is None:
         what = "no participant's actor is a Patient reference"
@@ -417,7 +439,13 @@ def _with_patient(
         return _rejected(issues)
     target = index.find(reference)
     if target is None or target.type != "Patient":
+        caregiver = _caregiver(model, entry, index, reference, _raw_regions({}, defaults), defaults,
+                               issues)  # fmt: skip
+        draft = replace(draft, patient=replace(draft.patient, caregiver=caregiver))
         return _awaiting(draft, outcome, reference, issues)
+    regions = _raw_regions(target.resource, defaults)
+    caregiver = _caregiver(model, entry, index, reference, regions, defaults, issues)
+    draft = replace(draft, patient=replace(draft.patient, caregiver=caregiver))
     patient, patient_issues = map_patient(target.resource, defaults=defaults, root=target.root)
     if patient is None and outcome is not FhirOutcome.BOOKED:
         # Never block a cancellation on its patient's record: use the patient we already know.
@@ -430,8 +458,129 @@ def _with_patient(
         issues.append(_error(f"{target.root}.telecom", "required", what))
     if patient is None or _has_errors(issues):
         return _rejected(issues)
-    appointment = replace(draft, patient=patient)
+    appointment = replace(draft, patient=replace(patient, caregiver=caregiver))
     return FhirChange(appointment, outcome, issues, reference)
+
+
+# --- RelatedPerson: the caregiver ------------------------------------------------------------
+
+
+def _caregiver(
+    model: FhirAppointment,
+    entry: _Entry,
+    index: _Index,
+    patient_reference: str,
+    regions: tuple[str, ...],
+    defaults: ImportDefaults,
+    issues: list[FhirIssue],
+) -> CaregiverInfo:
+    """The first participant whose actor is a RelatedPerson, contained in the Appointment
+    (`#id`) or in the request, as the patient's caregiver. None named: unsaid (the stored
+    caregiver stays). Whatever cannot be read of it is a warning: the patient's reminders never
+    wait on their caregiver."""
+    for i, participant in enumerate(model.participant or []):
+        actor = participant.actor
+        if actor is None or not actor.reference:
+            continue
+        where = f"{entry.root}.participant[{i}].actor"
+        found = _related_person(actor.reference, entry, index)
+        if found is None:
+            if _is_type(actor, "RelatedPerson", index):
+                what = "a RelatedPerson neither contained nor in the request; the stored one stays"
+                issues.append(_warning(where, "not-found", what))
+            continue
+        root, resource = found
+        person, problems = _validate(RelatedPerson, _Entry(root, resource))
+        issues += [replace(p, severity="warning") for p in problems]
+        if person is None:
+            return CAREGIVER_UNSAID
+        if not _same_reference(person.patient.reference or "", patient_reference, index):
+            what = "is another patient's related person; not taken as this patient's caregiver"
+            issues.append(_warning(f"{root}.patient", "value", what))
+            return CAREGIVER_UNSAID
+        return _map_related_person(person, root, regions, defaults, issues)
+    return CAREGIVER_UNSAID
+
+
+def _related_person(
+    reference: str, entry: _Entry, index: _Index
+) -> tuple[str, dict[str, Any]] | None:
+    """(its FHIRPath, its JSON) of the RelatedPerson a reference points at, if it is here."""
+    if reference.startswith("#"):
+        contained = entry.resource.get("contained")
+        for k, resource in enumerate(contained if isinstance(contained, list) else []):
+            if (
+                isinstance(resource, dict)
+                and resource.get("resourceType") == "RelatedPerson"
+                and resource.get("id") == reference[1:]
+            ):
+                return f"{entry.root}.contained[{k}]", resource
+        return None
+    target = index.find(reference)
+    if target is None or target.type != "RelatedPerson":
+        return None
+    return target.root, target.resource
+
+
+def _same_reference(one: str, other: str, index: _Index) -> bool:
+    if one == other:
+        return True
+    found = index.find(one)
+    return found is not None and found is index.find(other)
+
+
+def _map_related_person(
+    person: RelatedPerson,
+    root: str,
+    regions: tuple[str, ...],
+    defaults: ImportDefaults,
+    issues: list[FhirIssue],
+) -> Caregiver:
+    telecom = _checked_telecom(person.telecom or [], root, issues)
+    given, family = _name(person.name or [])
+    name = " ".join(part for part in (given, family) if part)
+    relationship = ""
+    for concept in person.relationship or []:
+        codings = concept.coding or []
+        relationship = concept.text or next(
+            (c.display or c.code or "" for c in codings if c.display or c.code), ""
+        )
+        if relationship:
+            break
+    relationship = relationship.strip()
+    name = _storable_or_empty("caregiver_name", name, f"{root}.name", issues)
+    relationship = _storable_or_empty(
+        "caregiver_relationship", relationship, f"{root}.relationship", issues
+    )
+    # FHIR records no consent to texts here: unsaid (kept from the record for the same number)
+    # unless the clinic says it collects both upstream.
+    consent = True if defaults.fhir_caregiver_copies else None
+    mobile = _mobile(telecom, root, regions, issues)
+    return Caregiver(name, mobile, relationship, sms_consent=consent, copies=consent)
+
+
+def _storable_or_empty(name: str, value: str, where: str, issues: list[FhirIssue]) -> str:
+    """The value, or "" with a warning when its column cannot hold it (a caregiver's detail
+    never fails the appointment)."""
+    reason = field_problem(name, value)
+    if not reason:
+        return value
+    code = "too-long" if len(value) > MAX_LENGTH[name] else "value"
+    issues.append(_warning(where, code, f"{reason}; left empty"))
+    return ""
+
+
+def _raw_regions(resource: dict[str, Any], defaults: ImportDefaults) -> tuple[str, ...]:
+    """The patient's countries (`_regions`) read from the Patient's JSON, for their caregiver's
+    number; the clinic's alone when the Patient is not in the request."""
+    regions = phone_regions(defaults.timezone, defaults.phone_region)
+    addresses = resource.get("address")
+    for address in addresses if isinstance(addresses, list) else []:
+        text = address.get("country") if isinstance(address, dict) else None
+        country = country_region(text) if isinstance(text, str) else None
+        if country and country not in regions:
+            regions += (country,)
+    return regions
 
 
 def _awaiting(

@@ -51,6 +51,15 @@ Default field mapping (`SiuMapping`; a YAML file can override any of it, see `lo
 - flags: `flags` maps a flag to a field (e.g. sedation: ZAP-2); NTE-3 lines such as
   `sedation: yes` also set a flag when `nte_flags` is on. Anything else is Tristate.UNKNOWN (the
   protocol decides what unknown means). An unreadable value is a warning and stays unknown.
+- caregiver: the NK1 segments (none: the caregiver stored stays as it is). The first person with
+  a usable mobile, a care giver (NK1-3.1 `CGV`) first, never an employer, insurer or agency
+  (NK1-7.1 E, I, F, S). The mobile comes from NK1-5 and NK1-40 (v2.7+) as the patient's does
+  from PID-13 (marked ones first, then any that reads as a mobile), or NK1-6 when marked mobile;
+  it is read in the patient's countries. Name NK1-2 (given family), relationship NK1-3.2 else
+  NK1-3.1. NK1s with no mobile: no caregiver. HL7 says nothing of consent: the caregiver gets no
+  copies unless the mapping says `caregiver_copies: true` (the clinic collects both consents
+  upstream); consents recorded another way for the same number stay. `caregivers: false`
+  ignores NK1. A marked mobile that cannot be read is a warning, never a refusal.
 - clinic: the sending facility (MSH-4.1, MSH-4.2, then MSH-3.1) looked up in the mapping's
   `facilities`, else the feed's clinic (`defaults`: `--clinic`, the mapping's `clinic`, or the
   configured default). With `facilities` and no clinic for the feed, a message from a facility
@@ -95,10 +104,13 @@ import hl7  # type: ignore[import-untyped]
 
 from ..configuration.problems import ConfigError, ConfigProblem, check_keys, read_yaml
 from ..domain.appointment import (
+    CAREGIVER_UNSAID,
     FLAG_NAMES,
     Appointment,
     AppointmentStatus,
     Cancellation,
+    Caregiver,
+    CaregiverInfo,
     Change,
     Patient,
     Tristate,
@@ -227,6 +239,12 @@ class SiuMapping:
     # that clinic's country.
     clinic: str = ""
     facilities: Mapping[str, str] = field(default_factory=dict)
+    # NK1 segments give the patient's caregiver (see the module docstring). HL7 carries no
+    # consent for texts, so a caregiver from NK1 gets none unless this feed's clinic collects
+    # both upstream (the patient's choice of copies, the caregiver's own consent) and says so
+    # here; without it, consents recorded through CSV or the API for the same number stay.
+    caregivers: bool = True
+    caregiver_copies: bool = False
     source: str = ""  # the YAML file it came from, for messages
 
 
@@ -272,11 +290,12 @@ def load_siu_mapping(path: Path) -> SiuMapping:
             values[key] = _text(data[key], file, key, problems)
     if "facilities" in data:
         values["facilities"] = _facilities(data["facilities"], file, problems)
-    if "nte_flags" in data:
-        if isinstance(data["nte_flags"], bool):
-            values["nte_flags"] = data["nte_flags"]
-        else:
-            problems.append(ConfigProblem(file, "", "nte_flags", "must be true or false"))
+    for key in ("nte_flags", "caregivers", "caregiver_copies"):
+        if key in data:
+            if isinstance(data[key], bool):
+                values[key] = data[key]
+            else:
+                problems.append(ConfigProblem(file, "", key, "must be true or false"))
     if "flags" in data:
         values["flags"] = _flag_refs(data["flags"], file, problems)
     if problems:
@@ -556,6 +575,13 @@ _SCH_STATUS = FieldRef("SCH", 25, 1)
 _PID_3 = FieldRef("PID", 3)
 _PID_5 = FieldRef("PID", 5)
 _PID_15 = FieldRef("PID", 15, 1)
+# NK1: name (XPN), relationship (CWE), home phone and business phone (XTN, withdrawn in v2.7),
+# contact role (CWE), and the telecommunication information that replaced the phones in v2.7.
+NK1_NAME, NK1_RELATIONSHIP, NK1_PHONE, NK1_BUSINESS, NK1_ROLE, NK1_TELECOM = 2, 3, 5, 6, 7, 40
+# Contact roles (HL7 table 0131) that are organisations, never a person to text: employer,
+# federal agency, insurance company, state agency.
+ORGANISATION_ROLES = frozenset({"E", "F", "I", "S"})
+CAREGIVER_RELATIONSHIP = "CGV"  # HL7 table 0063: care giver; preferred over other kin
 
 _UNITS_SECONDS = {
     **dict.fromkeys(("", "m", "min", "mins", "minute", "minutes"), 60),
@@ -817,6 +843,82 @@ class _Mapper:
         use_codes = {c.upper() for c in self.mapping.mobile_use_codes}
         return self.msg.pick(rep, 3).upper() == "CP" or self.msg.pick(rep, 2).upper() in use_codes
 
+    def caregiver(self) -> CaregiverInfo:
+        """The patient's caregiver from the NK1 segments: the first person (not an employer,
+        insurer or agency) with a usable mobile, one whose relationship is care giver (CGV)
+        first. No NK1: unsaid (the stored caregiver stays). NK1s with no mobile: none. A marked
+        mobile that cannot be read is a warning, and that person is kept without a number."""
+        segments = list(self.msg.segments("NK1")) if self.mapping.caregivers else []
+        if not segments:
+            return CAREGIVER_UNSAID
+        people = [
+            (n, seg)
+            for n, seg in enumerate(segments, 1)
+            if self._nk1(seg, NK1_ROLE, 1).upper() not in ORGANISATION_ROLES
+        ]
+        people.sort(
+            key=lambda p: self._nk1(p[1], NK1_RELATIONSHIP, 1).upper() != CAREGIVER_RELATIONSHIP
+        )
+        refused: Caregiver | None = None
+        for n, segment in people:
+            mobile, marked = self._nk1_mobile(segment, n)
+            if mobile or (marked and refused is None):
+                found = self._nk1_caregiver(segment, n, mobile)
+                if mobile:
+                    return found
+                refused = found
+        return refused
+
+    def _nk1(self, segment: hl7.Segment, number: int, component: int = 0) -> str:
+        reps = self.msg.repetitions_of(segment, number)
+        return self.msg.pick(reps[0], component) if reps else ""
+
+    def _nk1_mobile(self, segment: hl7.Segment, n: int) -> tuple[str | None, bool]:
+        """(the mobile, whether a number marked mobile was there), read as the patient's are."""
+        marked: list[tuple[str, str]] = []
+        other: list[tuple[str, str]] = []
+        for number in (NK1_PHONE, NK1_TELECOM, NK1_BUSINESS):
+            where = f"NK1-{number}" if n == 1 else f"NK1-{number} (NK1 #{n})"
+            for rep in self.msg.repetitions_of(segment, number):
+                text = self._number_text(rep)
+                if not text or not self._is_phone(rep):
+                    continue
+                if self._is_mobile(rep):
+                    marked.append((where, text))
+                elif number != NK1_BUSINESS:  # a work number is a mobile only when marked so
+                    other.append((where, text))
+        region = self._phone_regions()
+        for where, text in marked:
+            mobile, reason = parse_mobile(text, region)
+            if mobile:
+                return mobile, True
+            self.warn(where, f"caregiver's mobile dropped: {reason}; no copies are sent")
+        for _where, text in other:
+            mobile, _reason = parse_mobile(text, region)
+            if mobile:
+                return mobile, bool(marked)
+        return None, bool(marked)
+
+    def _nk1_caregiver(self, segment: hl7.Segment, n: int, mobile: str | None) -> Caregiver:
+        reps = self.msg.repetitions_of(segment, NK1_NAME)
+        name = ""
+        if reps:
+            given, family = self.msg.pick(reps[0], 2), self.msg.pick(reps[0], 1, 1)
+            name = " ".join(part for part in (given, family) if part)
+        relationship = self._nk1(segment, NK1_RELATIONSHIP, 2) or self._nk1(
+            segment, NK1_RELATIONSHIP, 1
+        )
+        suffix = "" if n == 1 else f" (NK1 #{n})"
+        if field_problem("caregiver_name", name):
+            self.warn(f"NK1-2{suffix}", f"caregiver's name {field_problem('caregiver_name', name)}")
+            name = ""
+        reason = field_problem("caregiver_relationship", relationship)
+        if reason:
+            self.warn(f"NK1-3{suffix}", f"caregiver's relationship {reason}")
+            relationship = ""
+        consent = True if self.mapping.caregiver_copies else None  # see SiuMapping
+        return Caregiver(name, mobile, relationship, sms_consent=consent, copies=consent)
+
     def flags(self) -> dict[str, Tristate]:
         found = dict.fromkeys(FLAG_NAMES, Tristate.UNKNOWN)
         if self.mapping.nte_flags:
@@ -890,6 +992,7 @@ def _described(m: _Mapper, kind: ChangeKind | None, appointment_id: str) -> Appo
             email=email,
             language=m.language(),
             timezone=m.defaults.timezone,
+            caregiver=m.caregiver(),
         ),
         procedure=procedure,
         start=start,

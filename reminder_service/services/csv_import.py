@@ -20,7 +20,14 @@ from ..catalog import Catalog
 from ..domain.appointment import Appointment, Cancellation
 from ..gc_pause import paused_gc
 from ..importers.csv_mapping import CsvMapping
-from ..importers.csv_rows import ImportDefaults, RawRow, RowConverter, RowError, read_csv
+from ..importers.csv_rows import (
+    ImportDefaults,
+    RawRow,
+    RowConverter,
+    RowError,
+    read_csv,
+    split_warnings,
+)
 from .importing import ImportItem, ImportService, ImportSummary, Preplan, preplan
 
 CHUNK_ROWS = 2000
@@ -46,11 +53,13 @@ def import_csv_file(
     task = _Task(RowConverter(table.headers, mapping, defaults), service.catalog, now,
                  service.plan_until(now), service.dialect_name)  # fmt: skip
     errors: list[RowError] = []
-    items = _converted(table.rows, task, errors, _worker_count(workers, len(table.rows)))
+    warnings: list[RowError] = []
+    items = _converted(table.rows, task, errors, warnings, _worker_count(workers, len(table.rows)))
     with paused_gc():
         return service.apply(
-            items, source="csv", label=path.name, parse_errors=errors, progress=progress, now=now
-        )
+            items, source="csv", label=path.name, parse_errors=errors, progress=progress, now=now,
+            parse_warnings=warnings,
+        )  # fmt: skip
 
 
 def _worker_count(requested: int | None, rows: int) -> int:
@@ -82,36 +91,48 @@ class _Task:
     until: datetime
     dialect: str
 
-    def __call__(self, rows: Sequence[RawRow]) -> list[Converted]:
+    def __call__(self, rows: Sequence[RawRow]) -> tuple[list[Converted], list[RowError]]:
+        """Each row's outcome, and the chunk's warnings."""
         converted: list[Converted] = []
+        warnings: list[RowError] = []
         with paused_gc():
-            for result in self.converter.convert_many(rows):
+            for outcome in self.converter.convert_many(rows):
+                result, warned = split_warnings(outcome)
+                warnings.extend(warned)
                 if isinstance(result, list | Cancellation):
                     converted.append(result)
                 else:
                     plan = preplan(result, self.catalog, self.now, self.until, self.dialect)
                     converted.append((result, plan))
-        return converted
+        return converted, warnings
 
 
 Converted = list[RowError] | Cancellation | tuple[Appointment, Preplan]
 
 
 def _converted(
-    rows: Sequence[RawRow], task: _Task, errors: list[RowError], workers: int
+    rows: Sequence[RawRow],
+    task: _Task,
+    errors: list[RowError],
+    warnings: list[RowError],
+    workers: int,
 ) -> Iterator[ImportItem]:
     chunks = [rows[i : i + CHUNK_ROWS] for i in range(0, len(rows), CHUNK_ROWS)]
     if workers == 0:
-        yield from _collect(chunks, map(task, chunks), errors)
+        yield from _collect(chunks, map(task, chunks), errors, warnings)
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=_process_context()) as pool:
-        yield from _collect(chunks, pool.map(task, chunks), errors)
+        yield from _collect(chunks, pool.map(task, chunks), errors, warnings)
 
 
 def _collect(
-    chunks: list[Sequence[RawRow]], results: Iterator[list[Converted]], errors: list[RowError]
+    chunks: list[Sequence[RawRow]],
+    results: Iterator[tuple[list[Converted], list[RowError]]],
+    errors: list[RowError],
+    warnings: list[RowError],
 ) -> Iterator[ImportItem]:
-    for chunk, converted in zip(chunks, results, strict=True):
+    for chunk, (converted, warned) in zip(chunks, results, strict=True):
+        warnings.extend(warned)
         for raw, result in zip(chunk, converted, strict=True):
             if isinstance(result, list):
                 errors.extend(result)

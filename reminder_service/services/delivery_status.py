@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Engine, and_, or_, select, update
 from ..channels.base import Failure, FailureKind
 from ..clock import Clock
 from ..domain.failure_rules import FailureTable
-from ..domain.planning import ReminderStatus
+from ..domain.planning import Recipient, ReminderStatus
 from ..store import bulk
 from ..store.tables import appointments, audit_log, patients, reminders
 from .follow_ups import FollowUps, record_opt_outs
@@ -160,7 +160,7 @@ class DeliveryStatusService:
         if code:
             verdict = self._failures.classify(Failure("twilio", FailureKind.HTTP, code=code))
             if verdict.opt_out:
-                phone = _phone_of(conn, row["appointment_id"])
+                phone = _phone_of(conn, row)
                 if phone:
                     record_opt_outs(conn, [phone], now, source=f"twilio error {code}")
         self._follow_ups.after_undeliverable(conn, [(row, reason)], now)
@@ -172,11 +172,15 @@ def _held(row: dict[str, Any], now: datetime) -> bool:
     return row["status"] == ReminderStatus.SENDING and lease is not None and lease >= now
 
 
-def _phone_of(conn: Connection, appointment_id: int) -> str | None:
+def _phone_of(conn: Connection, row: dict[str, Any]) -> str | None:
+    """The number the reminder went to: the patient's, or their caregiver's for a copy (a
+    caregiver who unsubscribed must not silence the patient, nor the other way round)."""
+    copy = row["recipient"] == Recipient.CAREGIVER.value
+    column = patients.c.caregiver_mobile if copy else patients.c.mobile
     phone: str | None = conn.execute(
-        select(patients.c.mobile)
+        select(column)
         .join(appointments, appointments.c.patient_id == patients.c.id)
-        .where(appointments.c.id == appointment_id)
+        .where(appointments.c.id == row["appointment_id"])
     ).scalar()
     return phone
 

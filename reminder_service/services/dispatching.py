@@ -58,10 +58,10 @@ from ..channels.base import (
 )
 from ..channels.unsubscribe import UnsubscribeLinks, opt_out_key
 from ..clock import Clock
-from ..domain.appointment import Appointment, AppointmentStatus, masked_patient
+from ..domain.appointment import Appointment, AppointmentStatus, caregiver_copy, masked_patient
 from ..domain.clinic import Clinic
 from ..domain.failure_rules import FailureTable
-from ..domain.planning import NO_SMS_CONSENT, ReminderStatus
+from ..domain.planning import NO_SMS_CONSENT, Recipient, ReminderStatus, caregiver_skip
 from ..domain.protocol import Channel
 from ..domain.sms_decision import SEND, SmsDecision, SmsOutcome, decide
 from ..domain.timing import zone
@@ -171,7 +171,7 @@ class DispatchService:
         }
         self._follow_ups = FollowUps(catalog)
         self._loop = LoopThread()
-        self._merges: dict[int, list[RowData]] = {}  # per batch: see _pending_merges
+        self._merges: dict[tuple[int, str], list[RowData]] = {}  # per batch: see _pending_merges
         self._emails_opted_out: set[str] = set()  # per batch: addresses that unsubscribed
         self._lookup = sms_lookup
         self._preparing: asyncio.Lock | None = None  # one preparation at a time (_merges)
@@ -482,9 +482,7 @@ class DispatchService:
 
     def _prepare_all(self, claimed: list[RowData]) -> list[Result | _Job]:
         context = self._load_appointments({row["appointment_id"] for row in claimed})
-        opted_out = self._opted_out(
-            {a.patient.mobile for a, _ in context.values() if a.patient.mobile}
-        )
+        opted_out = self._opted_out({n for a, _ in context.values() for n in _numbers(a) if n})
         now = self._clock()
         texts = self._patient_texts({s["patient_id"] for _, s in context.values()}, now)
         self._merges = self._pending_merges(set(context))
@@ -558,8 +556,9 @@ class DispatchService:
         step = protocol.step_or_none(reminder["step_id"]) if protocol else None
         return step is not None and getattr(step, setting) == "merge"
 
-    def _pending_merges(self, appointment_ids: set[int]) -> dict[int, list[RowData]]:
-        """Skipped texts waiting to ride on the next text of their appointment."""
+    def _pending_merges(self, appointment_ids: set[int]) -> dict[tuple[int, str], list[RowData]]:
+        """Skipped texts waiting to ride on the next text of their appointment to the same
+        recipient (the patient, or the caregiver getting copies)."""
         query = (
             select(reminders)
             .where(reminders.c.appointment_id.in_(appointment_ids))
@@ -567,10 +566,10 @@ class DispatchService:
             .where(reminders.c.status == ReminderStatus.SKIPPED.value)
             .order_by(reminders.c.nominal_at)
         )
-        merges: dict[int, list[RowData]] = defaultdict(list)
+        merges: dict[tuple[int, str], list[RowData]] = defaultdict(list)
         with reading(self._engine) as conn:
             for row in conn.execute(query).mappings():
-                merges[row["appointment_id"]].append(row)
+                merges[(row["appointment_id"], row["recipient"])].append(row)
         return merges
 
     def _opted_out_emails(self, addresses: set[str | None]) -> set[str]:
@@ -635,11 +634,20 @@ class DispatchService:
             changes = {"due_at": opens, "attempts": reminder["attempts"] - 1}
             return Result(reminder, ReminderStatus.PENDING, "deferred to the send window", changes)
         channel = Channel(reminder["channel"])
-        to = appointment.patient.mobile if channel is Channel.SMS else appointment.patient.email
+        copy = reminder["recipient"] == _CAREGIVER
+        if copy:
+            # The caregiver's copy: both consents are checked again now (an import may have
+            # changed them since planning), and the caps stay the patient's own.
+            why = caregiver_skip(appointment)
+            if why:
+                return Result(reminder, ReminderStatus.SKIPPED, why)
+            to = appointment.patient.caregiver_copy_to
+        else:
+            to = appointment.patient.mobile if channel is Channel.SMS else appointment.patient.email
         if not to:
             missing = "mobile number" if channel is Channel.SMS else "email address"
             return Result(reminder, ReminderStatus.SKIPPED, f"no {missing}")
-        if channel is Channel.SMS and not appointment.patient.sms_consent:
+        if channel is Channel.SMS and not copy and not appointment.patient.sms_consent:
             return Result(reminder, ReminderStatus.SKIPPED, NO_SMS_CONSENT, undeliverable=True)
         if channel is Channel.SMS and to in opted_out:
             reason = "the number has opted out of SMS"
@@ -648,11 +656,12 @@ class DispatchService:
             reason = "the address has unsubscribed from email"
             return Result(reminder, ReminderStatus.SKIPPED, reason, undeliverable=True)
         decision = SEND
-        if channel is Channel.SMS and texts is not None:
+        if channel is Channel.SMS and texts is not None and not copy:
             decision = self._caps_decision(reminder, appointment, stored, clinic, texts, now)
             if decision.outcome is SmsOutcome.MERGE:
                 # A text of the appointment prepared later in this batch may carry it today.
-                self._merges.setdefault(reminder["appointment_id"], []).append(reminder)
+                key = (reminder["appointment_id"], reminder["recipient"])
+                self._merges.setdefault(key, []).append(reminder)
                 return _merge_later(reminder, decision.reason)
             if decision.outcome is not SmsOutcome.SEND:  # by email, or staff are told
                 reason = decision.reason
@@ -692,6 +701,8 @@ class DispatchService:
         if message.channel is Channel.SMS:
             assert message.sms is not None
             body, merged = self._with_merges(message.sms, reminder, appointment, stored, clinic)
+            if reminder["recipient"] == _CAREGIVER:
+                body = caregiver_copy(body, appointment.patient)
             callback = None
             if self._public_url:
                 callback = f"{self._public_url}/webhooks/twilio/status?reminder={reminder['id']}"
@@ -735,7 +746,7 @@ class DispatchService:
         clinic: Clinic,
     ) -> tuple[str, tuple[int, ...]]:
         """This text, with the lines of skipped texts its step chain said to merge into it."""
-        waiting = self._merges.pop(reminder["appointment_id"], [])
+        waiting = self._merges.pop((reminder["appointment_id"], reminder["recipient"]), [])
         lines, merged = [], []
         rescheduled = stored["scheduled_at"] != stored["booked_at"]
         for row in waiting:
@@ -961,6 +972,14 @@ class DispatchService:
                         result.reminder["id"],
                     )
         return recorded
+
+
+_CAREGIVER = Recipient.CAREGIVER.value
+
+
+def _numbers(appointment: Appointment) -> tuple[str | None, str | None]:
+    """The numbers an appointment's texts may go to: the patient's, their caregiver's."""
+    return appointment.patient.mobile, appointment.patient.caregiver_copy_to
 
 
 def _merge_later(reminder: RowData, reason: str) -> Result:

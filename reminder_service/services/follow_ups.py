@@ -22,7 +22,7 @@ from sqlalchemy import Connection, insert, select
 
 from ..catalog import Catalog
 from ..domain.clinic import Clinic
-from ..domain.planning import ReminderStatus
+from ..domain.planning import Recipient, ReminderStatus
 from ..domain.protocol import Channel
 from ..domain.timing import zone
 from ..store import bulk
@@ -48,7 +48,13 @@ class FollowUps:
     ) -> None:
         """Plan the fallback email or the staff alert for each reminder (with the reason it
         failed) that will not arrive."""
-        failed = [(r, why) for r, why in failed if r["channel"] != STAFF_CHANNEL]
+        # A caregiver's copy that fails is not followed up: the patient's own rows of the step
+        # are (the copy is a courtesy, and the caregiver has no email channel here).
+        failed = [
+            (r, why)
+            for r, why in failed
+            if r["channel"] != STAFF_CHANNEL and r["recipient"] != Recipient.CAREGIVER.value
+        ]
         if not failed:
             return
         ids = {r["appointment_id"] for r, _ in failed}
@@ -212,6 +218,7 @@ def _steps_of(conn: Connection, appointment_ids: set[int]) -> dict[tuple[Any, ..
         )
         .where(reminders.c.appointment_id.in_(appointment_ids))
         .where(reminders.c.status != ReminderStatus.CANCELLED.value)
+        .where(reminders.c.recipient != Recipient.CAREGIVER.value)  # not the patient's channels
     )
     grouped: dict[tuple[Any, ...], list[Any]] = defaultdict(list)
     for row in conn.execute(query).mappings():

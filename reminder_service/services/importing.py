@@ -30,11 +30,19 @@ from sqlalchemy import (
 
 from ..catalog import Catalog
 from ..clock import Clock
-from ..domain.appointment import Appointment, AppointmentStatus, Cancellation, Change, Patient
+from ..domain.appointment import (
+    Appointment,
+    AppointmentStatus,
+    Cancellation,
+    Caregiver,
+    Change,
+    Patient,
+)
 from ..domain.planning import (
     STAFF_ALERT_REASON,
     PlannedReminder,
     PlanWindow,
+    Recipient,
     ReminderStatus,
     plan_window,
 )
@@ -93,6 +101,8 @@ class ImportSummary:
     reminders_planned: int = 0
     reminders_cancelled: int = 0
     errors: list[RowError] = field(default_factory=list)
+    # What was dropped from items that still imported (a caregiver's unreadable number).
+    warnings: list[RowError] = field(default_factory=list)
     import_id: int | None = None
 
     def counts(self) -> dict[str, int]:
@@ -169,10 +179,13 @@ class ImportService:
                 if unstorable({**patient_fields(patient), "fhir_id": fhir_id}):
                     continue
                 values = {**records.patient_values(patient), "fhir_id": fhir_id, "updated_at": now}
+                kept = values
+                if not records.caregiver_said(patient):  # the stored caregiver stays
+                    kept = {k: v for k, v in values.items() if k not in records.CAREGIVER_COLUMNS}
                 done = conn.execute(
                     update(patients)
                     .where(patients.c.external_id == patient.external_id)
-                    .values(**values)
+                    .values(**kept)
                 )
                 if not done.rowcount:
                     conn.execute(insert(patients).values(**values))
@@ -193,6 +206,7 @@ class ImportService:
         progress: Callable[[int], None] | None = None,
         now: datetime | None = None,
         source_times: Mapping[int, datetime] | None = None,
+        parse_warnings: Sequence[RowError] = (),
     ) -> ImportSummary:
         """Apply appointments in order. An item may carry `preplan(...)`'s rows made with the same
         `now` and `plan_until(now)`; they are used if the appointment turns out to be new, and
@@ -200,7 +214,8 @@ class ImportService:
 
         `parse_errors` is read after the last item: a streaming parser may still be adding to it
         while `items` are consumed. `source_times` (by item line) are when the sender made each
-        change: one older than the change already applied to its appointment is ignored."""
+        change: one older than the change already applied to its appointment is ignored.
+        `parse_warnings`, read like `parse_errors`, are reported and reject nothing."""
         now = now or self._clock()
         summary = ImportSummary()
         with self._engine.begin() as conn:
@@ -217,6 +232,7 @@ class ImportService:
                     progress(len(chunk))
             summary.errors.extend(parse_errors)
             summary.rejected += len({e.line for e in parse_errors})
+            summary.warnings.extend(sorted(parse_warnings, key=lambda e: e.line))
             conn.execute(
                 update(imports)
                 .where(imports.c.id == summary.import_id)
@@ -322,10 +338,13 @@ class ImportService:
                 accepted.append(appointment)
         if not accepted:
             return
-        patient_ids = _upsert_patients(conn, accepted, now)
+        patient_ids, caregivers = _upsert_patients(conn, accepted, now)
         existing = _existing_appointments(conn, [a.external_id for a in accepted])
         work = _Chunk()
-        accepted = _in_sender_order(conn, accepted, existing, sent_at, now, summary, work)
+        accepted = _in_sender_order(
+            conn, _with_caregivers(accepted, caregivers, preplanned), existing, sent_at, now,
+            summary, work,
+        )  # fmt: skip
         for appointment in accepted:
             prepared = preplanned.get(appointment.external_id)
             values = prepared.values if prepared else records.appointment_values(appointment)
@@ -497,8 +516,8 @@ class ImportService:
                     (appointment_id, values["version"], summary.import_id, CALENDAR_CANCEL,
                      Channel.EMAIL.value, CALENDAR_CANCEL, enc_now, enc_now,
                      encode(appointment.start), ReminderStatus.PENDING.value,
-                     "appointment cancelled: the calendar entry sent is withdrawn", 0, enc_now,
-                     enc_now)
+                     "appointment cancelled: the calendar entry sent is withdrawn", _PATIENT, 0,
+                     enc_now, enc_now)
                 )  # fmt: skip
             reason = _CANCEL_REASONS.get(outcome, "appointment details changed")
             cancels.extend({"rid": rid, "reason": reason, "now": now} for rid in result.cancel)
@@ -710,29 +729,81 @@ def _chunks(items: Iterable[ImportItem]) -> Iterator[list[ImportItem]]:
         yield chunk
 
 
-def _upsert_patients(conn: Connection, batch: list[Appointment], now: datetime) -> dict[str, int]:
+def _upsert_patients(
+    conn: Connection, batch: list[Appointment], now: datetime
+) -> tuple[dict[str, int], dict[str, Caregiver | None]]:
+    """Insert or update the batch's patients; returns their ids, and each one's caregiver as it
+    now stands (what the batch said last, else what was stored: a source that says nothing
+    about a caregiver leaves the stored one alone)."""
     latest = {a.patient.external_id: records.patient_values(a.patient) for a in batch}
     # A cancellation says nothing reliable about contact details: it never overwrites them.
     booked = {a.patient.external_id for a in batch if a.status is AppointmentStatus.BOOKED}
+    said: dict[str, Caregiver | None] = {}
+    for a in batch:
+        if a.status is AppointmentStatus.BOOKED and records.caregiver_said(a.patient):
+            said[a.patient.external_id] = a.patient.known_caregiver
     found = conn.execute(
         select(patients).where(patients.c.external_id.in_(list(latest)))
     ).mappings()
     ids: dict[str, int] = {}
+    caregivers: dict[str, Caregiver | None] = {}
     changed = []
     for row in found:
-        ids[row["external_id"]] = row["id"]
-        wanted = latest[row["external_id"]]
-        if row["external_id"] in booked and any(row[k] != v for k, v in wanted.items()):
+        ext = row["external_id"]
+        ids[ext] = row["id"]
+        recorded = records.caregiver_from_row(row)
+        caregivers[ext] = _resolved(said[ext], recorded) if ext in said else recorded
+        wanted = latest[ext]
+        if ext in said:
+            wanted.update(records.caregiver_values(caregivers[ext]))
+        else:
+            for column in records.CAREGIVER_COLUMNS:
+                del wanted[column]
+        if ext in booked and any(row[k] != v for k, v in wanted.items()):
             changed.append({**wanted, "pk": row["id"], "updated_at": now})
-    if changed:
-        conn.execute(update(patients).where(patients.c.id == bindparam("pk")), changed)
-    fresh = [{**values, "updated_at": now} for ext, values in latest.items() if ext not in ids]
+    # One statement per set of columns: an executemany binds the columns of its first row only,
+    # and rows whose source said nothing about a caregiver leave those columns out.
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for values in changed:
+        shapes[tuple(sorted(values))].append(values)
+    for group in shapes.values():
+        conn.execute(update(patients).where(patients.c.id == bindparam("pk")), group)
+    fresh = []
+    for ext, values in latest.items():
+        if ext not in ids:
+            caregivers[ext] = _resolved(said.get(ext), None)
+            fresh.append({**values, **records.caregiver_values(caregivers[ext]), "updated_at": now})
     if fresh:
         bulk.insert_dicts(conn, patients, list(fresh[0]), fresh)
         ids.update(
             bulk.ids_by_key(conn, patients, "external_id", (r["external_id"] for r in fresh))
         )
-    return ids
+    return ids, caregivers
+
+
+def _resolved(caregiver: Caregiver | None, recorded: Caregiver | None) -> Caregiver | None:
+    return caregiver.consents_from(recorded) if caregiver is not None else None
+
+
+def _with_caregivers(
+    batch: list[Appointment],
+    caregivers: dict[str, Caregiver | None],
+    preplanned: dict[str, Preplan],
+) -> list[Appointment]:
+    """The appointments with their patient's caregiver as it now stands (see `_upsert_patients`:
+    kept when their source said nothing, consents a source could not give taken from the
+    record), so their plan has the copies the caregiver will get."""
+    resolved = []
+    for appointment in batch:
+        caregiver = caregivers.get(appointment.patient.external_id)
+        if appointment.patient.known_caregiver == caregiver:
+            resolved.append(appointment)  # planned as it will be stored (none may be unsaid)
+            continue
+        patient = replace(appointment.patient, caregiver=caregiver)
+        resolved.append(replace(appointment, patient=patient))
+        # Planned (in a worker) with the caregiver as its source gave it: plan it again.
+        preplanned.pop(appointment.external_id, None)
+    return resolved
 
 
 def _existing_appointments(conn: Connection, external_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -771,6 +842,7 @@ def _existing_reminders(conn: Connection, appointment_ids: list[int]) -> dict[in
             reminders.c.channel,
             reminders.c.nominal_at,
             reminders.c.status,
+            reminders.c.recipient,
         )
         .where(reminders.c.appointment_id.in_(appointment_ids))
         .where(reminders.c.status != ReminderStatus.CANCELLED.value)
@@ -784,14 +856,15 @@ def _existing_reminders(conn: Connection, appointment_ids: list[int]) -> dict[in
 
 REMINDER_COLUMNS = (
     "appointment_id", "appointment_version", "import_id", "step_id", "channel", "template",
-    "nominal_at", "due_at", "not_after", "status", "reason", "attempts", "created_at", "updated_at",
+    "nominal_at", "due_at", "not_after", "status", "reason", "recipient", "attempts", "created_at",
+    "updated_at",
 )  # fmt: skip
 
 
 def plan_rows(
     plans: Iterable[PlannedReminder], encode: Callable[[datetime | None], Any]
 ) -> list[PlanRow]:
-    """The part of each reminder row that planning decides (REMINDER_COLUMNS[3:11])."""
+    """The part of each reminder row that planning decides (REMINDER_COLUMNS[3:12])."""
     return [
         (
             p.step_id,
@@ -802,6 +875,7 @@ def plan_rows(
             encode(p.not_after),
             p.status.value,
             p.reason,
+            p.recipient.value,
         )
         for p in plans
     ]
@@ -834,7 +908,7 @@ def plan_detail(version: int, planned: list[PlanRow], resume_at: datetime | None
     planned and each skipped one with its reason (the reminder rows hold the times; every later
     change to a reminder gets an audit entry of its own), and when the rest of the plan is due
     to be added."""
-    skipped = {f"{r[0]}/{r[1]}": r[7] for r in planned if r[6] == SKIPPED}
+    skipped = {_plan_key(r): r[7] for r in planned if r[6] == SKIPPED}
     detail: dict[str, Any] = {"version": version, "planned": len(planned) - len(skipped)}
     if skipped:
         detail["skipped"] = skipped
@@ -843,8 +917,20 @@ def plan_detail(version: int, planned: list[PlanRow], resume_at: datetime | None
     return json.dumps(detail)
 
 
+def _plan_key(row: PlanRow) -> str:
+    """step/channel, and "/caregiver" for a caregiver's copy."""
+    key = f"{row[0]}/{row[1]}"
+    return key if row[8] == _PATIENT else f"{key}/{row[8]}"
+
+
+_PATIENT = Recipient.PATIENT.value
+
+
 def _alert_reasons(planned: list[PlanRow]) -> tuple[str, ...]:
-    return tuple(f"{r[0]}/{r[1]}: {r[7]}" for r in planned if r[7] == STAFF_ALERT_REASON)
+    # The caregiver's copies raise no alerts of their own: the patient's rows raise them.
+    return tuple(
+        f"{r[0]}/{r[1]}: {r[7]}" for r in planned if r[7] == STAFF_ALERT_REASON and r[8] == _PATIENT
+    )
 
 
 def _event(now: datetime, appointment_id: int | None, outcome: str, detail: str) -> dict[str, Any]:

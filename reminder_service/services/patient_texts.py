@@ -17,7 +17,7 @@ from sqlalchemy import Connection, select
 
 from ..catalog import Catalog
 from ..domain.appointment import Appointment, AppointmentStatus
-from ..domain.planning import ReminderStatus, plan_reminders
+from ..domain.planning import Recipient, ReminderStatus, plan_reminders
 from ..domain.protocol import Channel, Step
 from ..domain.sms_caps import Text
 from ..domain.sms_decision import Fallbacks
@@ -43,6 +43,7 @@ def sms_history(
         .where(appointments.c.patient_id.in_(patient_ids))
         .where(appointments.c.id != except_appointment)
         .where(reminders.c.channel == Channel.SMS.value)
+        .where(reminders.c.recipient == Recipient.PATIENT.value)  # copies went to the caregiver
         .where(reminders.c.status == ReminderStatus.SENT.value)
         .where(reminders.c.sent_at > now - LOOKBACK)
     )
@@ -80,7 +81,11 @@ def stored_texts(conn: Connection, appointment_ids: set[int]) -> dict[int, list[
         reminders.c.nominal_at,
         reminders.c.due_at,
         reminders.c.status,
-    ).where(reminders.c.appointment_id.in_(appointment_ids), reminders.c.channel == _SMS)
+    ).where(
+        reminders.c.appointment_id.in_(appointment_ids),
+        reminders.c.channel == _SMS,
+        reminders.c.recipient == Recipient.PATIENT.value,  # the caps are the patient's
+    )
     stored: dict[int, list[RowData]] = defaultdict(list)
     for row in conn.execute(query).mappings():
         stored[row["appointment_id"]].append(row)
@@ -119,6 +124,7 @@ def texts_to_come(
         text_of(protocol.step_or_none(p.step_id), stored, p.step_id, p.nominal_at, p.due_at)
         for p in planned
         if p.channel is Channel.SMS
+        and p.recipient is Recipient.PATIENT
         and p.status is ReminderStatus.PENDING
         and p.due_at > now
         and text_key(stored, p.step_id, p.nominal_at) not in known

@@ -11,9 +11,9 @@ from sqlalchemy import Connection, Engine, select
 
 from ..catalog import Catalog
 from ..clock import Clock
-from ..domain.appointment import Appointment
+from ..domain.appointment import Appointment, caregiver_copy
 from ..domain.confirmation import Confirmation, confirmation_deadline
-from ..domain.planning import PlannedReminder, ReminderStatus
+from ..domain.planning import PlannedReminder, Recipient, ReminderStatus
 from ..domain.protocol import Channel
 from ..domain.sms_caps import Text
 from ..domain.sms_decision import Fallbacks, SmsDecision, SmsOutcome, decide
@@ -48,6 +48,7 @@ class PreviewLine:
     body: str | None
     reminder_id: int | None
     nominal_at: datetime | None = None  # the protocol's moment: with the step, which text it is
+    recipient: str = Recipient.PATIENT.value  # or "caregiver": a copy of the patient's text
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -59,6 +60,7 @@ class PreviewLine:
             "subject": self.subject,
             "body": self.body,
             "reminder_id": self.reminder_id,
+            "recipient": self.recipient,
         }
 
 
@@ -124,6 +126,9 @@ class PreviewService:
                 subject, body = self._render(reminder, appointment, stored)
             except RenderError as exc:
                 reason = f"{reason}; cannot render: {exc}"
+        recipient = reminder["recipient"]
+        if body is not None and recipient == Recipient.CAREGIVER.value:
+            body = caregiver_copy(body, appointment.patient)
         tz = zone(appointment.patient.timezone)
         return PreviewLine(
             step=reminder["step_id"],
@@ -135,6 +140,7 @@ class PreviewService:
             body=body,
             reminder_id=reminder["id"],
             nominal_at=reminder["nominal_at"],
+            recipient=recipient,
         )
 
     def _outlook(self, conn: Connection, stored: RowData) -> list[Text]:
@@ -166,6 +172,8 @@ class PreviewService:
             pending = line.status == ReminderStatus.PENDING.value
             if line.channel != Channel.SMS.value or not pending or line.nominal_at is None:
                 continue
+            if line.recipient != Recipient.PATIENT.value:
+                continue  # the caps are the patient's; a copy follows its own rules
             step = protocol.step_or_none(line.step)
             key = patient_texts.text_key(stored, line.step, line.nominal_at)
             if key not in texts:  # due already, not sent yet: the dispatcher weighs it as now
@@ -203,6 +211,7 @@ class PreviewService:
             "template": planned.template, "status": planned.status.value,
             "reason": planned.reason, "due_at": planned.due_at, "sent_at": None, "alert": None,
             "nominal_at": planned.nominal_at,
+            "recipient": planned.recipient.value,
         }  # fmt: skip
         return self._line(row, appointment, stored)
 

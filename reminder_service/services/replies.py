@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, text, update
 
 from ..catalog import Catalog
 from ..clock import Clock
@@ -186,7 +186,17 @@ def _nearest_appointment(conn: Connection, phone: str, now: datetime) -> RowData
             patients.c.mobile,
         )
         .join(patients, patients.c.id == appointments.c.patient_id)
-        .where(patients.c.mobile == phone)
+        .where(
+            or_(
+                patients.c.mobile == phone,
+                # A caregiver gets the patient's texts (and their reply codes) with both consents.
+                and_(
+                    patients.c.caregiver_mobile == phone,
+                    patients.c.caregiver_copies.is_(True),
+                    patients.c.caregiver_sms_consent.is_(True),
+                ),
+            )
+        )
         .where(appointments.c.status == AppointmentStatus.BOOKED.value)
     )
     upcoming = conn.execute(

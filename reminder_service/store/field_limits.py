@@ -37,6 +37,9 @@ MAX_LENGTH: Mapping[str, int] = {
     "timezone": _length(patients.c.timezone),
     "sms_consent": _length(patients.c.sms_consent),
     "fhir_id": _length(patients.c.fhir_id),
+    "caregiver_name": _length(patients.c.caregiver_name),
+    "caregiver_mobile": _length(patients.c.caregiver_mobile),
+    "caregiver_relationship": _length(patients.c.caregiver_relationship),
 }
 
 
@@ -70,7 +73,7 @@ def unstorable(values: Mapping[str, str | None]) -> list[tuple[str, str]]:
 
 
 def patient_fields(patient: Patient) -> dict[str, str | None]:
-    return {
+    fields: dict[str, str | None] = {
         "patient_id": patient.external_id,
         "first_name": patient.first_name,
         "last_name": patient.last_name,
@@ -80,6 +83,12 @@ def patient_fields(patient: Patient) -> dict[str, str | None]:
         "timezone": patient.timezone,
         "sms_consent": patient.sms_consent,
     }
+    caregiver = patient.known_caregiver
+    if caregiver is not None:
+        fields["caregiver_name"] = caregiver.name
+        fields["caregiver_mobile"] = caregiver.mobile
+        fields["caregiver_relationship"] = caregiver.relationship
+    return fields
 
 
 def change_fields(change: Appointment | Cancellation) -> dict[str, str | None]:

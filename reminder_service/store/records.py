@@ -8,8 +8,16 @@ from typing import Any
 
 from sqlalchemy import Select, select
 
-from ..domain.appointment import FLAG_NAMES, Appointment, AppointmentStatus, Patient, Tristate
-from ..domain.planning import ReminderStatus
+from ..domain.appointment import (
+    CAREGIVER_UNSAID,
+    FLAG_NAMES,
+    Appointment,
+    AppointmentStatus,
+    Caregiver,
+    Patient,
+    Tristate,
+)
+from ..domain.planning import Recipient, ReminderStatus
 from ..domain.protocol import Channel
 from ..domain.reconcile import ExistingReminder
 from .tables import appointments, patients
@@ -18,7 +26,13 @@ from .tables import appointments, patients
 RowData = Mapping[Any, Any]
 
 FLAG_COLUMNS = FLAG_NAMES  # one column per flag, named as the flag
-PATIENT_COLUMNS = tuple(f.name for f in fields(Patient))  # patients' columns, as Patient's fields
+# The caregiver's columns on patients, as Caregiver's fields prefixed "caregiver_".
+CAREGIVER_COLUMNS = tuple(f"caregiver_{f.name}" for f in fields(Caregiver))
+# patients' columns: Patient's fields (the caregiver spread over its own columns).
+PATIENT_COLUMNS = (
+    *(f.name for f in fields(Patient) if f.name != "caregiver"),
+    *CAREGIVER_COLUMNS,
+)
 
 
 def select_with_patients() -> Select[Any]:
@@ -47,7 +61,47 @@ def patient_values(patient: Patient) -> dict[str, Any]:
         "sms_consent": patient.sms_consent,
         "deceased": patient.deceased,
         "do_not_contact": patient.do_not_contact,
+        **caregiver_values(patient.known_caregiver),
     }
+
+
+def caregiver_values(caregiver: Caregiver | None) -> dict[str, Any]:
+    """The caregiver's columns: all empty when there is none (patient_values gives these for a
+    source that said nothing too: see `caregiver_said`)."""
+    if caregiver is None:
+        return {
+            "caregiver_name": None,
+            "caregiver_mobile": None,
+            "caregiver_relationship": None,
+            "caregiver_sms_consent": False,
+            "caregiver_copies": False,
+        }
+    return {
+        "caregiver_name": caregiver.name,
+        "caregiver_mobile": caregiver.mobile,
+        "caregiver_relationship": caregiver.relationship,
+        # A consent the source could not give is resolved when importing; unresolved it is no.
+        "caregiver_sms_consent": bool(caregiver.sms_consent),
+        "caregiver_copies": bool(caregiver.copies),
+    }
+
+
+def caregiver_said(patient: Patient) -> bool:
+    """Whether the source said anything about a caregiver (one, or none): if not, the stored
+    caregiver stays as it is."""
+    return patient.caregiver is not CAREGIVER_UNSAID
+
+
+def caregiver_from_row(patient: RowData) -> Caregiver | None:
+    if patient["caregiver_name"] is None:
+        return None
+    return Caregiver(
+        name=patient["caregiver_name"],
+        mobile=patient["caregiver_mobile"],
+        relationship=patient["caregiver_relationship"] or "",
+        sms_consent=bool(patient["caregiver_sms_consent"]),
+        copies=bool(patient["caregiver_copies"]),
+    )
 
 
 def appointment_values(appointment: Appointment) -> dict[str, Any]:
@@ -77,6 +131,7 @@ def patient_from_row(patient: RowData) -> Patient:
         sms_consent=patient["sms_consent"],
         deceased=bool(patient["deceased"]),
         do_not_contact=bool(patient["do_not_contact"]),
+        caregiver=caregiver_from_row(patient),
     )
 
 
@@ -101,4 +156,5 @@ def existing_reminder(row: RowData) -> ExistingReminder:
         channel=Channel(row["channel"]),
         nominal_at=row["nominal_at"],
         status=ReminderStatus(row["status"]),
+        recipient=Recipient(row["recipient"]),
     )

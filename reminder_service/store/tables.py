@@ -45,6 +45,13 @@ patients = Table(
     Column("do_not_contact", Boolean, nullable=False, server_default=false()),
     # The FHIR Patient's logical id, so an Appointment referring to "Patient/<id>" finds them.
     Column("fhir_id", String(64), index=True),
+    # The patient's caregiver (domain.appointment.Caregiver): none when the name is NULL. Copies
+    # of the patient's texts go to the mobile only when both booleans are true.
+    Column("caregiver_name", String(100)),
+    Column("caregiver_mobile", String(20)),  # E.164
+    Column("caregiver_relationship", String(64)),
+    Column("caregiver_sms_consent", Boolean, nullable=False, server_default=false()),
+    Column("caregiver_copies", Boolean, nullable=False, server_default=false()),
 )
 
 imports = Table(
@@ -142,6 +149,8 @@ reminders = Table(
     Column("attempt_started_at", UtcDateTime),
     Column("attempt_to", String(20)),
     Column("attempt_sha256", String(64)),
+    # "patient", or "caregiver": a copy of the patient's SMS to their caregiver's mobile.
+    Column("recipient", String(16), nullable=False, server_default="patient"),
     Index("ix_reminders_status_due_at", "status", "due_at"),
 )
 

@@ -20,7 +20,7 @@ from reminder_service.store.tables import appointments, audit_log, reminders
 from tests.factories import appointment, local, walk_clock
 
 PLANNED = ("step_id", "channel", "template", "nominal_at", "due_at", "not_after", "status",
-           "reason")  # fmt: skip
+           "reason", "recipient")  # fmt: skip
 
 
 def apply(service: Service, *appts):  # type: ignore[no-untyped-def]

@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from reminder_service import bootstrap
 from reminder_service.bootstrap import Service
 from reminder_service.channels.base import body_sha256
+from reminder_service.domain.appointment import Caregiver
 from reminder_service.settings import Settings, TwilioSettings
 from reminder_service.store.tables import appointments, audit_log, reminders
 from tests.factories import appointment, config_without_sms_caps, patient
@@ -286,3 +287,31 @@ def test_a_crashed_attempt_the_list_showed_too_late_is_noted_for_staff(
             select(audit_log.c.event).where(audit_log.c.reminder_id == row["id"])
         ).scalars()
         assert "lost_answer_duplicate" in list(events)
+
+
+def test_a_caregivers_copy_goes_through_the_same_attempts_exactly_once(
+    service: Service, server: TwilioApiServer, clock
+) -> None:  # type: ignore[no-untyped-def]
+    """The patient's text and the caregiver's copy both accepted, both answers lost, one
+    dispatcher dead mid-send: each is found by asking, neither is sent twice."""
+    carer = "+447700900322"
+    person = patient(mobile=MOBILE, email=None,
+                     caregiver=Caregiver("Ann Carer", carer, "mother", True, True))  # fmt: skip
+    server.behaviour = replace(server.behaviour, accept_then_500=1.0)
+    service.importer.apply([(2, appointment(patient=person))], source="t", label="t")
+    assert service.dispatcher.dispatch_due().by_status == {"pending": 2}
+    server.behaviour = Behaviour()
+    texts = select(reminders).where(reminders.c.channel == "sms", reminders.c.step_id == "booked")
+    with service.engine.connect() as conn:
+        rows = {r["recipient"]: dict(r) for r in conn.execute(texts).mappings()}
+    assert {k: r["attempt_to"] for k, r in rows.items()} == {"patient": MOBILE, "caregiver": carer}
+    crashed(service, clock, rows["caregiver"])
+    clock.now = max(clock.now, rows["patient"]["due_at"])  # type: ignore[type-var]
+    assert service.dispatcher.dispatch_due().by_status == {"sent": 2}
+    sent = {m["To"]: m for m in server.messages()}
+    assert set(sent) == {MOBILE, carer} and server.stats()["requests"] == 2  # no second POST
+    assert sent[carer]["Body"] == f"For Test: {sent[MOBILE]['Body']}"
+    with service.engine.connect() as conn:
+        after = {r["recipient"]: r for r in conn.execute(texts).mappings()}
+    assert after["caregiver"]["provider_id"] == sent[carer]["sid"]
+    assert after["patient"]["provider_id"] == sent[MOBILE]["sid"]

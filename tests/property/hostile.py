@@ -32,6 +32,7 @@ from reminder_service.importers.csv_rows import (
     RowConverter,
     RowError,
     parse_csv,
+    split_warnings,
 )
 from reminder_service.importers.fhir_appointments import parse_fhir
 from reminder_service.importers.hl7_ack import build_ack
@@ -54,7 +55,10 @@ FHIR_SAMPLES = [
 SENTINEL_FIRST, SENTINEL_LAST = "Zebedeeqx", "Quillfeatherqx"
 SENTINEL_MOBILE = "07700 900461"
 SENTINEL_EMAIL = "sentinel.personqx@example.org"
-SENTINEL_MARKS = ("Zebedeeqx", "Quillfeatherqx", "900461", "sentinel.personqx")
+SENTINEL_CARER, SENTINEL_CARER_MOBILE = "Marigoldqx", "07700 900462"
+SENTINEL_MARKS = (
+    "Zebedeeqx", "Quillfeatherqx", "900461", "sentinel.personqx", "Marigoldqx", "900462",
+)  # fmt: skip
 
 # --- values ------------------------------------------------------------------------------------
 
@@ -191,6 +195,8 @@ GOOD_ROW = {
     "duration_minutes": "45", "location": "Day Unit", "sedation": "yes", "anticoagulant": "no",
     "status": "booked", "clinic": "", "on_chemotherapy": "", "diabetes_on_medication": "",
     "sms_consent": "", "deceased": "", "do_not_contact": "",
+    "caregiver_name": SENTINEL_CARER, "caregiver_mobile": SENTINEL_CARER_MOBILE,
+    "caregiver_relationship": "mother", "caregiver_consent": "yes", "caregiver_copies": "yes",
 }  # fmt: skip
 PERSONAL = ("first_name", "last_name", "mobile", "email")
 
@@ -266,7 +272,9 @@ def no_patient_data(texts: list[str]) -> None:
 def check_csv_row(row: dict[str, str], line: int = 2) -> None:
     converter = RowConverter(FIELDS, None, DEFAULTS)
     values = tuple(row[name] for name in FIELDS)
-    result = converter.convert(RawRow(line, values))
+    result, warnings = split_warnings(converter.convert(RawRow(line, values)))
+    check_row_errors(warnings, {*FIELDS}, range(line, line + 1))
+    no_patient_data([w.reason for w in warnings])
     if isinstance(result, list):
         assert result, "an empty error list"
         check_row_errors(result, {*FIELDS, ""}, range(line, line + 1))
@@ -284,6 +292,7 @@ def check_csv_file(data: bytes) -> None:
         return
     physical = data.count(b"\n") + data.count(b"\r") + 2
     check_row_errors(parsed.errors, None, range(1, physical + 1))
+    check_row_errors(parsed.warnings, None, range(1, physical + 1))
     for _line, change in parsed.rows:
         check_change(change)
 
@@ -520,9 +529,17 @@ def check_fhir(document: Any) -> None:
 @st.composite
 def api_item(draw: st.DrawFn) -> Any:
     """One appointment object with some values hostile (text, other JSON types, or missing)."""
-    item: dict[str, Any] = {k: v for k, v in GOOD_ROW.items() if v}
+    item: dict[str, Any] = {
+        k: v for k, v in GOOD_ROW.items() if v and not k.startswith("caregiver_")
+    }
     item["duration_minutes"] = 45
-    for name in draw(st.lists(st.sampled_from(FIELDS), max_size=5, unique=True)):
+    item["caregiver"] = {"name": SENTINEL_CARER, "mobile": SENTINEL_CARER_MOBILE,
+                         "relationship": "mother", "sms_consent": True, "copies": True}  # fmt: skip
+    if draw(st.booleans()):
+        item["caregiver"][draw(st.sampled_from(sorted(item["caregiver"])))] = draw(
+            st.one_of(hostile_text(), json_values())
+        )
+    for name in draw(st.lists(st.sampled_from((*FIELDS, "caregiver")), max_size=5, unique=True)):
         if draw(st.integers(0, 4)) == 0:
             item.pop(name, None)
         else:

@@ -107,3 +107,11 @@ def test_the_unsubscribe_secret_is_never_shown_and_the_sender_is_smtps():  # typ
     assert "u" * 20 not in str(settings.describe())
     assert settings.sender_address == "reminders@clinic.example"  # SMTP_FROM, with SMTP
     assert Settings.from_env({}).sender_address == "reminders@localhost"  # REMINDER_EMAIL_FROM
+
+
+def test_fhir_caregiver_copies_is_off_unless_said_and_must_be_a_boolean():
+    assert Settings.from_env({}).fhir_caregiver_copies is False
+    assert Settings.from_env({"REMINDER_FHIR_CAREGIVER_COPIES": "true"}).fhir_caregiver_copies
+    assert not Settings.from_env({"REMINDER_FHIR_CAREGIVER_COPIES": "no"}).fhir_caregiver_copies
+    with pytest.raises(SettingsError, match="REMINDER_FHIR_CAREGIVER_COPIES: 'maybe' is not"):
+        Settings.from_env({"REMINDER_FHIR_CAREGIVER_COPIES": "maybe"})

@@ -1,7 +1,7 @@
 """email_opt_outs: addresses whose owner unsubscribed from reminder emails (List-Unsubscribe)
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 from reminder_service.store.types import UtcDateTime
 
 revision: str = "0015"
-down_revision: str | None = "0013"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
