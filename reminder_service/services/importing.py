@@ -746,6 +746,7 @@ def _existing_reminders(conn: Connection, appointment_ids: list[int]) -> dict[in
             reminders.c.channel,
             reminders.c.nominal_at,
             reminders.c.status,
+            reminders.c.attempts,
         )
         .where(reminders.c.appointment_id.in_(appointment_ids))
         .where(reminders.c.status != ReminderStatus.CANCELLED.value)

@@ -101,4 +101,5 @@ def existing_reminder(row: RowData) -> ExistingReminder:
         channel=Channel(row["channel"]),
         nominal_at=row["nominal_at"],
         status=ReminderStatus(row["status"]),
+        dispatched=row["attempts"] > 0,
     )
