@@ -141,6 +141,17 @@ class ImportService:
         cancelled = replace(current, status=AppointmentStatus.CANCELLED)
         return self.apply([(0, cancelled)], source=source, label=f"cancel {external_id}")
 
+    def stored(self, external_ids: Iterable[str]) -> dict[str, Appointment]:
+        """The stored appointments with these ids, by id (as an import would give them back)."""
+        wanted = [i for i in external_ids if can_be_stored("appointment_id", i)]
+        query = records.select_with_patients().where(appointments.c.external_id.in_(wanted))
+        with reading(self._engine) as conn:
+            found = conn.execute(query).mappings().all()
+        return {
+            row["external_id"]: records.appointment_from_row(row, records.patient_of(row))
+            for row in found
+        }
+
     def known_patient(self, fhir_id: str) -> Patient | None:
         """A patient already stored under this FHIR logical id (or, failing that, this external
         id): an Appointment may refer to a Patient sent earlier."""
