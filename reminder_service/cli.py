@@ -9,6 +9,7 @@ import shlex
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
@@ -36,7 +37,7 @@ from .scheduler import DispatchTimer
 from .services.api_keys import ApiKeys, KeyExists
 from .services.auditing import audit_trail
 from .services.csv_import import import_csv_file
-from .services.hl7_import import apply_siu, feed_clinic
+from .services.hl7_import import SiuResult, apply_siu, feed_clinic
 from .services.importing import ImportSummary
 from .services.previewing import NotFound
 from .services.reporting import status_report
@@ -240,17 +241,22 @@ def _import_hl7(
     if not results:
         err.print(f"[red]rejected, nothing imported:[/red] {file}: no HL7 message", highlight=False)
         raise typer.Exit(EXIT_UNUSABLE)
-    _print_summary(summary, None)
+    labels = {r.change.index: f"message {r.change.index} ({_control_id(r)})" for r in results}
+    _print_summary(summary, None, lambda index: labels.get(index, f"message {index}"))
     for result in results:
         if result.ack != "AA":
             out.print(
-                f"message {result.change.index} ({result.change.control_id or 'no control id'}): "
+                f"message {result.change.index} ({_control_id(result)}): "
                 f"{result.ack} {result.text}",
                 markup=False,
                 highlight=False,
             )
     if any(result.ack != "AA" for result in results):
         raise typer.Exit(EXIT_ROWS_REJECTED)
+
+
+def _control_id(result: SiuResult) -> str:
+    return result.change.control_id or "no control id"
 
 
 def _progress() -> Progress:
@@ -264,7 +270,11 @@ def _progress() -> Progress:
     )
 
 
-def _print_summary(summary: ImportSummary, errors_csv: Path | None) -> None:
+def _print_summary(
+    summary: ImportSummary,
+    errors_csv: Path | None,
+    place: Callable[[int], str] = lambda line: f"line {line}",
+) -> None:
     table = Table(title="Import summary")
     table.add_column("outcome")
     table.add_column("count", justify="right")
@@ -289,6 +299,15 @@ def _print_summary(summary: ImportSummary, errors_csv: Path | None) -> None:
             f"... and {len(summary.errors) - len(shown)} more row errors"
             + (f" (all in {errors_csv})" if errors_csv else " (use --errors-csv FILE)")
         )
+    for warning in summary.warnings[:50]:
+        out.print(
+            f"warning: {place(warning.line)}, {warning.column}: {warning.reason}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    if len(summary.warnings) > 50:
+        out.print(f"... and {len(summary.warnings) - 50} more warnings", highlight=False)
     if errors_csv:
         rows = [(e.line, e.column, e.reason) for e in summary.errors]
         with errors_csv.open("w", newline="", encoding="utf-8") as handle:

@@ -91,6 +91,8 @@ class ItemError(BaseModel):
 class ImportAnswer(BaseModel):
     summary: dict[str, int]
     errors: list[ItemError]
+    # Imported, but worth a look: a booking already in the past (index and field as errors').
+    warnings: list[ItemError] = []
 
 
 def size_limited(limit: int) -> Callable[[Request], Awaitable[bytes]]:
@@ -387,7 +389,8 @@ def _item(index: int, item: Any) -> AppointmentIn | list[RowError]:
 
 
 def _answer(summary: ImportSummary, errors: list[ItemError], *, rejected_all: bool) -> JSONResponse:
-    payload = ImportAnswer(summary=summary.counts(), errors=errors).model_dump()
+    warnings = [ItemError(index=w.line, field=w.column, reason=w.reason) for w in summary.warnings]
+    payload = ImportAnswer(summary=summary.counts(), errors=errors, warnings=warnings).model_dump()
     return JSONResponse(payload, status_code=422 if rejected_all else 200)
 
 

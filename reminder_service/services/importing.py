@@ -41,6 +41,7 @@ from ..domain.planning import (
 from ..domain.protocol import Channel
 from ..domain.reconcile import OPEN, reconcile
 from ..domain.start_range import start_problem
+from ..domain.timing import zone
 from ..importers.csv_rows import RowError
 from ..store import bulk, records
 from ..store.engine import reading
@@ -75,6 +76,8 @@ class Preplan(NamedTuple):
 ImportItem = tuple[int, Change] | tuple[int, Appointment, Preplan]
 # A cancellation whose appointment is not stored here: audited, never counted as cancelled.
 CANCEL_NOT_FOUND = "cancel_not_found"
+# A booking that started before the import that brought it: audited, and a warning.
+PAST_START = "in_the_past"
 UNKNOWN_CANCEL_REASON = "import: a cancellation for an appointment not known here"
 
 
@@ -91,7 +94,11 @@ class ImportSummary:
     rejected: int = 0
     reminders_planned: int = 0
     reminders_cancelled: int = 0
+    # Booked appointments imported or changed that started before the import: each is also
+    # counted above, and named in `warnings`.
+    in_the_past: int = 0
     errors: list[RowError] = field(default_factory=list)
+    warnings: list[RowError] = field(default_factory=list)  # imported, but worth a look
     import_id: int | None = None
 
     def counts(self) -> dict[str, int]:
@@ -231,6 +238,7 @@ class ImportService:
                 .values(summary=json.dumps(summary.counts()))
             )
         summary.errors.sort(key=lambda e: e.line)
+        summary.warnings.sort(key=lambda e: e.line)
         return summary
 
     def replan(self) -> ImportSummary:
@@ -374,10 +382,12 @@ class ImportService:
             work.audit.append(_event(now, appointment_id, outcome, plan.detail))
             work.audit.extend(_staff_alerts(now, appointment_id, plan.alerts))
             work.staff.extend(_staff_alert_rows(now, appointment_id, 1, import_id, plan.alerts))
-        cancelled = self._reconcile_changed(conn, work, changed_plans, now, rows, summary, encode)
+        summary.reminders_cancelled += self._reconcile_changed(
+            conn, work, changed_plans, now, rows, summary, encode
+        )
         bulk.insert_tuples(conn, reminders, REMINDER_COLUMNS, rows)
         summary.reminders_planned += len(rows)
-        summary.reminders_cancelled += cancelled
+        _warn_of_past(work, new_ids, chunk, now, summary)
         bulk.insert_audit(conn, work.audit)
         if work.staff:
             conn.execute(insert(reminders), work.staff)
@@ -844,6 +854,36 @@ def _event(now: datetime, appointment_id: int | None, outcome: str, detail: str)
         "reason": f"import: {outcome}",
         "detail": detail,
     }
+
+
+def _warn_of_past(
+    work: _Chunk,
+    new_ids: Mapping[str, int],
+    chunk: list[ImportItem],
+    now: datetime,
+    summary: ImportSummary,
+) -> None:
+    """A booking imported or changed after its start: a warning naming its line and id, and an
+    audit entry. It is still stored (history, and a later cancellation still finds it); planning
+    skips its steps whose time has passed, as for any late booking."""
+    lines = {item[1].external_id: item[0] for item in chunk}
+    for appointment, values, _ in [*work.new, *work.changed]:
+        if appointment.status is not AppointmentStatus.BOOKED or appointment.start >= now:
+            continue
+        tz = appointment.patient.timezone
+        start = appointment.start.astimezone(zone(tz)).strftime("%Y-%m-%d %H:%M")
+        summary.in_the_past += 1
+        summary.warnings.append(
+            RowError(
+                lines[appointment.external_id],
+                "start",
+                f"appointment {appointment.external_id} is in the past (started {start} {tz}): "
+                "imported as history; only messages still in time are sent",
+            )
+        )
+        appointment_id = values["pk"] if "pk" in values else new_ids[appointment.external_id]
+        detail = json.dumps({"start": appointment.start.isoformat()})
+        work.audit.append(_event(now, appointment_id, PAST_START, detail))
 
 
 def _staff_alert_rows(
