@@ -72,8 +72,7 @@ def sample_appointments(
     tz = zone(clinic.timezone)
     today = now.astimezone(tz).date()
     result = []
-    for index, person in enumerate(PEOPLE, 1):
-        external_id = f"SAMPLE-{index}"
+    for index, (external_id, person) in enumerate(zip(SAMPLE_IDS, PEOPLE, strict=True), 1):
         kept = stored.get(external_id)
         if kept is not None and kept.start > now:
             result.append(kept)

@@ -12,6 +12,7 @@ HL7, and say what went wrong as OperationOutcome issues.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -28,6 +29,8 @@ from ..importers.fhir_appointments import (
     parse_fhir,
 )
 from .importing import ImportItem, ImportService, ImportSummary
+
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,8 @@ def apply_fhir(
     resources = _appointments(document)
     for warning in summary.warnings:
         root, resource = resources[warning.line] if warning.line < len(resources) else ("", {})
-        named = f"Appointment/{resource['id']}: " if isinstance(resource.get("id"), str) else ""
+        resource_id = resource.get("id")
+        named = f"Appointment/{resource_id}: " if _is_fhir_id(resource_id) else ""
         where = f"{root or 'Appointment'}.{warning.column}"
         issues.append(FhirIssue("warning", "business-rule", where, named + warning.reason))
     return FhirImport(issues, summary)
@@ -130,6 +134,11 @@ def _last_updated(document: dict[str, Any]) -> list[datetime | None]:
         )
         times.append(moment if usable else None)
     return times
+
+
+def _is_fhir_id(value: object) -> bool:
+    """A FHIR logical id (R4: 1-64 of A-Z a-z 0-9 - .): safe to echo in an issue."""
+    return isinstance(value, str) and FHIR_ID.fullmatch(value) is not None
 
 
 def _appointments(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
