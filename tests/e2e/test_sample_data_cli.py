@@ -89,10 +89,10 @@ def _run_until(env: dict[str, str], moment: str, done) -> str:  # type: ignore[n
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        _wait_for(done, process, timeout=60)
+        _wait_for(done, process, timeout=120)
     finally:
         process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=30)
+    stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
     return stdout
 
@@ -139,7 +139,13 @@ def test_make_run_twice_places_the_samples_once_and_changes_nothing(env, tmp_pat
         assert shown.returncode == 0, shown.stderr
         assert shown.stdout.startswith("Appointment SAMPLE-2: BMBX at 2026-11-20T13:30:00+00:00")
 
-        second = _run_until(env, SECOND, lambda: _count(engine, imports) == 2)
+        # Stopped once its dispatcher runs: its planning horizon (48 hours from Wednesday 07:00)
+        # then adds SAMPLE-2's day-before messages (Thursday 18:00).
+        second = _run_until(
+            env,
+            SECOND,
+            lambda: _count(engine, imports) == 2 and _count(engine, reminders) > len(after_first),
+        )
         assert "3 appointments (3 unchanged); 0 reminders planned, 0 cancelled" in second
         after_second = _plan(engine)
         # Every reminder of the first run is as it was (the planning horizon may add later
