@@ -6,8 +6,11 @@ import asyncio
 import getpass
 import json
 import logging
+import shlex
+import shutil
 import signal
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
@@ -31,14 +34,14 @@ from .importers.hl7v2_siu import SiuMapping, load_siu_mapping
 from .listening import serve_until_signalled
 from .mllp import MllpServer
 from .rendering import Renderer
-from .sample_data import sample_appointments
+from .sample_data import SAMPLE_IDS, sample_appointments
 from .scheduler import DispatchTimer
 from .services.api_keys import ApiKeys, KeyExists
 from .services.auditing import audit_trail
 from .services.confirmations import AlreadyCancelled
 from .services.csv_import import import_csv_file
 from .services.email_opt_outs import STAFF as STAFF_OPT_OUT
-from .services.hl7_import import apply_siu, feed_clinic
+from .services.hl7_import import SiuResult, apply_siu, feed_clinic
 from .services.importing import ImportSummary
 from .services.previewing import NotFound
 from .services.reply_inbox import MAX_LIST, InboundReply
@@ -275,17 +278,22 @@ def _import_hl7(
     if not results:
         err.print(f"[red]rejected, nothing imported:[/red] {file}: no HL7 message", highlight=False)
         raise typer.Exit(EXIT_UNUSABLE)
-    _print_summary(summary, None)
+    labels = {r.change.index: f"message {r.change.index} ({_control_id(r)})" for r in results}
+    _print_summary(summary, None, lambda index: labels.get(index, f"message {index}"))
     for result in results:
         if result.ack != "AA":
             out.print(
-                f"message {result.change.index} ({result.change.control_id or 'no control id'}): "
+                f"message {result.change.index} ({_control_id(result)}): "
                 f"{result.ack} {result.text}",
                 markup=False,
                 highlight=False,
             )
     if any(result.ack != "AA" for result in results):
         raise typer.Exit(EXIT_ROWS_REJECTED)
+
+
+def _control_id(result: SiuResult) -> str:
+    return result.change.control_id or "no control id"
 
 
 def _progress() -> Progress:
@@ -299,7 +307,11 @@ def _progress() -> Progress:
     )
 
 
-def _print_summary(summary: ImportSummary, errors_csv: Path | None) -> None:
+def _print_summary(
+    summary: ImportSummary,
+    errors_csv: Path | None,
+    place: Callable[[int], str] = lambda line: f"line {line}",
+) -> None:
     table = Table(title="Import summary")
     table.add_column("outcome")
     table.add_column("count", justify="right")
@@ -332,6 +344,15 @@ def _print_summary(summary: ImportSummary, errors_csv: Path | None) -> None:
             f"... and {len(summary.errors) - len(shown)} more row errors"
             + (f" (all in {errors_csv})" if errors_csv else " (use --errors-csv FILE)")
         )
+    for warning in summary.warnings[:50]:
+        out.print(
+            f"warning: {place(warning.line)}, {warning.column}: {warning.reason}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    if len(summary.warnings) > 50:
+        out.print(f"... and {len(summary.warnings) - 50} more warnings", highlight=False)
     if errors_csv:
         rows = [(e.line, e.column, e.reason) for e in summary.errors]
         with errors_csv.open("w", newline="", encoding="utf-8") as handle:
@@ -343,10 +364,64 @@ def replan() -> None:
     """Re-plan upcoming appointments after protocols or clinic settings changed."""
     service = _service(DatabaseUse.WRITE)
     summary = service.importer.replan()
+    count = summary.updated + summary.unchanged
+    checked = f"{count} appointment{'' if count == 1 else 's'}"
+    if not (summary.updated or summary.reminders_planned or summary.reminders_cancelled):
+        out.print(f"re-planned {checked}: nothing changed", highlight=False)
+        return
     out.print(
-        f"re-planned: {summary.updated} appointments changed, {summary.unchanged} unchanged; "
-        f"{summary.reminders_planned} reminders planned, {summary.reminders_cancelled} cancelled"
+        f"re-planned {checked}: {summary.updated} changed, {summary.unchanged} "
+        f"unchanged; {summary.reminders_cancelled} reminders cancelled, "
+        f"{summary.reminders_planned} planned (`audit APPOINTMENT_ID` shows each change)",
+        highlight=False,
+        soft_wrap=True,
     )
+
+
+def _import_sample_data(service: bootstrap.Service) -> None:
+    """Import the sample appointments (those stored already come back unchanged) and print
+    each one's id with the command that previews it."""
+    clinic = service.catalog.clinics.default
+    stored = service.importer.stored(SAMPLE_IDS)
+    appointments = sample_appointments(clinic, service.clock(), stored)
+    summary = service.importer.apply(
+        enumerate(appointments, 1), source="sample", label="sample data"
+    )
+    outcomes = ", ".join(
+        f"{count} {name.replace('_', ' ')}"
+        for name, count in summary.counts().items()
+        if count and not name.startswith("reminders_")
+    )
+    out.print(
+        f"sample data: {len(appointments)} appointments ({outcomes}); "
+        f"{summary.reminders_planned} reminders planned, {summary.reminders_cancelled} cancelled",
+        highlight=False,
+        soft_wrap=True,
+    )
+    command = _invocation()
+    for appointment in appointments:
+        tz = zone(appointment.patient.timezone)
+        when = appointment.start.astimezone(tz).strftime("%a %d %b %Y %H:%M")
+        out.print(
+            f"  {appointment.external_id}  {when} {appointment.patient.timezone}  "
+            f"try: {command} preview {appointment.external_id}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    out.print(f"outbox: {service.settings.outbox_dir.resolve()}", highlight=False, soft_wrap=True)
+
+
+def _invocation() -> str:
+    """How this command was started, to print commands the user can paste: the console script
+    as it was typed (`.venv/bin/reminder-service` from `make run`), or `python -m`."""
+    script = Path(sys.argv[0])
+    if script.name != "reminder-service":
+        return f"{shlex.quote(sys.executable)} -m reminder_service"
+    found = shutil.which(script.name)
+    if found and Path(found).resolve() == script.resolve():
+        return script.name  # on the PATH: the bare name is what the user typed
+    return shlex.quote(sys.argv[0])
 
 
 @app.command()
@@ -367,16 +442,7 @@ def run(
     service = _service(DatabaseUse.MIGRATE)
     logging.getLogger(__name__).info("settings: %s", service.settings.describe())
     if sample_data:
-        clinic = service.catalog.clinics.default
-        appointments = sample_appointments(clinic, service.clock())
-        summary = service.importer.apply(
-            enumerate(appointments, 1), source="sample", label="sample data"
-        )
-        out.print(
-            f"sample data: {summary.imported} appointments, "
-            f"{summary.reminders_planned} reminders planned; outbox: "
-            f"{service.settings.outbox_dir.resolve()}"
-        )
+        _import_sample_data(service)
     timer = DispatchTimer(
         service.dispatcher,
         service.clock,

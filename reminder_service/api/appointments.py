@@ -136,7 +136,9 @@ class ItemError(BaseModel):
 class ImportAnswer(BaseModel):
     summary: dict[str, int]
     errors: list[ItemError]
-    warnings: list[ItemError] = []  # dropped from items that imported (a caregiver's number)
+    # Imported, but worth a look: a booking already in the past, a caregiver's number dropped
+    # (index and field as errors').
+    warnings: list[ItemError] = []
 
 
 def size_limited(limit: int) -> Callable[[Request], Awaitable[bytes]]:

@@ -12,6 +12,7 @@ HL7, and say what went wrong as OperationOutcome issues.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -28,6 +29,8 @@ from ..importers.fhir_appointments import (
     parse_fhir,
 )
 from .importing import ImportItem, ImportService, ImportSummary
+
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,13 @@ def apply_fhir(
         if moment is not None:
             times[item[0]] = moment
     summary = importer.apply(items, source="fhir", label="FHIR", source_times=times)
+    resources = _appointments(document)
+    for warning in summary.warnings:
+        root, resource = resources[warning.line] if warning.line < len(resources) else ("", {})
+        resource_id = resource.get("id")
+        named = f"Appointment/{resource_id}: " if _is_fhir_id(resource_id) else ""
+        where = f"{root or 'Appointment'}.{warning.column}"
+        issues.append(FhirIssue("warning", "business-rule", where, named + warning.reason))
     return FhirImport(issues, summary)
 
 
@@ -108,18 +118,8 @@ def _patients(
 
 def _last_updated(document: dict[str, Any]) -> list[datetime | None]:
     """Each Appointment's meta.lastUpdated (aware), in document order, as parse_fhir's changes."""
-    if document.get("resourceType") == "Appointment":
-        resources = [document]
-    else:
-        resources = [
-            entry["resource"]
-            for entry in _entries(document)
-            if isinstance(entry, dict)
-            and isinstance(entry.get("resource"), dict)
-            and entry["resource"].get("resourceType") == "Appointment"
-        ]
     times: list[datetime | None] = []
-    for resource in resources:
+    for _, resource in _appointments(document):
         meta = resource.get("meta")
         text = meta.get("lastUpdated") if isinstance(meta, dict) else None
         try:
@@ -134,6 +134,24 @@ def _last_updated(document: dict[str, Any]) -> list[datetime | None]:
         )
         times.append(moment if usable else None)
     return times
+
+
+def _is_fhir_id(value: object) -> bool:
+    """A FHIR logical id (R4: 1-64 of A-Z a-z 0-9 - .): safe to echo in an issue."""
+    return isinstance(value, str) and FHIR_ID.fullmatch(value) is not None
+
+
+def _appointments(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Each Appointment resource with its place, in document order, as parse_fhir's changes."""
+    if document.get("resourceType") == "Appointment":
+        return [("Appointment", document)]
+    return [
+        (f"Bundle.entry[{index}].resource", entry["resource"])
+        for index, entry in enumerate(_entries(document))
+        if isinstance(entry, dict)
+        and isinstance(entry.get("resource"), dict)
+        and entry["resource"].get("resourceType") == "Appointment"
+    ]
 
 
 def _entries(document: dict[str, Any]) -> list[Any]:

@@ -40,7 +40,7 @@ def feed_clinic(
 class SiuResult:
     change: SiuChange
     ack: str  # AA, AE or AR
-    text: str  # the reason for an AE or AR (no patient data)
+    text: str  # the reason for an AE or AR, or a warning with an AA (no patient data)
 
 
 def apply_siu(
@@ -76,6 +76,7 @@ def apply_siu(
     # Refused where they were applied (an unknown clinic, a value its column cannot hold).
     parsed_errors = set(unusable)
     refused = {e.line: f"{e.column}: {e.reason}" for e in summary.errors if e not in parsed_errors}
+    warned = {w.line: f"warning: {w.reason}" for w in summary.warnings}
     results = []
     for change in changes:
         if change.errors or not change.parsed:
@@ -83,6 +84,6 @@ def apply_siu(
             results.append(SiuResult(change, change.ack_code, reason))
         elif change.index in refused:
             results.append(SiuResult(change, "AE", refused[change.index]))
-        else:
-            results.append(SiuResult(change, "AA", ""))
+        else:  # accepted; a warning (a booking already in the past) goes back in MSA-3
+            results.append(SiuResult(change, "AA", warned.get(change.index, "")))
     return results, summary

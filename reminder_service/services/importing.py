@@ -50,6 +50,7 @@ from ..domain.protocol import Channel
 from ..domain.reachability import CRITICAL_UNREACHABLE, unreachable_critical_steps
 from ..domain.reconcile import OPEN, reconcile
 from ..domain.start_range import start_problem
+from ..domain.timing import zone
 from ..importers.csv_rows import RowError
 from ..store import bulk, records
 from ..store.engine import reading
@@ -84,6 +85,8 @@ class Preplan(NamedTuple):
 ImportItem = tuple[int, Change] | tuple[int, Appointment, Preplan]
 # A cancellation whose appointment is not stored here: audited, never counted as cancelled.
 CANCEL_NOT_FOUND = "cancel_not_found"
+# A booking that started before the import that brought it: audited, and a warning.
+PAST_START = "in_the_past"
 UNKNOWN_CANCEL_REASON = "import: a cancellation for an appointment not known here"
 
 
@@ -100,8 +103,11 @@ class ImportSummary:
     rejected: int = 0
     reminders_planned: int = 0
     reminders_cancelled: int = 0
+    # Booked appointments imported or changed that started before the import: each is also
+    # counted above, and named in `warnings`.
+    in_the_past: int = 0
     errors: list[RowError] = field(default_factory=list)
-    # What was dropped from items that still imported (a caregiver's unreadable number).
+    # Imported, but worth a look: a booking already in the past, a caregiver's number dropped.
     warnings: list[RowError] = field(default_factory=list)
     import_id: int | None = None
 
@@ -153,6 +159,17 @@ class ImportService:
         current = records.appointment_from_row(row, records.patient_of(row))
         cancelled = replace(current, status=AppointmentStatus.CANCELLED)
         return self.apply([(0, cancelled)], source=source, label=f"cancel {external_id}")
+
+    def stored(self, external_ids: Iterable[str]) -> dict[str, Appointment]:
+        """The stored appointments with these ids, by id (as an import would give them back)."""
+        wanted = [i for i in external_ids if can_be_stored("appointment_id", i)]
+        query = records.select_with_patients().where(appointments.c.external_id.in_(wanted))
+        with reading(self._engine) as conn:
+            found = conn.execute(query).mappings().all()
+        return {
+            row["external_id"]: records.appointment_from_row(row, records.patient_of(row))
+            for row in found
+        }
 
     def known_patient(self, fhir_id: str) -> Patient | None:
         """A patient already stored under this FHIR logical id (or, failing that, this external
@@ -239,6 +256,7 @@ class ImportService:
                 .values(summary=json.dumps(summary.counts()))
             )
         summary.errors.sort(key=lambda e: e.line)
+        summary.warnings.sort(key=lambda e: e.line)
         return summary
 
     def replan(self) -> ImportSummary:
@@ -378,10 +396,12 @@ class ImportService:
                 [values for _, values, _ in work.changed],
             )
         rows = _new_rows(work, new_plans, new_ids, now, encode(now), summary.import_id)
-        cancelled = self._reconcile_changed(conn, work, changed_plans, now, rows, summary, encode)
+        summary.reminders_cancelled += self._reconcile_changed(
+            conn, work, changed_plans, now, rows, summary, encode
+        )
         bulk.insert_tuples(conn, reminders, REMINDER_COLUMNS, rows)
         summary.reminders_planned += len(rows)
-        summary.reminders_cancelled += cancelled
+        _warn_of_past(work, new_ids, chunk, now, summary)
         bulk.insert_audit(conn, work.audit)
         if work.staff:
             conn.execute(insert(reminders), work.staff)
@@ -843,6 +863,7 @@ def _existing_reminders(conn: Connection, appointment_ids: list[int]) -> dict[in
             reminders.c.nominal_at,
             reminders.c.status,
             reminders.c.recipient,
+            reminders.c.attempts,
         )
         .where(reminders.c.appointment_id.in_(appointment_ids))
         .where(reminders.c.status != ReminderStatus.CANCELLED.value)
@@ -988,6 +1009,36 @@ def _opted_out(conn: Connection, numbers: set[str]) -> set[str]:
         return set()
     query = select(sms_opt_outs.c.phone).where(sms_opt_outs.c.phone.in_(numbers))
     return set(conn.execute(query).scalars())
+
+
+def _warn_of_past(
+    work: _Chunk,
+    new_ids: Mapping[str, int],
+    chunk: list[ImportItem],
+    now: datetime,
+    summary: ImportSummary,
+) -> None:
+    """A booking imported or changed after its start: a warning naming its line and id, and an
+    audit entry. It is still stored (history, and a later cancellation still finds it); planning
+    skips its steps whose time has passed, as for any late booking."""
+    lines = {item[1].external_id: item[0] for item in chunk}
+    for appointment, values, _ in [*work.new, *work.changed]:
+        if appointment.status is not AppointmentStatus.BOOKED or appointment.start >= now:
+            continue
+        tz = appointment.patient.timezone
+        start = appointment.start.astimezone(zone(tz)).strftime("%Y-%m-%d %H:%M")
+        summary.in_the_past += 1
+        summary.warnings.append(
+            RowError(
+                lines[appointment.external_id],
+                "start",
+                f"appointment {appointment.external_id} is in the past (started {start} {tz}): "
+                "imported as history; only messages still in time are sent",
+            )
+        )
+        appointment_id = values["pk"] if "pk" in values else new_ids[appointment.external_id]
+        detail = json.dumps({"start": appointment.start.isoformat()})
+        work.audit.append(_event(now, appointment_id, PAST_START, detail))
 
 
 def _staff_alert_rows(

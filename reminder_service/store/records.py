@@ -157,4 +157,5 @@ def existing_reminder(row: RowData) -> ExistingReminder:
         nominal_at=row["nominal_at"],
         status=ReminderStatus(row["status"]),
         recipient=Recipient(row["recipient"]),
+        dispatched=row["attempts"] > 0,
     )

@@ -7,6 +7,7 @@ import shutil
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select
 
 from bench.generate_appointments import generate, write_csv
@@ -18,7 +19,7 @@ from reminder_service.services.csv_import import import_csv_file
 from reminder_service.services.reporting import status_report
 from reminder_service.settings import Settings
 from reminder_service.store.tables import appointments, audit_log, imports, reminders
-from tests.factories import CONFIG_DIR, TEMPLATES_DIR, appointment, patient
+from tests.factories import CONFIG_DIR, TEMPLATES_DIR, appointment, local, patient
 
 
 def apply(service: Service, *appts):  # type: ignore[no-untyped-def]
@@ -269,3 +270,47 @@ def test_no_sms_consent_means_email_only_and_suppression_stops_everything(
     skipped = {r["reason"] for r in rows(service, status="skipped")}
     assert "the patient is recorded as deceased" in skipped
     assert service.dispatcher.dispatch_due().claimed == 0
+
+
+def _plan_state(service: Service):  # type: ignore[no-untyped-def]
+    return [
+        (r["id"], r["step_id"], r["channel"], r["status"], r["nominal_at"], r["due_at"])
+        for r in rows(service)
+    ]
+
+
+@pytest.mark.parametrize("hours_later", [0, 1, 30])
+@pytest.mark.parametrize("horizon_hours", [48, 90 * 24])
+def test_replan_with_nothing_changed_changes_nothing(
+    settings, clock, hours_later, horizon_hours
+) -> None:  # type: ignore[no-untyped-def]
+    # Booked in the evening, so the booking texts wait for the send window to open: their due
+    # time was decided at booking and must not move to the moment of the replan.
+    service = bootstrap.build(replace(settings, planning_horizon_hours=horizon_hours), clock)
+    clock.now = local("Europe/London", 2026, 11, 19, 21, 0)
+    apply(service, appointment(), appointment(external_id="A2", patient=patient(external_id="P2")))
+    before = (_plan_state(service), count(service, audit_log))
+    clock.advance(hours=hours_later)
+    summary = service.importer.replan()
+    assert (summary.updated, summary.unchanged) == (0, 2)
+    assert (summary.reminders_planned, summary.reminders_cancelled) == (0, 0)
+    assert (_plan_state(service), count(service, audit_log)) == before
+    service.engine.dispose()
+
+
+def test_replan_keeps_what_the_dispatcher_decided(service, clock) -> None:  # type: ignore[no-untyped-def]
+    # Five days ahead: the booking and the catch-up medicines texts are both due now; the SMS
+    # caps (one a day) keep the medicines text and skip the booking text (it goes by email).
+    # That skip is the dispatcher's decision, made at its time: replanning must not turn it
+    # back into a pending text, which would be sent later after all.
+    soon = local("Europe/London", 2026, 11, 24, 9, 30)
+    apply(service, appointment(start=soon))
+    service.dispatcher.dispatch_due()
+    skipped = rows(service, step_id="booked", channel="sms")
+    assert [r["status"] for r in skipped] == ["skipped"]
+    assert skipped[0]["reason"].startswith("over the SMS cap")
+    before = (_plan_state(service), count(service, audit_log))
+    clock.advance(hours=1)
+    summary = service.importer.replan()
+    assert (summary.updated, summary.unchanged, summary.reminders_cancelled) == (0, 1, 0)
+    assert (_plan_state(service), count(service, audit_log)) == before

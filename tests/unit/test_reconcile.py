@@ -1,3 +1,4 @@
+from dataclasses import replace
 from datetime import time, timedelta
 
 from reminder_service.configuration.protocols import load_protocols
@@ -81,3 +82,23 @@ def test_flag_change_replaces_a_pending_with_a_skipped():
     escort_ids = {r.id for r in existing if r.step_id == "escort"}
     assert escort_ids <= set(result.cancel)
     assert {p.status for p in result.create if p.step_id == "escort"} == {ReminderStatus.SKIPPED}
+
+
+def test_a_skip_decided_at_send_time_stands_while_the_plan_still_wants_that_message():
+    plans = plan_reminders(appointment(), PROTOCOL, WINDOW, BOOKED_AT, BOOKED_AT)
+    existing = stored(plans)
+    booked_sms = next(r for r in existing if (r.step_id, r.channel.value) == ("booked", "sms"))
+    capped = replace(booked_sms, status=ReminderStatus.SKIPPED, dispatched=True)
+    existing = [capped if r is booked_sms else r for r in existing]
+    later = BOOKED_AT + timedelta(hours=1)
+    result = reconcile(existing, plan_reminders(appointment(), PROTOCOL, WINDOW, later, BOOKED_AT))
+    assert result.create == [] and result.cancel == [] and capped.id in result.keep
+    # Rescheduled: the plan no longer wants that moment, so the skip is cancelled like any.
+    moved = appointment(start=local("Europe/London", 2026, 12, 17, 9, 30))
+    result = reconcile(existing, plan_reminders(moved, PROTOCOL, WINDOW, later, later))
+    assert capped.id in result.cancel
+    assert ("booked", "sms") in {(p.step_id, p.channel.value) for p in result.create}
+    # Skipped by planning (never dispatched): a plan that now wants it pending replaces it.
+    existing = stored(plans, {("booked", "sms"): ReminderStatus.SKIPPED})
+    result = reconcile(existing, plan_reminders(appointment(), PROTOCOL, WINDOW, later, BOOKED_AT))
+    assert result.cancel == [booked_sms.id] and len(result.create) == 1
