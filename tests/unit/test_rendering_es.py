@@ -187,11 +187,14 @@ def test_spanish_sms_are_gsm7_on_a_wednesday(renderer: Renderer, template: str) 
         assert result.encoding == "GSM-7", (template, result)
 
 
-def test_booked_sms_keeps_the_english_stop_keyword(renderer: Renderer) -> None:
+def test_booked_sms_tells_the_reply_codes_and_keeps_the_english_stop_keyword(
+    renderer: Renderer,
+) -> None:
     booked = sms(renderer, "booked", spanish(rescheduled=False))
     moved = sms(renderer, "booked", spanish(rescheduled=True))
     for text in (booked, moved):
-        assert text.endswith("Responda STOP para no recibir mensajes")
+        assert "Responda 1 para confirmar, 2 para cambiarla, o llame al " in text
+        assert text.endswith("STOP para no recibir mensajes")
     assert "su cita es el miércoles" in booked
     assert "cambiamos su cita al miércoles" in moved
 
@@ -294,7 +297,7 @@ def test_a_language_with_no_templates_falls_back_to_english(renderer: Renderer) 
         message = renderer.render(PROTOCOL, "booked", channel, "fr", "en-GB", context)
         assert message.language == "en"
     text = renderer.render(PROTOCOL, "booked", Channel.SMS, "fr", "en-GB", context).sms or ""
-    assert text.startswith(f"{UK.name}: booked ") and text.endswith("Reply STOP to opt out")
+    assert text.startswith(f"{UK.name}: booked ") and text.endswith("STOP to opt out")
 
 
 def test_a_language_with_no_templates_falls_back_to_the_clinics_spanish(

@@ -97,9 +97,16 @@ def test_the_shipped_templates_pass_for_uk_and_us_clinics(shipped: TemplateRepor
     }
 
 
-def test_english_sms_are_one_gsm7_segment(shipped: TemplateReport) -> None:
+def test_english_sms_are_one_gsm7_segment_but_the_booking_text_with_its_reply_codes(
+    shipped: TemplateReport,
+) -> None:
     for result in (r for r in shipped.sms if r.language == "en"):
-        assert (result.encodings, result.segments, result.budget) == (("GSM-7",), 1, 1), result
+        expected = 2 if result.template == "booked" else 1
+        assert (result.encodings, result.segments, result.budget) == (
+            ("GSM-7",),
+            expected,
+            expected,
+        ), result
 
 
 def test_spanish_sms_fit_their_stated_budgets(shipped: TemplateReport) -> None:
@@ -111,7 +118,7 @@ def test_spanish_sms_fit_their_stated_budgets(shipped: TemplateReport) -> None:
             assert result.segments <= 2
     # "sábado" makes a Saturday booking UCS-2; "días" makes next_day UCS-2 on any day.
     booked = spanish["booked", US.id]
-    assert (booked.encodings, booked.encoding, booked.budget) == (("GSM-7", "UCS-2"), "UCS-2", 3)
+    assert (booked.encodings, booked.encoding, booked.budget) == (("GSM-7", "UCS-2"), "UCS-2", 4)
     assert "sábado" in booked.text and "12:30 p.m." in booked.text, booked.variant
     assert spanish["next_day", US.id].encodings == ("UCS-2",)
     assert spanish["next_day", US.id].segments <= 3
@@ -255,9 +262,10 @@ def write_budgets(tmp_path: Path, text: str) -> Path:
 
 def test_the_shipped_budgets() -> None:
     assert BUDGETS.default == 1
-    assert BUDGETS.segments(PROTOCOL, "en", "booked") == 1
+    assert BUDGETS.segments(PROTOCOL, "en", "booked") == 2
+    assert BUDGETS.segments(PROTOCOL, "en", "medicines") == 1
     assert BUDGETS.segments(PROTOCOL, "es", "medicines") == 2
-    assert BUDGETS.segments(PROTOCOL, "es", "booked") == 3
+    assert BUDGETS.segments(PROTOCOL, "es", "booked") == 4
     assert BUDGETS.segments(PROTOCOL, "es", "next_day") == 3
 
 
