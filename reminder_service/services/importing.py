@@ -57,6 +57,7 @@ from ..store.engine import reading
 from ..store.field_limits import can_be_stored, change_fields, patient_fields, unstorable
 from ..store.records import RowData
 from ..store.tables import appointments, audit_log, imports, patients, reminders, sms_opt_outs
+from .critical_reach import staff_told
 from .follow_ups import STAFF_CHANNEL, staff_alert_row
 
 CHUNK = 1000
@@ -523,7 +524,7 @@ class ImportService:
         if not work.changed:
             return 0
         by_appointment = _existing_reminders(conn, [values["pk"] for _, values, _ in work.changed])
-        told = _staff_told(conn, [values["pk"] for _, values, _ in work.changed])
+        told = staff_told(conn, [values["pk"] for _, values, _ in work.changed])
         cancels: list[dict[str, Any]] = []
         for (appointment, values, outcome), plans in zip(
             work.changed, plans_of_changed, strict=True
@@ -990,18 +991,6 @@ def _staff_alert_text(alert: str) -> str:
     """The alert a staff row carries for a plan's "step/channel: reason"."""
     step, reason = alert.split("/", 1)[0], alert.split(": ", 1)[-1]
     return f"{step}: {reason}"
-
-
-def _staff_told(conn: Connection, appointment_ids: list[int]) -> set[tuple[int, str]]:
-    """(appointment, alert) of the staff alerts already made for these appointments."""
-    if not appointment_ids:
-        return set()
-    query = (
-        select(reminders.c.appointment_id, reminders.c.alert)
-        .where(reminders.c.appointment_id.in_(appointment_ids))
-        .where(reminders.c.channel == STAFF_CHANNEL)
-    )
-    return {(row.appointment_id, row.alert) for row in conn.execute(query)}
 
 
 def _opted_out(conn: Connection, numbers: set[str]) -> set[str]:

@@ -39,6 +39,7 @@ from ..rendering import Renderer, RenderError
 from ..store import bulk
 from ..store.records import RowData
 from ..store.tables import appointments, inbound_messages, patients, reminders, sms_opt_outs
+from .critical_reach import alert_after_opt_out
 from .follow_ups import NEW_TIME_TEMPLATE, record_opt_outs, staff_alert_row, staff_time
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ class ReplyService:
             fresh = record_opt_outs(conn, [phone], now, source="reply STOP")
             if fresh:
                 _audit(conn, now, appointment_id, "opted_out", "the patient replied STOP")
+                alert_after_opt_out(conn, self._catalog, phone, now)
             return "opted_out" if fresh else None  # one confirmation at most
         if kind is ReplyKind.OPT_IN:
             removed = conn.execute(delete(sms_opt_outs).where(sms_opt_outs.c.phone == phone))

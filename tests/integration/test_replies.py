@@ -249,3 +249,44 @@ def test_a_spanish_speaking_patient_is_acknowledged_in_spanish(replying) -> None
     answer = answer_of(text(client, "Hola, tengo una pregunta"))
     assert "hemos pasado su mensaje al equipo" in answer and "020 7946 0999" in answer
     assert "Responda START" in answer_of(text(client, "STOP"))
+
+
+def test_stop_from_a_patient_with_no_email_alerts_staff_at_once_for_critical_steps_to_come(
+    replying, clock
+) -> None:  # type: ignore[no-untyped-def]
+    """Texts were their only channel: the steps still to come that matter reach no one now, so
+    the clinic hears of each at once (and once), not on the day it was due."""
+    service, client = replying
+    no_email = appointment(patient=patient(email=None))
+    service.importer.apply([(2, no_email)], source="t", label="t")
+    service.dispatcher.dispatch_due()
+    clock.now = local("Europe/London", 2026, 12, 7, 12, 0)  # medicines sent; escort on the 8th
+    service.materializer.materialize()
+    service.dispatcher.dispatch_due()
+
+    def alerts() -> list[tuple[str, str]]:
+        with service.engine.connect() as conn:
+            query = select(reminders.c.step_id, reminders.c.alert, reminders.c.due_at)
+            rows = conn.execute(query.where(reminders.c.channel == "staff")).all()
+        return sorted((r.step_id, r.alert) for r in rows if r.due_at == clock.now)
+
+    assert alerts() == []
+    text(client, "STOP")
+    told = alerts()
+    assert [step for step, _ in told] == ["after_care", "day_before", "escort", "next_day"]
+    assert told[0][1] == (
+        "after_care: a critical message reaches no one; please phone the patient "
+        "(sms: the number has opted out; email: no email address)"
+    )
+    text(client, "START")
+    text(client, "STOP")  # again: the same alerts are not raised twice
+    assert alerts() == told
+
+
+def test_stop_from_a_patient_with_an_email_alerts_no_one(replying, clock) -> None:  # type: ignore[no-untyped-def]
+    service, client = replying
+    service.importer.apply([(2, appointment())], source="t", label="t")
+    text(client, "STOP")
+    with service.engine.connect() as conn:
+        staff = conn.execute(select(reminders.c.id).where(reminders.c.channel == "staff")).all()
+    assert staff == []  # the email still reaches them

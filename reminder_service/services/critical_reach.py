@@ -1,0 +1,92 @@
+"""Staff hear at once of a critical step that can reach no one, when an opt-out makes it so.
+
+An import checks each appointment as it arrives (importing). A patient who later replies STOP
+may be left with no channel for a critical step still to come (no email address): the clinic's
+staff are alerted then, while there is time to phone, not on the day the text was due. Each
+(appointment, alert) is raised once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, insert, select
+
+from ..catalog import Catalog
+from ..domain.appointment import AppointmentStatus
+from ..domain.planning import Recipient, ReminderStatus, plan_reminders
+from ..domain.reachability import CRITICAL_UNREACHABLE, unreachable_critical_steps
+from ..store import bulk, records
+from ..store.tables import appointments, patients, reminders
+from .follow_ups import STAFF_CHANNEL, staff_alert_row
+
+# An appointment may last this long at most: those that started earlier are over.
+LONGEST_VISIT = timedelta(days=1)
+
+
+def unreachable_alert(step_id: str, why: str) -> str:
+    """The words of a staff alert for a critical step that reaches no one."""
+    return f"{step_id}: {CRITICAL_UNREACHABLE} ({why})"
+
+
+def staff_told(conn: Connection, appointment_ids: list[int]) -> set[tuple[int, str]]:
+    """(appointment, alert) of the staff alerts already made for these appointments."""
+    if not appointment_ids:
+        return set()
+    query = (
+        select(reminders.c.appointment_id, reminders.c.alert)
+        .where(reminders.c.appointment_id.in_(appointment_ids))
+        .where(reminders.c.channel == STAFF_CHANNEL)
+    )
+    return {(row.appointment_id, row.alert) for row in conn.execute(query)}
+
+
+def alert_after_opt_out(conn: Connection, catalog: Catalog, phone: str, now: datetime) -> int:
+    """Alert staff of each critical step still to come that the opted-out `phone` leaves with
+    no channel, for every booked appointment of a patient with that mobile; returns how many."""
+    query = (
+        records.select_with_patients()
+        .where(patients.c.mobile == phone)
+        .where(appointments.c.status == AppointmentStatus.BOOKED.value)
+        .where(appointments.c.start_at > now - LONGEST_VISIT)
+    )
+    rows = conn.execute(query).mappings().all()
+    told = staff_told(conn, [row["id"] for row in rows])
+    alerts: list[dict[str, Any]] = []
+    for row in rows:
+        appointment = records.appointment_from_row(row, records.patient_of(row))
+        protocol = catalog.protocol_or_none(row["protocol_id"])
+        clinic = catalog.clinics.get(appointment.clinic_id)
+        if protocol is None or clinic is None or appointment.end <= now:
+            continue
+        planned = plan_reminders(
+            appointment,
+            protocol,
+            clinic.send_window,
+            row["planned_at"] or row["updated_at"],
+            row["scheduled_at"],
+        )
+        to_come = {
+            p.step_id
+            for p in planned
+            if p.due_at > now
+            and p.recipient is Recipient.PATIENT
+            and p.status is ReminderStatus.PENDING
+        }
+        blocked = unreachable_critical_steps(appointment, protocol, row["scheduled_at"], True)
+        for step_id, why in blocked:
+            alert = unreachable_alert(step_id, why)
+            if step_id in to_come and (row["id"], alert) not in told:
+                alerts.append(staff_alert_row(row["id"], row["version"], step_id, alert, now))
+    if alerts:
+        conn.execute(insert(reminders), alerts)
+        bulk.insert_audit(
+            conn,
+            [
+                {"at": now, "appointment_id": a["appointment_id"], "reminder_id": None,
+                 "event": "staff_alert", "reason": a["alert"], "detail": None}
+                for a in alerts
+            ],
+        )  # fmt: skip
+    return len(alerts)
