@@ -145,18 +145,7 @@ def _plan_step(
         else:
             reason = step_skip or _channel_skip(rule.channel, rule.condition, appointment)
             row_due = due
-        planned.append(
-            PlannedReminder(
-                step.id,
-                rule.channel,
-                step.template,
-                nominal,
-                row_due,
-                not_after,
-                _SKIPPED if reason else _PENDING,
-                reason or _planned_reason(step.send_at),
-            )
-        )
+        planned.append(_planned(step, rule.channel, nominal, row_due, not_after, reason))
         if rule.channel is _SMS and caregiver is not None and caregiver.copies:
             # The patient chose copies: the caregiver's copy of this text, planned like the
             # patient's own, or skipped with the reason it cannot go.
@@ -165,18 +154,31 @@ def _plan_step(
             else:
                 reason = step_skip or _caregiver_skip(rule.condition, appointment)
             planned.append(
-                PlannedReminder(
-                    step.id,
-                    rule.channel,
-                    step.template,
-                    nominal,
-                    row_due,
-                    not_after,
-                    _SKIPPED if reason else _PENDING,
-                    reason or _planned_reason(step.send_at),
-                    _CAREGIVER,
-                )
+                _planned(step, rule.channel, nominal, row_due, not_after, reason, _CAREGIVER)
             )
+
+
+def _planned(
+    step: Step,
+    channel: Channel,
+    nominal: datetime,
+    due: datetime,
+    not_after: datetime | None,
+    reason: str,
+    recipient: Recipient = Recipient.PATIENT,
+) -> PlannedReminder:
+    """One channel of a step, for one recipient: pending, or skipped with `reason`."""
+    return PlannedReminder(
+        step.id,
+        channel,
+        step.template,
+        nominal,
+        due,
+        not_after,
+        _SKIPPED if reason else _PENDING,
+        reason or _planned_reason(step.send_at),
+        recipient,
+    )
 
 
 # Module constants: an Enum member lookup through the class costs a descriptor call each time,
