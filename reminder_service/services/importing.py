@@ -396,6 +396,7 @@ class ImportService:
                 update(appointments).where(appointments.c.id == bindparam("pk")),
                 [values for _, values, _ in work.changed],
             )
+            _unconfirm_moved(conn, work)
         rows = _new_rows(work, new_plans, new_ids, now, encode(now), summary.import_id)
         summary.reminders_cancelled += self._reconcile_changed(
             conn, work, changed_plans, now, rows, summary, encode
@@ -965,6 +966,18 @@ def _event(now: datetime, appointment_id: int | None, outcome: str, detail: str)
         "reason": f"import: {outcome}",
         "detail": detail,
     }
+
+
+def _unconfirm_moved(conn: Connection, work: _Chunk) -> None:
+    """A confirmation is of a time: a moved appointment must be confirmed again, and staff may
+    be asked to phone about it again."""
+    moved = [values["pk"] for _, values, outcome in work.changed if outcome == "rescheduled"]
+    if moved:
+        conn.execute(
+            update(appointments)
+            .where(appointments.c.id.in_(moved))
+            .values(confirmed_at=None, confirmed_by=None, confirmation_alerted_at=None)
+        )
 
 
 def _new_rows(

@@ -186,3 +186,18 @@ def test_two_processes_checking_at_once_list_each_appointment_once(settings, clo
     finally:
         first.close()
         second.close()
+
+
+def test_a_moved_appointment_must_be_confirmed_again(clinic_service, clock) -> None:  # type: ignore[no-untyped-def]
+    service, _ = clinic_service
+    first = booking("M1", 1)
+    service.importer.apply([(2, first)], source="t", label="t")
+    service.confirmations.confirm("M1", "nurse.jones")
+    # Re-sent unchanged, or with other details changed: still confirmed.
+    service.importer.apply([(2, replace(first, location="Room 9"))], source="t", label="t")
+    assert service.previewer().preview("M1").confirmation.confirmed_at is not None
+    moved = replace(first, location="Room 9", start=first.start + timedelta(days=1))
+    assert service.importer.apply([(2, moved)], source="t", label="t").rescheduled == 1
+    confirmation = service.previewer().preview("M1").confirmation
+    assert (confirmation.confirmed_at, confirmation.confirmed_by) == (None, None)
+    assert confirmation.required_by == moved.start - timedelta(hours=48)
