@@ -27,6 +27,7 @@ from reminder_service.rendering import (
 )
 from reminder_service.sms_encoding import analyse
 from reminder_service.template_layout import missing_parts
+from tests.factories import appointment, patient
 
 ROOT = Path(__file__).parents[2]
 TEMPLATES = ROOT / "templates"
@@ -690,3 +691,18 @@ def test_every_sms_fits_its_segments_with_every_clinic_practice(
             text = sms(renderer, template, with_flags(practice, language, sedation=sedation))
             segments = SEGMENTS.get(template, 1)
             assert (analyse(text).encoding, analyse(text).segments) == ("GSM-7", segments), text
+
+
+@pytest.mark.parametrize("language", ["en-GB", "en-US", "es"])
+def test_the_booking_line_that_rides_on_another_text_tells_the_reply_codes(
+    renderer: Renderer, language: str
+) -> None:
+    booked = appointment(patient=patient(language=language))
+    line = renderer.merge_line_for(PROTOCOL, "booked", booked, UK, False)
+    codes = (
+        "Responda 1 para confirmar, 2 para cambiarla."
+        if language == "es"
+        else ("Reply 1 to confirm, 2 to change.")
+    )
+    assert line.endswith(codes) and "Day Unit, Level 2" in line, line
+    assert "\n" not in line and analyse(line).encoding == "GSM-7"
