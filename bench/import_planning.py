@@ -32,6 +32,7 @@ from apscheduler.schedulers.background import BackgroundScheduler  # noqa: E402
 
 from bench.generate_appointments import generate, write_csv  # noqa: E402
 from reminder_service import bootstrap  # noqa: E402
+from reminder_service.domain.appointment import Appointment  # noqa: E402
 from reminder_service.domain.planning import ReminderStatus, plan_reminders  # noqa: E402
 from reminder_service.importers.csv_rows import (  # noqa: E402
     ImportDefaults,
@@ -111,8 +112,8 @@ def run_textbook(csv_path: Path, workdir: Path, sample: int, queue: multiprocess
     appointments = jobs = 0
     for raw in table.rows[:sample]:
         appointment, _warnings = split_warnings(converter.convert(raw))
-        if isinstance(appointment, list):
-            continue
+        if not isinstance(appointment, Appointment):
+            continue  # row errors, or a cancellation: nothing to schedule
         appointments += 1
         protocol = service.catalog.protocol_for(appointment.procedure)
         clinic = service.catalog.clinics.get(appointment.clinic_id)
