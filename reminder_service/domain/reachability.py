@@ -27,7 +27,7 @@ def unreachable_critical_steps(
         return []
     blocked = []
     for step in protocol.steps:
-        if not (step.enabled and step.critical and step.condition.holds(appointment)):
+        if not critical_for(step, appointment):
             continue
         if step.min_notice is not None and appointment.start - scheduled_at < step.min_notice:
             continue
@@ -35,6 +35,19 @@ def unreachable_critical_steps(
         if why:
             blocked.append((step.id, why))
     return blocked
+
+
+def critical_for(step: Step, appointment: Appointment) -> bool:
+    """Whether the step is critical for this patient: enabled, critical, meant for them, and
+    not one whose text the protocol keeps for some patients only (the blood-thinner text goes
+    to those on blood thinners, or unknown): for the others its email is general advice, and
+    an alert for each of them would bury the ones that matter."""
+    if not (step.enabled and step.critical and step.condition.holds(appointment)):
+        return False
+    return all(
+        not rule.condition.requirements or rule.condition.holds(appointment)
+        for rule in step.channels
+    )
 
 
 def _why_unreachable(step: Step, appointment: Appointment, opted_out: bool) -> str:

@@ -43,5 +43,7 @@ def test_steps_that_do_not_apply_and_suppressed_patients_raise_nothing() -> None
     )
     steps = dict(unreachable_critical_steps(calm, PROTOCOL, calm.start - timedelta(days=9), False))
     assert "escort" not in steps  # no sedation: the escort step does not apply
-    assert "medicines" in steps  # its email still applies, and there is no address
+    # Not on blood thinners: the blood-thinner text is not for them, so no alert either.
+    assert "medicines" not in steps
+    assert "day_before" in steps
     assert blocked(email=None, mobile=None, do_not_contact=True) == {}
