@@ -15,11 +15,12 @@ from sqlalchemy import Connection, insert, select
 
 from ..catalog import Catalog
 from ..domain.appointment import AppointmentStatus
-from ..domain.planning import Recipient, ReminderStatus, plan_reminders
+from ..domain.planning import Recipient, ReminderStatus
 from ..domain.reachability import CRITICAL_UNREACHABLE, unreachable_critical_steps
 from ..store import bulk, records
 from ..store.tables import appointments, patients, reminders
 from .follow_ups import STAFF_CHANNEL, staff_alert_row
+from .patient_texts import plan_as_stored
 
 # An appointment may last this long at most: those that started earlier are over.
 LONGEST_VISIT = timedelta(days=1)
@@ -60,13 +61,7 @@ def alert_after_opt_out(conn: Connection, catalog: Catalog, phone: str, now: dat
         clinic = catalog.clinics.get(appointment.clinic_id)
         if protocol is None or clinic is None or appointment.end <= now:
             continue
-        planned = plan_reminders(
-            appointment,
-            protocol,
-            clinic.send_window,
-            row["planned_at"] or row["updated_at"],
-            row["scheduled_at"],
-        )
+        planned = plan_as_stored(appointment, row, protocol, clinic)
         to_come = {
             p.step_id
             for p in planned

@@ -17,8 +17,9 @@ from sqlalchemy import Connection, select
 
 from ..catalog import Catalog
 from ..domain.appointment import Appointment, AppointmentStatus
-from ..domain.planning import Recipient, ReminderStatus, plan_reminders
-from ..domain.protocol import Channel, Step
+from ..domain.clinic import Clinic
+from ..domain.planning import PlannedReminder, Recipient, ReminderStatus, plan_reminders
+from ..domain.protocol import Channel, Protocol, Step
 from ..domain.sms_caps import Text
 from ..domain.sms_decision import Fallbacks
 from ..rendering import Renderer
@@ -34,14 +35,13 @@ LOOKBACK = timedelta(days=8)
 
 
 def sms_history(
-    conn: Connection, patient_ids: set[int], now: datetime, *, except_appointment: int = 0
+    conn: Connection, patient_ids: set[int], now: datetime
 ) -> dict[int, list[datetime]]:
     """When each patient was texted, as far back as the widest cap window reaches."""
     query = (
         select(appointments.c.patient_id, reminders.c.sent_at)
         .join(appointments, appointments.c.id == reminders.c.appointment_id)
         .where(appointments.c.patient_id.in_(patient_ids))
-        .where(appointments.c.id != except_appointment)
         .where(reminders.c.channel == Channel.SMS.value)
         .where(reminders.c.recipient == Recipient.PATIENT.value)  # copies went to the caregiver
         .where(reminders.c.status == ReminderStatus.SENT.value)
@@ -113,13 +113,7 @@ def texts_to_come(
         if r["status"] in WAITING
     ]  # fmt: skip
     known = {text_key(stored, r["step_id"], r["nominal_at"]) for r in rows}
-    planned = plan_reminders(
-        appointment,
-        protocol,
-        clinic.send_window,
-        stored["planned_at"] or stored["updated_at"],
-        stored["scheduled_at"],
-    )
+    planned = plan_as_stored(appointment, stored, protocol, clinic)
     texts.extend(
         text_of(protocol.step_or_none(p.step_id), stored, p.step_id, p.nominal_at, p.due_at)
         for p in planned
@@ -130,6 +124,20 @@ def texts_to_come(
         and text_key(stored, p.step_id, p.nominal_at) not in known
     )
     return texts
+
+
+def plan_as_stored(
+    appointment: Appointment, stored: RowData, protocol: Protocol, clinic: Clinic
+) -> list[PlannedReminder]:
+    """The appointment's whole plan as it was made: from the moment it was planned and the
+    moment its time was set (a stored appointment row), so it matches the rows stored."""
+    return plan_reminders(
+        appointment,
+        protocol,
+        clinic.send_window,
+        stored["planned_at"] or stored["updated_at"],
+        stored["scheduled_at"],
+    )
 
 
 class PatientTexts:
