@@ -41,7 +41,7 @@ from sqlalchemy import create_engine, func, select  # noqa: E402
 
 from bench.generate_appointments import HEADERS  # noqa: E402
 from reminder_service.configuration.clinics import load_clinics  # noqa: E402
-from reminder_service.sample_data import daytime_zone  # noqa: E402
+from reminder_service.entrypoints.sample_data import daytime_zone  # noqa: E402
 from reminder_service.store.tables import reminders  # noqa: E402
 from tests.servers.twilio_api import (  # noqa: E402
     ACCOUNT_SID,

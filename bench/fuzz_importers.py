@@ -36,8 +36,8 @@ from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from reminder_service import bootstrap  # noqa: E402
+from reminder_service.entrypoints.mllp import MllpServer  # noqa: E402
 from reminder_service.importers.csv_rows import FileRejected  # noqa: E402
-from reminder_service.mllp import MllpServer  # noqa: E402
 from reminder_service.services.api_keys import ApiKeys  # noqa: E402
 from reminder_service.services.csv_import import import_csv_file  # noqa: E402
 from reminder_service.services.hl7_import import apply_siu  # noqa: E402

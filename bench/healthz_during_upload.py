@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.generate_appointments import generate, write_csv  # noqa: E402
 from reminder_service import bootstrap  # noqa: E402
-from reminder_service.http_server import HttpServer  # noqa: E402
+from reminder_service.entrypoints.http_server import HttpServer  # noqa: E402
 from reminder_service.services.api_keys import ApiKeys  # noqa: E402
 from reminder_service.settings import Settings  # noqa: E402
 

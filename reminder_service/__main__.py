@@ -1,5 +1,5 @@
 """`python -m reminder_service` runs the command line."""
 
-from .cli import main
+from .entrypoints.cli import main
 
 main()

@@ -9,12 +9,9 @@ from functools import partial
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
 
-from .api.app import create_app
-from .api.appointments import build_router
-from .api.keys import require_key
-from .api.replies import build_replies_router
 from .catalog import Catalog
 from .channels.base import EmailChannel, SmsChannel, SmsSender
+from .channels.bounces import bounce_address
 from .channels.outbox import OutboxChannel
 from .channels.send_rate import LocalSendRate, SendRate, SharedSendRate
 from .channels.smtp_email import SmtpEmailChannel
@@ -24,8 +21,13 @@ from .clock import Clock, system_clock
 from .configuration.clinics import load_clinics
 from .configuration.delivery_failures import load_failure_table
 from .configuration.protocols import load_protocols
+from .entrypoints.api.app import create_app
+from .entrypoints.api.appointments import build_router
+from .entrypoints.api.keys import require_key
+from .entrypoints.api.replies import build_replies_router
 from .importers.csv_rows import ImportDefaults
-from .rendering import Renderer
+from .rendering.layout import missing_parts
+from .rendering.renderer import Renderer
 from .services.api_keys import ApiKeys
 from .services.bounces import BounceService
 from .services.confirmations import Confirmations
@@ -41,7 +43,6 @@ from .services.reply_inbox import ReplyInbox
 from .settings import Settings
 from .store.send_rate_buckets import PostgresRateBuckets
 from .store.startup import DatabaseUse, Patience, open_database
-from .template_layout import missing_parts
 
 # After an SMS whose outcome is unknown, this many retry bases pass before the provider is
 # asked (3 minutes by default): its status callback usually settles the reminder before that.
@@ -99,7 +100,7 @@ class Service:
 
     def bounces(self) -> BounceService | None:
         """Reads bounces when emails go by SMTP with SMTP_BOUNCE_ADDRESS set; else None."""
-        address = self.settings.smtp.bounces() if self.settings.smtp else None
+        address = bounce_address(self.settings.smtp)
         if address is None or self.settings.email_channel != "smtp":
             return None
         return BounceService(
@@ -207,7 +208,7 @@ def unsubscribe_links(settings: Settings) -> UnsubscribeLinks:
     and a mailto the bounce listener reads need REMINDER_UNSUBSCRIBE_SECRET; without it, a
     mailto to a mailbox staff read."""
     tokens = unsubscribe_tokens(settings)
-    bounces = settings.smtp.bounces() if settings.smtp else None
+    bounces = bounce_address(settings.smtp)
     return UnsubscribeLinks(
         tokens,
         public_url=settings.public_url,

@@ -10,8 +10,6 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from .channels.bounces import BounceAddress
-
 
 class SettingsError(ValueError):
     pass
@@ -234,12 +232,6 @@ class SmtpSettings:
             raise SettingsError("SMTP_BOUNCE_ADDRESS: must be an address local@domain, with no +")
         if self.bounce_address and len(self.bounce_secret) < 16:
             raise SettingsError("SMTP_BOUNCE_SECRET: required with SMTP_BOUNCE_ADDRESS, 16+ chars")
-
-    def bounces(self) -> BounceAddress | None:
-        """How each email's envelope sender names it, when bounces are read."""
-        if not self.bounce_address:
-            return None
-        return BounceAddress(self.bounce_address, self.bounce_secret.encode())
 
     @property
     def effective_port(self) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 
 from reminder_service.domain.appointment import Appointment, AppointmentStatus, Patient, Tristate
 from reminder_service.domain.timing import local_to_utc, zone
-from reminder_service.listening import Listener
+from reminder_service.entrypoints.listening import Listener
 from reminder_service.store.engine import make_engine, migrate
 
 ROOT = Path(__file__).parents[1]

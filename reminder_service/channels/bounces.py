@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import Message
 
+from ..settings import SmtpSettings
+
 _TAG = re.compile(r"r(\d{1,18})-([0-9a-f]{10})")
 _STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
 
@@ -108,3 +110,10 @@ def _reports(part: Message) -> list[DeliveryReport]:
             )
         )
     return reports
+
+
+def bounce_address(smtp: SmtpSettings | None) -> BounceAddress | None:
+    """How each email's envelope sender names it, when bounces are read."""
+    if smtp is None or not smtp.bounce_address:
+        return None
+    return BounceAddress(smtp.bounce_address, smtp.bounce_secret.encode())

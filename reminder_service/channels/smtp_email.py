@@ -44,8 +44,10 @@ from aiosmtplib import (
 )
 from aiosmtplib.email import parse_address
 
+from ..domain.failures import Failure, FailureKind
 from ..settings import SmtpSettings
-from .base import ChannelError, Failure, FailureKind, OutgoingEmail, Receipt
+from .base import ChannelError, OutgoingEmail, Receipt
+from .bounces import bounce_address
 from .email_mime import render_mime
 
 log = logging.getLogger(__name__)
@@ -87,7 +89,7 @@ class SmtpEmailChannel:
     def __init__(self, settings: SmtpSettings) -> None:
         # No I/O and no loop objects here: the channel is built before the delivery loop runs.
         self._settings = settings
-        self._bounces = settings.bounces()
+        self._bounces = bounce_address(settings)
         self._pool_state: _Pool | None = None
         self._tls: ssl.SSLContext | None = None
         self._local_hostname: str | None = None

@@ -33,18 +33,9 @@ from twilio.http import AsyncHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
+from ..domain.failures import Failure, FailureKind
 from ..settings import TwilioSettings
-from .base import (
-    AcceptedSms,
-    ChannelError,
-    Failure,
-    FailureKind,
-    OutgoingSms,
-    Receipt,
-    SentQuery,
-    SmsSender,
-    body_sha256,
-)
+from .base import AcceptedSms, ChannelError, OutgoingSms, Receipt, SentQuery, SmsSender, body_sha256
 from .send_rate import LocalSendRate, SendRate, SendRateUnavailable
 
 log = logging.getLogger(__name__)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..channels.base import FailureKind
 from ..domain.failure_rules import FailureRule, FailureTable, StatusPattern
+from ..domain.failures import FailureKind
 from .problems import ConfigError, ConfigProblem, check_keys, read_yaml
 
 RULE_FIELDS = {"provider", "kind", "status", "code", "opt_out", "meaning"}

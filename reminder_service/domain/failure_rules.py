@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..channels.base import Failure, FailureKind
+from .failures import Failure, FailureKind
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from ..catalog import Catalog
 from ..domain.appointment import Appointment, Cancellation
-from ..gc_pause import paused_gc
 from ..importers.csv_mapping import CsvMapping
 from ..importers.csv_rows import (
     ImportDefaults,
@@ -28,6 +27,7 @@ from ..importers.csv_rows import (
     read_csv,
     split_warnings,
 )
+from .gc_pause import paused_gc
 from .importing import ImportItem, ImportService, ImportSummary, Preplan, preplan
 
 CHUNK_ROWS = 2000

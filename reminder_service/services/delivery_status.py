@@ -22,9 +22,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, or_, select, update
 
-from ..channels.base import Failure, FailureKind
 from ..clock import Clock
 from ..domain.failure_rules import FailureTable
+from ..domain.failures import Failure, FailureKind
 from ..domain.planning import Recipient, ReminderStatus
 from ..store import bulk
 from ..store.tables import appointments, audit_log, patients, reminders

@@ -37,15 +37,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, func, or_, select, update
 
-from ..async_runner import LoopThread
 from ..catalog import Catalog
 from ..channels.base import (
     AcceptedSms,
     CalendarEvent,
     ChannelError,
     EmailChannel,
-    Failure,
-    FailureKind,
     ListUnsubscribe,
     OutgoingEmail,
     OutgoingSms,
@@ -61,16 +58,18 @@ from ..clock import Clock
 from ..domain.appointment import Appointment, AppointmentStatus, caregiver_copy, masked_patient
 from ..domain.clinic import Clinic
 from ..domain.failure_rules import FailureTable
+from ..domain.failures import Failure, FailureKind
 from ..domain.planning import NO_SMS_CONSENT, Recipient, ReminderStatus, caregiver_skip
 from ..domain.protocol import Channel
 from ..domain.sms_decision import SEND, SmsDecision, SmsOutcome, decide
 from ..domain.timing import zone
-from ..rendering import RenderedMessage, Renderer, RenderError
+from ..rendering.renderer import RenderedMessage, Renderer, RenderError
 from ..store import bulk, records
 from ..store.engine import reading
 from ..store.records import RowData
 from ..store.tables import appointments, reminders, sms_opt_outs
 from . import patient_texts
+from .async_runner import LoopThread
 from .delivery_status import NOT_DELIVERED, PROGRESS
 from .email_opt_outs import opted_out_emails
 from .follow_ups import STAFF_CHANNEL, FollowUps, record_opt_outs, staff_time

@@ -22,7 +22,7 @@ from ..domain.planning import PlannedReminder, Recipient, ReminderStatus, plan_r
 from ..domain.protocol import Channel, Protocol, Step
 from ..domain.sms_caps import Text
 from ..domain.sms_decision import Fallbacks
-from ..rendering import Renderer
+from ..rendering.renderer import Renderer
 from ..store import records
 from ..store.records import RowData
 from ..store.tables import appointments, reminders

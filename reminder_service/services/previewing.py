@@ -18,7 +18,7 @@ from ..domain.protocol import Channel
 from ..domain.sms_caps import Text
 from ..domain.sms_decision import Fallbacks, SmsDecision, SmsOutcome, decide
 from ..domain.timing import zone
-from ..rendering import Renderer, RenderError
+from ..rendering.renderer import Renderer, RenderError
 from ..store import records
 from ..store.engine import reading
 from ..store.field_limits import can_be_stored

@@ -35,7 +35,7 @@ from ..domain.appointment import AppointmentStatus, Patient, masked_patient
 from ..domain.clinic import Clinic
 from ..domain.protocol import Channel
 from ..domain.replies import FOR_STAFF, ReplyKind, acknowledge, classify_reply
-from ..rendering import Renderer, RenderError
+from ..rendering.renderer import Renderer, RenderError
 from ..store import bulk
 from ..store.records import RowData
 from ..store.tables import appointments, inbound_messages, patients, reminders, sms_opt_outs

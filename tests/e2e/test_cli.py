@@ -21,7 +21,7 @@ from sqlalchemy import Engine, create_engine, func, select
 
 from bench.generate_appointments import HEADERS, changes, generate, write_csv
 from reminder_service.configuration.clinics import load_clinics
-from reminder_service.sample_data import daytime_zone
+from reminder_service.entrypoints.sample_data import daytime_zone
 from reminder_service.store.tables import api_keys, audit_log, reminders
 from tests.factories import CONFIG_DIR, ROOT, TEMPLATES_DIR, free_port, migrated, run_cli
 from tests.servers.twilio_api import (

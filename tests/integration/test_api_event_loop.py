@@ -24,8 +24,8 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from reminder_service import bootstrap
-from reminder_service.api.appointments import MAX_CSV_BYTES
-from reminder_service.http_server import HttpServer
+from reminder_service.entrypoints.api.appointments import MAX_CSV_BYTES
+from reminder_service.entrypoints.http_server import HttpServer
 from reminder_service.importers.csv_mapping import LAYOUT_FIELDS
 from reminder_service.services.api_keys import ApiKeys
 from reminder_service.settings import Settings, TwilioSettings

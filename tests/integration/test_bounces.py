@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from reminder_service import bootstrap
 from reminder_service.bootstrap import Service
-from reminder_service.bounce_listener import BounceListener
+from reminder_service.entrypoints.bounce_listener import BounceListener
 from reminder_service.settings import Settings
 from reminder_service.store.tables import audit_log, reminders
 from tests.factories import appointment, listening_on_a_thread, patient

@@ -13,14 +13,8 @@ from sqlalchemy import select
 
 from reminder_service import bootstrap
 from reminder_service.bootstrap import Service
-from reminder_service.channels.base import (
-    ChannelError,
-    Failure,
-    FailureKind,
-    OutgoingEmail,
-    OutgoingSms,
-    Receipt,
-)
+from reminder_service.channels.base import ChannelError, OutgoingEmail, OutgoingSms, Receipt
+from reminder_service.domain.failures import Failure, FailureKind
 from reminder_service.services.dispatching import DispatchService
 from reminder_service.store.tables import reminders, sms_opt_outs
 from tests.factories import appointment, config_without_sms_caps, local, patient

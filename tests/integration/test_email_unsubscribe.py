@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 
 from reminder_service import bootstrap
 from reminder_service.bootstrap import Service
-from reminder_service.bounce_listener import BounceListener
+from reminder_service.entrypoints.bounce_listener import BounceListener
 from reminder_service.settings import Settings
 from reminder_service.store.tables import email_opt_outs, patients, reminders
 from tests.factories import CONFIG_DIR, appointment, listening_on_a_thread, patient

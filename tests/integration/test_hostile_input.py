@@ -21,9 +21,9 @@ from reminder_service import mllp as mllp_module
 from reminder_service.bootstrap import Service
 from reminder_service.domain.appointment import Cancellation
 from reminder_service.domain.start_range import OUT_OF_RANGE
+from reminder_service.entrypoints.mllp import MllpServer
 from reminder_service.importers.csv_mapping import LAYOUT_FIELDS
 from reminder_service.importers.csv_rows import FileRejected, RowError
-from reminder_service.mllp import MllpServer
 from reminder_service.services.api_keys import ApiKeys
 from reminder_service.services.csv_import import import_csv_file
 from reminder_service.services.hl7_import import apply_siu

@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import select
 
 from reminder_service.bootstrap import Service
+from reminder_service.entrypoints.mllp import MAX_FRAME, MllpServer
 from reminder_service.importers.csv_rows import ImportDefaults
 from reminder_service.importers.hl7_ack import build_ack
-from reminder_service.mllp import MAX_FRAME, MllpServer
 from reminder_service.services.hl7_import import apply_siu
 from reminder_service.store.tables import appointments, audit_log
 from tests.factories import listening_on_a_thread

@@ -29,9 +29,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from reminder_service.bootstrap import Service
+from reminder_service.entrypoints.mllp import MllpServer
 from reminder_service.importers.csv_rows import ImportDefaults
 from reminder_service.importers.hl7v2_siu import FieldRef, SiuMapping, load_siu_mapping
-from reminder_service.mllp import MllpServer
 from reminder_service.services.api_keys import ApiKeys
 from reminder_service.services.fhir_import import apply_fhir
 from reminder_service.services.hl7_import import SiuResult, apply_siu

@@ -9,7 +9,7 @@ import pytest
 from reminder_service.bootstrap import Service
 from reminder_service.configuration.clinics import load_clinics
 from reminder_service.domain.timing import zone
-from reminder_service.sample_data import SAMPLE_IDS, sample_appointments
+from reminder_service.entrypoints.sample_data import SAMPLE_IDS, sample_appointments
 from tests.factories import CONFIG_DIR, local
 
 CLINICS = load_clinics(CONFIG_DIR / "clinics.yaml")

@@ -18,10 +18,11 @@ import pytest
 from sqlalchemy import Engine, delete, select, text
 
 from reminder_service import bootstrap
-from reminder_service.channels.base import ChannelError, FailureKind, OutgoingSms
+from reminder_service.channels.base import ChannelError, OutgoingSms
 from reminder_service.channels.send_rate import SendRateUnavailable, SharedSendRate
 from reminder_service.channels.twilio_sms import TwilioSmsChannel
 from reminder_service.configuration.delivery_failures import load_failure_table
+from reminder_service.domain.failures import FailureKind
 from reminder_service.domain.token_bucket import (
     Grant,
     RateBucketUnavailable,

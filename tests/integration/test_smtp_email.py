@@ -15,14 +15,9 @@ from typing import Any
 import pytest
 from icalendar import Calendar
 
-from reminder_service.channels.base import (
-    CalendarEvent,
-    ChannelError,
-    FailureKind,
-    OutgoingEmail,
-    Receipt,
-)
+from reminder_service.channels.base import CalendarEvent, ChannelError, OutgoingEmail, Receipt
 from reminder_service.channels.smtp_email import SmtpEmailChannel
+from reminder_service.domain.failures import FailureKind
 from tests.servers.smtp_server import (
     Received,
     RecordingHandler,

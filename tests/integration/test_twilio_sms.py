@@ -18,8 +18,9 @@ import pytest
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
-from reminder_service.channels.base import ChannelError, FailureKind, OutgoingSms, Receipt
+from reminder_service.channels.base import ChannelError, OutgoingSms, Receipt
 from reminder_service.channels.twilio_sms import TwilioSmsChannel
+from reminder_service.domain.failures import FailureKind
 from reminder_service.settings import TwilioSettings
 from tests.factories import free_port
 from tests.servers.twilio_api import (

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 
 from reminder_service.bootstrap import Service
-from reminder_service.mllp import MllpServer
+from reminder_service.entrypoints.mllp import MllpServer
 from reminder_service.services.hl7_import import apply_siu
 from tests.factories import listening_on_a_thread
 from tests.property.hostile import DEFAULTS, check_siu, hl7_message, mllp_round_trip

@@ -11,7 +11,7 @@ from reminder_service.configuration.problems import ConfigError
 from reminder_service.configuration.protocols import load_protocols
 from reminder_service.domain.clinic import MealAdvice
 from reminder_service.domain.protocol import Channel, LatePolicy, Priority
-from reminder_service.template_layout import missing_parts
+from reminder_service.rendering.layout import missing_parts
 from tests.factories import CONFIG_DIR, TEMPLATES_DIR
 
 DEFAULT = yaml.safe_load((CONFIG_DIR / "protocols" / "bone_marrow_biopsy.yaml").read_text())

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from reminder_service.channels.base import Failure, FailureKind
 from reminder_service.configuration.delivery_failures import load_failure_table
 from reminder_service.configuration.problems import ConfigError
+from reminder_service.domain.failures import Failure, FailureKind
 from tests.factories import CONFIG_DIR
 
 TABLE = load_failure_table(CONFIG_DIR / "delivery_failures.yaml")

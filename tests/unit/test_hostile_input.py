@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from reminder_service.api.json_body import MAX_DEPTH, BadJson, parse_json
 from reminder_service.domain.appointment import Appointment
 from reminder_service.domain.start_range import OUT_OF_RANGE
+from reminder_service.entrypoints.api.json_body import MAX_DEPTH, BadJson, parse_json
+from reminder_service.entrypoints.spreadsheet_safety import neutralise
 from reminder_service.importers.csv_mapping import LAYOUT_FIELDS, is_zone
 from reminder_service.importers.csv_rows import (
     MAX_CELL_CHARS,
@@ -22,7 +23,6 @@ from reminder_service.importers.csv_rows import (
 from reminder_service.importers.fhir_appointments import parse_fhir
 from reminder_service.importers.hl7_ack import build_ack
 from reminder_service.importers.hl7v2_siu import parse_siu
-from reminder_service.spreadsheet_safety import neutralise
 from reminder_service.store.field_limits import (
     MAX_LENGTH,
     NUL_REASON,

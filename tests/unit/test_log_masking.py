@@ -1,6 +1,6 @@
 import logging
 
-from reminder_service.log_masking import MaskingFilter, mask
+from reminder_service.entrypoints.log_masking import MaskingFilter, mask
 
 
 def test_phone_numbers_and_emails_are_masked():

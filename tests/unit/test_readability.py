@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from reminder_service.readability import as_sentences, reading_grade, spanish_grade
+from reminder_service.rendering.readability import as_sentences, reading_grade, spanish_grade
 
 
 @pytest.mark.parametrize(

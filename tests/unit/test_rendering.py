@@ -18,15 +18,15 @@ from reminder_service.configuration.protocols import load_protocols
 from reminder_service.domain.appointment import Appointment, AppointmentStatus, Patient, Tristate
 from reminder_service.domain.clinic import Clinic, MealAdvice
 from reminder_service.domain.protocol import Channel, Protocol
-from reminder_service.rendering import (
+from reminder_service.rendering.layout import missing_parts
+from reminder_service.rendering.renderer import (
     RenderedMessage,
     Renderer,
     RenderError,
     message_context,
     sample_context,
 )
-from reminder_service.sms_encoding import analyse
-from reminder_service.template_layout import missing_parts
+from reminder_service.rendering.sms_encoding import analyse
 from tests.factories import appointment, patient
 
 ROOT = Path(__file__).parents[2]

@@ -15,8 +15,8 @@ from reminder_service.configuration.clinics import load_clinics
 from reminder_service.domain.appointment import Appointment, AppointmentStatus, Patient
 from reminder_service.domain.clinic import Clinic, MealAdvice
 from reminder_service.domain.protocol import Channel
-from reminder_service.rendering import Renderer, message_context, sample_context
-from reminder_service.sms_encoding import analyse
+from reminder_service.rendering.renderer import Renderer, message_context, sample_context
+from reminder_service.rendering.sms_encoding import analyse
 from tests.factories import CONFIG_DIR, TEMPLATES_DIR
 
 PROTOCOL = "bone_marrow_biopsy"

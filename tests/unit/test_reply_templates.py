@@ -10,9 +10,9 @@ import pytest
 
 from reminder_service.configuration.clinics import load_clinics
 from reminder_service.domain.protocol import Channel
-from reminder_service.rendering import Renderer
+from reminder_service.rendering.renderer import Renderer
+from reminder_service.rendering.sms_encoding import analyse
 from reminder_service.services.replies import REPLY_TEMPLATES
-from reminder_service.sms_encoding import analyse
 from tests.factories import CONFIG_DIR, TEMPLATES_DIR
 
 CLINICS = load_clinics(CONFIG_DIR / "clinics.yaml").by_id

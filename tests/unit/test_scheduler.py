@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
-from reminder_service.scheduler import DispatchTimer
+from reminder_service.entrypoints.scheduler import DispatchTimer
 from reminder_service.services.confirmations import CheckReport
 from reminder_service.services.dispatching import DispatchReport
 from reminder_service.services.materializing import MaterializeReport

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from reminder_service.channels.bounces import bounce_address
 from reminder_service.settings import Settings, SettingsError
 
 
@@ -84,7 +85,7 @@ def test_the_bounce_secret_is_never_shown():  # type: ignore[no-untyped-def]
     env = {**SMTP_ENV, "SMTP_BOUNCE_ADDRESS": "b@mail.example", "SMTP_BOUNCE_SECRET": "k" * 20}
     settings = Settings.from_env(env)
     settings.validate()
-    assert settings.smtp is not None and settings.smtp.bounces() is not None
+    assert settings.smtp is not None and bounce_address(settings.smtp) is not None
     assert "k" * 20 not in str(settings.describe())
 
 

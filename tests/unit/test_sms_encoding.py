@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from reminder_service.sms_encoding import GSM7_BASIC, GSM7_EXTENSION, analyse, normalise_for_sms
+from reminder_service.rendering.sms_encoding import (
+    GSM7_BASIC,
+    GSM7_EXTENSION,
+    analyse,
+    normalise_for_sms,
+)
 
 
 def test_alphabet_tables_have_the_gsm_03_38_sizes() -> None:

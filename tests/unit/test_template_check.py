@@ -17,8 +17,8 @@ from reminder_service.configuration.problems import ConfigError
 from reminder_service.configuration.sms_budgets import SmsBudgets, load_sms_budgets
 from reminder_service.domain.clinic import Clinic, MealAdvice
 from reminder_service.domain.protocol import Channel
-from reminder_service.rendering import Renderer, sample_context
-from reminder_service.services.template_check import (
+from reminder_service.rendering.renderer import Renderer, sample_context
+from reminder_service.rendering.template_check import (
     TemplateReport,
     check_templates,
     costliest_ucs2_start,

@@ -7,8 +7,8 @@ import pytest
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http.response import Response
 
-from reminder_service.channels.base import Failure, FailureKind
 from reminder_service.channels.twilio_sms import TwilioSmsChannel, failure_from
+from reminder_service.domain.failures import Failure, FailureKind
 from reminder_service.settings import TwilioSettings
 
 NUMBER = "+447700900123"

@@ -21,15 +21,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from ..configuration.problems import ConfigError
-from ..importers.csv_mapping import (
+from ...configuration.problems import ConfigError
+from ...importers.csv_mapping import (
     CAREGIVER_FIELDS,
     LAYOUT_FIELDS,
     OPTIONAL_FIELDS,
     CsvMapping,
     parse_mapping,
 )
-from ..importers.csv_rows import (
+from ...importers.csv_rows import (
     FileRejected,
     ImportDefaults,
     RawRow,
@@ -38,11 +38,11 @@ from ..importers.csv_rows import (
     parse_csv,
     split_warnings,
 )
-from ..services.api_keys import ApiKeys
-from ..services.fhir_import import apply_fhir
-from ..services.importing import ImportItem, ImportService, ImportSummary
-from ..services.previewing import NotFound, PreviewService
-from ..store.field_limits import MAX_LENGTH
+from ...services.api_keys import ApiKeys
+from ...services.fhir_import import apply_fhir
+from ...services.importing import ImportItem, ImportService, ImportSummary
+from ...services.previewing import NotFound, PreviewService
+from ...store.field_limits import MAX_LENGTH
 from .json_body import BadJson, parse_json
 from .keys import require_key
 

@@ -22,34 +22,35 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from . import bootstrap, log_masking
+from .. import bootstrap
+from ..configuration.problems import ConfigError
+from ..configuration.sms_budgets import load_sms_budgets
+from ..domain.timing import zone
+from ..importers.csv_mapping import load_mapping
+from ..importers.csv_rows import FileRejected, ImportDefaults
+from ..importers.hl7v2_siu import SiuMapping, load_siu_mapping
+from ..rendering.renderer import Renderer
+from ..rendering.template_check import DEFAULT_MAX_GRADE, TemplateReport, check_templates
+from ..services.api_keys import ApiKeys, KeyExists
+from ..services.auditing import audit_trail
+from ..services.confirmations import AlreadyCancelled
+from ..services.csv_import import import_csv_file
+from ..services.email_opt_outs import STAFF as STAFF_OPT_OUT
+from ..services.hl7_import import SiuResult, apply_siu, feed_clinic
+from ..services.importing import ImportSummary
+from ..services.previewing import NotFound
+from ..services.reply_inbox import MAX_LIST, InboundReply
+from ..services.reporting import status_report
+from ..settings import Settings, SettingsError
+from ..store.startup import DatabaseUse, StartupError
+from . import log_masking
 from .bounce_listener import BounceListener
-from .configuration.problems import ConfigError
-from .configuration.sms_budgets import load_sms_budgets
-from .domain.timing import zone
 from .http_server import HttpServer, HttpServerError
-from .importers.csv_mapping import load_mapping
-from .importers.csv_rows import FileRejected, ImportDefaults
-from .importers.hl7v2_siu import SiuMapping, load_siu_mapping
 from .listening import serve_until_signalled
 from .mllp import MllpServer
-from .rendering import Renderer
 from .sample_data import SAMPLE_IDS, sample_appointments
 from .scheduler import DispatchTimer
-from .services.api_keys import ApiKeys, KeyExists
-from .services.auditing import audit_trail
-from .services.confirmations import AlreadyCancelled
-from .services.csv_import import import_csv_file
-from .services.email_opt_outs import STAFF as STAFF_OPT_OUT
-from .services.hl7_import import SiuResult, apply_siu, feed_clinic
-from .services.importing import ImportSummary
-from .services.previewing import NotFound
-from .services.reply_inbox import MAX_LIST, InboundReply
-from .services.reporting import status_report
-from .services.template_check import DEFAULT_MAX_GRADE, TemplateReport, check_templates
-from .settings import Settings, SettingsError
 from .spreadsheet_safety import write_rows
-from .store.startup import DatabaseUse, StartupError
 
 # No local variables in tracebacks: they could hold patient data.
 app = typer.Typer(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Header, HTTPException, Request
 
-from ..services.api_keys import ApiKeys
+from ...services.api_keys import ApiKeys
 
 
 def require_key(keys: ApiKeys) -> Callable[..., str]:

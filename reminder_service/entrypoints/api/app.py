@@ -19,11 +19,11 @@ from starlette.concurrency import run_in_threadpool
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from ..services.delivery_status import DeliveryStatusService
-from ..services.email_opt_outs import EmailOptOuts, TokenCheck
-from ..services.replies import ReplyService
-from ..store.engine import reading
-from ..store.tables import inbound_messages
+from ...services.delivery_status import DeliveryStatusService
+from ...services.email_opt_outs import EmailOptOuts, TokenCheck
+from ...services.replies import ReplyService
+from ...store.engine import reading
+from ...store.tables import inbound_messages
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from .clock import Clock
-from .services.confirmations import Confirmations
-from .services.dispatching import DispatchService
-from .services.materializing import Materializer
+from ..clock import Clock
+from ..services.confirmations import Confirmations
+from ..services.dispatching import DispatchService
+from ..services.materializing import Materializer
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 
-from .domain.appointment import Appointment, AppointmentStatus, Patient, Tristate
-from .domain.clinic import Clinic
-from .domain.timing import local_to_utc, zone
+from ..domain.appointment import Appointment, AppointmentStatus, Patient, Tristate
+from ..domain.clinic import Clinic
+from ..domain.timing import local_to_utc, zone
 
 SATURDAY = 5
 

@@ -38,8 +38,9 @@ from ..domain.appointment import FLAG_NAMES, Appointment, AppointmentStatus, Pat
 from ..domain.clinic import Clinic
 from ..domain.protocol import Channel, Protocol
 from ..domain.timing import local_to_utc, zone
-from ..readability import ReadingGrade, reading_grade
-from ..rendering import (
+from .layout import BASE_LANGUAGE, PARTS, template_name
+from .readability import ReadingGrade, reading_grade
+from .renderer import (
     SAMPLE_LOCAL_START,
     RenderedMessage,
     Renderer,
@@ -47,8 +48,7 @@ from ..rendering import (
     message_context,
     sample_context,
 )
-from ..sms_encoding import SmsAnalysis, analyse
-from ..template_layout import BASE_LANGUAGE, PARTS, template_name
+from .sms_encoding import SmsAnalysis, analyse
 
 # Never in an SMS, nor in an email subject (docs/SOURCES.md, "SMS rules"). "medula" for a missing
 # accent.

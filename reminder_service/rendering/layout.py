@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .domain.protocol import Channel
+from ..domain.protocol import Channel
 
 PARTS: dict[Channel, tuple[str, ...]] = {
     Channel.SMS: ("sms",),

@@ -9,9 +9,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
-from ..services.confirmations import AlreadyCancelled, Confirmations
-from ..services.previewing import NotFound
-from ..services.reply_inbox import MAX_ID, MAX_LIST, ReplyInbox
+from ...services.confirmations import AlreadyCancelled, Confirmations
+from ...services.previewing import NotFound
+from ...services.reply_inbox import MAX_ID, MAX_LIST, ReplyInbox
 from .keys import caller
 
 

@@ -49,12 +49,12 @@ from jinja2 import (
 )
 from jinja2.sandbox import SandboxedEnvironment
 
-from .domain.appointment import Appointment, AppointmentStatus, Patient, Tristate
-from .domain.clinic import Clinic
-from .domain.protocol import Channel
-from .domain.timing import local_to_utc, zone
+from ..domain.appointment import Appointment, AppointmentStatus, Patient, Tristate
+from ..domain.clinic import Clinic
+from ..domain.protocol import Channel
+from ..domain.timing import local_to_utc, zone
+from .layout import PARTS, language_chain, template_name
 from .sms_encoding import normalise_for_sms
-from .template_layout import PARTS, language_chain, template_name
 
 # Errors a template expression itself can raise (e.g. `{{ 1 / 0 }}`, `{{ 'a' + 1 }}`).
 _EXPRESSION_ERRORS = (ArithmeticError, TypeError, ValueError, LookupError, AttributeError)
