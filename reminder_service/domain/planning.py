@@ -26,11 +26,13 @@ class ReminderStatus(StrEnum):
 
 
 class Recipient(StrEnum):
-    """Whom a reminder row is for: the patient, or their caregiver (a copy of the patient's SMS,
-    planned as a row of its own so it is claimed, sent and audited like any other)."""
+    """Whom a reminder is for: the patient; their caregiver (a copy of the patient's SMS,
+    planned as a row of its own so it is claimed, sent and audited like any other); or the
+    clinic's staff (an alert by email that a message could not reach the patient)."""
 
     PATIENT = "patient"
     CAREGIVER = "caregiver"
+    STAFF = "staff"
 
 
 NO_SMS_CONSENT = "no SMS consent: email only"

@@ -18,8 +18,8 @@ from ..domain.appointment import AppointmentStatus
 from ..domain.planning import Recipient, ReminderStatus
 from ..domain.reachability import CRITICAL_UNREACHABLE, unreachable_critical_steps
 from ..store import bulk, records
-from ..store.tables import appointments, patients, reminders
-from .follow_ups import STAFF_CHANNEL, staff_alert_row
+from ..store.tables import STAFF_CHANNEL, appointments, patients, reminders
+from .follow_ups import staff_alert_row
 from .patient_texts import plan_as_stored
 
 # An appointment may last this long at most: those that started earlier are over.

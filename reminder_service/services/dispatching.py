@@ -67,12 +67,12 @@ from ..rendering.renderer import RenderedMessage, Renderer, RenderError
 from ..store import bulk, records
 from ..store.engine import reading
 from ..store.records import RowData
-from ..store.tables import appointments, reminders, sms_opt_outs
+from ..store.tables import STAFF_CHANNEL, appointments, reminders, sms_opt_outs
 from . import patient_texts
 from .async_runner import LoopThread
 from .delivery_status import NOT_DELIVERED, PROGRESS
 from .email_opt_outs import opted_out_emails
-from .follow_ups import STAFF_CHANNEL, FollowUps, record_opt_outs, staff_time
+from .follow_ups import FollowUps, record_opt_outs, staff_time
 from .importing import CALENDAR_CANCEL
 from .patient_texts import PatientTexts
 

@@ -27,11 +27,10 @@ from ..domain.protocol import Channel
 from ..domain.timing import zone
 from ..store import bulk
 from ..store.records import RowData
-from ..store.tables import appointments, patients, reminders, sms_opt_outs
+from ..store.tables import STAFF_CHANNEL, appointments, patients, reminders, sms_opt_outs
 
 log = logging.getLogger(__name__)
 
-STAFF_CHANNEL = "staff"  # a reminders row addressed to the clinic's staff, not the patient
 STAFF_TEMPLATE = "staff_alert"  # templates/_staff/<language>/<template>.*: a channel failed
 NEW_TIME_TEMPLATE = "new_time_request"  # the patient replied 2
 UNCONFIRMED_TEMPLATE = "unconfirmed"  # appointments not confirmed by their deadline, to phone

@@ -56,9 +56,17 @@ from ..store import bulk, records
 from ..store.engine import reading
 from ..store.field_limits import can_be_stored, change_fields, patient_fields, unstorable
 from ..store.records import RowData
-from ..store.tables import appointments, audit_log, imports, patients, reminders, sms_opt_outs
+from ..store.tables import (
+    STAFF_CHANNEL,
+    appointments,
+    audit_log,
+    imports,
+    patients,
+    reminders,
+    sms_opt_outs,
+)
 from .critical_reach import staff_told
-from .follow_ups import STAFF_CHANNEL, staff_alert_row
+from .follow_ups import staff_alert_row
 
 CHUNK = 1000
 # A patient who got the appointment as a calendar entry (.ics) gets its cancellation too: an

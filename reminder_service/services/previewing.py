@@ -23,10 +23,9 @@ from ..store import records
 from ..store.engine import reading
 from ..store.field_limits import can_be_stored
 from ..store.records import RowData
-from ..store.tables import appointments, reminders
+from ..store.tables import STAFF_CHANNEL, appointments, reminders
 from . import patient_texts
 from .email_opt_outs import opted_out_emails
-from .follow_ups import STAFF_CHANNEL
 from .materializing import CannotPlan, remaining_plan
 from .patient_texts import PatientTexts
 

@@ -104,6 +104,10 @@ appointments = Table(
     Index("ix_appointments_start_at", "start_at"),
 )
 
+# A staff alert is stored as a row of its own "channel" (sent by email to the clinic's
+# staff_email): the repository reads it back as a reminder for Recipient.STAFF.
+STAFF_CHANNEL = "staff"
+
 reminders = Table(
     "reminders",
     metadata,
