@@ -16,11 +16,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from reminder_service import cli
-from reminder_service import mllp as mllp_module
 from reminder_service.bootstrap import Service
 from reminder_service.domain.appointment import Cancellation
 from reminder_service.domain.start_range import OUT_OF_RANGE
+from reminder_service.entrypoints import cli
+from reminder_service.entrypoints import mllp as mllp_module
 from reminder_service.entrypoints.mllp import MllpServer
 from reminder_service.importers.csv_mapping import LAYOUT_FIELDS
 from reminder_service.importers.csv_rows import FileRejected, RowError
