@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, update
+from sqlalchemy import Connection, Engine, String, and_, func, insert, or_, select, text, update
 
 from ..catalog import Catalog
 from ..clock import Clock
@@ -172,6 +172,13 @@ class ReplyService:
             log.exception("reply template %s could not be rendered", name)
             return None
         return message.sms
+
+
+def storable_phone(phone: str) -> bool:
+    """Whether an inbound message's From number fits its column (and holds no NUL)."""
+    column = inbound_messages.c.phone.type
+    assert isinstance(column, String) and column.length
+    return len(phone) <= column.length and "\x00" not in phone
 
 
 def _nearest_appointment(conn: Connection, phone: str, now: datetime) -> RowData | None:
