@@ -23,6 +23,7 @@ from rich.table import Table
 
 from .. import bootstrap
 from ..configuration.problems import ConfigError
+from ..domain.planning import Recipient
 from ..domain.timing import zone
 from ..importers.csv_rows import FileRejected
 from ..rendering.template_check import DEFAULT_MAX_GRADE, TemplateReport
@@ -619,7 +620,7 @@ def preview(
     for line in result.lines:
         when = line.due_at.isoformat() if line.due_at else "-"
         channel = line.channel
-        if line.recipient != "patient":  # a caregiver's copy
+        if line.recipient != Recipient.PATIENT:  # a caregiver's copy
             channel = f"{channel} ({line.recipient})"
         out.print(f"\n[bold]{line.step}[/bold] {channel} {when} {line.status}: {line.reason}")
         # soft_wrap: message text is shown as written, never re-wrapped to the terminal.
