@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
+from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
@@ -21,13 +22,21 @@ from .clock import Clock, system_clock
 from .configuration.clinics import load_clinics
 from .configuration.delivery_failures import load_failure_table
 from .configuration.protocols import load_protocols
+from .configuration.sms_budgets import load_sms_budgets
 from .entrypoints.api.app import create_app
 from .entrypoints.api.appointments import build_router
 from .entrypoints.api.keys import require_key
 from .entrypoints.api.replies import build_replies_router
+from .entrypoints.bounce_listener import BounceListener
+from .entrypoints.http_server import HttpServer
+from .entrypoints.mllp import MllpServer
+from .entrypoints.scheduler import DispatchTimer
+from .importers.csv_mapping import CsvMapping, load_mapping
 from .importers.csv_rows import ImportDefaults
+from .importers.hl7v2_siu import load_siu_mapping
 from .rendering.layout import missing_parts
 from .rendering.renderer import Renderer
+from .rendering.template_check import TemplateReport, check_templates
 from .services.api_keys import ApiKeys
 from .services.bounces import BounceService
 from .services.confirmations import Confirmations
@@ -35,6 +44,8 @@ from .services.delivery_status import DeliveryStatusService
 from .services.dispatching import DispatchPolicy, DispatchService
 from .services.email_opt_outs import EmailOptOuts
 from .services.follow_ups import FollowUps
+from .services.hl7_feed import SiuFeed, acknowledge
+from .services.hl7_import import feed_clinic
 from .services.importing import ImportService
 from .services.materializing import Materializer
 from .services.previewing import PreviewService
@@ -95,6 +106,43 @@ class Service:
             email_opt_outs=self.email_opt_outs(),
         )
 
+    def http_server(self) -> HttpServer:
+        """The HTTP endpoints on REMINDER_HTTP_HOST and REMINDER_HTTP_PORT."""
+        return HttpServer(self.http_app(), self.settings.http_host, self.settings.http_port)
+
+    def dispatch_timer(self) -> DispatchTimer:
+        """The dispatcher's loop, with the planning horizon's and the confirmations' checks."""
+        settings = self.settings
+        return DispatchTimer(
+            self.dispatcher,
+            self.clock,
+            max_idle=timedelta(seconds=settings.max_idle_seconds),
+            watch_every=settings.watch_seconds,
+            materializer=self.materializer,
+            materialize_every=timedelta(minutes=settings.materialize_minutes),
+            confirmations=self.confirmations,
+        )
+
+    def api_keys(self) -> ApiKeys:
+        return ApiKeys(self.engine, self.clock)
+
+    def siu_feed(self, clinic: str | None, mapping: Path | None) -> tuple[SiuFeed, list[str]]:
+        """An HL7 feed read with this mapping file (raises ConfigError for a bad one), for
+        `clinic` or the mapping's; with the problems that make it unusable (unknown clinics)."""
+        siu_mapping = load_siu_mapping(mapping) if mapping else None
+        chosen, problems = feed_clinic(clinic, siu_mapping, self.catalog.clinics.by_id)
+        defaults = None if chosen == "" else self.import_defaults(chosen)
+        return SiuFeed(siu_mapping, defaults, self.clinic_defaults()), problems
+
+    def mllp_server(self, feed: SiuFeed, host: str, port: int) -> MllpServer:
+        """Applies each HL7 message it receives from `feed` and acknowledges it."""
+        return MllpServer(partial(acknowledge, self.importer, feed), host, port)
+
+    def bounce_listener(self, host: str, port: int) -> BounceListener | None:
+        """Receives bounces and unsubscribe emails; None where bounces() is."""
+        receiver = self.bounces()
+        return None if receiver is None else BounceListener(receiver.receive, host, port)
+
     def email_opt_outs(self) -> EmailOptOuts:
         return EmailOptOuts(self.engine, unsubscribe_tokens(self.settings), self.clock)
 
@@ -152,6 +200,19 @@ def load_catalog(settings: Settings) -> Catalog:
     )
     failures = load_failure_table(settings.config_dir / "delivery_failures.yaml")
     return Catalog(protocols=tuple(protocols), clinics=clinics, failures=failures)
+
+
+def load_csv_mapping(path: Path) -> CsvMapping:
+    """A CSV column mapping file; raises ConfigError naming each problem."""
+    return load_mapping(path)
+
+
+def template_report(settings: Settings, max_grade: float) -> TemplateReport:
+    """check-templates: every configured template rendered as it is sent and checked against
+    config/sms_budgets.yaml and `max_grade` (rendering/template_check.py); raises ConfigError."""
+    catalog = load_catalog(settings)
+    budgets = load_sms_budgets(settings.config_dir / "sms_budgets.yaml")
+    return check_templates(catalog, Renderer(settings.templates_dir), budgets, max_grade)
 
 
 def build(

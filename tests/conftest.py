@@ -6,7 +6,6 @@ import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from reminder_service.settings import Settings
 from reminder_service.store.engine import make_engine
 from reminder_service.store.tables import metadata
 from tests.factories import CONFIG_DIR, TEMPLATES_DIR, local
+from tests.fakes import FakeClock
 
 POSTGRES_ENV = "REMINDER_TEST_POSTGRES_URL"
 
@@ -39,17 +39,6 @@ hypothesis_settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 hypothesis_settings.load_profile(os.environ.get("REMINDER_HYPOTHESIS_PROFILE", "ci"))
-
-
-class FakeClock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kwargs: float) -> None:
-        self.now += timedelta(**kwargs)
 
 
 @pytest.fixture

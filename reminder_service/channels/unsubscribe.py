@@ -29,6 +29,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
+# Re-exported: senders look the key up here too.
+from ..domain.opt_outs import opt_out_key as opt_out_key  # noqa: PLC0414
 from .base import ListUnsubscribe
 from .bounces import BounceAddress
 
@@ -37,12 +39,6 @@ _TOKEN = re.compile(rf"([1-9]\d{{0,9}})-([0-9a-f]{{{MAC_HEX}}})")
 MAX_ID = 2**31 - 1  # the patients table's INTEGER key: a larger one is no patient of ours
 MAX_LOCAL_PART = 64  # RFC 5321 4.5.3.1.1
 SUBJECT = "unsubscribe"
-
-
-def opt_out_key(address: str) -> str:
-    """How an address is kept on the opt-out list and compared with it: local parts are
-    case-insensitive at every mail provider patients use, and imports keep the case given."""
-    return address.strip().lower()
 
 
 @dataclass(frozen=True, slots=True)

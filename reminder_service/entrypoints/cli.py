@@ -11,7 +11,6 @@ import shutil
 import signal
 import sys
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -24,19 +23,17 @@ from rich.table import Table
 
 from .. import bootstrap
 from ..configuration.problems import ConfigError
-from ..configuration.sms_budgets import load_sms_budgets
+from ..domain.planning import Recipient
 from ..domain.timing import zone
-from ..importers.csv_mapping import load_mapping
-from ..importers.csv_rows import FileRejected, ImportDefaults
-from ..importers.hl7v2_siu import SiuMapping, load_siu_mapping
-from ..rendering.renderer import Renderer
-from ..rendering.template_check import DEFAULT_MAX_GRADE, TemplateReport, check_templates
-from ..services.api_keys import ApiKeys, KeyExists
+from ..importers.csv_rows import FileRejected
+from ..rendering.template_check import DEFAULT_MAX_GRADE, TemplateReport
+from ..services import hl7_feed
+from ..services.api_keys import KeyExists
 from ..services.auditing import audit_trail
 from ..services.confirmations import AlreadyCancelled
 from ..services.csv_import import import_csv_file
 from ..services.email_opt_outs import STAFF as STAFF_OPT_OUT
-from ..services.hl7_import import SiuResult, apply_siu, feed_clinic
+from ..services.hl7_import import SiuResult, apply_siu
 from ..services.importing import ImportSummary
 from ..services.previewing import NotFound
 from ..services.reply_inbox import MAX_LIST, InboundReply
@@ -44,12 +41,9 @@ from ..services.reporting import status_report
 from ..settings import Settings, SettingsError
 from ..store.startup import DatabaseUse, StartupError
 from . import log_masking
-from .bounce_listener import BounceListener
-from .http_server import HttpServer, HttpServerError
+from .http_server import HttpServerError
 from .listening import serve_until_signalled
-from .mllp import MllpServer
 from .sample_data import SAMPLE_IDS, sample_appointments
-from .scheduler import DispatchTimer
 from .spreadsheet_safety import write_rows
 
 # No local variables in tracebacks: they could hold patient data.
@@ -133,12 +127,10 @@ def check_templates_command(
     message's reading grade; fail on a typographic slip ("p.m..", double spaces, "the the")."""
     settings = _settings()
     try:
-        catalog = bootstrap.load_catalog(settings)
-        budgets = load_sms_budgets(settings.config_dir / "sms_budgets.yaml")
+        report = bootstrap.template_report(settings, max_grade)
     except ConfigError as exc:
         _config_problems(exc)
         raise typer.Exit(EXIT_UNUSABLE) from None
-    report = check_templates(catalog, Renderer(settings.templates_dir), budgets, max_grade)
     several_clinics = len({r.clinic_id for r in report.sms}) > 1
     for protocol_id in dict.fromkeys(r.protocol_id for r in report.sms):
         table = Table(title=f"SMS: {protocol_id}")
@@ -202,12 +194,15 @@ def import_file(
 ) -> None:
     """Import a CSV export (or an HL7 v2 SIU batch file, *.hl7) and (re)plan the reminders."""
     service = _service(DatabaseUse.WRITE)
-    if _is_hl7(file):
+    if hl7_feed.is_hl7(file):
         _import_hl7(service, file, clinic, mapping)
         return
-    defaults = _defaults(service, clinic)
+    if service.catalog.clinics.get(clinic) is None:
+        err.print(f"[red]--clinic:[/red] no clinic {clinic!r} in the configuration")
+        raise typer.Exit(EXIT_UNUSABLE)
+    defaults = service.import_defaults(clinic)
     try:
-        parsed_mapping = load_mapping(mapping) if mapping else None
+        parsed_mapping = bootstrap.load_csv_mapping(mapping) if mapping else None
         with _progress() as progress:
             task = progress.add_task("importing", total=None)
             summary = import_csv_file(
@@ -231,65 +226,47 @@ def import_file(
         raise typer.Exit(EXIT_ROWS_REJECTED)
 
 
-def _defaults(service: bootstrap.Service, clinic: str | None) -> ImportDefaults:
-    if service.catalog.clinics.get(clinic) is None:
-        err.print(f"[red]--clinic:[/red] no clinic {clinic!r} in the configuration")
-        raise typer.Exit(EXIT_UNUSABLE)
-    return service.import_defaults(clinic)
-
-
-def _is_hl7(file: Path) -> bool:
-    if file.suffix.lower() in {".hl7", ".er7"}:
-        return True
-    with file.open("rb") as handle:
-        head = handle.read(8).lstrip(b"\x0b\xef\xbb\xbf \r\n")
-    return head.startswith((b"MSH", b"FHS", b"BHS"))
-
-
 def _siu_feed(
     service: bootstrap.Service, clinic: str | None, mapping: Path | None
-) -> tuple[SiuMapping | None, ImportDefaults | None, dict[str, ImportDefaults]]:
-    """The SIU mapping, the feed's clinic (None: the facility map decides) and every clinic."""
+) -> hl7_feed.SiuFeed:
+    """The feed with its SIU mapping, its clinic (or the facility map's) and every clinic."""
     try:
-        siu_mapping = load_siu_mapping(mapping) if mapping else None
+        feed, problems = service.siu_feed(clinic, mapping)
     except ConfigError as exc:
         _config_problems(exc)
         raise typer.Exit(EXIT_UNUSABLE) from None
-    chosen, problems = feed_clinic(clinic, siu_mapping, service.catalog.clinics.by_id)
     for problem in problems:  # each names its place: the clinic asked for, or `facilities`
         err.print(f"[red]which clinic the feed is for:[/red] {problem}", highlight=False)
     if problems:
         raise typer.Exit(EXIT_UNUSABLE)
-    defaults = None if chosen == "" else service.import_defaults(chosen)
-    return siu_mapping, defaults, service.clinic_defaults()
+    return feed
 
 
 def _import_hl7(
     service: bootstrap.Service, file: Path, clinic: str | None, mapping: Path | None
 ) -> None:
-    siu_mapping, defaults, clinics = _siu_feed(service, clinic, mapping)
+    feed = _siu_feed(service, clinic, mapping)
     results, summary = apply_siu(
         service.importer,
         file.read_bytes(),
-        defaults,
-        mapping=siu_mapping,
+        feed.defaults,
+        mapping=feed.mapping,
         label=file.name,
-        clinics=clinics,
+        clinics=feed.clinics,
     )
     if not results:
         err.print(f"[red]rejected, nothing imported:[/red] {file}: no HL7 message", highlight=False)
         raise typer.Exit(EXIT_UNUSABLE)
     labels = {r.change.index: f"message {r.change.index} ({_control_id(r)})" for r in results}
     _print_summary(summary, None, lambda index: labels.get(index, f"message {index}"))
-    for result in results:
-        if result.ack != "AA":
-            out.print(
-                f"message {result.change.index} ({_control_id(result)}): "
-                f"{result.ack} {result.text}",
-                markup=False,
-                highlight=False,
-            )
-    if any(result.ack != "AA" for result in results):
+    rejected = hl7_feed.rejected(results)
+    for result in rejected:
+        out.print(
+            f"message {result.change.index} ({_control_id(result)}): {result.ack} {result.text}",
+            markup=False,
+            highlight=False,
+        )
+    if rejected:
         raise typer.Exit(EXIT_ROWS_REJECTED)
 
 
@@ -444,15 +421,7 @@ def run(
     logging.getLogger(__name__).info("settings: %s", service.settings.describe())
     if sample_data:
         _import_sample_data(service)
-    timer = DispatchTimer(
-        service.dispatcher,
-        service.clock,
-        max_idle=timedelta(seconds=service.settings.max_idle_seconds),
-        watch_every=service.settings.watch_seconds,
-        materializer=service.materializer,
-        materialize_every=timedelta(minutes=service.settings.materialize_minutes),
-        confirmations=service.confirmations,
-    )
+    timer = service.dispatch_timer()
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         logging.getLogger(__name__).info("signal %s: stopping after in-flight sends", signum)
@@ -462,8 +431,7 @@ def run(
     signal.signal(signal.SIGINT, stop)
     server = None
     if http:
-        settings = service.settings
-        server = HttpServer(service.http_app(), settings.http_host, settings.http_port)
+        server = service.http_server()
         try:
             server.start()
         except HttpServerError as exc:
@@ -491,21 +459,8 @@ def mllp(
     """Receive HL7 v2 SIU messages over MLLP until Ctrl-C or SIGTERM; each is applied and
     acknowledged (AA, AE with the reason, or AR)."""
     service = _service(DatabaseUse.WRITE)
-    siu_mapping, defaults, clinics = _siu_feed(service, clinic, mapping)
-
-    def handle(frame: bytes) -> tuple[str, str]:
-        results, _ = apply_siu(
-            service.importer,
-            frame,
-            defaults,
-            mapping=siu_mapping,
-            label="mllp",
-            clinics=clinics,
-        )
-        worst = max(results, key=lambda r: ("AA", "AE", "AR").index(r.ack), default=None)
-        return (worst.ack, worst.text) if worst else ("AR", "no HL7 message in the frame")
-
-    asyncio.run(serve_until_signalled(MllpServer(handle, host, port)))
+    feed = _siu_feed(service, clinic, mapping)
+    asyncio.run(serve_until_signalled(service.mllp_server(feed, host, port)))
     service.close()
 
 
@@ -519,15 +474,15 @@ def bounces(
     its step reached the patient. Unsubscribe emails sent to its List-Unsubscribe mailto (with
     REMINDER_UNSUBSCRIBE_SECRET set) stop reminder emails to their address."""
     service = _service(DatabaseUse.WRITE)
-    receiver = service.bounces()
-    if receiver is None:
+    listener = service.bounce_listener(host, port)
+    if listener is None:
         err.print(
             "bounces: needs REMINDER_EMAIL_CHANNEL=smtp with SMTP_BOUNCE_ADDRESS and "
             "SMTP_BOUNCE_SECRET set (each email's envelope sender then names it)"
         )
         raise typer.Exit(EXIT_UNUSABLE)
 
-    asyncio.run(serve_until_signalled(BounceListener(receiver.receive, host, port)))
+    asyncio.run(serve_until_signalled(listener))
     service.close()
 
 
@@ -570,7 +525,7 @@ def api_key_create(name: str) -> None:
     """Create a key named NAME and print it: the only time it is shown."""
     service = _service(DatabaseUse.WRITE)
     try:
-        key = ApiKeys(service.engine, service.clock).create(name)
+        key = service.api_keys().create(name)
     except KeyExists as exc:
         err.print(str(exc), markup=False)
         raise typer.Exit(EXIT_UNUSABLE) from None
@@ -581,7 +536,7 @@ def api_key_create(name: str) -> None:
 def api_key_revoke(name: str) -> None:
     """Revoke the key named NAME at once."""
     service = _service(DatabaseUse.WRITE)
-    if not ApiKeys(service.engine, service.clock).revoke(name):
+    if not service.api_keys().revoke(name):
         err.print(f"no live API key named {name!r}", markup=False)
         raise typer.Exit(EXIT_UNUSABLE)
     out.print(f"revoked {name}", markup=False)
@@ -592,9 +547,8 @@ def serve() -> None:
     """Serve only the HTTP endpoints (webhooks, health) until Ctrl-C or SIGTERM, so they can run
     in processes of their own beside `run --no-http`."""
     service = _service(DatabaseUse.MIGRATE)
-    settings = service.settings
     try:
-        HttpServer(service.http_app(), settings.http_host, settings.http_port).run()
+        service.http_server().run()
     finally:
         service.close()
 
@@ -666,7 +620,7 @@ def preview(
     for line in result.lines:
         when = line.due_at.isoformat() if line.due_at else "-"
         channel = line.channel
-        if line.recipient != "patient":  # a caregiver's copy
+        if line.recipient != Recipient.PATIENT:  # a caregiver's copy
             channel = f"{channel} ({line.recipient})"
         out.print(f"\n[bold]{line.step}[/bold] {channel} {when} {line.status}: {line.reason}")
         # soft_wrap: message text is shown as written, never re-wrapped to the terminal.

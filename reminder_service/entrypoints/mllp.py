@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
-from ..importers.hl7_ack import build_ack
+from ..services.hl7_feed import build_ack
 from .listening import Listener
 
 log = logging.getLogger(__name__)

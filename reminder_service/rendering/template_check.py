@@ -38,6 +38,7 @@ from ..domain.appointment import FLAG_NAMES, Appointment, AppointmentStatus, Pat
 from ..domain.clinic import Clinic
 from ..domain.protocol import Channel, Protocol
 from ..domain.timing import local_to_utc, zone
+from .flag_memo import FlagMemo
 from .layout import BASE_LANGUAGE, PARTS, template_name
 from .readability import ReadingGrade, reading_grade
 from .renderer import (
@@ -327,6 +328,10 @@ class _Check:
         self.results: list[SmsResult] = []
         self.problems: dict[tuple[str, ...], TemplateProblem] = {}  # ordered, one of each
         self.ucs2_starts: dict[tuple[str, str], datetime | None] = {}
+        # Variants that render the same text share these.
+        self.analysed: dict[str, SmsAnalysis] = {}
+        self.html_texts: dict[str, str] = {}
+        self.reading: dict[tuple[str, str], ReadingGrade] = {}
 
     def run(self) -> TemplateReport:
         for protocol in self.catalog.protocols:
@@ -370,7 +375,9 @@ class _Check:
         variant: str,
     ) -> None:
         protocol_id, template, part = key
-        grade = reading_grade(text, language)
+        grade = self.reading.get((text, language))
+        if grade is None:
+            grade = self.reading[text, language] = reading_grade(text, language)
         current = self.grades.get((*key, language))
         if current is None or grade.grade > current.grade.grade:
             self.grades[(*key, language)] = GradeResult(
@@ -419,18 +426,53 @@ class _Check:
             self._problem(str(exc), TemplateProblem(file, language, clinic.id, reason))
             return None
 
+    def _render_variant(
+        self,
+        memo: FlagMemo,
+        protocol_id: str,
+        template: str,
+        channel: Channel,
+        language: str,
+        clinic: Clinic,
+        context: Context,
+        flags: Mapping[str, object],
+    ) -> RenderedMessage | None:
+        """`context` with these flags rendered, or the same rendering of an earlier variant that
+        agrees on every flag it read (flag_memo.py): the text, and any failure, are the same."""
+        return memo.render(
+            _details(context),
+            flags,
+            lambda details: self._render(
+                protocol_id, template, channel, language, clinic, context | {"appointment": details}
+            ),
+        )
+
+    def _analyse(self, sms: str) -> SmsAnalysis:
+        found = self.analysed.get(sms)
+        if found is None:
+            found = self.analysed[sms] = analyse(sms)
+        return found
+
+    def _html_text(self, html: str) -> str:
+        found = self.html_texts.get(html)
+        if found is None:
+            found = self.html_texts[html] = html_as_text(html)
+        return found
+
     def _check_email(self, protocol_id: str, template: str, language: str, clinic: Clinic) -> None:
         base = sample_context(clinic, language)
         subject_file = template_name(protocol_id, language, template, "subject")
+        memo = FlagMemo(self.flags[0])
         for flags in self.flags:
-            context = with_flags(base, flags)
-            message = self._render(protocol_id, template, Channel.EMAIL, language, clinic, context)
+            message = self._render_variant(
+                memo, protocol_id, template, Channel.EMAIL, language, clinic, base, flags
+            )
             if message is not None:
                 variant = _flags_text(flags)
                 for part, text in (
                     ("subject", message.subject or ""),
                     ("email.txt", message.text or ""),
-                    ("email.html", html_as_text(message.html or "")),
+                    ("email.html", self._html_text(message.html or "")),
                 ):
                     file = template_name(protocol_id, language, template, part)
                     self._check_typography(file, language, clinic, text, variant)
@@ -451,10 +493,10 @@ class _Check:
         for patient_language in patient_languages(language, self.clinics):
             ucs2_start = self._ucs2_start(clinic, patient_language)
             for day, dated in sample_contexts(clinic, patient_language, ucs2_start):
+                memo = FlagMemo(self.flags[0])
                 for flags in self.flags:
-                    context = with_flags(dated, flags)
-                    message = self._render(
-                        protocol_id, template, Channel.SMS, language, clinic, context
+                    message = self._render_variant(
+                        memo, protocol_id, template, Channel.SMS, language, clinic, dated, flags
                     )
                     if message is None or message.sms is None:
                         continue
@@ -464,7 +506,7 @@ class _Check:
                     if flags in GRADED_FLAGS:
                         key = (protocol_id, template, "sms")
                         self._grade(key, language, clinic, message.sms, variant)
-                    rendered.append(_Rendered(analyse(message.sms), message.sms, variant))
+                    rendered.append(_Rendered(self._analyse(message.sms), message.sms, variant))
         if rendered:
             self._record(protocol_id, template, language, clinic, rendered)
 

@@ -13,7 +13,6 @@ the email opt-out list at once (see channels/unsubscribe.py).
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime
 from typing import Any
@@ -23,9 +22,10 @@ from sqlalchemy import Engine, select, update
 from ..channels.bounces import BounceAddress, DeliveryReport, read_dsn
 from ..channels.unsubscribe import UnsubscribeLinks
 from ..clock import Clock
+from ..domain.audit import AuditEvent, AuditRecord
 from ..domain.planning import ReminderStatus
 from ..domain.protocol import Channel
-from ..store import bulk
+from ..store import audit
 from ..store.tables import reminders
 from .email_opt_outs import UNSUBSCRIBE_EMAIL, EmailOptOuts, TokenCheck
 from .follow_ups import FollowUps
@@ -98,7 +98,7 @@ class BounceService:
             if failed is None:
                 assert delayed is not None
                 reason = f"the mail system is still trying (status {delayed.status or 'none'})"
-                bulk.insert_audit(conn, [_audit(reminder, "delivery_delayed", reason, now)])
+                audit.write(conn, [_audit(reminder, AuditEvent.DELIVERY_DELAYED, reason, now)])
                 return "delayed"
             code = failed.status or "5.0.0"
             reason = f"bounced: {_meaning(code)} (status {code})"
@@ -107,7 +107,7 @@ class BounceService:
                 .where(reminders.c.id == reminder_id)
                 .values(delivery_status=BOUNCED, delivery_error=code, delivery_updated_at=now)
             )
-            bulk.insert_audit(conn, [_audit(reminder, "delivery_bounced", reason, now)])
+            audit.write(conn, [_audit(reminder, AuditEvent.DELIVERY_BOUNCED, reason, now)])
             if reminder["status"] == ReminderStatus.SENT.value:
                 bounced = {**reminder, "delivery_status": BOUNCED, "delivery_error": code}
                 self._follow_ups.after_undeliverable(conn, [(bounced, reason)], now)
@@ -131,12 +131,13 @@ def _meaning(code: str) -> str:
     return _MEANINGS.get(code, "the mail system could not deliver it")
 
 
-def _audit(reminder: dict[str, Any], event: str, reason: str, now: datetime) -> dict[str, Any]:
-    return {
-        "at": now,
-        "appointment_id": reminder["appointment_id"],
-        "reminder_id": reminder["id"],
-        "event": event,
-        "reason": reason,
-        "detail": json.dumps({"delivery_status": event.removeprefix("delivery_")}),
-    }
+def _audit(reminder: dict[str, Any], event: AuditEvent, reason: str, now: datetime) -> AuditRecord:
+    status = event.value.removeprefix("delivery_")
+    return AuditRecord(
+        now,
+        event,
+        reason,
+        reminder["appointment_id"],
+        reminder["id"],
+        detail={"delivery_status": status},
+    )

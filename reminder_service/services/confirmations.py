@@ -22,10 +22,11 @@ from sqlalchemy.sql.elements import ColumnElement
 from ..catalog import Catalog
 from ..clock import Clock
 from ..domain.appointment import Appointment, AppointmentStatus, masked_patient
+from ..domain.audit import AuditEvent, AuditRecord
 from ..domain.confirmation import Confirmation, latest_anchor_due, needs_a_call
 from ..domain.protocol import ConfirmationRule
 from ..domain.timing import Anchor
-from ..store import bulk, records
+from ..store import audit, records
 from ..store.field_limits import can_be_stored
 from ..store.records import RowData
 from ..store.tables import appointments, reminders
@@ -82,10 +83,8 @@ class Confirmations:
                 .values(confirmed_at=now, confirmed_by=by)
             )
             if done.rowcount:
-                entry = {"at": now, "appointment_id": row["id"], "reminder_id": None,
-                         "event": "confirmed", "reason": f"confirmed by staff ({by})",
-                         "detail": None}  # fmt: skip
-                bulk.insert_audit(conn, [entry])
+                reason = f"confirmed by staff ({by})"
+                audit.write(conn, [AuditRecord(now, AuditEvent.CONFIRMED, reason, row["id"])])
             row = conn.execute(query).mappings().one()
         return self.state(row, records.appointment_from_row(row, records.patient_of(row)))
 
@@ -147,7 +146,7 @@ class Confirmations:
         by_clinic: dict[str, list[tuple[RowData, Appointment, datetime]]] = defaultdict(list)
         for item in claimed:
             by_clinic[item[1].clinic_id].append(item)
-        audit = []
+        listed: list[AuditRecord] = []
         for clinic_id, items in sorted(by_clinic.items()):
             clinic = self._catalog.clinics.get(clinic_id) or self._catalog.clinics.default
             lines = [
@@ -169,10 +168,8 @@ class Confirmations:
                     f"not confirmed by {deadline.isoformat()}: listed to the clinic's staff to "
                     f"phone ({len(items)} in this alert)"
                 )
-                entry = {"at": now, "appointment_id": row["id"], "reminder_id": None,
-                         "event": "staff_alert", "reason": reason, "detail": None}  # fmt: skip
-                audit.append(entry)
-        bulk.insert_audit(conn, audit)
+                listed.append(AuditRecord(now, AuditEvent.STAFF_ALERT, reason, row["id"]))
+        audit.write(conn, listed)
         return CheckReport(len(claimed), len(by_clinic))
 
 

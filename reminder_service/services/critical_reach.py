@@ -15,9 +15,10 @@ from sqlalchemy import Connection, insert, select
 
 from ..catalog import Catalog
 from ..domain.appointment import AppointmentStatus
+from ..domain.audit import AuditEvent, AuditRecord
 from ..domain.planning import Recipient, ReminderStatus
 from ..domain.reachability import CRITICAL_UNREACHABLE, unreachable_critical_steps
-from ..store import bulk, records
+from ..store import audit, records
 from ..store.tables import STAFF_CHANNEL, appointments, patients, reminders
 from .follow_ups import staff_alert_row
 from .patient_texts import plan_as_stored
@@ -76,12 +77,11 @@ def alert_after_opt_out(conn: Connection, catalog: Catalog, phone: str, now: dat
                 alerts.append(staff_alert_row(row["id"], row["version"], step_id, alert, now))
     if alerts:
         conn.execute(insert(reminders), alerts)
-        bulk.insert_audit(
+        audit.write(
             conn,
             [
-                {"at": now, "appointment_id": a["appointment_id"], "reminder_id": None,
-                 "event": "staff_alert", "reason": a["alert"], "detail": None}
+                AuditRecord(now, AuditEvent.STAFF_ALERT, a["alert"], a["appointment_id"])
                 for a in alerts
             ],
-        )  # fmt: skip
+        )
     return len(alerts)

@@ -16,19 +16,20 @@ Twilio about that very attempt.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, or_, select, update
 
 from ..clock import Clock
+from ..domain.audit import AuditEvent, AuditRecord
 from ..domain.failure_rules import FailureTable
 from ..domain.failures import Failure, FailureKind
 from ..domain.planning import Recipient, ReminderStatus
-from ..store import bulk
-from ..store.tables import appointments, audit_log, patients, reminders
-from .follow_ups import FollowUps, record_opt_outs
+from ..domain.protocol import Channel
+from ..store import audit, opt_outs
+from ..store.tables import appointments, patients, reminders
+from .follow_ups import FollowUps
 
 # How far along each status is; terminal ones share the last rank.
 PROGRESS = {
@@ -67,7 +68,7 @@ class DeliveryStatusService:
                 return "unknown"
             if row["provider_id"] != message_sid:
                 in_doubt = row["maybe_accepted_at"] or row["attempt_started_at"]
-                if in_doubt is None or row["channel"] != "sms":
+                if in_doubt is None or row["channel"] != Channel.SMS.value:
                     return "unknown"  # not ours, or not this message: change nothing
                 if _held(row, now):
                     return "unknown"  # its later callbacks find it settled by the dispatcher
@@ -87,9 +88,7 @@ class DeliveryStatusService:
                 )
             )
             reason = f"provider reports {status}" + (f" (error {error_code})" if error_code else "")
-            bulk.insert_audit(
-                conn, [_audit(row["appointment_id"], reminder_id, status, reason, now)]
-            )
+            audit.write(conn, [_audit(row["appointment_id"], reminder_id, status, reason, now)])
             if status in NOT_DELIVERED:
                 self._not_delivered(conn, dict(row), reason, error_code, now)
         return "recorded"
@@ -121,38 +120,22 @@ class DeliveryStatusService:
             )
         ).rowcount
         if adopted:
-            event = "lost_answer_accepted"
+            event = AuditEvent.LOST_ANSWER_ACCEPTED
             reason = "Twilio accepted an attempt whose answer was lost: sent, not sent again"
         else:
-            event = "lost_answer_duplicate"
+            event = AuditEvent.LOST_ANSWER_DUPLICATE
             reason = (
                 "Twilio accepted an attempt whose answer was lost, after the reminder had moved "
                 f"on ({row['status']}): the patient has this text as well as what came after it "
                 "(a second copy, a fallback, or a replacement)"
             )
-        if not adopted and self._already_noted(conn, row, event):
+        if not adopted and audit.noted(conn, row["appointment_id"], row["id"], event):
             return False  # Twilio calls back at each status; one note for staff is enough
-        entry = {
-            "at": now,
-            "appointment_id": row["appointment_id"],
-            "reminder_id": row["id"],
-            "event": event,
-            "reason": reason,
-            "detail": json.dumps({"message_sid": sid}),
-        }
-        bulk.insert_audit(conn, [entry])
+        entry = AuditRecord(
+            now, event, reason, row["appointment_id"], row["id"], detail={"message_sid": sid}
+        )
+        audit.write(conn, [entry])
         return bool(adopted)
-
-    @staticmethod
-    def _already_noted(conn: Connection, row: dict[str, Any], event: str) -> bool:
-        found = conn.execute(
-            select(audit_log.c.id)
-            .where(audit_log.c.appointment_id == row["appointment_id"])  # indexed
-            .where(audit_log.c.reminder_id == row["id"])
-            .where(audit_log.c.event == event)
-            .limit(1)
-        ).first()
-        return found is not None
 
     def _not_delivered(
         self, conn: Connection, row: dict[str, Any], reason: str, code: str | None, now: datetime
@@ -162,7 +145,7 @@ class DeliveryStatusService:
             if verdict.opt_out:
                 phone = _phone_of(conn, row)
                 if phone:
-                    record_opt_outs(conn, [phone], now, source=f"twilio error {code}")
+                    opt_outs.record_sms(conn, [phone], now, source=f"twilio error {code}")
         self._follow_ups.after_undeliverable(conn, [(row, reason)], now)
 
 
@@ -187,12 +170,12 @@ def _phone_of(conn: Connection, row: dict[str, Any]) -> str | None:
 
 def _audit(
     appointment_id: int, reminder_id: int, status: str, reason: str, now: datetime
-) -> dict[str, object]:
-    return {
-        "at": now,
-        "appointment_id": appointment_id,
-        "reminder_id": reminder_id,
-        "event": f"delivery_{status}",
-        "reason": reason,
-        "detail": json.dumps({"delivery_status": status}),
-    }
+) -> AuditRecord:
+    return AuditRecord(
+        now,
+        AuditEvent.delivery(status),
+        reason,
+        appointment_id,
+        reminder_id,
+        detail={"delivery_status": status},
+    )

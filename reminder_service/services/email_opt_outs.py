@@ -17,13 +17,14 @@ from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Connection, Engine, delete, insert, select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import IntegrityError
 
-from ..channels.unsubscribe import UnsubscribeTokens, opt_out_key
+from ..channels.unsubscribe import UnsubscribeTokens
 from ..clock import Clock
+from ..store import opt_outs
 from ..store.engine import reading
-from ..store.tables import email_opt_outs, patients
+from ..store.tables import patients
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class EmailOptOuts:
         """Put an address on the list; False when it already was."""
         try:
             with self._engine.begin() as conn:
-                added = record_email_opt_outs(conn, [address], self._clock(), source) > 0
+                added = opt_outs.record_emails(conn, [address], self._clock(), source) > 0
         except IntegrityError:
             added = False  # another request put it there a moment earlier
         if added:
@@ -71,10 +72,7 @@ class EmailOptOuts:
     def opt_in(self, address: str) -> bool:
         """Take an address off the list (staff, when the patient asks again); False if absent."""
         with self._engine.begin() as conn:
-            removed = conn.execute(
-                delete(email_opt_outs).where(email_opt_outs.c.email == opt_out_key(address))
-            ).rowcount
-        return bool(removed)
+            return opt_outs.remove_email(conn, address)
 
     def _resolve(self, token: str) -> tuple[TokenCheck, str | None]:
         if self._tokens is None:
@@ -94,25 +92,12 @@ class EmailOptOuts:
 def record_email_opt_outs(
     conn: Connection, addresses: Iterable[str], now: datetime, source: str
 ) -> int:
-    """Mark addresses as opted out of email (already marked ones stay as they are)."""
-    wanted = {opt_out_key(a) for a in addresses if a.strip()}
-    if not wanted:
-        return 0
-    known = set(
-        conn.execute(
-            select(email_opt_outs.c.email).where(email_opt_outs.c.email.in_(wanted))
-        ).scalars()
-    )
-    fresh = [{"email": a, "opted_out_at": now, "source": source} for a in sorted(wanted - known)]
-    if fresh:
-        conn.execute(insert(email_opt_outs), fresh)
-    return len(fresh)
+    """Mark addresses as opted out of email: store/opt_outs.record_emails, under its former
+    name."""
+    return opt_outs.record_emails(conn, addresses, now, source)
 
 
 def opted_out_emails(conn: Connection, addresses: Iterable[str]) -> set[str]:
-    """Those of `addresses` on the list, as opt_out_key gives them."""
-    wanted = {opt_out_key(a) for a in addresses if a}
-    if not wanted:
-        return set()
-    query = select(email_opt_outs.c.email).where(email_opt_outs.c.email.in_(wanted))
-    return set(conn.execute(query).scalars())
+    """Those of `addresses` on the list: store/opt_outs.opted_out_emails, under its former
+    name."""
+    return opt_outs.opted_out_emails(conn, addresses)

@@ -21,13 +21,15 @@ from typing import Any
 from sqlalchemy import Connection, insert, select
 
 from ..catalog import Catalog
+from ..domain.appointment import AppointmentStatus
+from ..domain.audit import AuditEvent, AuditRecord
 from ..domain.clinic import Clinic
 from ..domain.planning import Recipient, ReminderStatus
 from ..domain.protocol import Channel
 from ..domain.timing import zone
-from ..store import bulk
+from ..store import audit, opt_outs
 from ..store.records import RowData
-from ..store.tables import STAFF_CHANNEL, appointments, patients, reminders, sms_opt_outs
+from ..store.tables import STAFF_CHANNEL, appointments, patients, reminders
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ class FollowUps:
         siblings = _steps_of(conn, ids)
         booked = _booked_appointments(conn, ids)
         new_rows: list[dict[str, Any]] = []
-        audit: list[dict[str, Any]] = []
+        alerted: list[AuditRecord] = []
         for row, why in failed:
             if row["appointment_id"] not in booked:
                 continue  # cancelled since: nobody needs the message any more
@@ -73,10 +75,10 @@ class FollowUps:
             siblings[key].append({**follow_up, "id": None})  # one follow-up per step
             new_rows.append(follow_up)
             if follow_up["channel"] == STAFF_CHANNEL:
-                audit.append(_alert_audit(row, follow_up["reason"], now))
+                alerted.append(_alert_audit(row, follow_up["reason"], now))
         if new_rows:
             conn.execute(insert(reminders), new_rows)
-        bulk.insert_audit(conn, audit)
+        audit.write(conn, alerted)
 
     def _follow_up(
         self,
@@ -191,15 +193,8 @@ def staff_time(moment: datetime, clinic: Clinic) -> str:
     return f"{local:%a %d %b %Y %H:%M} {local.tzname()}"
 
 
-def _alert_audit(row: RowData, reason: str, now: datetime) -> dict[str, Any]:
-    return {
-        "at": now,
-        "appointment_id": row["appointment_id"],
-        "reminder_id": row["id"],
-        "event": "staff_alert",
-        "reason": reason,
-        "detail": None,
-    }
+def _alert_audit(row: RowData, reason: str, now: datetime) -> AuditRecord:
+    return AuditRecord(now, AuditEvent.STAFF_ALERT, reason, row["appointment_id"], row["id"])
 
 
 def _steps_of(conn: Connection, appointment_ids: set[int]) -> dict[tuple[Any, ...], list[Any]]:
@@ -233,20 +228,11 @@ def _booked_appointments(
         select(appointments.c.id, patients.c.email, appointments.c.protocol_id)
         .join(patients, patients.c.id == appointments.c.patient_id)
         .where(appointments.c.id.in_(appointment_ids))
-        .where(appointments.c.status == "booked")
+        .where(appointments.c.status == AppointmentStatus.BOOKED.value)
     )
     return {row.id: (row.email, row.protocol_id) for row in conn.execute(query)}
 
 
 def record_opt_outs(conn: Connection, numbers: Iterable[str], now: datetime, source: str) -> int:
-    """Mark numbers as opted out of SMS (already marked ones stay as they are)."""
-    wanted = set(numbers)
-    if not wanted:
-        return 0
-    known = set(
-        conn.execute(select(sms_opt_outs.c.phone).where(sms_opt_outs.c.phone.in_(wanted))).scalars()
-    )
-    fresh = [{"phone": n, "opted_out_at": now, "source": source} for n in sorted(wanted - known)]
-    if fresh:
-        conn.execute(insert(sms_opt_outs), fresh)
-    return len(fresh)
+    """Mark numbers as opted out of SMS: store/opt_outs.record_sms, under its former name."""
+    return opt_outs.record_sms(conn, numbers, now, source)

@@ -27,20 +27,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import Connection, Engine, String, and_, func, insert, or_, select, text, update
 
 from ..catalog import Catalog
 from ..clock import Clock
 from ..domain.appointment import AppointmentStatus, Patient, masked_patient
+from ..domain.audit import AuditEvent, AuditRecord
 from ..domain.clinic import Clinic
 from ..domain.protocol import Channel
 from ..domain.replies import FOR_STAFF, ReplyKind, acknowledge, classify_reply
 from ..rendering.renderer import Renderer, RenderError
-from ..store import bulk
+from ..store import audit, opt_outs
 from ..store.records import RowData
-from ..store.tables import appointments, inbound_messages, patients, reminders, sms_opt_outs
+from ..store.tables import appointments, inbound_messages, patients, reminders
 from .critical_reach import alert_after_opt_out
-from .follow_ups import NEW_TIME_TEMPLATE, record_opt_outs, staff_alert_row, staff_time
+from .follow_ups import NEW_TIME_TEMPLATE, staff_alert_row, staff_time
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class ReplyService:
             clinic = self._catalog.clinics.get(appointment["clinic_id"] if appointment else None)
             assert clinic is not None  # the default clinic always exists
             answer_name = self._apply(conn, kind, phone, appointment, clinic, now)
-            if answer_name not in TO_OPTED_OUT and _opted_out(conn, phone):
+            if answer_name not in TO_OPTED_OUT and opt_outs.sms_opted_out(conn, phone):
                 answer_name = None
             language = appointment["language"] if appointment else clinic.default_language
             answer = self._answer(answer_name, clinic, language) if answer_name else None
@@ -112,15 +113,14 @@ class ReplyService:
         """Record what the reply means; returns the name of the answer to send, if any."""
         appointment_id = appointment["id"] if appointment else None
         if kind is ReplyKind.OPT_OUT:
-            fresh = record_opt_outs(conn, [phone], now, source="reply STOP")
+            fresh = opt_outs.record_sms(conn, [phone], now, source="reply STOP")
             if fresh:
-                _audit(conn, now, appointment_id, "opted_out", "the patient replied STOP")
+                _audit(conn, now, appointment_id, AuditEvent.OPTED_OUT, "the patient replied STOP")
                 alert_after_opt_out(conn, self._catalog, phone, now)
             return "opted_out" if fresh else None  # one confirmation at most
         if kind is ReplyKind.OPT_IN:
-            removed = conn.execute(delete(sms_opt_outs).where(sms_opt_outs.c.phone == phone))
-            if removed.rowcount:
-                _audit(conn, now, appointment_id, "opted_in", "the patient replied START")
+            if opt_outs.remove_sms(conn, phone):
+                _audit(conn, now, appointment_id, AuditEvent.OPTED_IN, "the patient replied START")
                 return "opted_in"
             return None
         if kind is ReplyKind.HELP:
@@ -130,7 +130,7 @@ class ReplyService:
                 return "no_appointment"
             if kind is ReplyKind.CONFIRM:
                 _set(conn, appointment["id"], confirmed_at=now, confirmed_by=BY_THE_PATIENT)
-                _audit(conn, now, appointment["id"], "confirmed", "the patient replied 1")
+                _audit(conn, now, appointment["id"], AuditEvent.CONFIRMED, "the patient replied 1")
                 return "confirmed"
             _set(conn, appointment["id"], new_time_requested_at=now)
             # The staff alert's own words (templates/_staff/<language>/new_time_request.*); the
@@ -139,14 +139,15 @@ class ReplyService:
                 f"{masked_patient(_patient(appointment))} asked to change their appointment on "
                 f"{staff_time(appointment['start_at'], clinic)}; please call them"
             )
-            _audit(conn, now, appointment["id"], "staff_alert", reason)
+            _audit(conn, now, appointment["id"], AuditEvent.STAFF_ALERT, reason)
             alert = staff_alert_row(
                 appointment["id"], appointment["version"], "reply", reason, now,
                 template=NEW_TIME_TEMPLATE,
             )  # fmt: skip
             conn.execute(insert(reminders).values(**alert))
             return "new_time"
-        _audit(conn, now, appointment_id, "reply", "a free-text reply for staff (kept, not logged)")
+        kept = "a free-text reply for staff (kept, not logged)"
+        _audit(conn, now, appointment_id, AuditEvent.REPLY, kept)
         last = conn.execute(
             select(func.max(inbound_messages.c.received_at))
             .where(inbound_messages.c.phone == phone)
@@ -171,6 +172,13 @@ class ReplyService:
             log.exception("reply template %s could not be rendered", name)
             return None
         return message.sms
+
+
+def storable_phone(phone: str) -> bool:
+    """Whether an inbound message's From number fits its column (and holds no NUL)."""
+    column = inbound_messages.c.phone.type
+    assert isinstance(column, String) and column.length
+    return len(phone) <= column.length and "\x00" not in phone
 
 
 def _nearest_appointment(conn: Connection, phone: str, now: datetime) -> RowData | None:
@@ -217,11 +225,6 @@ def _patient(row: RowData) -> Patient:
     return Patient("", row["first_name"], row["last_name"], row["mobile"], None, "", "")
 
 
-def _opted_out(conn: Connection, phone: str) -> bool:
-    found = conn.execute(select(sms_opt_outs.c.phone).where(sms_opt_outs.c.phone == phone))
-    return found.first() is not None
-
-
 def _one_at_a_time(conn: Connection, phone: str) -> None:
     """PostgreSQL: hold this number's lock to the end of the transaction, so two messages from
     it are handled one after the other (one acknowledgement, one opt-out) even in two
@@ -237,8 +240,6 @@ def _set(conn: Connection, appointment_id: int, **values: Any) -> None:
 
 
 def _audit(
-    conn: Connection, now: datetime, appointment_id: int | None, event: str, reason: str
+    conn: Connection, now: datetime, appointment_id: int | None, event: AuditEvent, reason: str
 ) -> None:
-    entry = {"at": now, "appointment_id": appointment_id, "reminder_id": None, "event": event,
-             "reason": reason, "detail": None}  # fmt: skip
-    bulk.insert_audit(conn, [entry])
+    audit.write(conn, [AuditRecord(now, event, reason, appointment_id)])

@@ -17,7 +17,8 @@ from sqlalchemy import ColumnElement, Engine, Select, func, select, update
 
 from ..catalog import Catalog
 from ..clock import Clock
-from ..store import bulk
+from ..domain.audit import AuditEvent, AuditRecord
+from ..store import audit
 from ..store.engine import reading
 from ..store.records import RowData
 from ..store.tables import appointments, inbound_messages, patients
@@ -121,10 +122,9 @@ class ReplyInbox:
             if row is None:
                 raise NotFound(f"no reply with id {reply_id}")
             if done.rowcount:
-                entry = {"at": now, "appointment_id": row["appointment_id"], "reminder_id": None,
-                         "event": "reply_handled", "reason": f"reply {reply_id} handled by {by}",
-                         "detail": None}  # fmt: skip
-                bulk.insert_audit(conn, [entry])
+                reason = f"reply {reply_id} handled by {by}"
+                handled = AuditRecord(now, AuditEvent.REPLY_HANDLED, reason, row["appointment_id"])
+                audit.write(conn, [handled])
         return _reply(row), bool(done.rowcount)
 
 

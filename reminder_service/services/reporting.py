@@ -8,7 +8,10 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
+from ..domain.appointment import AppointmentStatus
+from ..domain.audit import AuditEvent
 from ..domain.planning import ReminderStatus
+from ..domain.replies import ReplyKind
 from ..store.engine import reading
 from ..store.tables import appointments, audit_log, inbound_messages, reminders
 
@@ -85,7 +88,7 @@ def status_report(engine: Engine, failures: int = 10) -> StatusReport:
                     audit_log.c.reason,
                 )
                 .join(appointments, appointments.c.id == audit_log.c.appointment_id)
-                .where(audit_log.c.event == "staff_alert")
+                .where(audit_log.c.event == AuditEvent.STAFF_ALERT.value)
                 .order_by(audit_log.c.at.desc(), audit_log.c.id.desc())
                 .limit(failures)
             )
@@ -97,7 +100,7 @@ def status_report(engine: Engine, failures: int = 10) -> StatusReport:
             .select_from(appointments)
             .where(appointments.c.plan_resume_at.is_not(None))
         ).scalar_one()
-        booked = appointments.c.status == "booked"
+        booked = appointments.c.status == AppointmentStatus.BOOKED.value
         replies = {
             "confirmed": conn.execute(
                 select(func.count()).where(booked, appointments.c.confirmed_at.is_not(None))
@@ -110,7 +113,7 @@ def status_report(engine: Engine, failures: int = 10) -> StatusReport:
             "free_text": conn.execute(
                 select(func.count())
                 .select_from(inbound_messages)
-                .where(inbound_messages.c.kind == "other")
+                .where(inbound_messages.c.kind == ReplyKind.OTHER.value)
             ).scalar_one(),
         }
     counts = {s.value: int(by_status.get(s.value, 0)) for s in ReminderStatus}

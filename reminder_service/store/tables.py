@@ -169,7 +169,7 @@ sms_opt_outs = Table(
 
 # Email addresses that must get no more reminder emails: the recipient unsubscribed (a one-click
 # link, a mailto the bounce listener read, or staff honouring an unsubscribe email). Kept
-# lower-cased (channels/unsubscribe.opt_out_key). SMS to the same patient go on.
+# lower-cased (domain/opt_outs.opt_out_key). SMS to the same patient go on.
 email_opt_outs = Table(
     "email_opt_outs",
     metadata,

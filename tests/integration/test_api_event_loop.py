@@ -29,7 +29,7 @@ from reminder_service.entrypoints.http_server import HttpServer
 from reminder_service.importers.csv_mapping import LAYOUT_FIELDS
 from reminder_service.services.api_keys import ApiKeys
 from reminder_service.settings import Settings, TwilioSettings
-from tests.conftest import FakeClock
+from tests.fakes import FakeClock
 
 TOKEN = "test-auth-token"
 PUBLIC = "https://reminders.example.org"

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing
-import os
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,34 +10,11 @@ from typing import Any
 from sqlalchemy import func, select
 
 from reminder_service import bootstrap
-from reminder_service.channels.base import OutgoingEmail, OutgoingSms, Receipt
 from reminder_service.services.dispatching import DispatchPolicy
 from reminder_service.settings import Settings
 from reminder_service.store.tables import reminders
 from tests.factories import CONFIG_DIR, TEMPLATES_DIR, appointment, local, patient
-
-
-class LoggingChannel:
-    """Appends one line per send to a shared file (O_APPEND), so duplicates cannot hide. Each
-    send takes 5 ms, like a (fast) provider, so the two processes overlap."""
-
-    def __init__(self, log: Path) -> None:
-        self._log = log
-
-    async def send_sms(self, message: OutgoingSms) -> Receipt:
-        return await self._write(message.reminder_id)
-
-    async def send_email(self, message: OutgoingEmail) -> Receipt:
-        return await self._write(message.reminder_id)
-
-    async def aclose(self) -> None:
-        pass
-
-    async def _write(self, reminder_id: int) -> Receipt:
-        await asyncio.sleep(0.005)  # a provider's answer time (not a test waiting for a clock)
-        with self._log.open("a") as handle:
-            handle.write(f"{os.getpid()} {reminder_id}\n")
-        return Receipt(f"log:{reminder_id}")
+from tests.fakes import LoggingChannel
 
 
 def _worker(settings: Settings, log: Path, now_iso: str, start: Any) -> None:

@@ -4,49 +4,20 @@ not, deadlines, opt-outs, fallbacks, staff alerts, and sends that do not wait fo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
 
 from reminder_service import bootstrap
 from reminder_service.bootstrap import Service
-from reminder_service.channels.base import ChannelError, OutgoingEmail, OutgoingSms, Receipt
+from reminder_service.channels.base import OutgoingEmail, OutgoingSms
 from reminder_service.domain.failures import Failure, FailureKind
 from reminder_service.services.dispatching import DispatchService
 from reminder_service.store.tables import reminders, sms_opt_outs
 from tests.factories import appointment, config_without_sms_caps, local, patient
-
-Script = Callable[[OutgoingSms | OutgoingEmail], Any]
-
-
-class ScriptedChannel:
-    """Answers each send by a script: return a Receipt, or raise ChannelError."""
-
-    def __init__(self, script: Script, clock: Callable[[], datetime]) -> None:
-        self.script = script
-        self.clock = clock
-        self.attempts: list[tuple[str, str, datetime]] = []  # (step, channel, when)
-
-    async def send_sms(self, message: OutgoingSms) -> Receipt:
-        return await self._answer(message, "sms")
-
-    async def send_email(self, message: OutgoingEmail) -> Receipt:
-        return await self._answer(message, "email")
-
-    async def aclose(self) -> None:
-        pass
-
-    async def _answer(self, message: OutgoingSms | OutgoingEmail, channel: str) -> Receipt:
-        self.attempts.append((message.step, channel, self.clock()))
-        outcome = self.script(message)
-        if asyncio.iscoroutine(outcome):
-            outcome = await outcome
-        if isinstance(outcome, Failure):
-            raise ChannelError(outcome)
-        return Receipt(f"fake-{message.reminder_id}")
+from tests.fakes import Script, ScriptedChannel
 
 
 def dispatcher(service: Service, channel: ScriptedChannel) -> DispatchService:

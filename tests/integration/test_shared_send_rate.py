@@ -33,8 +33,9 @@ from reminder_service.settings import Settings, TwilioSettings
 from reminder_service.store.engine import make_engine, migrate
 from reminder_service.store.send_rate_buckets import PostgresRateBuckets
 from reminder_service.store.tables import send_rate_buckets
-from tests.conftest import POSTGRES_ENV, FakeClock
+from tests.conftest import POSTGRES_ENV
 from tests.factories import CONFIG_DIR, appointment, patient
+from tests.fakes import FakeClock
 from tests.servers.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, serve_in_thread
 
 T0 = datetime(2026, 11, 19, 9, 0, tzinfo=UTC)

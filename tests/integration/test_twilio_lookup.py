@@ -12,6 +12,7 @@ import pytest
 from reminder_service.channels.base import AcceptedSms, ChannelError, SentQuery, body_sha256
 from reminder_service.channels.twilio_sms import CLOCK_SKEW, TwilioSmsChannel
 from reminder_service.settings import TwilioSettings
+from tests.fakes import FakeClock
 from tests.servers.twilio_api import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -27,21 +28,13 @@ PATIENT = "+447700900123"
 BODY = "Riverside Clinic:\nbooked Thu 10 Dec 09:30, Day Unit.\nReply STOP to opt out"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW + timedelta(minutes=5)  # the server's now: when we ask
-
-    def __call__(self) -> datetime:
-        return self.now
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(NOW + timedelta(minutes=5))  # the server's now: when we ask
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def server(clock: Clock) -> Iterator[TwilioApiServer]:
+def server(clock: FakeClock) -> Iterator[TwilioApiServer]:
     with serve_in_thread(Behaviour(), clock=clock) as running:
         yield running
 

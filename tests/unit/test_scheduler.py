@@ -3,36 +3,10 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from reminder_service.entrypoints.scheduler import DispatchTimer
-from reminder_service.services.confirmations import CheckReport
-from reminder_service.services.dispatching import DispatchReport
-from reminder_service.services.materializing import MaterializeReport
-
-
-class FakeDispatcher:
-    """Reports a next due time; records when it was asked to dispatch."""
-
-    def __init__(self, due: datetime | None) -> None:
-        self.due = due
-        self.calls: list[datetime] = []
-        self.called = threading.Event()
-
-    def dispatch_due(self) -> DispatchReport:
-        self.calls.append(datetime.now(UTC))
-        if len(self.calls) > 1:  # the first run happens at start
-            self.called.set()
-        if self.due is not None and self.due <= datetime.now(UTC):
-            self.due = None
-        return DispatchReport()
-
-    def next_due(self) -> datetime | None:
-        return self.due
-
-
-def wall() -> datetime:
-    return datetime.now(UTC)
+from tests.fakes import FakeConfirmations, FakeDispatcher, FakeMaterializer, wall
 
 
 def test_next_due_time_pulls_the_dispatch_job_forward():
@@ -70,22 +44,6 @@ def test_a_due_time_is_honoured_within_its_second_not_at_the_idle_poll():
     assert not runner.is_alive()
 
 
-class FakeMaterializer:
-    """Adds a reminder due shortly when first run, as materializing a horizon does."""
-
-    def __init__(self, dispatcher: FakeDispatcher) -> None:
-        self.dispatcher = dispatcher
-        self.runs = 0
-        self.added_due: datetime | None = None
-
-    def materialize(self) -> MaterializeReport:
-        self.runs += 1
-        if self.runs == 1:
-            self.added_due = self.dispatcher.due = wall() + timedelta(milliseconds=300)
-            return MaterializeReport(appointments=1, reminders=1)
-        return MaterializeReport()
-
-
 def test_materializing_runs_at_start_and_what_it_adds_is_dispatched_on_time():
     dispatcher = FakeDispatcher(due=None)
     materializer = FakeMaterializer(dispatcher)
@@ -108,23 +66,6 @@ def test_materializing_runs_at_start_and_what_it_adds_is_dispatched_on_time():
         timer.stop()
         runner.join(timeout=10)
     assert not runner.is_alive()
-
-
-class FakeConfirmations:
-    """Plans one staff alert, due now, at its first check; fails at its second."""
-
-    def __init__(self, dispatcher: FakeDispatcher) -> None:
-        self.dispatcher = dispatcher
-        self.runs = 0
-
-    def check(self) -> CheckReport:
-        self.runs += 1
-        if self.runs == 2:
-            raise RuntimeError("database went away")
-        if self.runs == 1:
-            self.dispatcher.due = wall()
-            return CheckReport(appointments=3, alerts=1)
-        return CheckReport()
 
 
 def test_the_confirmation_check_runs_at_start_and_its_alert_is_dispatched_at_once():

@@ -14,16 +14,15 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
-from sqlalchemy import Engine, String, text
+from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from ...services.delivery_status import DeliveryStatusService
 from ...services.email_opt_outs import EmailOptOuts, TokenCheck
-from ...services.replies import ReplyService
-from ...store.engine import reading
-from ...store.tables import inbound_messages
+from ...services.health import check_database
+from ...services.replies import ReplyService, storable_phone
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +36,6 @@ _MAX_ROW_ID = 2**31 - 1  # the reminders table's INTEGER key
 
 def _our_id(text: str) -> bool:
     return text.isascii() and text.isdigit() and 0 < int(text) <= _MAX_ROW_ID
-
-
-def _storable_phone(phone: str) -> bool:
-    column = inbound_messages.c.phone.type
-    assert isinstance(column, String) and column.length
-    return len(phone) <= column.length and "\x00" not in phone
 
 
 def create_app(
@@ -62,9 +55,7 @@ def create_app(
     @app.get("/healthz")
     def healthz() -> JSONResponse:
         try:
-            # A read: it never waits behind a writer (an import holding SQLite's write lock).
-            with reading(engine) as conn:
-                conn.execute(text("SELECT 1"))
+            check_database(engine)
         except Exception:
             log.exception("health check: database unreachable")
             return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)
@@ -112,7 +103,7 @@ def create_app(
         if isinstance(params, Response):
             return params
         sid, phone = params.get("MessageSid", ""), params.get("From", "")
-        if not _TWILIO_SID.fullmatch(sid) or not phone or not _storable_phone(phone):
+        if not _TWILIO_SID.fullmatch(sid) or not phone or not storable_phone(phone):
             return Response("MessageSid or From is not one Twilio sends", status_code=400)
         body = params.get("Body", "").replace("\x00", "\ufffd")  # no text column holds a NUL
         outcome = await run_in_threadpool(replies.handle, sid, phone, body)

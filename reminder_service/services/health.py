@@ -1,0 +1,14 @@
+"""Health: whether the service can reach its database."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, text
+
+from ..store.engine import reading
+
+
+def check_database(engine: Engine) -> None:
+    """One trivial query; raises whatever the database raises. A read: it never waits behind a
+    writer (an import holding SQLite's write lock)."""
+    with reading(engine) as conn:
+        conn.execute(text("SELECT 1"))
