@@ -103,7 +103,7 @@ def test_a_stale_worker_cannot_overwrite_a_newer_attempt(service, clock) -> None
     clock.advance(seconds=61)
     service.dispatcher.dispatch_due()
     service.dispatcher._record(stale[0], ReminderStatus.FAILED, "stale", {}, clock.now)
-    assert load(service, stale[0]["step_id"], stale[0]["channel"])["status"] == "sent"
+    assert load(service, stale[0].step_id, stale[0].channel)["status"] == "sent"
 
 
 def test_outside_the_send_window_a_due_reminder_waits_for_the_morning(service, clock) -> None:  # type: ignore[no-untyped-def]
