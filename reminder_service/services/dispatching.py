@@ -27,7 +27,6 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -45,36 +44,22 @@ from ..channels.base import (
     SmsLookup,
     body_sha256,
 )
-from ..channels.unsubscribe import UnsubscribeLinks, opt_out_key
+from ..channels.unsubscribe import UnsubscribeLinks
 from ..clock import Clock
-from ..domain.appointment import Appointment
-from ..domain.clinic import Clinic
 from ..domain.failure_rules import FailureTable
-from ..domain.planning import Recipient, ReminderStatus
-from ..domain.protocol import Channel, Step
-from ..domain.reminder import Outcome, Reminder, StoredAppointment
+from ..domain.planning import ReminderStatus
+from ..domain.reminder import Outcome, Reminder
 from ..domain.retries import JITTER, Jitter, RetryPolicy, after_failure, as_outcome, retry
-from ..domain.sending import (
-    Cancel,
-    Circumstances,
-    Decision,
-    Defer,
-    Fail,
-    Merge,
-    PatientCaps,
-    Send,
-    Skip,
-    decide,
-)
 from ..domain.sms_caps import PatientTexts
-from ..rendering.renderer import Renderer, RenderError
+from ..rendering.renderer import Renderer
 from ..store.records import RowData
 from ..store.reminders import Attempt, ReminderStore, SqlReminderStore, reminder_row, stored_channel
 from . import patient_texts
 from .async_runner import LoopThread
 from .follow_ups import FollowUps, record_opt_outs
 from .lost_answers import LostAnswers
-from .outgoing import Job, Merges, Messages
+from .outgoing import Job, Messages
+from .preparing import Preparation
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +119,6 @@ class DispatchService:
         """`email_from` is the service-wide From address (a clinic's own `email_from` wins);
         `unsubscribe` makes the List-Unsubscribe links of patient emails. `store` stands in for
         the SQL store on `engine`."""
-        self._catalog = catalog
-        self._renderer = renderer
         self._sms = sms
         self._email = email
         self._clock = clock
@@ -148,11 +131,13 @@ class DispatchService:
             texts = partial(_load_texts, catalog=catalog)
             store = SqlReminderStore(engine, texts, self._after_recording)
         self._store = store
-        self._messages = Messages(catalog, renderer, public_url, email_from, unsubscribe)
+        messages = Messages(catalog, renderer, public_url, email_from, unsubscribe)
+        self._preparation = Preparation(
+            store, catalog, renderer, messages, clock, policy.max_attempts, self._retry
+        )
         self._follow_ups = FollowUps(catalog)
         self._loop = LoopThread()
-        self._merges: Merges = {}  # per batch: skipped texts waiting to ride on the next one
-        self._preparing: asyncio.Lock | None = None  # one preparation at a time (_merges)
+        self._preparing: asyncio.Lock | None = None  # one batch at a time (its merges, caps)
         # Reminders whose lookup found nothing, waiting to be prepared together (_prepare_one).
         self._waiting: list[tuple[Reminder, asyncio.Future[Outcome | Job]]] = []
         self._batches: set[asyncio.Task[None]] = set()
@@ -307,7 +292,7 @@ class DispatchService:
     def _prepare_and_write_down(self, claimed: list[Reminder]) -> list[Outcome | Job]:
         """Prepare the claimed reminders, then write down each SMS about to be sent (committed
         before any of them goes out), so an unknown outcome can be asked about later."""
-        prepared = self._prepare_all(claimed)
+        prepared = self._preparation.prepare_all(claimed)
         texts = [
             Attempt(item.reminder, item.message.to, body_sha256(item.message.body))
             for item in prepared
@@ -326,114 +311,6 @@ class DispatchService:
             else item
             for item in prepared
         ]
-
-    def _prepare_all(self, claimed: list[Reminder]) -> list[Outcome | Job]:
-        """Decide each claimed reminder and build its message: one set of queries for them all."""
-        store = self._store
-        appointments = store.appointments({r.appointment_id for r in claimed})
-        numbers = {n for s in appointments.values() for n in _numbers(s.appointment) if n}
-        opted_out = store.sms_opted_out(numbers)
-        now = self._clock()
-        texts = store.patient_texts({s.patient_id for s in appointments.values()}, now)
-        self._merges = store.pending_merges(set(appointments))
-        unsubscribed = self._unsubscribed(s.appointment for s in appointments.values())
-        prepared: list[Outcome | Job] = []
-        for reminder in claimed:
-            stored = appointments[reminder.appointment_id]
-            try:
-                prepared.append(
-                    self._prepare(reminder, stored, now, opted_out, unsubscribed, texts)
-                )
-            except Exception as exc:  # a bug: retry later, never lose the reminder
-                log.exception("reminder %s: unexpected error while preparing", reminder.id)
-                prepared.append(
-                    self._retry(reminder, now, f"unexpected error: {type(exc).__name__}")
-                )
-        return prepared
-
-    def _unsubscribed(self, appointments: Iterable[Appointment]) -> set[str]:
-        """The patients' addresses that unsubscribed from email."""
-        emails = {a.patient.email for a in appointments if a.patient.email}
-        keys = self._store.email_opted_out({opt_out_key(e) for e in emails})
-        return {e for e in emails if opt_out_key(e) in keys}
-
-    def _prepare(
-        self,
-        reminder: Reminder,
-        stored: StoredAppointment,
-        now: datetime,
-        opted_out: set[str],
-        unsubscribed: set[str],
-        texts: PatientTexts,
-    ) -> Outcome | Job:
-        """The send-time decision, then the message; or the outcome when it must not be sent."""
-        clinic = self._catalog.clinics.get(stored.appointment.clinic_id)
-        protocol = self._catalog.protocol_or_none(stored.protocol_id)
-        step = protocol.step_or_none(reminder.step_id) if protocol else None
-        caps = None
-        if protocol is not None and clinic is not None:
-            caps = self._caps(reminder, stored, clinic, step, texts, unsubscribed)
-        given = Circumstances(
-            clinic, step, self._policy.max_attempts, opted_out, unsubscribed, caps
-        )
-        decision = decide(reminder, stored, now, given)
-        self._note_caps(decision, reminder, stored, texts, now)
-        if not isinstance(decision, Send):
-            return _outcome(reminder, decision)
-        assert clinic is not None
-        try:
-            if reminder.recipient is Recipient.STAFF:
-                return self._messages.to_staff(reminder, stored, clinic, now)
-            return self._messages.to_recipient(
-                reminder, stored, clinic, decision.to, now, self._merges, decision.note
-            )
-        except RenderError as exc:
-            return Outcome(reminder, ReminderStatus.FAILED, f"template error: {exc}")
-
-    def _caps(
-        self,
-        reminder: Reminder,
-        stored: StoredAppointment,
-        clinic: Clinic,
-        step: Step | None,
-        texts: PatientTexts,
-        unsubscribed: set[str],
-    ) -> PatientCaps | None:
-        """What the SMS caps weigh for a patient's text, decided as preview decides: what this
-        patient was sent and the texts still to come of every appointment they have booked."""
-        if reminder.channel is not Channel.SMS or reminder.recipient is not Recipient.PATIENT:
-            return None
-        if not (clinic.sms_caps.per_day or clinic.sms_caps.per_week):
-            return None
-        key = reminder.text_key
-        others = [text for text in texts.of(stored.patient_id) if text.key != key]
-        email = stored.appointment.patient.email
-        routes = patient_texts.fallbacks(
-            step, stored.appointment, stored.protocol_id, self._renderer,
-            clinic.default_language, email_opted_out=email in unsubscribed,
-        )  # fmt: skip
-        return PatientCaps(others, routes)
-
-    def _note_caps(
-        self,
-        decision: Decision,
-        reminder: Reminder,
-        stored: StoredAppointment,
-        texts: PatientTexts,
-        now: datetime,
-    ) -> None:
-        """Keep the batch's view of the caps current: a text let go counts for the patient's
-        next one; one turned away no longer counts; one merged may ride on a text later in
-        this batch."""
-        if not isinstance(decision, Send | Skip | Merge) or decision.caps is None:
-            return
-        if isinstance(decision, Send):
-            texts.went(stored.patient_id, reminder.text_key, now)
-            return
-        texts.turned_away(stored.patient_id, reminder.text_key)
-        if isinstance(decision, Merge):
-            key = (reminder.appointment_id, reminder.recipient)
-            self._merges.setdefault(key, []).append(reminder)
 
     # -- sending (on the loop) --------------------------------------------------------------
 
@@ -525,26 +402,3 @@ def _load_texts(
     conn: Connection, patient_ids: set[int], now: datetime, *, catalog: Catalog
 ) -> PatientTexts:
     return patient_texts.load(conn, patient_ids, catalog, now)
-
-
-def _numbers(appointment: Appointment) -> tuple[str | None, str | None]:
-    """The numbers an appointment's texts may go to: the patient's, their caregiver's."""
-    return appointment.patient.mobile, appointment.patient.caregiver_copy_to
-
-
-def _outcome(reminder: Reminder, decision: Decision) -> Outcome:
-    """The outcome of a reminder that is not sent now."""
-    match decision:
-        case Cancel(reason):
-            return Outcome(reminder, ReminderStatus.CANCELLED, reason)
-        case Defer(until, reason):
-            # Not an attempt: the message was never tried.
-            changes = {"due_at": until, "attempts": reminder.attempts - 1}
-            return Outcome(reminder, ReminderStatus.PENDING, reason, changes)
-        case Merge(reason):
-            return Outcome(reminder, ReminderStatus.SKIPPED, reason, {"merge_into_next": True})
-        case Skip(reason, undeliverable):
-            return Outcome(reminder, ReminderStatus.SKIPPED, reason, undeliverable=undeliverable)
-        case Fail(reason, undeliverable):
-            return Outcome(reminder, ReminderStatus.FAILED, reason, undeliverable=undeliverable)
-    raise AssertionError(f"not an outcome: {decision!r}")

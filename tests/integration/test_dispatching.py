@@ -157,7 +157,7 @@ def test_cancelled_appointment_sends_nothing_even_if_already_claimed(service, cl
         [(2, appointment(status=AppointmentStatus.CANCELLED))], source="t", label="t"
     )
     # The claimed batch is prepared after the cancellation landed: the send-time check sees it.
-    prepared = service.dispatcher._prepare_all(claimed)
+    prepared = service.dispatcher._preparation.prepare_all(claimed)
     assert {p.status.value for p in prepared} == {"cancelled"}  # type: ignore[union-attr]
 
 
@@ -237,7 +237,7 @@ def test_do_not_contact_set_after_planning_stops_the_send(service, clock) -> Non
     claimed = service.dispatcher._claim()
     flagged = appointment(patient=patient(do_not_contact=True))
     service.importer.apply([(2, flagged)], source="t", label="t")
-    prepared = service.dispatcher._prepare_all(claimed)
+    prepared = service.dispatcher._preparation.prepare_all(claimed)
     assert {(p.status.value, p.reason) for p in prepared} == {  # type: ignore[union-attr]
         ("skipped", "the patient is marked do-not-contact")
     }
