@@ -84,3 +84,27 @@ def _over(texts: list[Text], caps: SmsCaps, tz: ZoneInfo) -> list[Text] | None:
             if len(week) > caps.per_week and any(t.may_give_way for t in week):
                 return week
     return None
+
+
+class PatientTexts:
+    """Per patient, the texts the caps weigh: those sent lately and those still to come, of
+    every appointment they have booked. The dispatcher keeps it current through a batch: a text
+    it lets go counts as sent, one it turns away no longer counts at all."""
+
+    def __init__(self, history: dict[int, list[datetime]], to_come: dict[int, list[Text]]) -> None:
+        self._history = history
+        self._to_come = {patient: {t.key: t for t in texts} for patient, texts in to_come.items()}
+
+    def of(self, patient_id: int) -> list[Text]:
+        history = self._history.get(patient_id, [])
+        sent = [Text(("sent", i), at, sent=True) for i, at in enumerate(history)]
+        return [*sent, *self._to_come.get(patient_id, {}).values()]
+
+    def went(self, patient_id: int, key: Hashable, at: datetime) -> None:
+        """A text let go now: it counts as sent for the rest of the batch."""
+        self._history.setdefault(patient_id, []).append(at)
+        self.turned_away(patient_id, key)
+
+    def turned_away(self, patient_id: int, key: Hashable) -> None:
+        """A text that will not go by SMS: it no longer counts."""
+        self._to_come.get(patient_id, {}).pop(key, None)

@@ -4,13 +4,12 @@ The caps are the patient's, not an appointment's: someone with a biopsy and a cl
 same week has one daily and one weekly allowance. So the dispatcher's decision (and preview's
 forecast of it) weighs every text the patient was sent lately, whichever appointment it was for,
 and the texts still to come of every appointment they have booked. Both gather them here and
-decide with `domain.sms_decision.decide`, so a preview cannot say other than what dispatch does.
+decide with `domain.sending.decide`, so a preview cannot say other than what dispatch does.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, select
@@ -20,7 +19,8 @@ from ..domain.appointment import Appointment, AppointmentStatus
 from ..domain.clinic import Clinic
 from ..domain.planning import PlannedReminder, Recipient, ReminderStatus, plan_reminders
 from ..domain.protocol import Channel, Protocol, Step
-from ..domain.sms_caps import Text
+from ..domain.reminder import text_key, text_of
+from ..domain.sms_caps import PatientTexts, Text
 from ..domain.sms_decision import Fallbacks
 from ..rendering.renderer import Renderer
 from ..store import records
@@ -107,21 +107,21 @@ def texts_to_come(
     if protocol is None or clinic is None:
         return []
     texts = [
-        text_of(protocol.step_or_none(r["step_id"]), stored, r["step_id"], r["nominal_at"],
+        text_of(protocol.step_or_none(r["step_id"]), stored["id"], r["step_id"], r["nominal_at"],
                 max(r["due_at"], now))
         for r in rows
         if r["status"] in WAITING
     ]  # fmt: skip
-    known = {text_key(stored, r["step_id"], r["nominal_at"]) for r in rows}
+    known = {text_key(stored["id"], r["step_id"], r["nominal_at"]) for r in rows}
     planned = plan_as_stored(appointment, stored, protocol, clinic)
     texts.extend(
-        text_of(protocol.step_or_none(p.step_id), stored, p.step_id, p.nominal_at, p.due_at)
+        text_of(protocol.step_or_none(p.step_id), stored["id"], p.step_id, p.nominal_at, p.due_at)
         for p in planned
         if p.channel is Channel.SMS
         and p.recipient is Recipient.PATIENT
         and p.status is ReminderStatus.PENDING
         and p.due_at > now
-        and text_key(stored, p.step_id, p.nominal_at) not in known
+        and text_key(stored["id"], p.step_id, p.nominal_at) not in known
     )
     return texts
 
@@ -140,64 +140,26 @@ def plan_as_stored(
     )
 
 
-class PatientTexts:
-    """Per patient, the texts the caps weigh: those sent lately and those still to come, of
-    every appointment they have booked. The dispatcher keeps it current through a batch: a text
-    it lets go counts as sent, one it turns away no longer counts at all."""
-
-    def __init__(self, history: dict[int, list[datetime]], to_come: dict[int, list[Text]]) -> None:
-        self._history = history
-        self._to_come = {patient: {t.key: t for t in texts} for patient, texts in to_come.items()}
-
-    @classmethod
-    def load(
-        cls, conn: Connection, patient_ids: set[int], catalog: Catalog, now: datetime
-    ) -> PatientTexts:
-        history = sms_history(conn, patient_ids, now)
-        booked = booked_appointments(conn, patient_ids, now)
-        rows = stored_texts(conn, {row["id"] for b in booked.values() for _, row in b})
-        to_come = {
-            patient: [
-                text
-                for appointment, row in of_patient
-                for text in texts_to_come(appointment, row, rows.get(row["id"], []), catalog, now)
-            ]
-            for patient, of_patient in booked.items()
-        }
-        return cls(history, to_come)
-
-    def of(self, patient_id: int) -> list[Text]:
-        history = self._history.get(patient_id, [])
-        sent = [Text(("sent", i), at, sent=True) for i, at in enumerate(history)]
-        return [*sent, *self._to_come.get(patient_id, {}).values()]
-
-    def went(self, patient_id: int, key: Hashable, at: datetime) -> None:
-        """A text let go now: it counts as sent for the rest of the batch."""
-        self._history.setdefault(patient_id, []).append(at)
-        self.turned_away(patient_id, key)
-
-    def turned_away(self, patient_id: int, key: Hashable) -> None:
-        """A text that will not go by SMS: it no longer counts."""
-        self._to_come.get(patient_id, {}).pop(key, None)
-
-
-def text_of(
-    step: Step | None, stored: RowData, step_id: str, nominal_at: datetime, at: datetime
-) -> Text:
-    """One text of an appointment's plan, due `at`, as the caps weigh it."""
-    return Text(
-        text_key(stored, step_id, nominal_at),
-        at,
-        step.sms_priority if step else 1,
-        critical=step is not None and step.critical,
-        group=stored["id"],
-    )
+def load(conn: Connection, patient_ids: set[int], catalog: Catalog, now: datetime) -> PatientTexts:
+    """The texts the caps weigh for each of these patients, as of `now`."""
+    history = sms_history(conn, patient_ids, now)
+    booked = booked_appointments(conn, patient_ids, now)
+    rows = stored_texts(conn, {row["id"] for b in booked.values() for _, row in b})
+    to_come = {
+        patient: [
+            text
+            for appointment, row in of_patient
+            for text in texts_to_come(appointment, row, rows.get(row["id"], []), catalog, now)
+        ]
+        for patient, of_patient in booked.items()
+    }
+    return PatientTexts(history, to_come)
 
 
 def fallbacks(
     step: Step | None,
     appointment: Appointment,
-    stored: RowData,
+    protocol_id: str | None,
     renderer: Renderer,
     language: str,
     *,
@@ -213,12 +175,8 @@ def fallbacks(
         rule.channel is Channel.EMAIL and rule.condition.holds(appointment)
         for rule in step.channels
     )
-    merge = renderer.has_merge_line(
-        stored["protocol_id"], step.template, patient.language, language
+    merge = protocol_id is not None and renderer.has_merge_line(
+        protocol_id, step.template, patient.language, language
     )
     email = bool(patient.email) and not email_opted_out and emails
     return Fallbacks(email, merge, step.over_cap == "merge")
-
-
-def text_key(stored: RowData, step_id: str, nominal_at: datetime) -> Hashable:
-    return (stored["id"], step_id, nominal_at)

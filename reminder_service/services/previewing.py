@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -15,21 +14,27 @@ from ..domain.appointment import Appointment, caregiver_copy
 from ..domain.confirmation import Confirmation, confirmation_deadline
 from ..domain.planning import PlannedReminder, Recipient, ReminderStatus
 from ..domain.protocol import Channel
+from ..domain.reminder import Reminder, StoredAppointment, text_of
+from ..domain.retries import RetryPolicy
+from ..domain.sending import Circumstances, Decision, Defer, Merge, PatientCaps, Send, Skip, decide
 from ..domain.sms_caps import Text
-from ..domain.sms_decision import Fallbacks, SmsDecision, SmsOutcome, decide
+from ..domain.sms_decision import SmsOutcome
 from ..domain.timing import zone
 from ..rendering.renderer import Renderer, RenderError
 from ..store import records
 from ..store.engine import reading
 from ..store.field_limits import can_be_stored
 from ..store.records import RowData
+from ..store.reminders import reminder_from_row, stored_appointment
 from ..store.tables import STAFF_CHANNEL, appointments, reminders
 from . import patient_texts
 from .email_opt_outs import opted_out_emails
 from .materializing import CannotPlan, remaining_plan
-from .patient_texts import PatientTexts
 
 SHOW_BODY = {ReminderStatus.PENDING, ReminderStatus.SENDING, ReminderStatus.SENT}
+MAX_ATTEMPTS = RetryPolicy().max_attempts  # the dispatcher's backstop
+# A line, and the reminder it shows (stored, or planned and not stored yet; None: neither).
+Entry = tuple["PreviewLine", Reminder | None]
 
 
 class NotFound(LookupError):
@@ -74,11 +79,20 @@ class Preview:
 
 
 class PreviewService:
-    def __init__(self, engine: Engine, catalog: Catalog, renderer: Renderer, clock: Clock) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        catalog: Catalog,
+        renderer: Renderer,
+        clock: Clock,
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> None:
+        """`max_attempts` is the dispatcher's: preview decides as it does."""
         self._engine = engine
         self._catalog = catalog
         self._renderer = renderer
         self._clock = clock
+        self._max_attempts = max_attempts
 
     def preview(self, external_id: str) -> Preview:
         if not can_be_stored("appointment_id", external_id):  # a NUL would fail on PostgreSQL
@@ -99,10 +113,13 @@ class PreviewService:
                 .all()
             )
             outlook = self._outlook(conn, row)
-        appointment = records.appointment_from_row(row, patient)
-        lines = [self._line(r, appointment, row) for r in rows]
-        lines.extend(self._later_lines(appointment, row, patient))
-        lines = self._forecast_caps(lines, appointment, row, outlook)
+        stored = stored_appointment(row)
+        appointment = stored.appointment
+        entries: list[Entry] = [
+            (self._line(r, appointment, row), reminder_from_row(r)) for r in rows
+        ]
+        entries.extend(self._later_lines(stored, row, patient))
+        lines = self._forecast_caps(entries, stored, outlook)
         lines.extend(self._disabled_steps(row["protocol_id"]))
         return Preview(
             appointment,
@@ -145,19 +162,18 @@ class PreviewService:
     def _outlook(self, conn: Connection, stored: RowData) -> list[Text]:
         """The patient's texts, for every appointment they have: sent lately, or to come."""
         patient = stored["patient_id"]
-        return PatientTexts.load(conn, {patient}, self._catalog, self._clock()).of(patient)
+        return patient_texts.load(conn, {patient}, self._catalog, self._clock()).of(patient)
 
     def _forecast_caps(
-        self,
-        lines: list[PreviewLine],
-        appointment: Appointment,
-        stored: RowData,
-        outlook: list[Text],
+        self, entries: list[Entry], stored: StoredAppointment, outlook: list[Text]
     ) -> list[PreviewLine]:
-        """What the SMS caps will make of each pending text, decided as the dispatcher decides
-        (for good just before each is sent, against what was sent by then)."""
+        """What the SMS caps will make of each pending text: the dispatcher's own decision
+        (`domain.sending.decide`), made as it will be made just before each is sent, over the
+        patient's texts sent by then and still to come."""
+        lines = [line for line, _ in entries]
+        appointment = stored.appointment
         clinic = self._catalog.clinics.get(appointment.clinic_id)
-        protocol = self._catalog.protocol_or_none(stored["protocol_id"])
+        protocol = self._catalog.protocol_or_none(stored.protocol_id)
         if clinic is None or protocol is None:
             return lines
         now = self._clock()
@@ -165,41 +181,45 @@ class PreviewService:
         with reading(self._engine) as conn:
             email_opted_out = bool(email) and bool(opted_out_emails(conn, [email or ""]))
         texts = {text.key: text for text in outlook}
-        asked: dict[Hashable, Fallbacks] = {}
-        keys: dict[int, Hashable] = {}
-        for index, line in enumerate(lines):
+        weighed: dict[int, Reminder] = {}
+        for index, (line, reminder) in enumerate(entries):
             pending = line.status == ReminderStatus.PENDING.value
-            if line.channel != Channel.SMS.value or not pending or line.nominal_at is None:
+            if line.channel != Channel.SMS.value or not pending or reminder is None:
                 continue
-            if line.recipient != Recipient.PATIENT.value:
+            if reminder.recipient is not Recipient.PATIENT:
                 continue  # the caps are the patient's; a copy follows its own rules
-            step = protocol.step_or_none(line.step)
-            key = patient_texts.text_key(stored, line.step, line.nominal_at)
+            key = reminder.text_key
             if key not in texts:  # due already, not sent yet: the dispatcher weighs it as now
                 at = max(line.due_at or now, now)
-                texts[key] = patient_texts.text_of(step, stored, line.step, line.nominal_at, at)
-            keys[index] = key
-            asked[key] = patient_texts.fallbacks(
-                step, appointment, stored, self._renderer, clinic.default_language,
+                step = protocol.step_or_none(reminder.step_id)
+                texts[key] = text_of(step, stored.id, reminder.step_id, reminder.nominal_at, at)
+            weighed[index] = reminder
+        for index, reminder in weighed.items():
+            step = protocol.step_or_none(reminder.step_id)
+            routes = patient_texts.fallbacks(
+                step, appointment, stored.protocol_id, self._renderer, clinic.default_language,
                 email_opted_out=email_opted_out,
             )  # fmt: skip
-        tz = zone(appointment.patient.timezone)
-        decisions = decide(list(texts.values()), clinic.sms_caps, tz, asked)
-        return [
-            _with_decision(line, decisions[keys[index]]) if index in keys else line
-            for index, line in enumerate(lines)
-        ]
+            key = reminder.text_key
+            caps = PatientCaps([t for k, t in texts.items() if k != key], routes)
+            given = Circumstances(clinic, step, self._max_attempts, caps=caps)
+            decision = _when_sent(reminder, stored, texts[key].at, given)
+            lines[index] = _with_decision(lines[index], decision)
+        return lines
 
     def _later_lines(
-        self, appointment: Appointment, stored: RowData, patient: RowData
-    ) -> list[PreviewLine]:
+        self, stored: StoredAppointment, row: RowData, patient: RowData
+    ) -> list[Entry]:
         """The rest of the plan, beyond the planning horizon: not stored yet, computed the same
         way the materializer will store it."""
         try:
-            later = remaining_plan(stored, patient, self._catalog).reminders
+            later = remaining_plan(row, patient, self._catalog).reminders
         except CannotPlan as exc:
-            return [PreviewLine("*", "*", None, "unknown", f"cannot plan: {exc}", None, None, None)]
-        return [self._planned_line(p, appointment, stored) for p in later]
+            line = PreviewLine("*", "*", None, "unknown", f"cannot plan: {exc}", None, None, None)
+            return [(line, None)]
+        return [
+            (self._planned_line(p, stored.appointment, row), _planned(p, stored)) for p in later
+        ]
 
     def _planned_line(
         self, planned: PlannedReminder, appointment: Appointment, stored: RowData
@@ -220,14 +240,13 @@ class PreviewService:
         clinic = self._catalog.clinics.get(appointment.clinic_id)
         if clinic is None:
             raise RenderError(f"unknown clinic {appointment.clinic_id!r}")
-        rescheduled = stored["scheduled_at"] != stored["booked_at"]
         message = self._renderer.render_for(
             stored["protocol_id"],
             reminder["template"],
             Channel(reminder["channel"]),
             appointment,
             clinic,
-            rescheduled,
+            stored_appointment(stored).rescheduled,
         )
         if message.channel is Channel.SMS:
             return None, message.sms
@@ -254,14 +273,41 @@ class PreviewService:
         ]
 
 
-def _with_decision(line: PreviewLine, decision: SmsDecision) -> PreviewLine:
+def _planned(planned: PlannedReminder, stored: StoredAppointment) -> Reminder:
+    """A reminder of the plan not stored yet, as the dispatcher will claim it."""
+    return Reminder(
+        id=0, appointment_id=stored.id, appointment_version=stored.version,
+        step_id=planned.step_id, channel=planned.channel, recipient=planned.recipient,
+        template=planned.template, status=planned.status, reason=planned.reason,
+        nominal_at=planned.nominal_at, due_at=planned.due_at, not_after=planned.not_after,
+        attempts=0,
+    )  # fmt: skip
+
+
+def _when_sent(
+    reminder: Reminder, stored: StoredAppointment, at: datetime, given: Circumstances
+) -> Decision:
+    """The dispatcher's decision when it claims the reminder at `at` (a claim is an attempt),
+    or when the send window it waits for opens."""
+    claimed = replace(reminder, attempts=reminder.attempts + 1)
+    decision = decide(claimed, stored, at, given)
+    for _ in range(3):  # the window opens within a day: deferred once, then decided
+        if not isinstance(decision, Defer):
+            break
+        decision = decide(claimed, stored, decision.until, given)
+    return decision
+
+
+def _with_decision(line: PreviewLine, decision: Decision) -> PreviewLine:
     """The line with what the caps will make of it, in the dispatcher's own words."""
-    if decision.outcome is SmsOutcome.SEND:
-        note = f"; {decision.reason}" if decision.reason else ""
-    elif decision.outcome is SmsOutcome.ALERT_STAFF:
+    if isinstance(decision, Send) and decision.caps is not None:
+        note = f"; {decision.note}" if decision.note else ""
+    elif isinstance(decision, Skip) and decision.caps is SmsOutcome.ALERT_STAFF:
         note = f"; expected to give way to the SMS caps: {decision.reason}; staff will be told"
-    else:
+    elif isinstance(decision, Skip | Merge) and decision.caps is not None:
         note = f"; expected to give way to the SMS caps: {decision.reason}"
+    else:
+        note = ""  # not for the caps to say
     return replace(line, reason=line.reason + note) if note else line
 
 

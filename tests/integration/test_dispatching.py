@@ -103,7 +103,7 @@ def test_a_stale_worker_cannot_overwrite_a_newer_attempt(service, clock) -> None
     clock.advance(seconds=61)
     service.dispatcher.dispatch_due()
     service.dispatcher._record(stale[0], ReminderStatus.FAILED, "stale", {}, clock.now)
-    assert load(service, stale[0]["step_id"], stale[0]["channel"])["status"] == "sent"
+    assert load(service, stale[0].step_id, stale[0].channel)["status"] == "sent"
 
 
 def test_outside_the_send_window_a_due_reminder_waits_for_the_morning(service, clock) -> None:  # type: ignore[no-untyped-def]
@@ -157,7 +157,7 @@ def test_cancelled_appointment_sends_nothing_even_if_already_claimed(service, cl
         [(2, appointment(status=AppointmentStatus.CANCELLED))], source="t", label="t"
     )
     # The claimed batch is prepared after the cancellation landed: the send-time check sees it.
-    prepared = service.dispatcher._prepare_all(claimed)
+    prepared = service.dispatcher._preparation.prepare_all(claimed)
     assert {p.status.value for p in prepared} == {"cancelled"}  # type: ignore[union-attr]
 
 
@@ -237,7 +237,7 @@ def test_do_not_contact_set_after_planning_stops_the_send(service, clock) -> Non
     claimed = service.dispatcher._claim()
     flagged = appointment(patient=patient(do_not_contact=True))
     service.importer.apply([(2, flagged)], source="t", label="t")
-    prepared = service.dispatcher._prepare_all(claimed)
+    prepared = service.dispatcher._preparation.prepare_all(claimed)
     assert {(p.status.value, p.reason) for p in prepared} == {  # type: ignore[union-attr]
         ("skipped", "the patient is marked do-not-contact")
     }

@@ -1,0 +1,379 @@
+"""The reminders the dispatcher claims, and what it records of them, over SQL.
+
+`ReminderStore` is the port the dispatcher uses; `SqlReminderStore` implements it on SQLite and
+PostgreSQL. Every read and write for a claimed batch is one query for the whole batch, never one
+per reminder: claims (a lease and a claim token; SKIP LOCKED on PostgreSQL so dispatchers never
+wait for one another), the attempts written down before texts go out, and results written in
+bulk by the holder of the claim only.
+
+A staff alert is stored with the channel "staff" and read back as a reminder for
+`Recipient.STAFF` sent by email.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, Engine, and_, bindparam, func, or_, select, update
+
+from ..domain.audit import AuditEvent, AuditRecord
+from ..domain.planning import Recipient, ReminderStatus
+from ..domain.protocol import Channel
+from ..domain.reminder import Outcome, Reminder, StoredAppointment
+from ..domain.sms_caps import PatientTexts
+from . import bulk, records
+from .engine import reading
+from .records import RowData
+from .tables import STAFF_CHANNEL, appointments, email_opt_outs, reminders, sms_opt_outs
+
+log = logging.getLogger(__name__)
+
+# A recorded result settles the attempt written down before the send.
+SETTLED = {"attempt_started_at": None, "attempt_to": None, "attempt_sha256": None}
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """An SMS about to go out, written down first so a lost answer can be asked about."""
+
+    reminder: Reminder
+    to: str
+    sha256: str  # of the body
+
+
+class ReminderStore(Protocol):
+    """What dispatching reads and writes. Reads for a batch are one query each; writes are
+    made only while the claim holds (a lost lease writes nothing)."""
+
+    def claim(self, limit: int, now: datetime, lease: timedelta) -> list[Reminder]:
+        """Take up to `limit` reminders due (or whose lease ran out) for `lease`; committed."""
+        ...
+
+    def next_due(self) -> datetime | None:
+        """The earliest moment a reminder becomes claimable."""
+        ...
+
+    def appointments(self, ids: set[int]) -> dict[int, StoredAppointment]: ...
+
+    def sms_opted_out(self, numbers: set[str]) -> set[str]:
+        """Those of `numbers` that must get no SMS."""
+        ...
+
+    def email_opted_out(self, keys: set[str]) -> set[str]:
+        """Those of `keys` (addresses as the opt-out list keeps them) on the list."""
+        ...
+
+    def patient_texts(self, patient_ids: set[int], now: datetime) -> PatientTexts: ...
+
+    def pending_merges(
+        self, appointment_ids: set[int]
+    ) -> dict[tuple[int, Recipient], list[Reminder]]:
+        """Skipped texts waiting to ride on their appointment's next text to the same
+        recipient, oldest first."""
+        ...
+
+    def write_down(self, attempts: Sequence[Attempt], now: datetime) -> set[int]:
+        """Record the attempts about to go out; returns the reminders whose claim still holds."""
+        ...
+
+    def record(self, outcomes: Sequence[Outcome], now: datetime) -> list[Outcome]:
+        """Write each outcome (with its audit entry) if its claim still holds; returns those
+        written."""
+        ...
+
+    def recorded_provider_ids(self, ids: Sequence[str]) -> set[str]:
+        """Those of the provider's message ids already recorded for some reminder."""
+        ...
+
+
+# What else a recording commits with the outcomes: the opt-outs and the follow-ups they call for.
+AfterRecording = Callable[[Connection, list[Outcome], datetime], None]
+PatientTextsLoader = Callable[[Connection, set[int], datetime], PatientTexts]
+
+
+class SqlReminderStore:
+    def __init__(
+        self, engine: Engine, texts: PatientTextsLoader, after_recording: AfterRecording
+    ) -> None:
+        self._engine = engine
+        self._texts = texts
+        self._after_recording = after_recording
+
+    def claim(self, limit: int, now: datetime, lease: timedelta) -> list[Reminder]:
+        token = uuid.uuid4().hex
+        due = or_(
+            and_(reminders.c.status == ReminderStatus.PENDING.value, reminders.c.due_at <= now),
+            and_(reminders.c.status == ReminderStatus.SENDING.value, reminders.c.lease_until < now),
+        )
+        candidates = select(reminders.c.id).where(due).order_by(reminders.c.due_at).limit(limit)
+        if self._engine.dialect.name == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        with self._engine.begin() as conn:
+            rows = conn.execute(
+                update(reminders)
+                .where(reminders.c.id.in_(candidates.scalar_subquery()))
+                .values(
+                    status=ReminderStatus.SENDING.value,
+                    lease_until=now + lease,
+                    claim_token=token,
+                    attempts=reminders.c.attempts + 1,
+                    updated_at=now,
+                )
+                .returning(*reminders.c)
+            ).mappings()
+            return [reminder_from_row(row) for row in rows]
+
+    def next_due(self) -> datetime | None:
+        with reading(self._engine) as conn:
+            pending = conn.execute(
+                select(func.min(reminders.c.due_at)).where(
+                    reminders.c.status == ReminderStatus.PENDING.value
+                )
+            ).scalar()
+            lease = conn.execute(
+                select(func.min(reminders.c.lease_until)).where(
+                    reminders.c.status == ReminderStatus.SENDING.value
+                )
+            ).scalar()
+        moments = [m for m in (pending, lease) if m is not None]
+        return min(moments) if moments else None
+
+    def appointments(self, ids: set[int]) -> dict[int, StoredAppointment]:
+        query = records.select_with_patients().where(appointments.c.id.in_(ids))
+        with reading(self._engine) as conn:
+            rows = conn.execute(query).mappings().all()
+        return {row["id"]: stored_appointment(row) for row in rows}
+
+    def sms_opted_out(self, numbers: set[str]) -> set[str]:
+        if not numbers:
+            return set()
+        query = select(sms_opt_outs.c.phone).where(sms_opt_outs.c.phone.in_(numbers))
+        with reading(self._engine) as conn:
+            return set(conn.execute(query).scalars())
+
+    def email_opted_out(self, keys: set[str]) -> set[str]:
+        if not keys:
+            return set()
+        query = select(email_opt_outs.c.email).where(email_opt_outs.c.email.in_(keys))
+        with reading(self._engine) as conn:
+            return set(conn.execute(query).scalars())
+
+    def patient_texts(self, patient_ids: set[int], now: datetime) -> PatientTexts:
+        with reading(self._engine) as conn:
+            return self._texts(conn, patient_ids, now)
+
+    def pending_merges(
+        self, appointment_ids: set[int]
+    ) -> dict[tuple[int, Recipient], list[Reminder]]:
+        query = (
+            select(reminders)
+            .where(reminders.c.appointment_id.in_(appointment_ids))
+            .where(reminders.c.merge_into_next.is_(True), reminders.c.merged_into.is_(None))
+            .where(reminders.c.status == ReminderStatus.SKIPPED.value)
+            .order_by(reminders.c.nominal_at)
+        )
+        merges: dict[tuple[int, Recipient], list[Reminder]] = defaultdict(list)
+        with reading(self._engine) as conn:
+            for row in conn.execute(query).mappings():
+                reminder = reminder_from_row(row)
+                merges[(reminder.appointment_id, reminder.recipient)].append(reminder)
+        return merges
+
+    def write_down(self, attempts: Sequence[Attempt], now: datetime) -> set[int]:
+        statement = (
+            update(reminders)
+            .where(reminders.c.id == bindparam("rid"))
+            .where(reminders.c.claim_token == bindparam("token"))
+            .values(
+                # The first unsettled attempt's start: a lookup reaches back to it.
+                attempt_started_at=func.coalesce(
+                    reminders.c.attempt_started_at,
+                    bindparam("started", type_=reminders.c.attempt_started_at.type),
+                ),
+                attempt_to=bindparam("to"),
+                attempt_sha256=bindparam("sha"),
+            )
+        )
+        params = [
+            {"rid": a.reminder.id, "token": a.reminder.claim_token, "started": now,
+             "to": a.to, "sha": a.sha256}
+            for a in attempts
+        ]  # fmt: skip
+        with self._engine.begin() as conn:
+            if conn.execute(statement, params).rowcount == len(params):
+                return {a.reminder.id for a in attempts}
+            written = set()
+            for attempt, one in zip(attempts, params, strict=True):  # rare: find the lost claims
+                if conn.execute(statement, [one]).rowcount == 1:
+                    written.add(attempt.reminder.id)
+                else:
+                    log.warning("reminder %s: lease lost before sending", attempt.reminder.id)
+            return written
+
+    def record(self, outcomes: Sequence[Outcome], now: datetime) -> list[Outcome]:
+        with self._engine.begin() as conn:
+            recorded = _update_rows(conn, outcomes, now)
+            bulk.insert_audit(conn, [audit_record(o, now).as_row() for o in recorded])
+            _record_merges(conn, recorded, now)
+            self._after_recording(conn, recorded, now)
+        return recorded
+
+    def recorded_provider_ids(self, ids: Sequence[str]) -> set[str]:
+        with reading(self._engine) as conn:
+            query = select(reminders.c.provider_id).where(reminders.c.provider_id.in_(ids))
+            return set(conn.execute(query).scalars())
+
+
+def reminder_from_row(row: RowData) -> Reminder:
+    staff = row["channel"] == STAFF_CHANNEL
+    return Reminder(
+        id=row["id"],
+        appointment_id=row["appointment_id"],
+        appointment_version=row["appointment_version"],
+        step_id=row["step_id"],
+        channel=Channel.EMAIL if staff else Channel(row["channel"]),
+        recipient=Recipient.STAFF if staff else Recipient(row["recipient"]),
+        template=row["template"],
+        status=ReminderStatus(row["status"]),
+        reason=row["reason"],
+        nominal_at=row["nominal_at"],
+        due_at=row["due_at"],
+        not_after=row["not_after"],
+        attempts=row["attempts"],
+        claim_token=row["claim_token"],
+        alert=row["alert"],
+        attempt_started_at=row["attempt_started_at"],
+        attempt_to=row["attempt_to"],
+        attempt_sha256=row["attempt_sha256"],
+        merge_into_next=bool(row["merge_into_next"]),
+    )
+
+
+def stored_channel(reminder: Reminder) -> str:
+    """The channel as the reminders table spells it."""
+    return STAFF_CHANNEL if reminder.recipient is Recipient.STAFF else reminder.channel.value
+
+
+def reminder_row(reminder: Reminder) -> dict[str, Any]:
+    """The reminder's columns as stored (for code that works on rows: follow-ups)."""
+    recipient = Recipient.PATIENT if reminder.recipient is Recipient.STAFF else reminder.recipient
+    return {
+        "id": reminder.id,
+        "appointment_id": reminder.appointment_id,
+        "appointment_version": reminder.appointment_version,
+        "step_id": reminder.step_id,
+        "channel": stored_channel(reminder),
+        "recipient": recipient.value,
+        "template": reminder.template,
+        "status": reminder.status.value,
+        "reason": reminder.reason,
+        "nominal_at": reminder.nominal_at,
+        "due_at": reminder.due_at,
+        "not_after": reminder.not_after,
+        "attempts": reminder.attempts,
+        "claim_token": reminder.claim_token,
+        "alert": reminder.alert,
+    }
+
+
+def stored_appointment(row: RowData) -> StoredAppointment:
+    """A `select_with_patients` row as a stored appointment."""
+    patient = records.patient_of(row)
+    return StoredAppointment(
+        id=row["id"],
+        appointment=records.appointment_from_row(row, patient),
+        patient_id=row["patient_id"],
+        protocol_id=row["protocol_id"],
+        version=row["version"],
+        booked_at=row["booked_at"],
+        scheduled_at=row["scheduled_at"],
+    )
+
+
+def audit_record(outcome: Outcome, now: datetime) -> AuditRecord:
+    """The audit entry of a recorded outcome: a reminder back to pending is deferred."""
+    status = outcome.status
+    event = AuditEvent.DEFERRED if status is ReminderStatus.PENDING else AuditEvent(status.value)
+    return AuditRecord(
+        now,
+        event,
+        outcome.reason,
+        outcome.reminder.appointment_id,
+        outcome.reminder.id,
+        {"attempt": outcome.reminder.attempts, **outcome.detail},
+    )
+
+
+def changes_of(outcome: Outcome) -> dict[str, Any]:
+    """The columns an outcome sets: its own, and the attempt written down cleared unless the
+    outcome is still unknown."""
+    return outcome.changes if outcome.in_doubt else {**SETTLED, **outcome.changes}
+
+
+def _update_rows(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> list[Outcome]:
+    """Write each outcome if this worker still holds the claim, in one statement per shape of
+    change; returns those written."""
+    by_shape: dict[tuple[str, ...], list[Outcome]] = defaultdict(list)
+    for outcome in outcomes:
+        by_shape[tuple(sorted(changes_of(outcome)))].append(outcome)
+    recorded: list[Outcome] = []
+    for shape, group in by_shape.items():
+        statement = (
+            update(reminders)
+            .where(reminders.c.id == bindparam("rid"))
+            .where(reminders.c.claim_token == bindparam("token"))
+            .values(
+                status=bindparam("new_status"),
+                reason=bindparam("new_reason"),
+                updated_at=now,
+                lease_until=None,
+                claim_token=None,
+                **{column: bindparam(f"new_{column}") for column in shape},
+            )
+        )
+        params = [_params(outcome) for outcome in group]
+        if conn.execute(statement, params).rowcount == len(group):
+            recorded.extend(group)
+            continue
+        for outcome, one in zip(group, params, strict=True):  # rare: find the lost leases
+            if conn.execute(statement, [one]).rowcount == 1:
+                recorded.append(outcome)
+            else:
+                log.warning(
+                    "reminder %s: lease lost before the result was recorded", outcome.reminder.id
+                )
+    return recorded
+
+
+def _params(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "rid": outcome.reminder.id,
+        "token": outcome.reminder.claim_token,
+        "new_status": outcome.status.value,
+        "new_reason": outcome.reason,
+        **{f"new_{column}": value for column, value in changes_of(outcome).items()},
+    }
+
+
+def _record_merges(conn: Connection, recorded: list[Outcome], now: datetime) -> None:
+    """Mark the skipped texts that rode on a text just sent, each with an audit entry."""
+    entries = []
+    for outcome in recorded:
+        merged = outcome.detail.get("merged") if outcome.status is ReminderStatus.SENT else None
+        for merged_id in merged or ():
+            conn.execute(
+                update(reminders)
+                .where(reminders.c.id == merged_id, reminders.c.merged_into.is_(None))
+                .values(merged_into=outcome.reminder.id, updated_at=now)
+            )
+            reason = f"its line went with reminder {outcome.reminder.id}"
+            record = AuditRecord(now, AuditEvent.MERGED, reason, outcome.reminder.appointment_id,
+                                 merged_id)  # fmt: skip
+            entries.append(record.as_row())
+    bulk.insert_audit(conn, entries)
