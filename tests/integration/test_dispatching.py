@@ -114,7 +114,9 @@ def test_outside_the_send_window_a_due_reminder_waits_for_the_morning(service, c
     tick(service)
     with service.engine.connect() as conn:
         went = conn.execute(
-            select(reminders.c.channel, reminders.c.step_id).where(reminders.c.sent_at.is_not(None))
+            select(reminders.c.channel, reminders.c.step_id)
+            .where(reminders.c.sent_at.is_not(None))
+            .order_by(reminders.c.id)  # PostgreSQL returns rows in no set order without one
         ).all()
     # Nothing to the patient at 22:00. The escort advice (critical) missed its deadline (24 hours
     # before the start) while the dispatcher was down, so the clinic's staff were told at once.
