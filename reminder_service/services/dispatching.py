@@ -52,11 +52,12 @@ from ..domain.reminder import Outcome, Reminder
 from ..domain.retries import JITTER, Jitter, RetryPolicy, after_failure, as_outcome, retry
 from ..domain.sms_caps import PatientTexts
 from ..rendering.renderer import Renderer
+from ..store import opt_outs
 from ..store.records import RowData
 from ..store.reminders import Attempt, ReminderStore, SqlReminderStore, reminder_row, stored_channel
 from . import patient_texts
 from .async_runner import LoopThread
-from .follow_ups import FollowUps, record_opt_outs
+from .follow_ups import FollowUps
 from .lost_answers import LostAnswers
 from .outgoing import Job, Messages
 from .preparing import Preparation
@@ -391,7 +392,7 @@ class DispatchService:
         """Committed with the outcomes: numbers that opted out, and the follow-ups (another
         channel, or staff told) of what will not be delivered."""
         opted_out = {o.opt_out for o in recorded if o.opt_out}
-        record_opt_outs(conn, opted_out, now, source="provider: recipient unsubscribed")
+        opt_outs.record_sms(conn, opted_out, now, source="provider: recipient unsubscribed")
         failed: list[tuple[RowData, str]] = [
             (reminder_row(o.reminder), o.reason) for o in recorded if o.undeliverable
         ]

@@ -13,11 +13,9 @@ List-Unsubscribe mailto when the bounce listener reads it, and `reminder-service
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
 from ..channels.unsubscribe import UnsubscribeTokens
@@ -87,17 +85,3 @@ class EmailOptOuts:
         if not address or not self._tokens.verify(parsed, address):
             return TokenCheck.UNKNOWN, None
         return TokenCheck.VALID, address
-
-
-def record_email_opt_outs(
-    conn: Connection, addresses: Iterable[str], now: datetime, source: str
-) -> int:
-    """Mark addresses as opted out of email: store/opt_outs.record_emails, under its former
-    name."""
-    return opt_outs.record_emails(conn, addresses, now, source)
-
-
-def opted_out_emails(conn: Connection, addresses: Iterable[str]) -> set[str]:
-    """Those of `addresses` on the list: store/opt_outs.opted_out_emails, under its former
-    name."""
-    return opt_outs.opted_out_emails(conn, addresses)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +26,7 @@ from ..domain.clinic import Clinic
 from ..domain.planning import Recipient, ReminderStatus
 from ..domain.protocol import Channel
 from ..domain.timing import zone
-from ..store import audit, opt_outs
+from ..store import audit
 from ..store.records import RowData
 from ..store.tables import STAFF_CHANNEL, appointments, patients, reminders
 
@@ -231,8 +230,3 @@ def _booked_appointments(
         .where(appointments.c.status == AppointmentStatus.BOOKED.value)
     )
     return {row.id: (row.email, row.protocol_id) for row in conn.execute(query)}
-
-
-def record_opt_outs(conn: Connection, numbers: Iterable[str], now: datetime, source: str) -> int:
-    """Mark numbers as opted out of SMS: store/opt_outs.record_sms, under its former name."""
-    return opt_outs.record_sms(conn, numbers, now, source)

@@ -21,14 +21,13 @@ from ..domain.sms_caps import Text
 from ..domain.sms_decision import SmsOutcome
 from ..domain.timing import zone
 from ..rendering.renderer import Renderer, RenderError
-from ..store import records
+from ..store import opt_outs, records
 from ..store.engine import reading
 from ..store.field_limits import can_be_stored
 from ..store.records import RowData
 from ..store.reminders import reminder_from_row, stored_appointment
 from ..store.tables import STAFF_CHANNEL, appointments, reminders
 from . import patient_texts
-from .email_opt_outs import opted_out_emails
 from .materializing import CannotPlan, remaining_plan
 
 SHOW_BODY = {ReminderStatus.PENDING, ReminderStatus.SENDING, ReminderStatus.SENT}
@@ -179,7 +178,7 @@ class PreviewService:
         now = self._clock()
         email = appointment.patient.email
         with reading(self._engine) as conn:
-            email_opted_out = bool(email) and bool(opted_out_emails(conn, [email or ""]))
+            email_opted_out = bool(email) and bool(opt_outs.opted_out_emails(conn, [email or ""]))
         texts = {text.key: text for text in outlook}
         weighed: dict[int, Reminder] = {}
         for index, (line, reminder) in enumerate(entries):

@@ -27,10 +27,10 @@ from ..domain.planning import Recipient, ReminderStatus
 from ..domain.protocol import Channel
 from ..domain.reminder import Outcome, Reminder, StoredAppointment
 from ..domain.sms_caps import PatientTexts
-from . import bulk, records
+from . import bulk, opt_outs, records
 from .engine import reading
 from .records import RowData
-from .tables import STAFF_CHANNEL, appointments, email_opt_outs, reminders, sms_opt_outs
+from .tables import STAFF_CHANNEL, appointments, reminders
 
 log = logging.getLogger(__name__)
 
@@ -151,18 +151,12 @@ class SqlReminderStore:
         return {row["id"]: stored_appointment(row) for row in rows}
 
     def sms_opted_out(self, numbers: set[str]) -> set[str]:
-        if not numbers:
-            return set()
-        query = select(sms_opt_outs.c.phone).where(sms_opt_outs.c.phone.in_(numbers))
         with reading(self._engine) as conn:
-            return set(conn.execute(query).scalars())
+            return opt_outs.opted_out_numbers(conn, numbers)
 
     def email_opted_out(self, keys: set[str]) -> set[str]:
-        if not keys:
-            return set()
-        query = select(email_opt_outs.c.email).where(email_opt_outs.c.email.in_(keys))
         with reading(self._engine) as conn:
-            return set(conn.execute(query).scalars())
+            return opt_outs.opted_out_emails(conn, keys)
 
     def patient_texts(self, patient_ids: set[int], now: datetime) -> PatientTexts:
         with reading(self._engine) as conn:
