@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 # Re-exported: senders look the key up here too.
-from ..domain.opt_outs import opt_out_key as opt_out_key  # noqa: PLC0414
+from ..domain.opt_outs import opt_out_key
 from .base import ListUnsubscribe
 from .bounces import BounceAddress
 

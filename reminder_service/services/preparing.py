@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from ..catalog import Catalog
-from ..channels.unsubscribe import opt_out_key
 from ..clock import Clock
 from ..domain.appointment import Appointment
 from ..domain.clinic import Clinic
+from ..domain.opt_outs import opt_out_key
 from ..domain.planning import Recipient, ReminderStatus
 from ..domain.protocol import Channel, Step
 from ..domain.reminder import Outcome, Reminder, StoredAppointment
