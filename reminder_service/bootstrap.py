@@ -25,7 +25,7 @@ from .entrypoints.api.app import create_app
 from .entrypoints.api.appointments import build_router
 from .entrypoints.api.keys import require_key
 from .entrypoints.api.replies import build_replies_router
-from .importers.csv_rows import ImportDefaults
+from .importers.base import ImportDefaults
 from .rendering.layout import missing_parts
 from .rendering.renderer import Renderer
 from .services.api_keys import ApiKeys

@@ -26,8 +26,9 @@ from .. import bootstrap
 from ..configuration.problems import ConfigError
 from ..configuration.sms_budgets import load_sms_budgets
 from ..domain.timing import zone
+from ..importers.base import ImportDefaults
 from ..importers.csv_mapping import load_mapping
-from ..importers.csv_rows import FileRejected, ImportDefaults
+from ..importers.csv_rows import FileRejected
 from ..importers.hl7v2_siu import SiuMapping, load_siu_mapping
 from ..rendering.renderer import Renderer
 from ..rendering.template_check import DEFAULT_MAX_GRADE, TemplateReport, check_templates

@@ -18,15 +18,9 @@ from pathlib import Path
 
 from ..catalog import Catalog
 from ..domain.appointment import Appointment, Cancellation
+from ..importers.base import ImportDefaults, RowError, split_warnings
 from ..importers.csv_mapping import CsvMapping
-from ..importers.csv_rows import (
-    ImportDefaults,
-    RawRow,
-    RowConverter,
-    RowError,
-    read_csv,
-    split_warnings,
-)
+from ..importers.csv_rows import RawRow, RowConverter, read_csv
 from .gc_pause import paused_gc
 from .importing import ImportItem, ImportService, ImportSummary, Preplan, preplan
 

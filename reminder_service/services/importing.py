@@ -51,7 +51,7 @@ from ..domain.reachability import CRITICAL_UNREACHABLE, unreachable_critical_ste
 from ..domain.reconcile import OPEN, reconcile
 from ..domain.start_range import start_problem
 from ..domain.timing import zone
-from ..importers.csv_rows import RowError
+from ..importers.base import RowError
 from ..store import bulk, records
 from ..store.engine import reading
 from ..store.field_limits import can_be_stored, change_fields, patient_fields, unstorable

@@ -22,6 +22,7 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ...configuration.problems import ConfigError
+from ...importers.base import ImportDefaults, RowError, split_warnings
 from ...importers.csv_mapping import (
     CAREGIVER_FIELDS,
     LAYOUT_FIELDS,
@@ -29,15 +30,7 @@ from ...importers.csv_mapping import (
     CsvMapping,
     parse_mapping,
 )
-from ...importers.csv_rows import (
-    FileRejected,
-    ImportDefaults,
-    RawRow,
-    RowConverter,
-    RowError,
-    parse_csv,
-    split_warnings,
-)
+from ...importers.csv_rows import FileRejected, RawRow, RowConverter, parse_csv
 from ...services.api_keys import ApiKeys
 from ...services.fhir_import import apply_fhir
 from ...services.importing import ImportItem, ImportService, ImportSummary
