@@ -90,6 +90,8 @@ from .csv_mapping import (
 )
 
 DEFAULT_LAYOUT = CsvMapping()
+EMPTY = "is empty"
+NO_CONTACT = "no mobile or email"
 MAX_CELL_CHARS = 32_767  # Excel's limit for one cell (see the module docstring)
 MAX_COLUMNS = 16_384  # Excel's limit for a sheet's columns
 # The csv module refuses a field over 128 KiB with an error that names no column, and leaves the
@@ -363,11 +365,7 @@ class RowConverter:
         for name, reason in unstorable(stored):
             self._fail(errors, line, name, reason)
         if status is AppointmentStatus.CANCELLED and errors:
-            # A cancellation must never be blocked by details it does not need: a bad phone
-            # number or a missing start on a cancelled row would otherwise leave the reminders
-            # going out. Its id is enough.
-            id_errors = [e for e in errors if e.column == self._columns["appointment_id"].header]
-            return id_errors or Cancellation(appointment_id)
+            return cancelled_by_id(appointment_id, errors, self._columns["appointment_id"].header)
         if errors:
             return sorted(errors, key=lambda e: self._position.get(e.column, self._width))
         patient = Patient(
@@ -417,7 +415,7 @@ class RowConverter:
             clinic_region = self._defaults.region_of(self._cell(values, "clinic"))
             mobile, reason = parse_mobile(text, phone_regions(zone_name, clinic_region))
             if reason:
-                self._fail(warnings, line, "caregiver_mobile", f"{reason}; no copies are sent")
+                self._fail(warnings, line, "caregiver_mobile", caregiver_mobile_dropped(reason))
         consent, copies = (
             self._caregiver_flag(values, flag, line, warnings)
             for flag in ("caregiver_consent", "caregiver_copies")
@@ -466,7 +464,7 @@ class RowConverter:
     ) -> str:
         text = self._cell(values, name)
         if not text:
-            self._fail(errors, line, name, "is empty")
+            self._fail(errors, line, name, EMPTY)
         return text
 
     def _status(
@@ -507,31 +505,18 @@ class RowConverter:
         return flag is Tristate.YES
 
     def _sms_consent(self, values: tuple[str, ...]) -> str:
-        text = self._cell(values, "sms_consent")
-        if not text:
-            return DEFAULT_SMS_CONSENT
-        if text.lower() in NO_CONSENT_WORDS:
-            return ""
-        return text
+        return sms_consent_basis(self._cell(values, "sms_consent"))
 
     def _zone(self, values: tuple[str, ...], line: int, errors: list[RowError]) -> str:
-        name = self._cell(values, "timezone")
-        if not is_zone(name):
-            self._fail(
-                errors,
-                line,
-                "timezone",
-                f"{_clip(name)!r} is not an IANA time zone such as Europe/London",
-            )
-            return "UTC"  # lets the start still be checked; the row is rejected anyway
+        name, problem = read_zone(self._cell(values, "timezone"))
+        if problem:
+            self._fail(errors, line, "timezone", problem)
         return name
 
     def _language(self, values: tuple[str, ...], line: int, errors: list[RowError]) -> str:
-        text = self._cell(values, "language")
-        language = normalise_language(text)
-        if language is None:
-            self._fail(errors, line, "language", f"{_clip(text)!r} is not {EXPECTED['language']}")
-            return ""
+        language, problem = read_language(self._cell(values, "language"))
+        if problem:
+            self._fail(errors, line, "language", problem)
         return language
 
     def _start(
@@ -549,7 +534,7 @@ class RowConverter:
             result, name = resolve_local(datetime.combine(day, wall), zone_name), "start_time"
         else:
             result, name = (
-                _parse_start(self._cell(values, "start"), self._formats["start"], zone_name),
+                parse_start(self._cell(values, "start"), self._formats["start"], zone_name),
                 "start",
             )
         if isinstance(result, str):
@@ -589,7 +574,7 @@ class RowConverter:
             if reason:
                 self._fail(errors, line, "email", reason)
         if not mobile_text and not email_text and status is AppointmentStatus.BOOKED:
-            self._fail(errors, line, "mobile", "no mobile or email")
+            self._fail(errors, line, "mobile", NO_CONTACT)
         return mobile, email
 
     def _also(self, name: str) -> str:
@@ -641,8 +626,47 @@ def _formats_text(formats: tuple[str, ...]) -> str:
     return " or ".join(repr(f) for f in formats)
 
 
+def read_zone(name: str) -> tuple[str, str]:
+    """(the zone, "") or ("UTC", why `name` is no zone): UTC lets the start still be checked;
+    the row is rejected anyway."""
+    if is_zone(name):
+        return name, ""
+    return "UTC", f"{_clip(name)!r} is not an IANA time zone such as Europe/London"
+
+
+def read_language(text: str) -> tuple[str, str]:
+    """(the BCP 47 tag, "") or ("", why `text` is none)."""
+    language = normalise_language(text)
+    if language is None:
+        return "", f"{_clip(text)!r} is not {EXPECTED['language']}"
+    return language, ""
+
+
+def sms_consent_basis(text: str) -> str:
+    """The basis on which the patient may be texted: the default when nothing is said, "" for
+    a word that says there is none."""
+    if not text:
+        return DEFAULT_SMS_CONSENT
+    if text.lower() in NO_CONSENT_WORDS:
+        return ""
+    return text
+
+
+def caregiver_mobile_dropped(reason: str) -> str:
+    """The warning for a caregiver's number that cannot be read (the row still imports)."""
+    return f"{reason}; no copies are sent"
+
+
+def cancelled_by_id(appointment_id: str, errors: list[RowError], id_column: str) -> Converted:
+    """A cancelled row with errors. A cancellation must never be blocked by details it does not
+    need: a bad phone number or a missing start on a cancelled row would otherwise leave the
+    reminders going out. Its id is enough, unless the id itself is wrong."""
+    id_errors = [e for e in errors if e.column == id_column]
+    return id_errors or Cancellation(appointment_id)
+
+
 @lru_cache(maxsize=16384)
-def _parse_start(text: str, formats: tuple[str, ...], zone_name: str) -> datetime | str:
+def parse_start(text: str, formats: tuple[str, ...], zone_name: str) -> datetime | str:
     """A single start cell -> aware UTC, or the reason it is not one."""
     if not text:
         return "is empty"
