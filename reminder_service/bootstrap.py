@@ -31,8 +31,8 @@ from .entrypoints.bounce_listener import BounceListener
 from .entrypoints.http_server import HttpServer
 from .entrypoints.mllp import MllpServer
 from .entrypoints.scheduler import DispatchTimer
+from .importers.base import ImportDefaults
 from .importers.csv_mapping import CsvMapping, load_mapping
-from .importers.csv_rows import ImportDefaults
 from .importers.hl7v2_siu import load_siu_mapping
 from .rendering.layout import missing_parts
 from .rendering.renderer import Renderer

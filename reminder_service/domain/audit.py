@@ -25,6 +25,7 @@ class AuditEvent(StrEnum):
     OUT_OF_ORDER = "out_of_order"  # older than the change already applied
     IN_THE_PAST = "in_the_past"  # booked to start before the import that brought it
     PLANNED = "planned"  # reminders planned when the planning horizon reached them
+    REPLANNED = "replanned"  # planned anew after the protocols or clinic settings changed
     # A reminder's send.
     SENT = "sent"
     FAILED = "failed"

@@ -9,9 +9,12 @@ decision, not a gap.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 from .appointment import Appointment
+from .planning import STAFF_ALERT_REASON, PlannedReminder, Recipient
 from .protocol import Channel, Protocol, Step
 
 CRITICAL_UNREACHABLE = "a critical message reaches no one; please phone the patient"
@@ -74,3 +77,45 @@ def _why_unreachable(step: Step, appointment: Appointment, opted_out: bool) -> s
         else:
             return ""
     return "; ".join(reasons)
+
+
+@dataclass(frozen=True, slots=True)
+class UnreachableStep:
+    """A step that will not reach the patient in time, for the clinic's staff to act on: a
+    critical step no channel can deliver (`channel` None: any), or a step planned too late under
+    the alert_staff policy (on `channel`)."""
+
+    step: str
+    channel: Channel | None
+    why: str
+
+    @property
+    def reason(self) -> str:
+        """As the audit trail records it: "step/channel: why"."""
+        channel = self.channel.value if self.channel is not None else "any"
+        return f"{self.step}/{channel}: {self.why}"
+
+    @property
+    def alert(self) -> str:
+        """As the staff's alert says it (one per step): "step: why"."""
+        return f"{self.step}: {self.why}"
+
+
+def unreachable_steps(
+    appointment: Appointment, protocol: Protocol, scheduled_at: datetime, opted_out: bool
+) -> tuple[UnreachableStep, ...]:
+    """`unreachable_critical_steps` as the alerts they raise."""
+    return tuple(
+        UnreachableStep(step, None, f"{CRITICAL_UNREACHABLE} ({why})")
+        for step, why in unreachable_critical_steps(appointment, protocol, scheduled_at, opted_out)
+    )
+
+
+def too_late_steps(planned: Iterable[PlannedReminder]) -> tuple[UnreachableStep, ...]:
+    """The patient's reminders skipped because they were booked too late for a critical step:
+    the staff are told. A caregiver's copies raise no alerts of their own."""
+    return tuple(
+        UnreachableStep(p.step_id, p.channel, p.reason)
+        for p in planned
+        if p.reason == STAFF_ALERT_REASON and p.recipient is Recipient.PATIENT
+    )

@@ -51,13 +51,10 @@ Rules:
 from __future__ import annotations
 
 import codecs
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfoNotFoundError
 
 from ..configuration.problems import (
     ConfigError,
@@ -66,8 +63,8 @@ from ..configuration.problems import (
     parse_yaml,
     read_yaml,
 )
-from ..domain.appointment import FLAG_NAMES, AppointmentStatus, Tristate
-from ..domain.timing import zone
+from ..domain.appointment import FLAG_NAMES, AppointmentStatus
+from .base import TRISTATE_WORDS, is_zone, normalise_language
 
 # The default layout's headers, in order; every one must be present (or defaulted by a mapping).
 LAYOUT_FIELDS: tuple[str, ...] = (
@@ -134,11 +131,6 @@ STATUS_WORDS: dict[str, AppointmentStatus] = {
     "cancelled": AppointmentStatus.CANCELLED,
     "canceled": AppointmentStatus.CANCELLED,  # US spelling
 }
-TRISTATE_WORDS: dict[str, Tristate] = {
-    **dict.fromkeys(("yes", "y", "true", "1"), Tristate.YES),
-    **dict.fromkeys(("no", "n", "false", "0"), Tristate.NO),
-    **dict.fromkeys(("unknown", ""), Tristate.UNKNOWN),
-}
 EXPECTED: dict[str, str] = {
     "status": "booked or cancelled",
     **dict.fromkeys(FLAG_NAMES, "yes, no or unknown"),
@@ -152,32 +144,9 @@ EXPECTED: dict[str, str] = {
     **dict.fromkeys(PERSONAL_FIELDS, '"" (the export has no such column)'),
 }
 
-_LANGUAGE = re.compile(
-    r"([a-z]{2,3})(?:[-_]([a-z]{4}))?(?:[-_]([a-z]{2}|[0-9]{3}))?", re.IGNORECASE
-)
 _BARE_BOOLEAN = 'YAML reads bare yes/no/on/off/true/false as booleans; quote it, e.g. "yes"'
 # A datetime whose every part differs, so a format that drops or misreads one part is caught.
 _SAMPLE = datetime(2026, 12, 3, 21, 45, 30, tzinfo=UTC)
-
-
-@lru_cache(maxsize=256)
-def normalise_language(text: str) -> str | None:
-    """`EN-gb` -> `en-GB`; None if it does not look like a BCP 47 language tag."""
-    match = _LANGUAGE.fullmatch(text.strip())
-    if match is None:
-        return None
-    language, script, region = match.groups()
-    parts = [language.lower(), script.title() if script else "", region.upper() if region else ""]
-    return "-".join(p for p in parts if p)
-
-
-@lru_cache(maxsize=256)
-def is_zone(name: str) -> bool:
-    try:
-        zone(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
-        return False
-    return True
 
 
 def canonical(name: str, text: str) -> str | None:

@@ -51,11 +51,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
-from typing import NamedTuple
-
-import phonenumbers
-from email_validator import EmailNotValidError, validate_email
-from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
 from ..domain.appointment import (
     CAREGIVER_UNSAID,
@@ -70,9 +65,20 @@ from ..domain.appointment import (
     Patient,
     Tristate,
 )
-from ..domain.start_range import EARLIEST_YEAR, LATEST_YEAR, OUT_OF_RANGE, start_problem
-from ..domain.timing import zone
 from ..store.field_limits import unstorable
+from .base import (
+    TRISTATE_WORDS,
+    Converted,
+    ImportDefaults,
+    RowError,
+    Warned,
+    defaults_problems,
+    is_zone,
+    normalise_language,
+    resolve_local,
+    split_warnings,
+)
+from .contacts import parse_email, parse_mobile, phone_regions
 from .csv_mapping import (
     CAREGIVER_FIELDS,
     DURATION_UNITS,
@@ -80,14 +86,12 @@ from .csv_mapping import (
     HHMM_INTEGER,
     NO_CONSENT_WORDS,
     STATUS_WORDS,
-    TRISTATE_WORDS,
     CsvMapping,
-    is_zone,
-    normalise_language,
 )
-from .phone_numbers import parse_mobile, phone_regions
 
 DEFAULT_LAYOUT = CsvMapping()
+EMPTY = "is empty"
+NO_CONTACT = "no mobile or email"
 MAX_CELL_CHARS = 32_767  # Excel's limit for one cell (see the module docstring)
 MAX_COLUMNS = 16_384  # Excel's limit for a sheet's columns
 # The csv module refuses a field over 128 KiB with an error that names no column, and leaves the
@@ -103,17 +107,6 @@ _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ISO_TIME = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?")
 _HHMM = re.compile(r"\d{1,4}")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
-
-
-@dataclass(frozen=True, slots=True)
-class RowError:
-    line: int
-    column: str  # the header as written in the file; "" for the row as a whole
-    reason: str
-
-    def __str__(self) -> str:
-        where = f"line {self.line}" + (f", column {self.column!r}" if self.column else "")
-        return f"{where}: {self.reason}"
 
 
 class FileRejected(Exception):
@@ -138,51 +131,12 @@ class CsvTable:
 
 
 @dataclass(frozen=True, slots=True)
-class ImportDefaults:
-    """What an import assumes for what a row or message does not say: its clinic (the feed's)
-    and that clinic's zone, phone region and language."""
-
-    clinic_id: str
-    timezone: str
-    phone_region: str
-    language: str
-    duration_minutes: int = 60
-    # (clinic id, phone region) of every configured clinic: a row naming another clinic has its
-    # numbers read in that clinic's country, never in this one's.
-    clinic_regions: tuple[tuple[str, str], ...] = ()
-    # A FHIR RelatedPerson records no consent: True when the clinic collects both upstream.
-    fhir_caregiver_copies: bool = False
-
-    def region_of(self, clinic_id: str) -> str | None:
-        if clinic_id == self.clinic_id:
-            return self.phone_region.upper()
-        return dict(self.clinic_regions).get(clinic_id)
-
-
-@dataclass(frozen=True, slots=True)
 class ParsedCsv:
     rows: list[tuple[int, Change]]  # (line, appointment or cancellation)
     errors: list[RowError]
     total: int  # data rows read, blank lines excluded
     # What was dropped from rows that still import (a caregiver's number that cannot be read).
     warnings: list[RowError] = field(default_factory=list)
-
-
-class Warned(NamedTuple):
-    """A row that imports, and what was dropped from it (see ParsedCsv.warnings)."""
-
-    change: Change
-    warnings: list[RowError]
-
-
-# What converting one row gives.
-Converted = Change | Warned | list[RowError]
-
-
-def split_warnings(result: Converted) -> tuple[Change | list[RowError], list[RowError]]:
-    if isinstance(result, Warned):
-        return result.change, result.warnings
-    return result, []
 
 
 # --- reading: bytes -> raw rows ---------------------------------------------------------------
@@ -411,11 +365,7 @@ class RowConverter:
         for name, reason in unstorable(stored):
             self._fail(errors, line, name, reason)
         if status is AppointmentStatus.CANCELLED and errors:
-            # A cancellation must never be blocked by details it does not need: a bad phone
-            # number or a missing start on a cancelled row would otherwise leave the reminders
-            # going out. Its id is enough.
-            id_errors = [e for e in errors if e.column == self._columns["appointment_id"].header]
-            return id_errors or Cancellation(appointment_id)
+            return cancelled_by_id(appointment_id, errors, self._columns["appointment_id"].header)
         if errors:
             return sorted(errors, key=lambda e: self._position.get(e.column, self._width))
         patient = Patient(
@@ -465,7 +415,7 @@ class RowConverter:
             clinic_region = self._defaults.region_of(self._cell(values, "clinic"))
             mobile, reason = parse_mobile(text, phone_regions(zone_name, clinic_region))
             if reason:
-                self._fail(warnings, line, "caregiver_mobile", f"{reason}; no copies are sent")
+                self._fail(warnings, line, "caregiver_mobile", caregiver_mobile_dropped(reason))
         consent, copies = (
             self._caregiver_flag(values, flag, line, warnings)
             for flag in ("caregiver_consent", "caregiver_copies")
@@ -514,7 +464,7 @@ class RowConverter:
     ) -> str:
         text = self._cell(values, name)
         if not text:
-            self._fail(errors, line, name, "is empty")
+            self._fail(errors, line, name, EMPTY)
         return text
 
     def _status(
@@ -555,31 +505,18 @@ class RowConverter:
         return flag is Tristate.YES
 
     def _sms_consent(self, values: tuple[str, ...]) -> str:
-        text = self._cell(values, "sms_consent")
-        if not text:
-            return DEFAULT_SMS_CONSENT
-        if text.lower() in NO_CONSENT_WORDS:
-            return ""
-        return text
+        return sms_consent_basis(self._cell(values, "sms_consent"))
 
     def _zone(self, values: tuple[str, ...], line: int, errors: list[RowError]) -> str:
-        name = self._cell(values, "timezone")
-        if not is_zone(name):
-            self._fail(
-                errors,
-                line,
-                "timezone",
-                f"{_clip(name)!r} is not an IANA time zone such as Europe/London",
-            )
-            return "UTC"  # lets the start still be checked; the row is rejected anyway
+        name, problem = read_zone(self._cell(values, "timezone"))
+        if problem:
+            self._fail(errors, line, "timezone", problem)
         return name
 
     def _language(self, values: tuple[str, ...], line: int, errors: list[RowError]) -> str:
-        text = self._cell(values, "language")
-        language = normalise_language(text)
-        if language is None:
-            self._fail(errors, line, "language", f"{_clip(text)!r} is not {EXPECTED['language']}")
-            return ""
+        language, problem = read_language(self._cell(values, "language"))
+        if problem:
+            self._fail(errors, line, "language", problem)
         return language
 
     def _start(
@@ -597,7 +534,7 @@ class RowConverter:
             result, name = resolve_local(datetime.combine(day, wall), zone_name), "start_time"
         else:
             result, name = (
-                _parse_start(self._cell(values, "start"), self._formats["start"], zone_name),
+                parse_start(self._cell(values, "start"), self._formats["start"], zone_name),
                 "start",
             )
         if isinstance(result, str):
@@ -637,7 +574,7 @@ class RowConverter:
             if reason:
                 self._fail(errors, line, "email", reason)
         if not mobile_text and not email_text and status is AppointmentStatus.BOOKED:
-            self._fail(errors, line, "mobile", "no mobile or email")
+            self._fail(errors, line, "mobile", NO_CONTACT)
         return mobile, email
 
     def _also(self, name: str) -> str:
@@ -674,21 +611,6 @@ def parse_csv(
 # --- per-value work, cached because clinics repeat dates, times, zones and patients ---------------
 
 
-def defaults_problems(defaults: ImportDefaults) -> list[str]:
-    problems = []
-    if not defaults.clinic_id.strip():
-        problems.append("default clinic_id is empty")
-    if not is_zone(defaults.timezone):
-        problems.append(f"default timezone {defaults.timezone!r} is not an IANA time zone")
-    if defaults.phone_region.upper() not in phonenumbers.SUPPORTED_REGIONS:
-        problems.append(f"default phone_region {defaults.phone_region!r} is not a region like GB")
-    if normalise_language(defaults.language) is None:
-        problems.append(f"default language {defaults.language!r} is not a tag like en-GB")
-    if not 1 <= defaults.duration_minutes <= 1440:
-        problems.append("default duration_minutes must be 1 to 1440")
-    return problems
-
-
 def _also(spellings: dict[str, str]) -> str:
     if not spellings:
         return ""
@@ -704,8 +626,47 @@ def _formats_text(formats: tuple[str, ...]) -> str:
     return " or ".join(repr(f) for f in formats)
 
 
+def read_zone(name: str) -> tuple[str, str]:
+    """(the zone, "") or ("UTC", why `name` is no zone): UTC lets the start still be checked;
+    the row is rejected anyway."""
+    if is_zone(name):
+        return name, ""
+    return "UTC", f"{_clip(name)!r} is not an IANA time zone such as Europe/London"
+
+
+def read_language(text: str) -> tuple[str, str]:
+    """(the BCP 47 tag, "") or ("", why `text` is none)."""
+    language = normalise_language(text)
+    if language is None:
+        return "", f"{_clip(text)!r} is not {EXPECTED['language']}"
+    return language, ""
+
+
+def sms_consent_basis(text: str) -> str:
+    """The basis on which the patient may be texted: the default when nothing is said, "" for
+    a word that says there is none."""
+    if not text:
+        return DEFAULT_SMS_CONSENT
+    if text.lower() in NO_CONSENT_WORDS:
+        return ""
+    return text
+
+
+def caregiver_mobile_dropped(reason: str) -> str:
+    """The warning for a caregiver's number that cannot be read (the row still imports)."""
+    return f"{reason}; no copies are sent"
+
+
+def cancelled_by_id(appointment_id: str, errors: list[RowError], id_column: str) -> Converted:
+    """A cancelled row with errors. A cancellation must never be blocked by details it does not
+    need: a bad phone number or a missing start on a cancelled row would otherwise leave the
+    reminders going out. Its id is enough, unless the id itself is wrong."""
+    id_errors = [e for e in errors if e.column == id_column]
+    return id_errors or Cancellation(appointment_id)
+
+
 @lru_cache(maxsize=16384)
-def _parse_start(text: str, formats: tuple[str, ...], zone_name: str) -> datetime | str:
+def parse_start(text: str, formats: tuple[str, ...], zone_name: str) -> datetime | str:
     """A single start cell -> aware UTC, or the reason it is not one."""
     if not text:
         return "is empty"
@@ -774,22 +735,6 @@ def _strptime(text: str, formats: tuple[str, ...]) -> datetime | None:
     return None
 
 
-@lru_cache(maxsize=16384)
-def resolve_local(moment: datetime, zone_name: str) -> datetime | str:
-    """Aware -> UTC; naive -> wall-clock in the zone, fold=0 (see the module docstring); or why
-    it is no appointment start (a skipped local time, a year outside domain.start_range)."""
-    if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
-        return OUT_OF_RANGE  # checked first: near year 1 or 9999 the conversion overflows
-    if moment.tzinfo is not None:
-        utc = moment.astimezone(UTC)
-        return start_problem(utc) or utc
-    tz = zone(zone_name)
-    utc = moment.replace(tzinfo=tz).astimezone(UTC)
-    if utc.astimezone(tz).replace(tzinfo=None) != moment:
-        return f"{moment:%Y-%m-%d %H:%M} does not exist in {zone_name} (clocks go forward)"
-    return start_problem(utc) or utc
-
-
 @lru_cache(maxsize=1024)
 def _minutes(text: str, unit: str) -> int | str:
     """A duration cell in `unit` -> whole minutes (rounded up), or the reason it is not one."""
@@ -805,44 +750,3 @@ def _minutes(text: str, unit: str) -> int | str:
     if not 1 <= minutes <= 1440:
         return f"{_clip(text)!r} {unit} is not between 1 minute and 24 hours"
     return minutes
-
-
-# RFC 5322 dot-atom in ASCII: the local parts email_validator accepts and returns unchanged.
-_DOT_ATOM = re.compile(r"[A-Za-z0-9_!#$%&'*+\-/=?^`{|}~]+(?:\.[A-Za-z0-9_!#$%&'*+\-/=?^`{|}~]+)*")
-_ROLE_MAILBOXES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)  # validate_email lower-cases these
-
-
-def parse_email(text: str) -> tuple[str | None, str]:
-    """(normalized, "") or (None, reason), as email_validator decides.
-
-    Most of validate_email's ~30 us goes on the domain, which patients share (a few hundred per
-    clinic), so a plain local part is checked here and the domain's verdict is cached. Anything
-    unusual (quotes, Unicode, role names it lower-cases, long addresses) takes the full path; a
-    unit test checks the two paths agree.
-    """
-    local, at, domain = text.partition("@")
-    plain = len(local) <= 64 and _DOT_ATOM.fullmatch(local)  # RFC 5321's local-part limit
-    if at and plain and local.lower() not in _ROLE_MAILBOXES:
-        forms = _email_domain(domain)
-        sizes = [len(f"{local}@{form}".encode()) for form in (domain, *(forms or ()))]
-        if forms is not None and max(sizes) <= 254:
-            return f"{local}@{forms[0]}", ""
-    return _email_full(text)
-
-
-@lru_cache(maxsize=4096)
-def _email_domain(domain: str) -> tuple[str, str] | None:
-    """(normalized, ASCII) forms of a valid email domain, or None."""
-    try:
-        checked = validate_email(f"x@{domain}", check_deliverability=False)
-    except EmailNotValidError:
-        return None
-    return checked.domain, checked.ascii_domain
-
-
-@lru_cache(maxsize=16384)
-def _email_full(text: str) -> tuple[str | None, str]:
-    try:
-        return validate_email(text, check_deliverability=False).normalized, ""
-    except EmailNotValidError:
-        return None, "not a valid email address"  # the library's message would quote the address

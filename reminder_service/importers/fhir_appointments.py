@@ -48,7 +48,7 @@ Patient (`map_patient`):
 - mobile: telecom `system: sms`, or `system: phone` with `use: mobile`, in rank order, kept as
   E.164 when `phonenumbers` calls it possible, read in the clinic's country and in the countries
   of the patient's addresses; a number that reads differently in two of them is dropped with a
-  warning, never guessed (importers.phone_numbers). (The test data
+  warning, never guessed (importers.contacts). (The test data
   uses 555-style numbers, which are possible but not valid); one that is not is dropped with a
   warning. Failing those, any other phone (not `use: old`) that `phonenumbers` calls a mobile
   (or mobile-or-landline when no `use` is given). email: the first `system: email` that
@@ -70,7 +70,7 @@ an error on `start` or `end`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -79,7 +79,6 @@ from typing import Any, TypeVar
 
 import phonenumbers
 import pydantic
-from email_validator import EmailNotValidError, validate_email
 from fhir.resources.R4B.appointment import Appointment as FhirAppointment
 from fhir.resources.R4B.codeableconcept import CodeableConcept
 from fhir.resources.R4B.contactpoint import ContactPoint
@@ -88,7 +87,7 @@ from fhir.resources.R4B.identifier import Identifier
 from fhir.resources.R4B.patient import Patient as FhirPatient
 from fhir.resources.R4B.reference import Reference
 from fhir.resources.R4B.relatedperson import RelatedPerson
-from phonenumbers import PhoneNumberFormat, PhoneNumberType
+from phonenumbers import PhoneNumberType
 
 from ..domain.appointment import (
     CAREGIVER_UNSAID,
@@ -102,9 +101,8 @@ from ..domain.appointment import (
 )
 from ..domain.start_range import EARLIEST_YEAR, LATEST_YEAR, OUT_OF_RANGE, start_problem
 from ..store.field_limits import MAX_LENGTH, field_problem
-from .csv_mapping import normalise_language
-from .csv_rows import ImportDefaults
-from .phone_numbers import country_region, phone_regions
+from .base import ImportDefaults, normalise_language
+from .contacts import country_region, phone_readings, phone_regions, validated_email
 
 __all__ = [
     "FhirChange",
@@ -787,7 +785,7 @@ def _mobile(
 ) -> str | None:
     for i, point in telecom:
         if point.system == "sms" or (point.system == "phone" and point.use == "mobile"):
-            readings = _readings(point.value or "", regions, phonenumbers.is_possible_number)
+            readings = phone_readings(point.value or "", regions, phonenumbers.is_possible_number)
             if len(readings) == 1:
                 return readings[0]
             countries = " or ".join(regions)
@@ -799,26 +797,11 @@ def _mobile(
             issues.append(_warning(f"{root}.telecom[{i}].value", "value", why))
     for _, point in telecom:
         if point.system == "phone" and point.use != "mobile":
-            readings = _readings(point.value or "", regions, partial(_is_mobile, use=point.use))
+            mobile = partial(_is_mobile, use=point.use)
+            readings = phone_readings(point.value or "", regions, mobile)
             if len(readings) == 1:
                 return readings[0]
     return None
-
-
-def _readings(
-    text: str, regions: tuple[str, ...], keep: Callable[[phonenumbers.PhoneNumber], bool]
-) -> list[str]:
-    """The distinct E.164 numbers `text` is in the candidate regions (more than one: a guess)."""
-    found: list[str] = []
-    for region in regions or (None,):
-        try:
-            number = phonenumbers.parse(text, region)
-        except phonenumbers.NumberParseException:
-            continue
-        e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
-        if keep(number) and e164 not in found:
-            found.append(e164)
-    return found
 
 
 def _is_mobile(number: phonenumbers.PhoneNumber, *, use: str | None) -> bool:
@@ -835,11 +818,11 @@ def _email(
 ) -> str | None:
     for i, point in telecom:
         if point.system == "email":
-            try:
-                return validate_email(point.value or "", check_deliverability=False).normalized
-            except EmailNotValidError:  # its message would quote the address
-                why = "not a valid email address; dropped"
-                issues.append(_warning(f"{root}.telecom[{i}].value", "value", why))
+            address, _ = validated_email(point.value or "")
+            if address is not None:
+                return address
+            why = "not a valid email address; dropped"  # never the address itself
+            issues.append(_warning(f"{root}.telecom[{i}].value", "value", why))
     return None
 
 

@@ -71,7 +71,7 @@ one it is wall-clock time in the patient's zone (a time skipped by a clock chang
 Phone numbers: read in the country of the message's clinic and, when the patient's address
 (PID-11.6, ISO 3166) or the sender (MSH-17) names another, in that country too; two readings that
 differ are refused
-(importers.phone_numbers). A number is kept only when `phonenumbers` calls it valid and not a
+(importers.contacts). A number is kept only when `phonenumbers` calls it valid and not a
 landline, exactly as the CSV importer does (plus Ofcom's drama range). A number that fails is
 dropped with a warning naming the field: the message still imports when another contact remains.
 A booked change with no contact left is an error. Test numbers such as 78788788 or UK numbers one
@@ -117,14 +117,14 @@ from ..domain.appointment import (
 )
 from ..domain.start_range import OUT_OF_RANGE
 from ..store.field_limits import field_problem
-from .csv_mapping import TRISTATE_WORDS, normalise_language
-from .csv_rows import (
+from .base import (
+    TRISTATE_WORDS,
     ImportDefaults,
     defaults_problems,
-    parse_email,
+    normalise_language,
     resolve_local,
 )
-from .phone_numbers import country_region, parse_mobile, phone_regions
+from .contacts import country_region, parse_email, parse_mobile, phone_regions
 
 # --- public types ---------------------------------------------------------------------------------
 

@@ -18,17 +18,12 @@ from pathlib import Path
 
 from ..catalog import Catalog
 from ..domain.appointment import Appointment, Cancellation
+from ..importers.base import ImportDefaults, RowError, split_warnings
 from ..importers.csv_mapping import CsvMapping
-from ..importers.csv_rows import (
-    ImportDefaults,
-    RawRow,
-    RowConverter,
-    RowError,
-    read_csv,
-    split_warnings,
-)
+from ..importers.csv_rows import RawRow, RowConverter, read_csv
 from .gc_pause import paused_gc
-from .importing import ImportItem, ImportService, ImportSummary, Preplan, preplan
+from .import_plans import Preplan, preplan
+from .importing import ImportItem, ImportService, ImportSummary
 
 CHUNK_ROWS = 2000
 PARALLEL_FROM = 5000  # below this, starting processes costs more than it saves
@@ -50,8 +45,8 @@ def import_csv_file(
     if on_total:
         on_total(len(table.rows))
     now = service.now()
-    task = _Task(RowConverter(table.headers, mapping, defaults), service.catalog, now,
-                 service.plan_until(now), service.dialect_name)  # fmt: skip
+    converter = RowConverter(table.headers, mapping, defaults)
+    task = _Task(converter, service.catalog, now, service.plan_until(now))
     errors: list[RowError] = []
     warnings: list[RowError] = []
     items = _converted(table.rows, task, errors, warnings, _worker_count(workers, len(table.rows)))
@@ -89,7 +84,6 @@ class _Task:
     catalog: Catalog
     now: datetime
     until: datetime
-    dialect: str
 
     def __call__(self, rows: Sequence[RawRow]) -> tuple[list[Converted], list[RowError]]:
         """Each row's outcome, and the chunk's warnings."""
@@ -102,7 +96,7 @@ class _Task:
                 if isinstance(result, list | Cancellation):
                     converted.append(result)
                 else:
-                    plan = preplan(result, self.catalog, self.now, self.until, self.dialect)
+                    plan = preplan(result, self.catalog, self.now, self.until)
                     converted.append((result, plan))
         return converted, warnings
 

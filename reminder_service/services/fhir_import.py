@@ -13,13 +13,13 @@ HL7, and say what went wrong as OperationOutcome issues.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..domain.appointment import Appointment, AppointmentStatus, Patient
+from ..domain.appointment import Patient
 from ..domain.start_range import EARLIEST_YEAR, LATEST_YEAR
-from ..importers.csv_rows import ImportDefaults
+from ..importers.base import ImportDefaults, applied_as
 from ..importers.fhir_appointments import (
     FhirChange,
     FhirIssue,
@@ -59,10 +59,8 @@ def apply_fhir(
     items: list[ImportItem] = []
     for index, change in enumerate(changes):
         if change.appointment is not None:
-            appointment = change.appointment
-            if change.outcome == FhirOutcome.NO_SHOW and isinstance(appointment, Appointment):
-                appointment = replace(appointment, status=AppointmentStatus.CANCELLED)
-            items.append((index, appointment))
+            no_show = change.outcome == FhirOutcome.NO_SHOW
+            items.append((index, applied_as(change.appointment, no_show=no_show)))
     if not items:
         not_booked = changes and all(c.outcome == FhirOutcome.NOT_BOOKED for c in changes)
         # Proposed, pending or waitlisted: understood, and nothing to do yet (a 200, not a 422).

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..importers import hl7_ack
-from ..importers.csv_rows import ImportDefaults
+from ..importers.base import ImportDefaults
 from ..importers.hl7v2_siu import SiuMapping
 from .hl7_import import SiuResult, apply_siu
 from .importing import ImportService

@@ -8,10 +8,9 @@ as a cancellation, with the event recorded as the import's source.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from ..domain.appointment import Appointment, AppointmentStatus
-from ..importers.csv_rows import ImportDefaults, RowError
+from ..importers.base import ImportDefaults, RowError, applied_as
 from ..importers.hl7v2_siu import ChangeKind, SiuChange, SiuMapping, parse_siu
 from .importing import ImportItem, ImportService, ImportSummary
 
@@ -60,10 +59,8 @@ def apply_siu(
     for change in changes:
         if change.appointment is None:
             continue
-        appointment = change.appointment
-        if change.kind is ChangeKind.NO_SHOW and isinstance(appointment, Appointment):
-            appointment = replace(appointment, status=AppointmentStatus.CANCELLED)
-        items.append((change.index, appointment))
+        no_show = change.kind is ChangeKind.NO_SHOW
+        items.append((change.index, applied_as(change.appointment, no_show=no_show)))
     unusable = [
         RowError(change.index, problem.where, problem.reason)
         for change in changes

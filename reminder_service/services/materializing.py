@@ -12,18 +12,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, update
+from sqlalchemy import Engine
 
 from ..catalog import Catalog
 from ..clock import Clock
 from ..domain.appointment import AppointmentStatus
+from ..domain.audit import AuditEvent, AuditRecord
 from ..domain.planning import PlanWindow, plan_window
-from ..store import bulk, records
+from ..store import records
+from ..store.appointments import AppointmentStore, NewReminders
 from ..store.records import RowData
-from ..store.tables import appointments, reminders
-from .importing import DEFAULT_HORIZON, REMINDER_COLUMNS, plan_detail, plan_rows
+from .import_plans import DEFAULT_HORIZON, plan_detail
 
 CHUNK = 500
 
@@ -83,33 +83,20 @@ class Materializer:
         done = MaterializeReport()
         while True:
             with self._engine.begin() as conn:
-                batch = self._due_appointments(conn, until)
-                added = self._materialize(conn, batch, until)
+                store = AppointmentStore(conn)
+                batch = store.due_for_planning(until, CHUNK)
+                added = self._materialize(store, batch, until)
             done = MaterializeReport(done.appointments + len(batch), done.reminders + added)
             if len(batch) < CHUNK:
                 return done
 
-    def _due_appointments(self, conn: Connection, until: datetime) -> list[RowData]:
-        query = (
-            records.select_with_patients()
-            .where(appointments.c.plan_resume_at <= until)
-            .order_by(appointments.c.plan_resume_at, appointments.c.id)
-            .limit(CHUNK)
-        )
-        if conn.dialect.name == "postgresql":
-            # Another dispatcher's materializer (or an import) holding a row: leave it to them.
-            query = query.with_for_update(skip_locked=True, of=appointments)
-        return list(conn.execute(query).mappings().all())
-
-    def _materialize(self, conn: Connection, batch: list[RowData], until: datetime) -> int:
+    def _materialize(self, store: AppointmentStore, batch: list[RowData], until: datetime) -> int:
         if not batch:
             return 0
         now = self._clock()
-        encode = bulk.utc_encoder(conn.dialect)
-        enc_now = encode(now)
-        rows: list[tuple[Any, ...]] = []
-        resumes: list[dict[str, Any]] = []
-        audit: list[dict[str, Any]] = []
+        planned: list[NewReminders] = []
+        resumes: list[tuple[int, datetime | None]] = []
+        audit: list[AuditRecord] = []
         for row in batch:
             patient = records.patient_of(row)
             try:
@@ -118,28 +105,18 @@ class Materializer:
                 # Configuration changed under a running plan: stop it, loudly (`status` lists
                 # staff alerts); `replan` after fixing the configuration plans it again.
                 window = PlanWindow([], None)
-                audit.append(_audit(now, row["id"], "staff_alert", f"plan stopped: {exc}", None))
-            planned = plan_rows(window.reminders, encode)
+                reason = f"plan stopped: {exc}"
+                audit.append(AuditRecord(now, AuditEvent.STAFF_ALERT, reason, row["id"]))
             version = row["version"]
-            rows.extend((row["id"], version, None, *r, 0, enc_now, enc_now) for r in planned)
-            resumes.append({"pk": row["id"], "plan_resume_at": window.resume_at})
-            if planned:
-                detail = plan_detail(version, planned, window.resume_at)
-                audit.append(_audit(now, row["id"], "planned", "planning horizon reached", detail))
-        conn.execute(update(appointments).where(appointments.c.id == bindparam("pk")), resumes)
-        bulk.insert_tuples(conn, reminders, REMINDER_COLUMNS, rows)
-        bulk.insert_audit(conn, audit)
-        return len(rows)
-
-
-def _audit(
-    now: datetime, appointment_id: int, event: str, reason: str, detail: str | None
-) -> dict[str, Any]:
-    return {
-        "at": now,
-        "appointment_id": appointment_id,
-        "reminder_id": None,
-        "event": event,
-        "reason": reason,
-        "detail": detail,
-    }
+            planned.append(NewReminders(row["id"], version, window.reminders))
+            resumes.append((row["id"], window.resume_at))
+            if window.reminders:
+                detail = plan_detail(version, window.reminders, window.resume_at)
+                audit.append(
+                    AuditRecord(now, AuditEvent.PLANNED, "planning horizon reached", row["id"],
+                                detail=detail)
+                )  # fmt: skip
+        store.resume_plans(resumes)
+        added = store.insert_reminders(planned, None, now)
+        store.insert_audit(audit)
+        return added

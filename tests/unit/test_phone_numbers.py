@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from reminder_service.importers.contacts import country_region, parse_mobile, phone_regions
 from reminder_service.importers.csv_mapping import CsvMapping
 from reminder_service.importers.csv_rows import ImportDefaults, parse_csv
-from reminder_service.importers.phone_numbers import country_region, parse_mobile, phone_regions
 
 UK = ImportDefaults(
     clinic_id="riverside",

@@ -1,7 +1,7 @@
 """The appointments API: JSON, CSV upload and FHIR in; an appointment's timeline out.
 
 Every route here needs an API key (`Authorization: Bearer <key>` or `X-API-Key`). Bodies are
-size-limited. JSON appointments are validated exactly as CSV rows are (the same converter), so a
+size-limited. JSON appointments are validated by the CSV layout's rules (appointment_items), so a
 phone number, email, zone or start is accepted or refused the same way whatever the source.
 """
 
@@ -10,121 +10,39 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
-from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ...configuration.problems import ConfigError
+from ...importers.base import ImportDefaults, RowError, defaults_problems, split_warnings
 from ...importers.csv_mapping import (
-    CAREGIVER_FIELDS,
-    LAYOUT_FIELDS,
-    OPTIONAL_FIELDS,
     CsvMapping,
     parse_mapping,
 )
-from ...importers.csv_rows import (
-    FileRejected,
-    ImportDefaults,
-    RawRow,
-    RowConverter,
-    RowError,
-    parse_csv,
-    split_warnings,
-)
+from ...importers.csv_rows import FileRejected, parse_csv
 from ...services.api_keys import ApiKeys
 from ...services.fhir_import import apply_fhir
 from ...services.importing import ImportItem, ImportService, ImportSummary
 from ...services.previewing import NotFound, PreviewService
-from ...store.field_limits import MAX_LENGTH
+from .appointment_items import AppointmentIn, item_change
 from .json_body import BadJson, parse_json
 from .keys import require_key
 
 MAX_JSON_BYTES = 1024 * 1024
 MAX_CSV_BYTES = 20 * 1024 * 1024
 MAX_BATCH = 1000
-FIELDS = (*LAYOUT_FIELDS, *OPTIONAL_FIELDS)
-# An item without a `caregiver` key says nothing about one: it is read without those fields, so
-# the stored caregiver stays. `"caregiver": null` says the patient has none.
-FIELDS_NO_CAREGIVER = tuple(name for name in FIELDS if name not in CAREGIVER_FIELDS)
-# The converter's field -> the item's (its errors and warnings name the item's own field).
-CAREGIVER_ITEM_FIELDS = {
-    "caregiver_name": "caregiver.name",
-    "caregiver_mobile": "caregiver.mobile",
-    "caregiver_relationship": "caregiver.relationship",
-    "caregiver_consent": "caregiver.sms_consent",
-    "caregiver_copies": "caregiver.copies",
-}
 _MAPPING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 ClinicParam = Annotated[
     str | None,
     Query(max_length=64, description="The clinic these appointments are for, when they do not say"),
 ]
-
-
-class CaregiverIn(BaseModel):
-    """The patient's caregiver. Copies of the patient's texts go to them only when both
-    `copies` (the patient's choice) and `sms_consent` (the caregiver's) are true."""
-
-    name: str = Field(default="", max_length=MAX_LENGTH["caregiver_name"])
-    mobile: str = Field(default="", max_length=40, description="read as the patient's mobile is")
-    relationship: str = Field(default="", max_length=MAX_LENGTH["caregiver_relationship"])
-    sms_consent: bool = False
-    copies: bool = False
-
-
-class AppointmentIn(BaseModel):
-    """One appointment, with the CSV layout's fields and rules (see the README). Text that is
-    stored as given is limited to its column's length (store/field_limits.py)."""
-
-    appointment_id: str = Field(min_length=1, max_length=MAX_LENGTH["appointment_id"])
-    # Required for a booking (the CSV rules say so, per item); a cancellation needs only its id.
-    patient_id: str = Field(default="", max_length=MAX_LENGTH["patient_id"])
-    first_name: str = Field(default="", max_length=MAX_LENGTH["first_name"])
-    last_name: str = Field(default="", max_length=MAX_LENGTH["last_name"])
-    mobile: str = Field(default="", max_length=40)
-    email: str = Field(default="", max_length=MAX_LENGTH["email"])
-    language: str = Field(default="", max_length=MAX_LENGTH["language"])
-    timezone: str = Field(default="", max_length=MAX_LENGTH["timezone"])
-    procedure: str = Field(default="", max_length=MAX_LENGTH["procedure"])
-    start: str = Field(default="", max_length=40, description="ISO 8601; naive = patient's zone")
-    duration_minutes: int | None = Field(default=None, ge=1, le=1440)
-    location: str = Field(default="", max_length=MAX_LENGTH["location"])
-    sedation: Literal["yes", "no", "unknown"] = "unknown"
-    anticoagulant: Literal["yes", "no", "unknown"] = "unknown"
-    status: Literal["booked", "cancelled"] = "booked"
-    clinic: str = Field(default="", max_length=MAX_LENGTH["clinic"])
-    on_chemotherapy: Literal["yes", "no", "unknown"] = "unknown"
-    diabetes_on_medication: Literal["yes", "no", "unknown"] = "unknown"
-    sms_consent: str = Field(default="", max_length=MAX_LENGTH["sms_consent"])
-    deceased: Literal["yes", "no", ""] = ""
-    do_not_contact: Literal["yes", "no", ""] = ""
-    caregiver: CaregiverIn | None = None
-
-    @property
-    def says_caregiver(self) -> bool:
-        return "caregiver" in self.model_fields_set
-
-    def raw(self, index: int) -> RawRow:
-        values = self.model_dump()
-        if values["duration_minutes"] is None:
-            values["duration_minutes"] = ""
-        caregiver = self.caregiver or CaregiverIn()
-        values |= {
-            "caregiver_name": caregiver.name,
-            "caregiver_mobile": caregiver.mobile,
-            "caregiver_relationship": caregiver.relationship,
-            "caregiver_consent": "yes" if caregiver.sms_consent else "no",
-            "caregiver_copies": "yes" if caregiver.copies else "no",
-        }
-        fields = FIELDS if self.says_caregiver else FIELDS_NO_CAREGIVER
-        return RawRow(index, tuple(str(values[name]) for name in fields))
 
 
 class ItemError(BaseModel):
@@ -288,28 +206,26 @@ def _apply_json(
     body: bytes, importer: ImportService, import_defaults: ImportDefaults
 ) -> JSONResponse:
     listed = _json_items(body)
-    converters = {
-        True: RowConverter(FIELDS, None, import_defaults),
-        False: RowConverter(FIELDS_NO_CAREGIVER, None, import_defaults),
-    }
+    problems = defaults_problems(import_defaults)
+    if problems:
+        raise ValueError("; ".join(problems))
     accepted: list[ImportItem] = []
-    problems: list[RowError] = []
+    errors: list[RowError] = []
     warnings: list[RowError] = []
     for index, item in enumerate(listed):
         validated = _item(index, item)
         if isinstance(validated, list):
-            problems += validated
+            errors += validated
             continue
-        converted = converters[validated.says_caregiver].convert(validated.raw(index))
-        result, warned = split_warnings(converted)
-        warnings += [_item_field(w) for w in warned]
+        result, warned = split_warnings(item_change(validated, index, import_defaults))
+        warnings += warned
         if isinstance(result, list):
-            problems += [_item_field(e) for e in result]
+            errors += result
         else:
             accepted.append((index, result))
     if not accepted:  # refused whole: nothing is written, not even an import record
         refused = ImportSummary(
-            rejected=len({e.line for e in problems}), errors=sorted(problems, key=lambda e: e.line)
+            rejected=len({e.line for e in errors}), errors=sorted(errors, key=lambda e: e.line)
         )
         return _answer(refused, _item_errors(refused), rejected_all=bool(listed))
     # Every item is counted once: imported, updated, cancelled... or rejected with its reasons.
@@ -317,15 +233,10 @@ def _apply_json(
         accepted,
         source="api",
         label="POST /appointments",
-        parse_errors=problems,
+        parse_errors=errors,
         parse_warnings=warnings,
     )
     return _answer(summary, _item_errors(summary), rejected_all=False)
-
-
-def _item_field(problem: RowError) -> RowError:
-    """The problem named by the item's field (`caregiver.mobile`), not the CSV column's."""
-    return replace(problem, column=CAREGIVER_ITEM_FIELDS.get(problem.column, problem.column))
 
 
 def _apply_csv(

@@ -1,4 +1,6 @@
-"""Phone numbers from imports -> E.164 mobiles, read only where the patient can be.
+"""Contact details from imports: phone numbers -> E.164 mobiles, email addresses -> their
+normalized form. Every importer reads them here, so a number or an address is accepted or refused
+alike whatever the source.
 
 A number written without its country code means different numbers in different countries: (734)
 555-0123 is a Michigan number in the US and a UK mobile (+44 7345 550123) in Great Britain. So a
@@ -10,11 +12,15 @@ some other clinic's default region.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from functools import lru_cache
 from importlib import resources
 
 import phonenumbers
 from babel.core import get_global
+from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 NOT_MOBILE = {
@@ -59,6 +65,23 @@ def parse_mobile(text: str, regions: tuple[str, ...]) -> tuple[str | None, str]:
     return e164, ""
 
 
+def phone_readings(
+    text: str, regions: tuple[str, ...], keep: Callable[[phonenumbers.PhoneNumber], bool]
+) -> list[str]:
+    """The distinct E.164 numbers `text` is in the candidate regions that `keep` accepts (more
+    than one: a guess)."""
+    found: list[str] = []
+    for region in regions or (None,):
+        try:
+            number = phonenumbers.parse(text, region)
+        except phonenumbers.NumberParseException:
+            continue
+        e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
+        if keep(number) and e164 not in found:
+            found.append(e164)
+    return found
+
+
 def phone_regions(zone_name: str, clinic_region: str | None) -> tuple[str, ...]:
     """Where a number written without a country code may be read: the country of the patient's
     zone, and the country of the clinic the appointment is at. Never another clinic's."""
@@ -91,3 +114,45 @@ def country_region(text: str) -> str | None:
         aliases = get_global("territory_aliases").get(code) or []
         code = aliases[0] if len(aliases) == 1 else ""
     return code if code in phonenumbers.SUPPORTED_REGIONS else None
+
+
+# RFC 5322 dot-atom in ASCII: the local parts email_validator accepts and returns unchanged.
+_DOT_ATOM = re.compile(r"[A-Za-z0-9_!#$%&'*+\-/=?^`{|}~]+(?:\.[A-Za-z0-9_!#$%&'*+\-/=?^`{|}~]+)*")
+_ROLE_MAILBOXES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)  # validate_email lower-cases these
+
+
+def parse_email(text: str) -> tuple[str | None, str]:
+    """(normalized, "") or (None, reason), as email_validator decides.
+
+    Most of validate_email's ~30 us goes on the domain, which patients share (a few hundred per
+    clinic), so a plain local part is checked here and the domain's verdict is cached. Anything
+    unusual (quotes, Unicode, role names it lower-cases, long addresses) takes the full path; a
+    unit test checks the two paths agree.
+    """
+    local, at, domain = text.partition("@")
+    plain = len(local) <= 64 and _DOT_ATOM.fullmatch(local)  # RFC 5321's local-part limit
+    if at and plain and local.lower() not in _ROLE_MAILBOXES:
+        forms = _email_domain(domain)
+        sizes = [len(f"{local}@{form}".encode()) for form in (domain, *(forms or ()))]
+        if forms is not None and max(sizes) <= 254:
+            return f"{local}@{forms[0]}", ""
+    return validated_email(text)
+
+
+@lru_cache(maxsize=4096)
+def _email_domain(domain: str) -> tuple[str, str] | None:
+    """(normalized, ASCII) forms of a valid email domain, or None."""
+    try:
+        checked = validate_email(f"x@{domain}", check_deliverability=False)
+    except EmailNotValidError:
+        return None
+    return checked.domain, checked.ascii_domain
+
+
+@lru_cache(maxsize=16384)
+def validated_email(text: str) -> tuple[str | None, str]:
+    """`parse_email` by email_validator alone, every time."""
+    try:
+        return validate_email(text, check_deliverability=False).normalized, ""
+    except EmailNotValidError:
+        return None, "not a valid email address"  # the library's message would quote the address
