@@ -1,8 +1,10 @@
 """The appointments API: JSON, CSV upload and FHIR in; an appointment's timeline out.
 
 Every route here needs an API key (`Authorization: Bearer <key>` or `X-API-Key`). Bodies are
-size-limited. JSON appointments are validated by the CSV layout's rules (appointment_items), so a
-phone number, email, zone or start is accepted or refused the same way whatever the source.
+size-limited. JSON appointments are validated by the CSV layout's rules (importers.json_items),
+so a phone number, email, zone or start is accepted or refused the same way whatever the source.
+What the requests ask for is done by the services (json_import, csv_import, fhir_import): this
+module reads the requests and answers them.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from ...importers.csv_mapping import (
     parse_mapping,
 )
 from ...importers.csv_rows import FileRejected, parse_csv
+from ...importers.json_items import AppointmentIn, item_change
 from ...services.api_keys import ApiKeys
 from ...services.fhir_import import apply_fhir
 from ...services.importing import ImportItem, ImportService, ImportSummary
 from ...services.previewing import NotFound, PreviewService
-from .appointment_items import AppointmentIn, item_change
 from .json_body import BadJson, parse_json
 from .keys import require_key
 
