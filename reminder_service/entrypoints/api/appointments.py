@@ -17,22 +17,22 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ...configuration.problems import ConfigError
-from ...importers.base import ImportDefaults, RowError, defaults_problems, split_warnings
+from ...importers.base import ImportDefaults
 from ...importers.csv_mapping import (
     CsvMapping,
     parse_mapping,
 )
 from ...importers.csv_rows import FileRejected, parse_csv
-from ...importers.json_items import AppointmentIn, item_change
 from ...services.api_keys import ApiKeys
 from ...services.fhir_import import apply_fhir
-from ...services.importing import ImportItem, ImportService, ImportSummary
+from ...services.importing import ImportService, ImportSummary
+from ...services.json_import import AppointmentIn, import_json_items
 from ...services.previewing import NotFound, PreviewService
 from .json_body import BadJson, parse_json
 from .keys import require_key
@@ -207,38 +207,10 @@ def build_router(
 def _apply_json(
     body: bytes, importer: ImportService, import_defaults: ImportDefaults
 ) -> JSONResponse:
-    listed = _json_items(body)
-    problems = defaults_problems(import_defaults)
-    if problems:
-        raise ValueError("; ".join(problems))
-    accepted: list[ImportItem] = []
-    errors: list[RowError] = []
-    warnings: list[RowError] = []
-    for index, item in enumerate(listed):
-        validated = _item(index, item)
-        if isinstance(validated, list):
-            errors += validated
-            continue
-        result, warned = split_warnings(item_change(validated, index, import_defaults))
-        warnings += warned
-        if isinstance(result, list):
-            errors += result
-        else:
-            accepted.append((index, result))
-    if not accepted:  # refused whole: nothing is written, not even an import record
-        refused = ImportSummary(
-            rejected=len({e.line for e in errors}), errors=sorted(errors, key=lambda e: e.line)
-        )
-        return _answer(refused, _item_errors(refused), rejected_all=bool(listed))
-    # Every item is counted once: imported, updated, cancelled... or rejected with its reasons.
-    summary = importer.apply(
-        accepted,
-        source="api",
-        label="POST /appointments",
-        parse_errors=errors,
-        parse_warnings=warnings,
+    result = import_json_items(
+        importer, _json_items(body), import_defaults, label="POST /appointments"
     )
-    return _answer(summary, _item_errors(summary), rejected_all=False)
+    return _answer(result.summary, _item_errors(result.summary), rejected_all=result.rejected_all)
 
 
 def _apply_csv(
@@ -342,19 +314,6 @@ def _json_items(body: bytes) -> list[Any]:
     if not listed:
         raise HTTPException(422, "the list holds no appointments")
     return listed
-
-
-def _item(index: int, item: Any) -> AppointmentIn | list[RowError]:
-    """One item of a batch, validated alone: its problems name its index and field."""
-    if not isinstance(item, dict):
-        return [RowError(index, "", "is not a JSON object")]
-    try:
-        return AppointmentIn.model_validate(item)
-    except ValidationError as exc:
-        return [
-            RowError(index, ".".join(str(p) for p in error["loc"]), error["msg"])
-            for error in exc.errors(include_input=False, include_url=False)
-        ]
 
 
 def _answer(summary: ImportSummary, errors: list[ItemError], *, rejected_all: bool) -> JSONResponse:
