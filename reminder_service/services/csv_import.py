@@ -2,12 +2,16 @@
 
 Validation (phone numbers, emails, zones) is the expensive, pure part, so it runs in parallel with
 the database work of the chunks before it.
+
+A file uploaded through the API is imported whole from memory (import_csv_upload), with a mapping
+sent beside it (mapping_sent) or named from the mappings folder (mapping_named).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -17,16 +21,23 @@ from multiprocessing.context import BaseContext
 from pathlib import Path
 
 from ..catalog import Catalog
+from ..configuration.problems import ConfigError
 from ..domain.appointment import Appointment, Cancellation
 from ..importers.base import ImportDefaults, RowError, split_warnings
-from ..importers.csv_mapping import CsvMapping
-from ..importers.csv_rows import RawRow, RowConverter, read_csv
+from ..importers.csv_mapping import CsvMapping, parse_mapping
+from ..importers.csv_rows import FileRejected, RawRow, RowConverter, parse_csv, read_csv
 from .gc_pause import paused_gc
 from .import_plans import Preplan, preplan
 from .importing import ImportItem, ImportService, ImportSummary
 
 CHUNK_ROWS = 2000
 PARALLEL_FROM = 5000  # below this, starting processes costs more than it saves
+_MAPPING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+class UploadRefused(Exception):
+    """An uploaded file or its mapping refused whole, before anything is written; the message
+    says why."""
 
 
 def import_csv_file(
@@ -55,6 +66,54 @@ def import_csv_file(
             items, source="csv", label=path.name, parse_errors=errors, progress=progress, now=now,
             parse_warnings=warnings,
         )  # fmt: skip
+
+
+def import_csv_upload(
+    data: bytes,
+    service: ImportService,
+    defaults: ImportDefaults,
+    mapping: CsvMapping | None,
+    *,
+    label: str,
+) -> ImportSummary:
+    """A file sent through the API, read and applied in this thread. Raises UploadRefused if the
+    file cannot be read or the mapping does not fit its headers."""
+    try:
+        parsed = parse_csv(data, filename="upload.csv", defaults=defaults, mapping=mapping)
+    except FileRejected as exc:
+        raise UploadRefused(str(exc)) from None
+    except ValueError as exc:  # the mapping does not fit the file's headers
+        raise UploadRefused(str(exc)) from None
+    return service.apply(
+        parsed.rows,
+        source="api",
+        label=label,
+        parse_errors=parsed.errors,
+        parse_warnings=parsed.warnings,
+    )
+
+
+def mapping_sent(data: bytes) -> CsvMapping:
+    """A mapping (YAML) sent beside its file; its problems name it `mapping`. Raises
+    UploadRefused."""
+    try:
+        return parse_mapping(data, "mapping")
+    except ConfigError as exc:
+        raise UploadRefused("; ".join(map(str, exc.problems))) from None
+
+
+def mapping_named(folder: Path, name: str) -> CsvMapping:
+    """The mapping `name` (.yaml optional) in `folder`, config/mappings/. Raises UploadRefused for
+    a name that is not a plain file name, no such mapping, or a mapping with problems."""
+    if not _MAPPING_NAME.fullmatch(name):
+        raise UploadRefused("mapping: a name such as openemr-style.example, no path")
+    path = folder / f"{name.removesuffix('.yaml')}.yaml"
+    if not path.is_file():
+        raise UploadRefused(f"mapping: no mapping named {name!r} in config/mappings/")
+    try:  # problems name the mapping as asked for, not the server's path to it
+        return parse_mapping(path.read_bytes(), name)
+    except ConfigError as exc:
+        raise UploadRefused("; ".join(map(str, exc.problems))) from None
 
 
 def _worker_count(requested: int | None, rows: int) -> int:

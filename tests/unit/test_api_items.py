@@ -10,12 +10,6 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reminder_service.entrypoints.api.appointment_items import (
-    CAREGIVER_ITEM_FIELDS,
-    AppointmentIn,
-    CaregiverIn,
-    item_change,
-)
 from reminder_service.importers.base import (
     Converted,
     ImportDefaults,
@@ -25,6 +19,12 @@ from reminder_service.importers.base import (
 )
 from reminder_service.importers.csv_mapping import CAREGIVER_FIELDS, LAYOUT_FIELDS, OPTIONAL_FIELDS
 from reminder_service.importers.csv_rows import RawRow, RowConverter
+from reminder_service.importers.json_items import (
+    CAREGIVER_ITEM_FIELDS,
+    AppointmentIn,
+    CaregiverIn,
+    item_change,
+)
 
 DEFAULTS = ImportDefaults(
     "riverside", "Europe/London", "GB", "en-GB", clinic_regions=(("harbour", "US"),)

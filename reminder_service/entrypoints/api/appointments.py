@@ -1,44 +1,43 @@
 """The appointments API: JSON, CSV upload and FHIR in; an appointment's timeline out.
 
 Every route here needs an API key (`Authorization: Bearer <key>` or `X-API-Key`). Bodies are
-size-limited. JSON appointments are validated by the CSV layout's rules (appointment_items), so a
-phone number, email, zone or start is accepted or refused the same way whatever the source.
+size-limited. JSON appointments are validated by the CSV layout's rules (importers.json_items),
+so a phone number, email, zone or start is accepted or refused the same way whatever the source.
+What the requests ask for is done by the services (json_import, csv_import, fhir_import): this
+module reads the requests and answers them.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from ...configuration.problems import ConfigError
-from ...importers.base import ImportDefaults, RowError, defaults_problems, split_warnings
-from ...importers.csv_mapping import (
-    CsvMapping,
-    parse_mapping,
-)
-from ...importers.csv_rows import FileRejected, parse_csv
 from ...services.api_keys import ApiKeys
+from ...services.csv_import import (
+    UploadRefused,
+    import_csv_upload,
+    mapping_named,
+    mapping_sent,
+)
 from ...services.fhir_import import apply_fhir
-from ...services.importing import ImportItem, ImportService, ImportSummary
+from ...services.importing import ImportService, ImportSummary
+from ...services.json_import import AppointmentIn, ImportDefaults, import_json_items
 from ...services.previewing import NotFound, PreviewService
-from .appointment_items import AppointmentIn, item_change
 from .json_body import BadJson, parse_json
 from .keys import require_key
 
 MAX_JSON_BYTES = 1024 * 1024
 MAX_CSV_BYTES = 20 * 1024 * 1024
 MAX_BATCH = 1000
-_MAPPING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 ClinicParam = Annotated[
     str | None,
     Query(max_length=64, description="The clinic these appointments are for, when they do not say"),
@@ -171,14 +170,20 @@ def build_router(
         import_defaults = feed_defaults(clinic)
 
         def load_and_apply() -> JSONResponse:
-            layout = (
-                _mapping_named(mappings_dir, mapping)
-                if mapping is not None
-                else _mapping_sent(sent)
-                if sent is not None
-                else None
-            )
-            return _apply_csv(body, importer, import_defaults, layout)
+            try:
+                layout = (
+                    mapping_named(mappings_dir, mapping)
+                    if mapping is not None
+                    else mapping_sent(sent)
+                    if sent is not None
+                    else None
+                )
+                summary = import_csv_upload(
+                    body, importer, import_defaults, layout, label="POST /imports/csv"
+                )
+            except UploadRefused as exc:
+                raise HTTPException(422, str(exc)) from None
+            return _answer(summary, _item_errors(summary), rejected_all=False)
 
         # Reading the mapping, parsing and importing a file of up to 20 MB: in a worker thread,
         # never on the loop.
@@ -205,60 +210,10 @@ def build_router(
 def _apply_json(
     body: bytes, importer: ImportService, import_defaults: ImportDefaults
 ) -> JSONResponse:
-    listed = _json_items(body)
-    problems = defaults_problems(import_defaults)
-    if problems:
-        raise ValueError("; ".join(problems))
-    accepted: list[ImportItem] = []
-    errors: list[RowError] = []
-    warnings: list[RowError] = []
-    for index, item in enumerate(listed):
-        validated = _item(index, item)
-        if isinstance(validated, list):
-            errors += validated
-            continue
-        result, warned = split_warnings(item_change(validated, index, import_defaults))
-        warnings += warned
-        if isinstance(result, list):
-            errors += result
-        else:
-            accepted.append((index, result))
-    if not accepted:  # refused whole: nothing is written, not even an import record
-        refused = ImportSummary(
-            rejected=len({e.line for e in errors}), errors=sorted(errors, key=lambda e: e.line)
-        )
-        return _answer(refused, _item_errors(refused), rejected_all=bool(listed))
-    # Every item is counted once: imported, updated, cancelled... or rejected with its reasons.
-    summary = importer.apply(
-        accepted,
-        source="api",
-        label="POST /appointments",
-        parse_errors=errors,
-        parse_warnings=warnings,
+    result = import_json_items(
+        importer, _json_items(body), import_defaults, label="POST /appointments"
     )
-    return _answer(summary, _item_errors(summary), rejected_all=False)
-
-
-def _apply_csv(
-    body: bytes,
-    importer: ImportService,
-    import_defaults: ImportDefaults,
-    mapping: CsvMapping | None,
-) -> JSONResponse:
-    try:
-        parsed = parse_csv(body, filename="upload.csv", defaults=import_defaults, mapping=mapping)
-    except FileRejected as exc:
-        raise HTTPException(422, str(exc)) from None
-    except ValueError as exc:  # the mapping does not fit the file's headers
-        raise HTTPException(422, str(exc)) from None
-    summary = importer.apply(
-        parsed.rows,
-        source="api",
-        label="POST /imports/csv",
-        parse_errors=parsed.errors,
-        parse_warnings=parsed.warnings,
-    )
-    return _answer(summary, _item_errors(summary), rejected_all=False)
+    return _answer(result.summary, _item_errors(result.summary), rejected_all=result.rejected_all)
 
 
 def _item_errors(summary: ImportSummary) -> list[ItemError]:
@@ -286,25 +241,6 @@ async def _csv_and_mapping(headers: Headers, body: bytes) -> tuple[bytes, bytes 
     if "file" not in parts:
         raise HTTPException(422, "the multipart body has no part named 'file'")
     return parts["file"], parts.get("mapping")
-
-
-def _mapping_sent(data: bytes) -> CsvMapping:
-    try:
-        return parse_mapping(data, "mapping")
-    except ConfigError as exc:
-        raise HTTPException(422, "; ".join(map(str, exc.problems))) from None
-
-
-def _mapping_named(folder: Path, name: str) -> CsvMapping:
-    if not _MAPPING_NAME.fullmatch(name):
-        raise HTTPException(422, "mapping: a name such as openemr-style.example, no path")
-    path = folder / f"{name.removesuffix('.yaml')}.yaml"
-    if not path.is_file():
-        raise HTTPException(422, f"mapping: no mapping named {name!r} in config/mappings/")
-    try:  # problems name the mapping as asked for, not the server's path to it
-        return parse_mapping(path.read_bytes(), name)
-    except ConfigError as exc:
-        raise HTTPException(422, "; ".join(map(str, exc.problems))) from None
 
 
 def _apply_fhir(
@@ -340,19 +276,6 @@ def _json_items(body: bytes) -> list[Any]:
     if not listed:
         raise HTTPException(422, "the list holds no appointments")
     return listed
-
-
-def _item(index: int, item: Any) -> AppointmentIn | list[RowError]:
-    """One item of a batch, validated alone: its problems name its index and field."""
-    if not isinstance(item, dict):
-        return [RowError(index, "", "is not a JSON object")]
-    try:
-        return AppointmentIn.model_validate(item)
-    except ValidationError as exc:
-        return [
-            RowError(index, ".".join(str(p) for p in error["loc"]), error["msg"])
-            for error in exc.errors(include_input=False, include_url=False)
-        ]
 
 
 def _answer(summary: ImportSummary, errors: list[ItemError], *, rejected_all: bool) -> JSONResponse:

@@ -1,6 +1,6 @@
-"""The JSON API's appointment: its model, and the change it describes.
+"""An appointment sent to the JSON API as an item: its model, and the change it describes.
 
-An item has the CSV layout's fields and is read by the CSV layout's rules (importers.csv_rows):
+An item has the CSV layout's fields and is read by the CSV layout's rules (csv_rows):
 a phone number, email, zone or start is accepted or refused the same way whatever the source,
 and every problem names the item's field. The model's types settle what a CSV cell must spell
 out (a status, a yes/no flag, a number of minutes).
@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ...domain.appointment import (
+from ..domain.appointment import (
     CAREGIVER_UNSAID,
     Appointment,
     AppointmentStatus,
@@ -21,16 +21,17 @@ from ...domain.appointment import (
     Patient,
     Tristate,
 )
-from ...importers.base import (
+from ..store.field_limits import MAX_LENGTH, unstorable
+from .base import (
     Converted,
     ImportDefaults,
     RowError,
     Warned,
     normalise_language,
 )
-from ...importers.contacts import parse_email, parse_mobile, phone_regions
-from ...importers.csv_mapping import LAYOUT_FIELDS, OPTIONAL_FIELDS
-from ...importers.csv_rows import (
+from .contacts import parse_email, parse_mobile, phone_regions
+from .csv_mapping import LAYOUT_FIELDS, OPTIONAL_FIELDS
+from .csv_rows import (
     EMPTY,
     NO_CONTACT,
     cancelled_by_id,
@@ -40,7 +41,6 @@ from ...importers.csv_rows import (
     read_zone,
     sms_consent_basis,
 )
-from ...store.field_limits import MAX_LENGTH, unstorable
 
 # An item's problems are listed in the order of the CSV layout's columns.
 _ORDER = {name: i for i, name in enumerate((*LAYOUT_FIELDS, *OPTIONAL_FIELDS))}
