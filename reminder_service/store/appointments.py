@@ -428,6 +428,18 @@ class AppointmentStore:
         staff_alerts.add(self._conn, rows)
 
 
+def booked_on_mobile(conn: Connection, phone: str, *, since: datetime) -> list[RowData]:
+    """Booked appointments starting after `since` of the patients with this mobile, as
+    `records.select_with_patients` rows."""
+    query = (
+        records.select_with_patients()
+        .where(patients.c.mobile == phone)
+        .where(appointments.c.status == AppointmentStatus.BOOKED.value)
+        .where(appointments.c.start_at > since)
+    )
+    return list(conn.execute(query).mappings().all())
+
+
 def _stored(row: RowData) -> StoredAppointment:
     return StoredAppointment(
         id=row["id"],
