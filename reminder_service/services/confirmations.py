@@ -24,7 +24,7 @@ from ..domain.appointment import Appointment, AppointmentStatus, masked_patient
 from ..domain.audit import AuditEvent, AuditRecord
 from ..domain.confirmation import Confirmation, latest_anchor_due, needs_a_call
 from ..domain.protocol import ConfirmationRule
-from ..store import audit, confirmations, records, staff_alerts
+from ..store import appointments, audit, confirmations, records, staff_alerts
 from ..store.field_limits import can_be_stored
 from ..store.records import RowData
 from .follow_ups import UNCONFIRMED_TEMPLATE, staff_alert_row, staff_time
@@ -65,7 +65,7 @@ class Confirmations:
             raise NotFound(f"no appointment with id {external_id!r}")
         now, by = self._clock(), who(by)
         with self._engine.begin() as conn:
-            row = confirmations.by_external_id(conn, external_id)
+            row = appointments.by_external_id(conn, external_id)
             if row is None:
                 raise NotFound(f"no appointment with id {external_id!r}")
             if row["status"] != AppointmentStatus.BOOKED.value:
@@ -73,7 +73,7 @@ class Confirmations:
             if confirmations.confirm_once(conn, row["id"], now, by):
                 reason = f"confirmed by staff ({by})"
                 audit.write(conn, [AuditRecord(now, AuditEvent.CONFIRMED, reason, row["id"])])
-            row = confirmations.by_external_id(conn, external_id)
+            row = appointments.by_external_id(conn, external_id)
             assert row is not None
         return self.state(row, records.appointment_from_row(row, records.patient_of(row)))
 

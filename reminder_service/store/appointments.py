@@ -428,6 +428,26 @@ class AppointmentStore:
         staff_alerts.add(self._conn, rows)
 
 
+def by_external_id(conn: Connection, external_id: str) -> RowData | None:
+    """The appointment with this source id, as a `records.select_with_patients` row."""
+    query = records.select_with_patients().where(appointments.c.external_id == external_id)
+    return conn.execute(query).mappings().first()
+
+
+def booked_of_patients(
+    conn: Connection, patient_ids: set[int], *, since: datetime
+) -> list[RowData]:
+    """These patients' booked appointments starting after `since`, as
+    `records.select_with_patients` rows."""
+    query = (
+        records.select_with_patients()
+        .where(appointments.c.patient_id.in_(patient_ids))
+        .where(appointments.c.status == AppointmentStatus.BOOKED.value)
+        .where(appointments.c.start_at > since)
+    )
+    return list(conn.execute(query).mappings())
+
+
 def booked_on_mobile(conn: Connection, phone: str, *, since: datetime) -> list[RowData]:
     """Booked appointments starting after `since` of the patients with this mobile, as
     `records.select_with_patients` rows."""

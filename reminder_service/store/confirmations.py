@@ -20,12 +20,6 @@ from .tables import appointments
 CHECK_LOCK_KEY = 0x636F6E6669726D  # "confirm"
 
 
-def by_external_id(conn: Connection, external_id: str) -> RowData | None:
-    """The appointment with this source id, as a `records.select_with_patients` row."""
-    query = records.select_with_patients().where(appointments.c.external_id == external_id)
-    return conn.execute(query).mappings().first()
-
-
 def confirm(conn: Connection, appointment_id: int, now: datetime, by: str) -> None:
     """Record a confirmation (the patient's latest reply 1 stands)."""
     _set(conn, appointment_id, confirmed_at=now, confirmed_by=by)
