@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING
 
 from ..clock import Clock
 from ..store import api_keys
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 PREFIX = "rs_"
 

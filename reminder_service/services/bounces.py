@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING
 
 from ..channels.bounces import BounceAddress, DeliveryReport, read_dsn
 from ..channels.unsubscribe import UnsubscribeLinks
@@ -29,6 +28,9 @@ from ..store import audit, deliveries
 from ..store.reminders import reminder_row, stored_channel
 from .email_opt_outs import UNSUBSCRIBE_EMAIL, EmailOptOuts, TokenCheck
 from .follow_ups import FollowUps
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 log = logging.getLogger(__name__)
 

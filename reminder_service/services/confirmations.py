@@ -15,8 +15,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
-
-from sqlalchemy import Connection, Engine
+from typing import TYPE_CHECKING
 
 from ..catalog import Catalog
 from ..clock import Clock
@@ -30,6 +29,9 @@ from ..store.records import RowData
 from .follow_ups import UNCONFIRMED_TEMPLATE, staff_alert_row, staff_time
 from .previewing import NotFound, confirmation_state
 from .reply_inbox import who
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,7 @@ staff are alerted then, while there is time to phone, not on the day the text wa
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
-
-from sqlalchemy import Connection
+from typing import TYPE_CHECKING, Any
 
 from ..catalog import Catalog
 from ..domain.audit import AuditEvent, AuditRecord
@@ -20,6 +18,9 @@ from ..domain.reachability import CRITICAL_UNREACHABLE, unreachable_critical_ste
 from ..store import appointments, audit, records, staff_alerts
 from .follow_ups import staff_alert_row
 from .patient_texts import plan_as_stored
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 # An appointment may last this long at most: those that started earlier are over.
 LONGEST_VISIT = timedelta(days=1)

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
-
-from sqlalchemy import Connection, Engine
+from typing import TYPE_CHECKING
 
 from ..clock import Clock
 from ..domain.audit import AuditEvent, AuditRecord
@@ -32,6 +31,9 @@ from ..store import audit, deliveries, opt_outs
 from ..store.deliveries import Delivery
 from ..store.reminders import reminder_row, stored_channel
 from .follow_ups import FollowUps
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
 
 # How far along each status is; terminal ones share the last rank.
 PROGRESS = {

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import logging
 from enum import StrEnum
-
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING
 
 from ..channels.unsubscribe import UnsubscribeTokens
 from ..clock import Clock
 from ..store import opt_outs, patients
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy import Connection
+from typing import TYPE_CHECKING, Any
 
 from ..catalog import Catalog
 from ..domain.audit import AuditEvent, AuditRecord
@@ -28,6 +26,9 @@ from ..store import audit, staff_alerts
 from ..store.records import RowData
 from ..store.staff_alerts import StepRow
 from ..store.tables import STAFF_CHANNEL
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING
 
 from ..store.engine import ping
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 def check_database(engine: Engine) -> None:

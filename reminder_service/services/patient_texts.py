@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime, timedelta
-
-from sqlalchemy import Connection
+from typing import TYPE_CHECKING
 
 from ..catalog import Catalog
 from ..domain.appointment import Appointment
@@ -26,6 +25,9 @@ from ..rendering.renderer import Renderer
 from ..store import appointments, records, reminders
 from ..store.records import RowData
 from ..store.reminders import StoredText
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 WAITING = frozenset({ReminderStatus.PENDING.value, ReminderStatus.SENDING.value})
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy import Connection, Engine
+from typing import TYPE_CHECKING, Any
 
 from ..catalog import Catalog
 from ..clock import Clock
@@ -29,6 +27,9 @@ from ..store.reminders import reminder_from_row, stored_appointment
 from ..store.tables import STAFF_CHANNEL
 from . import patient_texts
 from .materializing import CannotPlan, remaining_plan
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
 
 SHOW_BODY = {ReminderStatus.PENDING, ReminderStatus.SENDING, ReminderStatus.SENT}
 MAX_ATTEMPTS = RetryPolicy().max_attempts  # the dispatcher's backstop

@@ -24,8 +24,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-
-from sqlalchemy import Connection, Engine
+from typing import TYPE_CHECKING
 
 from ..catalog import Catalog
 from ..clock import Clock
@@ -39,6 +38,9 @@ from ..store import audit, confirmations, opt_outs, replies, staff_alerts
 from ..store.replies import ReplyAppointment
 from .critical_reach import alert_after_opt_out
 from .follow_ups import NEW_TIME_TEMPLATE, staff_alert_row, staff_time
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ number are shown to staff, who must call back; they are never logged.
 
 from __future__ import annotations
 
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING
 
 from ..catalog import Catalog
 from ..clock import Clock
@@ -17,6 +17,9 @@ from ..domain.audit import AuditEvent, AuditRecord
 from ..store import audit, replies
 from ..store.replies import InboundReply
 from .previewing import NotFound
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 __all__ = ["MAX_LIST", "InboundReply", "ReplyInbox", "who"]
 
