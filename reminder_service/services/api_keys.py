@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-
-from sqlalchemy import Engine, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from typing import TYPE_CHECKING
 
 from ..clock import Clock
-from ..store.engine import reading
-from ..store.tables import api_keys
+from ..store import api_keys
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 PREFIX = "rs_"
 
@@ -36,37 +36,19 @@ class ApiKeys:
     def create(self, name: str) -> str:
         """A new key for `name`; the only time the key itself is available."""
         key = PREFIX + secrets.token_urlsafe(32)
-        try:
-            with self._engine.begin() as conn:
-                conn.execute(
-                    insert(api_keys).values(
-                        name=name, key_hash=_digest(key), created_at=self._clock()
-                    )
-                )
-        except IntegrityError:
-            raise KeyExists(f"an API key named {name!r} exists already") from None
+        if not api_keys.add(self._engine, name, _digest(key), self._clock()):
+            raise KeyExists(f"an API key named {name!r} exists already")
         return key
 
     def revoke(self, name: str) -> bool:
-        with self._engine.begin() as conn:
-            done = conn.execute(
-                update(api_keys)
-                .where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
-                .values(revoked_at=self._clock())
-            )
-        return bool(done.rowcount)
+        return api_keys.revoke(self._engine, name, self._clock())
 
     def name_for(self, key: str) -> str | None:
         """The name of the live key `key`, or None."""
         if not key.startswith(PREFIX):
             return None
         digest = _digest(key)
-        with reading(self._engine) as conn:
-            row = conn.execute(
-                select(api_keys.c.name, api_keys.c.key_hash)
-                .where(api_keys.c.key_hash == digest)
-                .where(api_keys.c.revoked_at.is_(None))
-            ).first()
-        if row is None or not hmac.compare_digest(row.key_hash, digest):
+        found = api_keys.live_key(self._engine, digest)
+        if found is None or not hmac.compare_digest(found[1], digest):
             return None
-        return str(row.name)
+        return found[0]

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy import Engine, select, update
+from typing import TYPE_CHECKING
 
 from ..channels.bounces import BounceAddress, DeliveryReport, read_dsn
 from ..channels.unsubscribe import UnsubscribeLinks
@@ -25,10 +23,14 @@ from ..clock import Clock
 from ..domain.audit import AuditEvent, AuditRecord
 from ..domain.planning import ReminderStatus
 from ..domain.protocol import Channel
-from ..store import audit
-from ..store.tables import reminders
+from ..domain.reminder import Reminder
+from ..store import audit, deliveries
+from ..store.reminders import reminder_row, stored_channel
 from .email_opt_outs import UNSUBSCRIBE_EMAIL, EmailOptOuts, TokenCheck
 from .follow_ups import FollowUps
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +90,11 @@ class BounceService:
             return "not a failure"  # e.g. a "delivered" or "relayed" report
         now = self._clock()
         with self._engine.begin() as conn:
-            query = select(reminders).where(reminders.c.id == reminder_id)
-            found = conn.execute(query).mappings().first()
-            if found is None or found["channel"] != Channel.EMAIL.value:
-                return "not ours"
-            reminder = dict(found)
-            if reminder["delivery_status"] == BOUNCED:
+            found = deliveries.find(conn, reminder_id)
+            if found is None or stored_channel(found.reminder) != Channel.EMAIL.value:
+                return "not ours"  # a staff alert's bounce is not followed up either
+            reminder = found.reminder
+            if found.delivery_status == BOUNCED:
                 return "repeat"
             if failed is None:
                 assert delayed is not None
@@ -102,14 +103,10 @@ class BounceService:
                 return "delayed"
             code = failed.status or "5.0.0"
             reason = f"bounced: {_meaning(code)} (status {code})"
-            conn.execute(
-                update(reminders)
-                .where(reminders.c.id == reminder_id)
-                .values(delivery_status=BOUNCED, delivery_error=code, delivery_updated_at=now)
-            )
+            deliveries.record_status(conn, reminder_id, BOUNCED, code, now)
             audit.write(conn, [_audit(reminder, AuditEvent.DELIVERY_BOUNCED, reason, now)])
-            if reminder["status"] == ReminderStatus.SENT.value:
-                bounced = {**reminder, "delivery_status": BOUNCED, "delivery_error": code}
+            if reminder.status is ReminderStatus.SENT:
+                bounced = reminder_row(reminder)
                 self._follow_ups.after_undeliverable(conn, [(bounced, reason)], now)
         log.info("reminder %s: email bounced (status %s)", reminder_id, code)
         return "bounced"
@@ -131,13 +128,13 @@ def _meaning(code: str) -> str:
     return _MEANINGS.get(code, "the mail system could not deliver it")
 
 
-def _audit(reminder: dict[str, Any], event: AuditEvent, reason: str, now: datetime) -> AuditRecord:
+def _audit(reminder: Reminder, event: AuditEvent, reason: str, now: datetime) -> AuditRecord:
     status = event.value.removeprefix("delivery_")
     return AuditRecord(
         now,
         event,
         reason,
-        reminder["appointment_id"],
-        reminder["id"],
+        reminder.appointment_id,
+        reminder.id,
         detail={"delivery_status": status},
     )

@@ -15,9 +15,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
-
-from sqlalchemy import Connection, Engine, and_, insert, or_, text, update
-from sqlalchemy.sql.elements import ColumnElement
+from typing import TYPE_CHECKING
 
 from ..catalog import Catalog
 from ..clock import Clock
@@ -25,20 +23,18 @@ from ..domain.appointment import Appointment, AppointmentStatus, masked_patient
 from ..domain.audit import AuditEvent, AuditRecord
 from ..domain.confirmation import Confirmation, latest_anchor_due, needs_a_call
 from ..domain.protocol import ConfirmationRule
-from ..domain.timing import Anchor
-from ..store import audit, records
+from ..store import appointments, audit, confirmations, records, staff_alerts
 from ..store.field_limits import can_be_stored
 from ..store.records import RowData
-from ..store.tables import appointments, reminders
 from .follow_ups import UNCONFIRMED_TEMPLATE, staff_alert_row, staff_time
 from .previewing import NotFound, confirmation_state
 from .reply_inbox import who
 
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
+
 log = logging.getLogger(__name__)
 
-# Serialises checks across processes on PostgreSQL, so one run sees every due appointment and
-# each clinic gets one email per run, not one per process: any fixed 64-bit number.
-CHECK_LOCK_KEY = 0x636F6E6669726D  # "confirm"
 STEP = "confirmation"  # the step id of the staff alert rows
 
 
@@ -70,22 +66,17 @@ class Confirmations:
         if not can_be_stored("appointment_id", external_id):
             raise NotFound(f"no appointment with id {external_id!r}")
         now, by = self._clock(), who(by)
-        query = records.select_with_patients().where(appointments.c.external_id == external_id)
         with self._engine.begin() as conn:
-            row = conn.execute(query).mappings().first()
+            row = appointments.by_external_id(conn, external_id)
             if row is None:
                 raise NotFound(f"no appointment with id {external_id!r}")
             if row["status"] != AppointmentStatus.BOOKED.value:
                 raise AlreadyCancelled(f"appointment {external_id!r} is cancelled")
-            done = conn.execute(
-                update(appointments)
-                .where(appointments.c.id == row["id"], appointments.c.confirmed_at.is_(None))
-                .values(confirmed_at=now, confirmed_by=by)
-            )
-            if done.rowcount:
+            if confirmations.confirm_once(conn, row["id"], now, by):
                 reason = f"confirmed by staff ({by})"
                 audit.write(conn, [AuditRecord(now, AuditEvent.CONFIRMED, reason, row["id"])])
-            row = conn.execute(query).mappings().one()
+            row = appointments.by_external_id(conn, external_id)
+            assert row is not None
         return self.state(row, records.appointment_from_row(row, records.patient_of(row)))
 
     def check(self) -> CheckReport:
@@ -96,9 +87,11 @@ class Confirmations:
             return CheckReport()
         now = self._clock()
         with self._engine.begin() as conn:
-            _take_turns(conn)
+            confirmations.take_turns(conn)
             due = self._due(conn, rules, now)
-            claimed = [item for item in due if _claim(conn, item[0], now)]
+            claimed = [
+                item for item in due if confirmations.claim_for_listing(conn, item[0]["id"], now)
+            ]
             report = self._alert(conn, claimed, now)
         if report.appointments:
             log.info(
@@ -113,26 +106,11 @@ class Confirmations:
     ) -> list[tuple[RowData, Appointment, datetime]]:
         """Booked, unconfirmed, unlisted appointments still to come whose deadline has passed.
         The query narrows them by each rule's anchor; the deadline itself is resolved here."""
-        bounds: list[ColumnElement[bool]] = []
-        for protocol_id, rule in rules.items():
-            anchor, latest = latest_anchor_due(rule, now)
-            column = (
-                appointments.c.scheduled_at
-                if anchor is Anchor.BOOKING
-                else (appointments.c.start_at)
-            )
-            bounds.append(and_(appointments.c.protocol_id == protocol_id, column <= latest))
-        query = (
-            records.select_with_patients()
-            .where(appointments.c.status == AppointmentStatus.BOOKED.value)
-            .where(appointments.c.confirmed_at.is_(None))
-            .where(appointments.c.confirmation_alerted_at.is_(None))
-            .where(appointments.c.start_at > now)
-            .where(or_(*bounds))
-            .order_by(appointments.c.start_at, appointments.c.id)
-        )
+        latest = [
+            (protocol_id, *latest_anchor_due(rule, now)) for protocol_id, rule in rules.items()
+        ]
         found: list[tuple[RowData, Appointment, datetime]] = []
-        for row in conn.execute(query).mappings():
+        for row in confirmations.unlisted_candidates(conn, latest, now):
             appointment = records.appointment_from_row(row, records.patient_of(row))
             rule = rules[row["protocol_id"]]
             deadline = needs_a_call(rule, appointment, row["scheduled_at"], None, now)
@@ -162,7 +140,7 @@ class Confirmations:
                 first["id"], first["version"], STEP, "\n".join(lines), now,
                 template=UNCONFIRMED_TEMPLATE,
             )  # fmt: skip
-            conn.execute(insert(reminders).values(**alert))
+            staff_alerts.add(conn, [alert])
             for row, _, deadline in items:
                 reason = (
                     f"not confirmed by {deadline.isoformat()}: listed to the clinic's staff to "
@@ -171,24 +149,3 @@ class Confirmations:
                 listed.append(AuditRecord(now, AuditEvent.STAFF_ALERT, reason, row["id"]))
         audit.write(conn, listed)
         return CheckReport(len(claimed), len(by_clinic))
-
-
-def _claim(conn: Connection, row: RowData, now: datetime) -> bool:
-    """Mark the appointment listed, if nothing listed or confirmed it since it was read: the
-    condition makes the claim atomic, so two processes never both list it."""
-    done = conn.execute(
-        update(appointments)
-        .where(appointments.c.id == row["id"])
-        .where(appointments.c.confirmation_alerted_at.is_(None))
-        .where(appointments.c.confirmed_at.is_(None))
-        .where(appointments.c.status == AppointmentStatus.BOOKED.value)
-        .values(confirmation_alerted_at=now)
-    )
-    return bool(done.rowcount)
-
-
-def _take_turns(conn: Connection) -> None:
-    """PostgreSQL: one check at a time across processes (to the end of this transaction).
-    SQLite's writers take turns already (BEGIN IMMEDIATE)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHECK_LOCK_KEY})

@@ -9,19 +9,18 @@ staff are alerted then, while there is time to phone, not on the day the text wa
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
-
-from sqlalchemy import Connection, insert, select
+from typing import TYPE_CHECKING, Any
 
 from ..catalog import Catalog
-from ..domain.appointment import AppointmentStatus
 from ..domain.audit import AuditEvent, AuditRecord
 from ..domain.planning import Recipient, ReminderStatus
 from ..domain.reachability import CRITICAL_UNREACHABLE, unreachable_critical_steps
-from ..store import audit, records
-from ..store.tables import STAFF_CHANNEL, appointments, patients, reminders
+from ..store import appointments, audit, records, staff_alerts
 from .follow_ups import staff_alert_row
 from .patient_texts import plan_as_stored
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 # An appointment may last this long at most: those that started earlier are over.
 LONGEST_VISIT = timedelta(days=1)
@@ -32,29 +31,11 @@ def unreachable_alert(step_id: str, why: str) -> str:
     return f"{step_id}: {CRITICAL_UNREACHABLE} ({why})"
 
 
-def staff_told(conn: Connection, appointment_ids: list[int]) -> set[tuple[int, str]]:
-    """(appointment, alert) of the staff alerts already made for these appointments."""
-    if not appointment_ids:
-        return set()
-    query = (
-        select(reminders.c.appointment_id, reminders.c.alert)
-        .where(reminders.c.appointment_id.in_(appointment_ids))
-        .where(reminders.c.channel == STAFF_CHANNEL)
-    )
-    return {(row.appointment_id, row.alert) for row in conn.execute(query)}
-
-
 def alert_after_opt_out(conn: Connection, catalog: Catalog, phone: str, now: datetime) -> int:
     """Alert staff of each critical step still to come that the opted-out `phone` leaves with
     no channel, for every booked appointment of a patient with that mobile; returns how many."""
-    query = (
-        records.select_with_patients()
-        .where(patients.c.mobile == phone)
-        .where(appointments.c.status == AppointmentStatus.BOOKED.value)
-        .where(appointments.c.start_at > now - LONGEST_VISIT)
-    )
-    rows = conn.execute(query).mappings().all()
-    told = staff_told(conn, [row["id"] for row in rows])
+    rows = appointments.booked_on_mobile(conn, phone, since=now - LONGEST_VISIT)
+    told = staff_alerts.told(conn, [row["id"] for row in rows])
     alerts: list[dict[str, Any]] = []
     for row in rows:
         appointment = records.appointment_from_row(row, records.patient_of(row))
@@ -76,7 +57,7 @@ def alert_after_opt_out(conn: Connection, catalog: Catalog, phone: str, now: dat
             if step_id in to_come and (row["id"], alert) not in told:
                 alerts.append(staff_alert_row(row["id"], row["version"], step_id, alert, now))
     if alerts:
-        conn.execute(insert(reminders), alerts)
+        staff_alerts.add(conn, alerts)
         audit.write(
             conn,
             [

@@ -16,20 +16,24 @@ Twilio about that very attempt.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy import Connection, Engine, and_, or_, select, update
+from typing import TYPE_CHECKING
 
 from ..clock import Clock
 from ..domain.audit import AuditEvent, AuditRecord
 from ..domain.failure_rules import FailureTable
 from ..domain.failures import Failure, FailureKind
-from ..domain.planning import Recipient, ReminderStatus
+from ..domain.planning import ReminderStatus
 from ..domain.protocol import Channel
-from ..store import audit, opt_outs
-from ..store.tables import appointments, patients, reminders
+from ..domain.reminder import Reminder
+from ..store import audit, deliveries, opt_outs
+from ..store.deliveries import Delivery
+from ..store.reminders import reminder_row, stored_channel
 from .follow_ups import FollowUps
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
 
 # How far along each status is; terminal ones share the last rank.
 PROGRESS = {
@@ -58,67 +62,36 @@ class DeliveryStatusService:
             return "unknown"
         now = self._clock()
         with self._engine.begin() as conn:
-            found = (
-                conn.execute(select(reminders).where(reminders.c.id == reminder_id))
-                .mappings()
-                .first()
-            )
-            row = dict(found) if found is not None else None
-            if row is None or not message_sid:
+            found = deliveries.find(conn, reminder_id)
+            if found is None or not message_sid:
                 return "unknown"
-            if row["provider_id"] != message_sid:
-                in_doubt = row["maybe_accepted_at"] or row["attempt_started_at"]
-                if in_doubt is None or row["channel"] != Channel.SMS.value:
+            reminder = found.reminder
+            if found.provider_id != message_sid:
+                in_doubt = found.maybe_accepted_at or reminder.attempt_started_at
+                if in_doubt is None or stored_channel(reminder) != Channel.SMS.value:
                     return "unknown"  # not ours, or not this message: change nothing
-                if _held(row, now):
+                if _held(found, now):
                     return "unknown"  # its later callbacks find it settled by the dispatcher
-                if not self._adopt(conn, row, message_sid, now):
+                if not self._adopt(conn, found, message_sid, now):
                     return "duplicate"
-                row = {**row, "provider_id": message_sid, "delivery_status": None}
-            current = row["delivery_status"]
+                found = replace(found, provider_id=message_sid, delivery_status=None)
+            current = found.delivery_status
             if current is not None and PROGRESS[status] <= PROGRESS.get(current, 0):
                 return "stale"
-            conn.execute(
-                update(reminders)
-                .where(reminders.c.id == reminder_id)
-                .values(
-                    delivery_status=status,
-                    delivery_error=error_code or None,
-                    delivery_updated_at=now,
-                )
-            )
+            deliveries.record_status(conn, reminder_id, status, error_code or None, now)
             reason = f"provider reports {status}" + (f" (error {error_code})" if error_code else "")
-            audit.write(conn, [_audit(row["appointment_id"], reminder_id, status, reason, now)])
+            audit.write(conn, [_audit(reminder.appointment_id, reminder_id, status, reason, now)])
             if status in NOT_DELIVERED:
-                self._not_delivered(conn, dict(row), reason, error_code, now)
+                self._not_delivered(conn, reminder, reason, error_code, now)
         return "recorded"
 
-    def _adopt(self, conn: Connection, row: dict[str, Any], sid: str, now: datetime) -> bool:
+    def _adopt(self, conn: Connection, found: Delivery, sid: str, now: datetime) -> bool:
         """A callback for an attempt whose answer was lost: Twilio did accept it. A reminder still
         waiting to retry becomes sent (no second copy); otherwise the patient may already have
         two, or a fallback went instead, and the audit log says so for staff."""
-        waiting = or_(
-            reminders.c.status == ReminderStatus.PENDING,
-            and_(reminders.c.status == ReminderStatus.SENDING, reminders.c.lease_until < now),
-        )
-        adopted = conn.execute(
-            update(reminders)
-            .where(reminders.c.id == row["id"])
-            .where(waiting)
-            .where(reminders.c.provider_id.is_(None))
-            .values(
-                status=ReminderStatus.SENT,
-                reason="sent: Twilio accepted the attempt whose answer was lost",
-                provider_id=sid,
-                sent_at=row["maybe_accepted_at"] or row["attempt_started_at"],
-                updated_at=now,
-                lease_until=None,
-                claim_token=None,
-                attempt_started_at=None,
-                attempt_to=None,
-                attempt_sha256=None,
-            )
-        ).rowcount
+        row = found.reminder
+        sent_at = found.maybe_accepted_at or row.attempt_started_at
+        adopted = deliveries.adopt(conn, row.id, sid, sent_at, now)
         if adopted:
             event = AuditEvent.LOST_ANSWER_ACCEPTED
             reason = "Twilio accepted an attempt whose answer was lost: sent, not sent again"
@@ -126,46 +99,35 @@ class DeliveryStatusService:
             event = AuditEvent.LOST_ANSWER_DUPLICATE
             reason = (
                 "Twilio accepted an attempt whose answer was lost, after the reminder had moved "
-                f"on ({row['status']}): the patient has this text as well as what came after it "
+                f"on ({row.status.value}): the patient has this text as well as what came after it "
                 "(a second copy, a fallback, or a replacement)"
             )
-        if not adopted and audit.noted(conn, row["appointment_id"], row["id"], event):
+        if not adopted and audit.noted(conn, row.appointment_id, row.id, event):
             return False  # Twilio calls back at each status; one note for staff is enough
         entry = AuditRecord(
-            now, event, reason, row["appointment_id"], row["id"], detail={"message_sid": sid}
+            now, event, reason, row.appointment_id, row.id, detail={"message_sid": sid}
         )
         audit.write(conn, [entry])
-        return bool(adopted)
+        return adopted
 
     def _not_delivered(
-        self, conn: Connection, row: dict[str, Any], reason: str, code: str | None, now: datetime
+        self, conn: Connection, reminder: Reminder, reason: str, code: str | None, now: datetime
     ) -> None:
         if code:
             verdict = self._failures.classify(Failure("twilio", FailureKind.HTTP, code=code))
             if verdict.opt_out:
-                phone = _phone_of(conn, row)
+                # The caregiver's number for a copy: a caregiver who unsubscribed must not
+                # silence the patient, nor the other way round.
+                phone = deliveries.number_texted(conn, reminder)
                 if phone:
                     opt_outs.record_sms(conn, [phone], now, source=f"twilio error {code}")
-        self._follow_ups.after_undeliverable(conn, [(row, reason)], now)
+        self._follow_ups.after_undeliverable(conn, [(reminder_row(reminder), reason)], now)
 
 
-def _held(row: dict[str, Any], now: datetime) -> bool:
+def _held(found: Delivery, now: datetime) -> bool:
     """A dispatcher holds the reminder (claimed, lease still running)."""
-    lease = row["lease_until"]
-    return row["status"] == ReminderStatus.SENDING and lease is not None and lease >= now
-
-
-def _phone_of(conn: Connection, row: dict[str, Any]) -> str | None:
-    """The number the reminder went to: the patient's, or their caregiver's for a copy (a
-    caregiver who unsubscribed must not silence the patient, nor the other way round)."""
-    copy = row["recipient"] == Recipient.CAREGIVER.value
-    column = patients.c.caregiver_mobile if copy else patients.c.mobile
-    phone: str | None = conn.execute(
-        select(column)
-        .join(appointments, appointments.c.patient_id == patients.c.id)
-        .where(appointments.c.id == row["appointment_id"])
-    ).scalar()
-    return phone
+    lease = found.lease_until
+    return found.reminder.status is ReminderStatus.SENDING and lease is not None and lease >= now
 
 
 def _audit(

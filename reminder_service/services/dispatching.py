@@ -30,8 +30,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-
-from sqlalchemy import Connection, Engine
+from typing import TYPE_CHECKING
 
 from ..catalog import Catalog
 from ..channels.base import (
@@ -61,6 +60,9 @@ from .follow_ups import FollowUps
 from .lost_answers import LostAnswers
 from .outgoing import Job, Messages
 from .preparing import Preparation
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
 
 log = logging.getLogger(__name__)
 

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import logging
 from enum import StrEnum
-
-from sqlalchemy import Engine, select
-from sqlalchemy.exc import IntegrityError
+from typing import TYPE_CHECKING
 
 from ..channels.unsubscribe import UnsubscribeTokens
 from ..clock import Clock
-from ..store import opt_outs
-from ..store.engine import reading
-from ..store.tables import patients
+from ..store import opt_outs, patients
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +57,7 @@ class EmailOptOuts:
 
     def opt_out(self, address: str, source: str = STAFF) -> bool:
         """Put an address on the list; False when it already was."""
-        try:
-            with self._engine.begin() as conn:
-                added = opt_outs.record_emails(conn, [address], self._clock(), source) > 0
-        except IntegrityError:
-            added = False  # another request put it there a moment earlier
+        added = opt_outs.record_email(self._engine, address, self._clock(), source)
         if added:
             log.info("an email address opted out (%s)", source)
         return added
@@ -78,10 +73,7 @@ class EmailOptOuts:
         parsed = UnsubscribeTokens.read(token)
         if parsed is None:
             return TokenCheck.MALFORMED, None
-        with reading(self._engine) as conn:
-            address = conn.execute(
-                select(patients.c.email).where(patients.c.id == parsed.patient_id)
-            ).scalar()
+        address = patients.email_of(self._engine, parsed.patient_id)
         if not address or not self._tokens.verify(parsed, address):
             return TokenCheck.UNKNOWN, None
         return TokenCheck.VALID, address

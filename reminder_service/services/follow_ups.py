@@ -13,22 +13,22 @@ audited the same way, and a crash loses none of them.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy import Connection, insert, select
+from typing import TYPE_CHECKING, Any
 
 from ..catalog import Catalog
-from ..domain.appointment import AppointmentStatus
 from ..domain.audit import AuditEvent, AuditRecord
 from ..domain.clinic import Clinic
 from ..domain.planning import Recipient, ReminderStatus
 from ..domain.protocol import Channel
 from ..domain.timing import zone
-from ..store import audit
+from ..store import audit, staff_alerts
 from ..store.records import RowData
-from ..store.tables import STAFF_CHANNEL, appointments, patients, reminders
+from ..store.staff_alerts import StepRow
+from ..store.tables import STAFF_CHANNEL
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ class FollowUps:
         if not failed:
             return
         ids = {r["appointment_id"] for r, _ in failed}
-        siblings = _steps_of(conn, ids)
-        booked = _booked_appointments(conn, ids)
+        siblings = staff_alerts.steps_of(conn, ids)
+        booked = staff_alerts.booked_contacts(conn, ids)
         new_rows: list[dict[str, Any]] = []
         alerted: list[AuditRecord] = []
         for row, why in failed:
@@ -67,32 +67,32 @@ class FollowUps:
                 continue  # cancelled since: nobody needs the message any more
             email, protocol_id = booked[row["appointment_id"]]
             key = (row["appointment_id"], row["step_id"], row["nominal_at"])
-            others = [s for s in siblings[key] if s["id"] != row["id"]]
+            others = [s for s in siblings[key] if s.id != row["id"]]
             follow_up = self._follow_up(row, why, others, email, protocol_id, now)
             if follow_up is None:
                 continue
-            siblings[key].append({**follow_up, "id": None})  # one follow-up per step
+            # One follow-up per step.
+            siblings[key].append(StepRow(None, follow_up["channel"], follow_up["status"], None))
             new_rows.append(follow_up)
             if follow_up["channel"] == STAFF_CHANNEL:
                 alerted.append(_alert_audit(row, follow_up["reason"], now))
-        if new_rows:
-            conn.execute(insert(reminders), new_rows)
+        staff_alerts.add(conn, new_rows)
         audit.write(conn, alerted)
 
     def _follow_up(
         self,
         row: RowData,
         why: str,
-        others: list[RowData],
+        others: list[StepRow],
         email: str | None,
         protocol_id: str | None,
         now: datetime,
     ) -> dict[str, Any] | None:
         if any(_reaches_patient(s) for s in others):
             return None  # another channel of this step is sent or on its way
-        if any(s["channel"] == STAFF_CHANNEL for s in others):
+        if any(s.channel == STAFF_CHANNEL for s in others):
             return None  # staff already told
-        has_email_row = any(s["channel"] == Channel.EMAIL.value for s in others)
+        has_email_row = any(s.channel == Channel.EMAIL.value for s in others)
         if (
             row["channel"] == Channel.SMS.value
             and email
@@ -101,7 +101,7 @@ class FollowUps:
         ):
             return _fallback_email(row, now)
         failures = [f"{row['channel']}: {why}"]
-        failures += [f"{s['channel']}: {_why(s)}" for s in others if s["channel"] != STAFF_CHANNEL]
+        failures += [f"{s.channel}: {_why(s)}" for s in others if s.channel != STAFF_CHANNEL]
         reason = f"{row['step_id']}: no channel reached the patient ({'; '.join(sorted(failures))})"
         return staff_alert_row(
             row["appointment_id"], row["appointment_version"], row["step_id"], reason, now,
@@ -114,19 +114,19 @@ class FollowUps:
         return step.email_fallback if step is not None else True
 
 
-def _why(row: RowData) -> str:
-    if row["delivery_status"] in UNDELIVERED:
-        code = f" (error {row['delivery_error']})" if row["delivery_error"] else ""
-        return f"provider reports {row['delivery_status']}{code}"
-    return str(row["reason"])
+def _why(row: StepRow) -> str:
+    if row.delivery_status in UNDELIVERED:
+        code = f" (error {row.delivery_error})" if row.delivery_error else ""
+        return f"provider reports {row.delivery_status}{code}"
+    return str(row.reason)
 
 
-def _reaches_patient(row: RowData) -> bool:
-    if row["channel"] == STAFF_CHANNEL:
+def _reaches_patient(row: StepRow) -> bool:
+    if row.channel == STAFF_CHANNEL:
         return False
-    if row["status"] in ON_ITS_WAY:
+    if row.status in ON_ITS_WAY:
         return True
-    return row["status"] == ReminderStatus.SENT.value and row["delivery_status"] not in UNDELIVERED
+    return row.status == ReminderStatus.SENT.value and row.delivery_status not in UNDELIVERED
 
 
 def _fallback_email(failed: RowData, now: datetime) -> dict[str, Any]:
@@ -194,39 +194,3 @@ def staff_time(moment: datetime, clinic: Clinic) -> str:
 
 def _alert_audit(row: RowData, reason: str, now: datetime) -> AuditRecord:
     return AuditRecord(now, AuditEvent.STAFF_ALERT, reason, row["appointment_id"], row["id"])
-
-
-def _steps_of(conn: Connection, appointment_ids: set[int]) -> dict[tuple[Any, ...], list[Any]]:
-    query = (
-        select(
-            reminders.c.id,
-            reminders.c.appointment_id,
-            reminders.c.step_id,
-            reminders.c.channel,
-            reminders.c.nominal_at,
-            reminders.c.status,
-            reminders.c.reason,
-            reminders.c.delivery_status,
-            reminders.c.delivery_error,
-        )
-        .where(reminders.c.appointment_id.in_(appointment_ids))
-        .where(reminders.c.status != ReminderStatus.CANCELLED.value)
-        .where(reminders.c.recipient != Recipient.CAREGIVER.value)  # not the patient's channels
-    )
-    grouped: dict[tuple[Any, ...], list[Any]] = defaultdict(list)
-    for row in conn.execute(query).mappings():
-        grouped[(row["appointment_id"], row["step_id"], row["nominal_at"])].append(dict(row))
-    return grouped
-
-
-def _booked_appointments(
-    conn: Connection, appointment_ids: set[int]
-) -> dict[int, tuple[str | None, str | None]]:
-    """Booked appointments among these: id -> (the patient's email, the protocol id)."""
-    query = (
-        select(appointments.c.id, patients.c.email, appointments.c.protocol_id)
-        .join(patients, patients.c.id == appointments.c.patient_id)
-        .where(appointments.c.id.in_(appointment_ids))
-        .where(appointments.c.status == AppointmentStatus.BOOKED.value)
-    )
-    return {row.id: (row.email, row.protocol_id) for row in conn.execute(query)}

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, text
+from typing import TYPE_CHECKING
 
-from ..store.engine import reading
+from ..store.engine import ping
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 def check_database(engine: Engine) -> None:
     """One trivial query; raises whatever the database raises. A read: it never waits behind a
     writer (an import holding SQLite's write lock)."""
-    with reading(engine) as conn:
-        conn.execute(text("SELECT 1"))
+    ping(engine)

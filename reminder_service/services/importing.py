@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING
 
 from ..catalog import Catalog
 from ..clock import Clock
@@ -26,6 +25,9 @@ from ..store.field_limits import can_be_stored, change_fields, patient_fields, u
 from .import_changes import CALENDAR_CANCEL, Item, apply_chunk, replan_chunk
 from .import_plans import DEFAULT_HORIZON, Preplan
 from .import_summary import ImportSummary, Outcome
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 __all__ = [
     "CALENDAR_CANCEL",

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING
 
 from ..catalog import Catalog
 from ..clock import Clock
@@ -24,6 +23,9 @@ from ..store import records
 from ..store.appointments import AppointmentStore, NewReminders
 from ..store.records import RowData
 from .import_plans import DEFAULT_HORIZON, plan_detail
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 CHUNK = 500
 

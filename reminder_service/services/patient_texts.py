@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime, timedelta
-
-from sqlalchemy import Connection, select
+from typing import TYPE_CHECKING
 
 from ..catalog import Catalog
-from ..domain.appointment import Appointment, AppointmentStatus
+from ..domain.appointment import Appointment
 from ..domain.clinic import Clinic
 from ..domain.planning import PlannedReminder, Recipient, ReminderStatus, plan_reminders
 from ..domain.protocol import Channel, Protocol, Step
@@ -23,34 +22,17 @@ from ..domain.reminder import text_key, text_of
 from ..domain.sms_caps import PatientTexts, Text
 from ..domain.sms_decision import Fallbacks
 from ..rendering.renderer import Renderer
-from ..store import records
+from ..store import appointments, records, reminders
 from ..store.records import RowData
-from ..store.tables import appointments, reminders
+from ..store.reminders import StoredText
 
-_SMS = Channel.SMS.value
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
 WAITING = frozenset({ReminderStatus.PENDING.value, ReminderStatus.SENDING.value})
 
 # The widest cap window (7 days), and a day more for the difference between time zones.
 LOOKBACK = timedelta(days=8)
-
-
-def sms_history(
-    conn: Connection, patient_ids: set[int], now: datetime
-) -> dict[int, list[datetime]]:
-    """When each patient was texted, as far back as the widest cap window reaches."""
-    query = (
-        select(appointments.c.patient_id, reminders.c.sent_at)
-        .join(appointments, appointments.c.id == reminders.c.appointment_id)
-        .where(appointments.c.patient_id.in_(patient_ids))
-        .where(reminders.c.channel == Channel.SMS.value)
-        .where(reminders.c.recipient == Recipient.PATIENT.value)  # copies went to the caregiver
-        .where(reminders.c.status == ReminderStatus.SENT.value)
-        .where(reminders.c.sent_at > now - LOOKBACK)
-    )
-    history: dict[int, list[datetime]] = defaultdict(list)
-    for patient_id, sent_at in conn.execute(query).tuples():
-        history[patient_id].append(sent_at)
-    return history
 
 
 def booked_appointments(
@@ -58,44 +40,17 @@ def booked_appointments(
 ) -> dict[int, list[tuple[Appointment, RowData]]]:
     """Per patient, the booked appointments that may still have texts to come (after-care
     follows the start by days, so those that started lately count too)."""
-    query = (
-        records.select_with_patients()
-        .where(appointments.c.patient_id.in_(patient_ids))
-        .where(appointments.c.status == AppointmentStatus.BOOKED.value)
-        .where(appointments.c.start_at > now - LOOKBACK)
-    )
     booked: dict[int, list[tuple[Appointment, RowData]]] = defaultdict(list)
-    for row in conn.execute(query).mappings():
+    for row in appointments.booked_of_patients(conn, patient_ids, since=now - LOOKBACK):
         patient = records.patient_of(row)
         booked[row["patient_id"]].append((records.appointment_from_row(row, patient), row))
     return booked
 
 
-def stored_texts(conn: Connection, appointment_ids: set[int]) -> dict[int, list[RowData]]:
-    """Per appointment, its SMS rows: what the store already knows of each planned text."""
-    if not appointment_ids:
-        return {}
-    query = select(
-        reminders.c.appointment_id,
-        reminders.c.step_id,
-        reminders.c.nominal_at,
-        reminders.c.due_at,
-        reminders.c.status,
-    ).where(
-        reminders.c.appointment_id.in_(appointment_ids),
-        reminders.c.channel == _SMS,
-        reminders.c.recipient == Recipient.PATIENT.value,  # the caps are the patient's
-    )
-    stored: dict[int, list[RowData]] = defaultdict(list)
-    for row in conn.execute(query).mappings():
-        stored[row["appointment_id"]].append(row)
-    return stored
-
-
 def texts_to_come(
     appointment: Appointment,
     stored: RowData,
-    rows: list[RowData],
+    rows: list[StoredText],
     catalog: Catalog,
     now: datetime,
 ) -> list[Text]:
@@ -107,12 +62,12 @@ def texts_to_come(
     if protocol is None or clinic is None:
         return []
     texts = [
-        text_of(protocol.step_or_none(r["step_id"]), stored["id"], r["step_id"], r["nominal_at"],
-                max(r["due_at"], now))
+        text_of(protocol.step_or_none(r.step_id), stored["id"], r.step_id, r.nominal_at,
+                max(r.due_at, now))
         for r in rows
-        if r["status"] in WAITING
+        if r.status in WAITING
     ]  # fmt: skip
-    known = {text_key(stored["id"], r["step_id"], r["nominal_at"]) for r in rows}
+    known = {text_key(stored["id"], r.step_id, r.nominal_at) for r in rows}
     planned = plan_as_stored(appointment, stored, protocol, clinic)
     texts.extend(
         text_of(protocol.step_or_none(p.step_id), stored["id"], p.step_id, p.nominal_at, p.due_at)
@@ -142,9 +97,10 @@ def plan_as_stored(
 
 def load(conn: Connection, patient_ids: set[int], catalog: Catalog, now: datetime) -> PatientTexts:
     """The texts the caps weigh for each of these patients, as of `now`."""
-    history = sms_history(conn, patient_ids, now)
+    # The widest cap window reaches back LOOKBACK at most.
+    history = reminders.sms_sent_since(conn, patient_ids, now - LOOKBACK)
     booked = booked_appointments(conn, patient_ids, now)
-    rows = stored_texts(conn, {row["id"] for b in booked.values() for _, row in b})
+    rows = reminders.patient_sms(conn, {row["id"] for b in booked.values() for _, row in b})
     to_come = {
         patient: [
             text

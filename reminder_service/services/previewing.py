@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy import Connection, Engine, select
+from typing import TYPE_CHECKING, Any
 
 from ..catalog import Catalog
 from ..clock import Clock
@@ -21,14 +19,17 @@ from ..domain.sms_caps import Text
 from ..domain.sms_decision import SmsOutcome
 from ..domain.timing import zone
 from ..rendering.renderer import Renderer, RenderError
-from ..store import opt_outs, records
+from ..store import appointments, opt_outs, records, reminders
 from ..store.engine import reading
 from ..store.field_limits import can_be_stored
 from ..store.records import RowData
 from ..store.reminders import reminder_from_row, stored_appointment
-from ..store.tables import STAFF_CHANNEL, appointments, reminders
+from ..store.tables import STAFF_CHANNEL
 from . import patient_texts
 from .materializing import CannotPlan, remaining_plan
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
 
 SHOW_BODY = {ReminderStatus.PENDING, ReminderStatus.SENDING, ReminderStatus.SENT}
 MAX_ATTEMPTS = RetryPolicy().max_attempts  # the dispatcher's backstop
@@ -96,21 +97,12 @@ class PreviewService:
     def preview(self, external_id: str) -> Preview:
         if not can_be_stored("appointment_id", external_id):  # a NUL would fail on PostgreSQL
             raise NotFound(f"no appointment with id {external_id!r}")
-        query = records.select_with_patients().where(appointments.c.external_id == external_id)
         with reading(self._engine) as conn:
-            row = conn.execute(query).mappings().first()
+            row = appointments.by_external_id(conn, external_id)
             if row is None:
                 raise NotFound(f"no appointment with id {external_id!r}")
             patient = records.patient_of(row)
-            rows = (
-                conn.execute(
-                    select(reminders)
-                    .where(reminders.c.appointment_id == row["id"])
-                    .order_by(reminders.c.due_at, reminders.c.id)
-                )
-                .mappings()
-                .all()
-            )
+            rows = reminders.of_appointment(conn, row["id"])
             outlook = self._outlook(conn, row)
         stored = stored_appointment(row)
         appointment = stored.appointment

@@ -20,7 +20,7 @@ from ..domain.appointment import Appointment, AppointmentStatus, Caregiver, Pati
 from ..domain.audit import AuditEvent, AuditRecord
 from ..domain.planning import PlannedReminder, ReminderStatus
 from ..domain.reconcile import OPEN, ExistingReminder
-from . import bulk, records
+from . import bulk, records, staff_alerts
 from .records import RowData
 from .tables import (
     STAFF_CHANNEL,
@@ -421,19 +421,43 @@ class AppointmentStore:
 
     def staff_alerts_made(self, appointment_ids: Sequence[int]) -> set[tuple[int, str]]:
         """(appointment, alert) of the staff alerts already made for these appointments."""
-        if not appointment_ids:
-            return set()
-        query = (
-            select(reminders.c.appointment_id, reminders.c.alert)
-            .where(reminders.c.appointment_id.in_(appointment_ids))
-            .where(reminders.c.channel == STAFF_CHANNEL)
-        )
-        return {(row.appointment_id, row.alert) for row in self._conn.execute(query)}
+        return staff_alerts.told(self._conn, appointment_ids)
 
     def insert_staff_alerts(self, rows: Sequence[dict[str, Any]]) -> None:
         """Staff alert rows (`services.follow_ups.staff_alert_row`)."""
-        if rows:
-            self._conn.execute(insert(reminders), list(rows))
+        staff_alerts.add(self._conn, rows)
+
+
+def by_external_id(conn: Connection, external_id: str) -> RowData | None:
+    """The appointment with this source id, as a `records.select_with_patients` row."""
+    query = records.select_with_patients().where(appointments.c.external_id == external_id)
+    return conn.execute(query).mappings().first()
+
+
+def booked_of_patients(
+    conn: Connection, patient_ids: set[int], *, since: datetime
+) -> list[RowData]:
+    """These patients' booked appointments starting after `since`, as
+    `records.select_with_patients` rows."""
+    query = (
+        records.select_with_patients()
+        .where(appointments.c.patient_id.in_(patient_ids))
+        .where(appointments.c.status == AppointmentStatus.BOOKED.value)
+        .where(appointments.c.start_at > since)
+    )
+    return list(conn.execute(query).mappings())
+
+
+def booked_on_mobile(conn: Connection, phone: str, *, since: datetime) -> list[RowData]:
+    """Booked appointments starting after `since` of the patients with this mobile, as
+    `records.select_with_patients` rows."""
+    query = (
+        records.select_with_patients()
+        .where(patients.c.mobile == phone)
+        .where(appointments.c.status == AppointmentStatus.BOOKED.value)
+        .where(appointments.c.start_at > since)
+    )
+    return list(conn.execute(query).mappings().all())
 
 
 def _stored(row: RowData) -> StoredAppointment:

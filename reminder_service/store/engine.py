@@ -28,6 +28,12 @@ def reading(engine: Engine) -> Iterator[Connection]:
         yield conn.execution_options(**{READ_ONLY: True})
 
 
+def ping(engine: Engine) -> None:
+    """One trivial read; raises whatever the database raises."""
+    with reading(engine) as conn:
+        conn.execute(text("SELECT 1"))
+
+
 def make_engine(url: str, *, read_only: bool = False, busy_seconds: float = BUSY_SECONDS) -> Engine:
     """An engine for `url`. `read_only`: the database refuses every write (SQLite opens the file
     read-only and never creates it; PostgreSQL makes every transaction READ ONLY)."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, Engine, delete, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from ..domain.opt_outs import opt_out_key
 from .tables import email_opt_outs, sms_opt_outs
@@ -64,6 +65,16 @@ def record_emails(conn: Connection, addresses: Iterable[str], now: datetime, sou
     if fresh:
         conn.execute(insert(email_opt_outs), fresh)
     return len(fresh)
+
+
+def record_email(engine: Engine, address: str, now: datetime, source: str) -> bool:
+    """Mark one address as opted out, in a transaction of its own; False when it was on the
+    list already (or another request put it there a moment earlier)."""
+    try:
+        with engine.begin() as conn:
+            return record_emails(conn, [address], now, source) > 0
+    except IntegrityError:
+        return False
 
 
 def remove_email(conn: Connection, address: str) -> bool:

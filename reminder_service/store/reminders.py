@@ -224,6 +224,68 @@ class SqlReminderStore:
             return set(conn.execute(query).scalars())
 
 
+def of_appointment(conn: Connection, appointment_id: int) -> list[RowData]:
+    """The appointment's reminders rows, in the order they are due."""
+    query = (
+        select(reminders)
+        .where(reminders.c.appointment_id == appointment_id)
+        .order_by(reminders.c.due_at, reminders.c.id)
+    )
+    return list(conn.execute(query).mappings().all())
+
+
+@dataclass(frozen=True, slots=True)
+class StoredText:
+    """A patient's SMS row, as the caps weigh it."""
+
+    appointment_id: int
+    step_id: str
+    nominal_at: datetime
+    due_at: datetime
+    status: ReminderStatus
+
+
+def sms_sent_since(
+    conn: Connection, patient_ids: set[int], since: datetime
+) -> dict[int, list[datetime]]:
+    """When each patient was texted after `since` (their own texts: not a caregiver's copies)."""
+    query = (
+        select(appointments.c.patient_id, reminders.c.sent_at)
+        .join(appointments, appointments.c.id == reminders.c.appointment_id)
+        .where(appointments.c.patient_id.in_(patient_ids))
+        .where(reminders.c.channel == Channel.SMS.value)
+        .where(reminders.c.recipient == Recipient.PATIENT.value)  # copies went to the caregiver
+        .where(reminders.c.status == ReminderStatus.SENT.value)
+        .where(reminders.c.sent_at > since)
+    )
+    history: dict[int, list[datetime]] = defaultdict(list)
+    for patient_id, sent_at in conn.execute(query).tuples():
+        history[patient_id].append(sent_at)
+    return history
+
+
+def patient_sms(conn: Connection, appointment_ids: set[int]) -> dict[int, list[StoredText]]:
+    """Per appointment, its SMS rows to the patient, whatever their status."""
+    if not appointment_ids:
+        return {}
+    query = select(
+        reminders.c.appointment_id,
+        reminders.c.step_id,
+        reminders.c.nominal_at,
+        reminders.c.due_at,
+        reminders.c.status,
+    ).where(
+        reminders.c.appointment_id.in_(appointment_ids),
+        reminders.c.channel == Channel.SMS.value,
+        reminders.c.recipient == Recipient.PATIENT.value,  # the caps are the patient's
+    )
+    stored: dict[int, list[StoredText]] = defaultdict(list)
+    for appointment_id, step_id, nominal_at, due_at, status in conn.execute(query).tuples():
+        text = StoredText(appointment_id, step_id, nominal_at, due_at, ReminderStatus(status))
+        stored[appointment_id].append(text)
+    return stored
+
+
 def reminder_from_row(row: RowData) -> Reminder:
     staff = row["channel"] == STAFF_CHANNEL
     return Reminder(
