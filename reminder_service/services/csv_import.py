@@ -26,6 +26,7 @@ from ..domain.appointment import Appointment, Cancellation
 from ..importers.base import ImportDefaults, RowError, split_warnings
 from ..importers.csv_mapping import CsvMapping, parse_mapping
 from ..importers.csv_rows import FileRejected, RawRow, RowConverter, parse_csv, read_csv
+from ..store.appointments import reminder_encoder
 from .gc_pause import paused_gc
 from .import_plans import Preplan, preplan
 from .importing import ImportItem, ImportService, ImportSummary
@@ -57,7 +58,7 @@ def import_csv_file(
         on_total(len(table.rows))
     now = service.now()
     converter = RowConverter(table.headers, mapping, defaults)
-    task = _Task(converter, service.catalog, now, service.plan_until(now))
+    task = _Task(converter, service.catalog, now, service.plan_until(now), service.dialect)
     errors: list[RowError] = []
     warnings: list[RowError] = []
     items = _converted(table.rows, task, errors, warnings, _worker_count(workers, len(table.rows)))
@@ -143,11 +144,13 @@ class _Task:
     catalog: Catalog
     now: datetime
     until: datetime
+    dialect: str  # the database's, which the planned rows are encoded for
 
     def __call__(self, rows: Sequence[RawRow]) -> tuple[list[Converted], list[RowError]]:
         """Each row's outcome, and the chunk's warnings."""
         converted: list[Converted] = []
         warnings: list[RowError] = []
+        encode = reminder_encoder(self.dialect)
         with paused_gc():
             for outcome in self.converter.convert_many(rows):
                 result, warned = split_warnings(outcome)
@@ -155,7 +158,7 @@ class _Task:
                 if isinstance(result, list | Cancellation):
                     converted.append(result)
                 else:
-                    plan = preplan(result, self.catalog, self.now, self.until)
+                    plan = preplan(result, self.catalog, self.now, self.until, encode)
                     converted.append((result, plan))
         return converted, warnings
 

@@ -318,7 +318,7 @@ class _ChunkImport:
 
     def _plan_new(self, d: _Decided) -> Preplan:
         window = self._window(d.appointment, d.protocol_id, d.scheduled_at)
-        return planned_as_new(d.described, window)
+        return planned_as_new(d.described, window, self._store.reminder_values)
 
     def _replanned(self, d: _Decided) -> _Replanned:
         assert d.stored is not None
@@ -344,7 +344,7 @@ class _ChunkImport:
     def _planned_new(self, d: _Decided, plan: Preplan, appointment_id: int) -> None:
         """A new appointment's reminders, its audit entry and its alerts."""
         writes = self._writes
-        writes.reminders.append(NewReminders(appointment_id, 1, plan.reminders))
+        writes.reminders.append(NewReminders(appointment_id, 1, encoded=plan.reminders))
         writes.audit.append(self._event(appointment_id, d.outcome, plan.detail))
         alerts = plan.alerts + self._unreachable.get(d.appointment.external_id, ())
         self._alert(appointment_id, 1, alerts)

@@ -9,7 +9,7 @@ cancels few.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -18,6 +18,7 @@ from ..domain.appointment import Appointment
 from ..domain.planning import PlannedReminder, PlanWindow, Recipient, ReminderStatus, plan_window
 from ..domain.reachability import UnreachableStep, too_late_steps
 from ..store import records
+from ..store.appointments import EncodedReminder
 
 DEFAULT_HORIZON = timedelta(hours=48)
 _SKIPPED = ReminderStatus.SKIPPED
@@ -30,29 +31,36 @@ class Preplan(NamedTuple):
     processes, and it pickles fastest."""
 
     values: dict[str, Any]  # records.appointment_values()
-    reminders: list[PlannedReminder]  # those due within the planning horizon
+    # Those due within the planning horizon, as column values (`reminder_encoder`): a worker's
+    # plans cross back to the importing process as plain tuples, many times faster to unpickle.
+    reminders: list[EncodedReminder]
     detail: str  # the appointment's audit detail (JSON)
     alerts: tuple[UnreachableStep, ...]  # steps planned too late: the staff are told
     resume_at: datetime | None  # see PlanWindow
 
 
-def preplan(appointment: Appointment, catalog: Catalog, now: datetime, until: datetime) -> Preplan:
+Encode = Callable[[PlannedReminder], EncodedReminder]
+
+
+def preplan(
+    appointment: Appointment, catalog: Catalog, now: datetime, until: datetime, encode: Encode
+) -> Preplan:
     """Plan `appointment` as a new booking made at `now`, up to `until`. Pure, so worker
     processes run it while the database work of earlier chunks goes on."""
     values = records.appointment_values(appointment)
     clinic = catalog.clinics.get(appointment.clinic_id)
     protocol = catalog.protocol_for(appointment.procedure)
     if clinic is None or protocol is None:
-        return planned_as_new(values, PlanWindow([], None))
+        return planned_as_new(values, PlanWindow([], None), encode)
     window = plan_window(appointment, protocol, clinic.send_window, now, now, until=until)
-    return planned_as_new(values, window)
+    return planned_as_new(values, window, encode)
 
 
-def planned_as_new(values: dict[str, Any], window: PlanWindow) -> Preplan:
+def planned_as_new(values: dict[str, Any], window: PlanWindow, encode: Encode) -> Preplan:
     """A new appointment's plan (version 1) from its window."""
     detail = plan_detail(1, window.reminders, window.resume_at)
-    return Preplan(values, window.reminders, detail, too_late_steps(window.reminders),
-                   window.resume_at)  # fmt: skip
+    return Preplan(values, [encode(p) for p in window.reminders], detail,
+                   too_late_steps(window.reminders), window.resume_at)  # fmt: skip
 
 
 def plan_detail(

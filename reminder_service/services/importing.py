@@ -64,6 +64,11 @@ class ImportService:
     def now(self) -> datetime:
         return self._clock()
 
+    @property
+    def dialect(self) -> str:
+        """The database's dialect: plans made in worker processes come back encoded for it."""
+        return self._engine.dialect.name
+
     def plan_until(self, now: datetime) -> datetime:
         """The end of the planning horizon for an import made at `now`."""
         return now + self._horizon

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -83,13 +83,32 @@ class PlanRecord:
     plan_resume_at: datetime | None
 
 
+# A planned reminder's column values (step_id to recipient in REMINDER_COLUMNS), times encoded.
+EncodedReminder = tuple[Any, ...]
+
+
+def reminder_encoder(dialect: str) -> Callable[[PlannedReminder], EncodedReminder]:
+    """A planned reminder as the column values `insert_reminders` stores, for this database
+    dialect (by name, so a worker process can be told it)."""
+    encode = bulk.utc_encoder(dialect)
+
+    def values(p: PlannedReminder) -> EncodedReminder:
+        return (p.step_id, p.channel.value, p.template, encode(p.nominal_at), encode(p.due_at),
+                encode(p.not_after), p.status.value, p.reason, p.recipient.value)  # fmt: skip
+
+    return values
+
+
 @dataclass(frozen=True, slots=True)
 class NewReminders:
     """Reminders planned for one appointment, stored as rows of this version of it."""
 
     appointment_id: int
     version: int
-    planned: Sequence[PlannedReminder]
+    planned: Sequence[PlannedReminder] = ()
+    # Or the same as column values already (`reminder_encoder`): what a worker process planned
+    # comes back encoded, since tuples of ints and strings unpickle many times faster.
+    encoded: Sequence[EncodedReminder] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +121,7 @@ class AppointmentStore:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._encode = bulk.utc_encoder(conn.dialect)
+        self.reminder_values = reminder_encoder(conn.dialect.name)
 
     # --- the import itself ------------------------------------------------------------------
 
@@ -390,15 +410,13 @@ class AppointmentStore:
         self, planned: Iterable[NewReminders], import_id: int | None, now: datetime
     ) -> int:
         """Store planned reminders, in order, in one bulk statement; returns how many."""
-        encode = self._encode
-        at = encode(now)
+        at = self._encode(now)
+        values = self.reminder_values
         rows = [
-            (batch.appointment_id, batch.version, import_id, p.step_id, p.channel.value,
-             p.template, encode(p.nominal_at), encode(p.due_at), encode(p.not_after),
-             p.status.value, p.reason, p.recipient.value, 0, at, at)
+            (batch.appointment_id, batch.version, import_id, *encoded, 0, at, at)
             for batch in planned
-            for p in batch.planned
-        ]  # fmt: skip
+            for encoded in (batch.encoded or map(values, batch.planned))
+        ]
         bulk.insert_tuples(self._conn, reminders, REMINDER_COLUMNS, rows)
         return len(rows)
 
