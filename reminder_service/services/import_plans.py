@@ -39,7 +39,7 @@ class Preplan(NamedTuple):
     resume_at: datetime | None  # see PlanWindow
 
 
-Encode = Callable[[PlannedReminder], EncodedReminder]
+Encode = Callable[[Sequence[PlannedReminder]], list[EncodedReminder]]
 
 
 def preplan(
@@ -59,7 +59,7 @@ def preplan(
 def planned_as_new(values: dict[str, Any], window: PlanWindow, encode: Encode) -> Preplan:
     """A new appointment's plan (version 1) from its window."""
     detail = plan_detail(1, window.reminders, window.resume_at)
-    return Preplan(values, [encode(p) for p in window.reminders], detail,
+    return Preplan(values, encode(window.reminders), detail,
                    too_late_steps(window.reminders), window.resume_at)  # fmt: skip
 
 

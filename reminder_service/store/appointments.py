@@ -87,14 +87,20 @@ class PlanRecord:
 EncodedReminder = tuple[Any, ...]
 
 
-def reminder_encoder(dialect: str) -> Callable[[PlannedReminder], EncodedReminder]:
-    """A planned reminder as the column values `insert_reminders` stores, for this database
-    dialect (by name, so a worker process can be told it)."""
+def reminder_encoder(
+    dialect: str,
+) -> Callable[[Sequence[PlannedReminder]], list[EncodedReminder]]:
+    """Planned reminders as the column values `insert_reminders` stores, for this database
+    dialect (by name, so a worker process can be told it). A list at a time: a call per
+    reminder cost the materializer 4%."""
     encode = bulk.utc_encoder(dialect)
 
-    def values(p: PlannedReminder) -> EncodedReminder:
-        return (p.step_id, p.channel.value, p.template, encode(p.nominal_at), encode(p.due_at),
-                encode(p.not_after), p.status.value, p.reason, p.recipient.value)  # fmt: skip
+    def values(planned: Sequence[PlannedReminder]) -> list[EncodedReminder]:
+        return [
+            (p.step_id, p.channel.value, p.template, encode(p.nominal_at), encode(p.due_at),
+             encode(p.not_after), p.status.value, p.reason, p.recipient.value)
+            for p in planned
+        ]  # fmt: skip
 
     return values
 
@@ -415,7 +421,7 @@ class AppointmentStore:
         rows = [
             (batch.appointment_id, batch.version, import_id, *encoded, 0, at, at)
             for batch in planned
-            for encoded in (batch.encoded or map(values, batch.planned))
+            for encoded in (batch.encoded or values(batch.planned))
         ]
         bulk.insert_tuples(self._conn, reminders, REMINDER_COLUMNS, rows)
         return len(rows)
