@@ -79,17 +79,19 @@ class DispatchReport:
         self.by_status[status] = self.by_status.get(status, 0) + 1
 
 
+_RETRIES = RetryPolicy()
+
+
 @dataclass(frozen=True)
 class DispatchPolicy:
     lease: timedelta = timedelta(seconds=60)
     batch: int = 100  # reminders claimed per query
     max_in_flight: int = 400  # claimed and not yet recorded; keep sendable well within the lease
-    max_attempts: int = 20  # a backstop: retries normally end at the step's deadline
-    retry_base: timedelta = timedelta(seconds=30)
-    retry_cap: timedelta = timedelta(hours=1)
-    # After an SMS whose answer was lost, wait at least this long before asking the provider
-    # and sending it again (see domain/retries.py).
-    settle: timedelta = timedelta(minutes=3)
+    # Retries: the defaults, and what each means, are RetryPolicy's (domain/retries.py).
+    max_attempts: int = _RETRIES.max_attempts
+    retry_base: timedelta = _RETRIES.base
+    retry_cap: timedelta = _RETRIES.cap
+    settle: timedelta = _RETRIES.settle
 
     @property
     def retries(self) -> RetryPolicy:
