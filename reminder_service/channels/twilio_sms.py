@@ -25,13 +25,15 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, timedelta
-from typing import Any
+from typing import Any, overload
+from urllib.parse import urlencode
 
 import aiohttp
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http import AsyncHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
+from yarl import URL
 
 from ..domain.failures import Failure, FailureKind
 from ..settings import TwilioSettings
@@ -272,6 +274,7 @@ class AiohttpTwilioClient(AsyncHttpClient):  # type: ignore[misc]  # the SDK is 
         )
         self._session: aiohttp.ClientSession | None = None
         self._credentials: tuple[tuple[str, str], str] | None = None
+        self._urls: dict[str, URL] = {}
 
     async def request(
         self,
@@ -288,18 +291,31 @@ class AiohttpTwilioClient(AsyncHttpClient):  # type: ignore[misc]  # the SDK is 
         sent_headers = dict(headers or {})
         if auth is not None:
             sent_headers["Authorization"] = self._authorization(auth)
+        # The form is encoded here, once, as the SDK's Content-Type says; and every send goes
+        # to the same Messages URL, parsed once. (aiohttp's FormData and URL parsing per request
+        # were a fifth of the cost of a send.)
+        body = None if data is None else urlencode(_pairs(data)).encode()
         response = await session.request(
             method.upper(),
-            uri,
+            self._url(uri),
             params=_pairs(params),
-            data=_pairs(data),
+            data=body,
             headers=sent_headers,
             timeout=self._timeout if timeout is None else _overall(timeout),
             allow_redirects=allow_redirects,
         )
         async with response:
-            text = await response.text()
-        return Response(response.status, text, response.headers)
+            raw = await response.read()
+        # Twilio answers JSON, which is UTF-8 (RFC 8259); a stray byte must not fail the send.
+        return Response(response.status, raw.decode("utf-8", "replace"), response.headers)
+
+    def _url(self, uri: str) -> URL:
+        url = self._urls.get(uri)
+        if url is None:
+            if len(self._urls) > 64:  # list pages carry tokens: keep only a few
+                self._urls.clear()
+            url = self._urls[uri] = URL(uri)
+        return url
 
     async def close(self) -> None:
         session, self._session = self._session, None
@@ -324,6 +340,10 @@ def _overall(seconds: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=seconds, connect=seconds, sock_connect=seconds)
 
 
+@overload
+def _pairs(values: None) -> None: ...
+@overload
+def _pairs(values: Mapping[str, object]) -> list[tuple[str, str]]: ...
 def _pairs(values: Mapping[str, object] | None) -> list[tuple[str, str]] | None:
     """Form or query pairs; a list value repeats its key (MediaUrl=a&MediaUrl=b), as Twilio
     expects."""

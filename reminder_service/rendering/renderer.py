@@ -84,11 +84,19 @@ class RenderedMessage:
 
 
 class Renderer:
+    """Templates are read and compiled once, and which files exist is looked up once per name:
+    rendering a message makes no filesystem call. Edited templates take effect at the next start,
+    where they are checked (check-templates) before anything is sent with them."""
+
     def __init__(self, templates_dir: Path) -> None:
         self.templates_dir = templates_dir
         self._merge_lines: dict[tuple[str, str, str, str], bool] = {}
+        self._files: dict[str, bool] = {}
+        self._languages: dict[tuple[str, str, Channel, str, str], str] = {}
         self.env = SandboxedEnvironment(
             loader=FileSystemLoader(templates_dir),
+            auto_reload=False,
+            cache_size=-1,  # every template stays compiled: a clinic has dozens, not thousands
             undefined=StrictUndefined,
             autoescape=select_autoescape(
                 enabled_extensions=("html.j2",), default_for_string=False, default=False
@@ -154,7 +162,7 @@ class Renderer:
         wanted = appointment.patient.language
         for candidate in language_chain(wanted, clinic.default_language):
             name = template_name(protocol_id, candidate, template, "merge")
-            if (self.templates_dir / name).is_file():
+            if self._is_file(name):
                 formatting = _formatting_language(candidate, wanted, clinic.default_language)
                 context = message_context(appointment, clinic, formatting, rescheduled)
                 return _clean_sms(self._render_part(name, context))
@@ -170,7 +178,7 @@ class Renderer:
         known = self._merge_lines.get(key)
         if known is None:
             known = any(
-                (self.templates_dir / template_name(protocol_id, c, template, "merge")).is_file()
+                self._is_file(template_name(protocol_id, c, template, "merge"))
                 for c in language_chain(language, fallback_language)
             )
             self._merge_lines[key] = known
@@ -180,10 +188,15 @@ class Renderer:
         self, protocol_id: str, template: str, channel: Channel, language: str, fallback: str
     ) -> str:
         """The first language in the chain with every part of the channel: never mix languages."""
+        key = (protocol_id, template, channel, language, fallback)
+        known = self._languages.get(key)
+        if known is not None:
+            return known
         chain = language_chain(language, fallback)
         for candidate in chain:
             names = [template_name(protocol_id, candidate, template, p) for p in PARTS[channel]]
-            if all((self.templates_dir / name).is_file() for name in names):
+            if all(self._is_file(name) for name in names):
+                self._languages[key] = candidate
                 return candidate
         wanted = ", ".join(
             template_name(protocol_id, "<language>", template, p) for p in PARTS[channel]
@@ -192,6 +205,12 @@ class Renderer:
             f"no {channel.value} template for {template!r}: need {wanted} for one of the "
             f"languages {', '.join(chain)} under {self.templates_dir}"
         )
+
+    def _is_file(self, name: str) -> bool:
+        known = self._files.get(name)
+        if known is None:
+            known = self._files[name] = (self.templates_dir / name).is_file()
+        return known
 
     def _render_part(self, name: str, context: Mapping[str, object]) -> str:
         try:

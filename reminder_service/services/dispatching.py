@@ -24,6 +24,7 @@ reminder twice) send again as before.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -182,8 +183,21 @@ class DispatchService:
     async def _dispatch_due(self) -> DispatchReport:
         self._preparing = asyncio.Lock()  # made on this loop (the loop thread may be a new one)
         report = DispatchReport()
+        # Each send, when it finishes, puts its outcome in `done` and wakes the loop: O(1) per
+        # send (asyncio.wait over every task in flight cost O(in flight) per wake-up).
         in_flight: set[asyncio.Task[Outcome]] = set()
         done: list[Outcome] = []
+        broken: list[asyncio.Task[Outcome]] = []  # a send that raised: raised here, as before
+        woken = asyncio.Event()
+
+        def finished(task: asyncio.Task[Outcome]) -> None:
+            in_flight.discard(task)
+            if task.cancelled() or task.exception() is not None:
+                broken.append(task)
+            else:
+                done.append(task.result())
+            woken.set()
+
         exhausted = False
         last_flush = time.monotonic()
         while True:
@@ -194,28 +208,32 @@ class DispatchService:
                     exhausted = True
                 else:
                     report.claimed += started[0]
-                    in_flight |= started[1]
+                    for task in started[1]:
+                        in_flight.add(task)
+                        task.add_done_callback(finished)
             if not in_flight:
                 if done:
                     await self._flush(done, report)
                 if exhausted:
                     return report
                 continue
-            finished, in_flight = await asyncio.wait(
-                in_flight, timeout=FLUSH_EVERY, return_when=asyncio.FIRST_COMPLETED
-            )
-            done.extend(task.result() for task in finished)
+            if len(done) < FLUSH_SIZE:
+                woken.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), FLUSH_EVERY)
+            if broken:
+                broken[0].result()
             if len(done) >= FLUSH_SIZE or time.monotonic() - last_flush >= FLUSH_EVERY:
                 await self._flush(done, report)
                 last_flush = time.monotonic()
 
     async def _claim_and_start(
         self, limit: int, done: list[Outcome]
-    ) -> tuple[int, set[asyncio.Task[Outcome]]] | None:
+    ) -> tuple[int, list[asyncio.Task[Outcome]]] | None:
         claimed = await asyncio.to_thread(self._claim, limit)
         if not claimed:
             return None
-        tasks: set[asyncio.Task[Outcome]] = set()
+        tasks: list[asyncio.Task[Outcome]] = []
         fresh = []
         for reminder in claimed:
             if reminder.id in self._active:
@@ -223,14 +241,14 @@ class DispatchService:
                 continue  # its next claim settles it (asking the provider first)
             self._active.add(reminder.id)
             if self._lost is not None and reminder.attempt_started_at is not None:
-                tasks.add(asyncio.create_task(self._ask_then_send(reminder, self._lost)))
+                tasks.append(asyncio.create_task(self._ask_then_send(reminder, self._lost)))
             else:
                 fresh.append(reminder)
         for item in await self._prepare_many(fresh):
             if isinstance(item, Outcome):
                 done.append(item)
             else:
-                tasks.add(asyncio.create_task(self._send(item)))
+                tasks.append(asyncio.create_task(self._send(item)))
         return len(claimed), tasks
 
     async def _prepare_many(self, claimed: list[Reminder]) -> list[Outcome | Job]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, select, update
 
 from ..domain.audit import AuditEvent, AuditRecord
 from ..domain.planning import Recipient, ReminderStatus
@@ -106,28 +106,39 @@ class SqlReminderStore:
         self._after_recording = after_recording
 
     def claim(self, limit: int, now: datetime, lease: timedelta) -> list[Reminder]:
+        # Leases that ran out first (they were due earliest), then pending rows in due order:
+        # each an index walk that stops at `limit` (one query ORing both sorted every due row
+        # for every batch).
         token = uuid.uuid4().hex
-        due = or_(
-            and_(reminders.c.status == ReminderStatus.PENDING.value, reminders.c.due_at <= now),
-            and_(reminders.c.status == ReminderStatus.SENDING.value, reminders.c.lease_until < now),
+        lapsed = and_(
+            reminders.c.status == ReminderStatus.SENDING.value, reminders.c.lease_until < now
         )
-        candidates = select(reminders.c.id).where(due).order_by(reminders.c.due_at).limit(limit)
-        if self._engine.dialect.name == "postgresql":
-            candidates = candidates.with_for_update(skip_locked=True)
+        due = and_(reminders.c.status == ReminderStatus.PENDING.value, reminders.c.due_at <= now)
+        claimed: list[Reminder] = []
         with self._engine.begin() as conn:
-            rows = conn.execute(
-                update(reminders)
-                .where(reminders.c.id.in_(candidates.scalar_subquery()))
-                .values(
-                    status=ReminderStatus.SENDING.value,
-                    lease_until=now + lease,
-                    claim_token=token,
-                    attempts=reminders.c.attempts + 1,
-                    updated_at=now,
-                )
-                .returning(*reminders.c)
-            ).mappings()
-            return [reminder_from_row(row) for row in rows]
+            for which in (lapsed, due):
+                wanted = limit - len(claimed)
+                if wanted <= 0:
+                    break
+                candidates = select(reminders.c.id).where(which)
+                candidates = candidates.order_by(reminders.c.due_at).limit(wanted)
+                if self._engine.dialect.name == "postgresql":
+                    candidates = candidates.with_for_update(skip_locked=True)
+                rows = conn.execute(
+                    update(reminders)
+                    .where(reminders.c.id.in_(candidates.scalar_subquery()))
+                    .values(
+                        status=ReminderStatus.SENDING.value,
+                        lease_until=now + lease,
+                        claim_token=token,
+                        attempts=reminders.c.attempts + 1,
+                        updated_at=now,
+                    )
+                    .returning(*reminders.c)
+                ).mappings()
+                claimed.extend(reminder_from_row(row) for row in rows)
+        claimed.sort(key=lambda r: r.due_at)
+        return claimed
 
     def next_due(self) -> datetime | None:
         with reading(self._engine) as conn:
@@ -165,16 +176,19 @@ class SqlReminderStore:
     def pending_merges(
         self, appointment_ids: set[int]
     ) -> dict[tuple[int, Recipient], list[Reminder]]:
+        # The status is checked here: in SQL it made SQLite walk every skipped reminder (its
+        # status index) rather than these appointments' own rows.
         query = (
             select(reminders)
             .where(reminders.c.appointment_id.in_(appointment_ids))
             .where(reminders.c.merge_into_next.is_(True), reminders.c.merged_into.is_(None))
-            .where(reminders.c.status == ReminderStatus.SKIPPED.value)
             .order_by(reminders.c.nominal_at)
         )
         merges: dict[tuple[int, Recipient], list[Reminder]] = defaultdict(list)
         with reading(self._engine) as conn:
             for row in conn.execute(query).mappings():
+                if row["status"] != ReminderStatus.SKIPPED.value:
+                    continue
                 reminder = reminder_from_row(row)
                 merges[(reminder.appointment_id, reminder.recipient)].append(reminder)
         return merges
@@ -249,18 +263,20 @@ def sms_sent_since(
     conn: Connection, patient_ids: set[int], since: datetime
 ) -> dict[int, list[datetime]]:
     """When each patient was texted after `since` (their own texts: not a caregiver's copies)."""
+    # Read from the patients' appointments: the status is checked here, not in SQL, where it
+    # made SQLite walk every reminder ever sent (its status index) for each batch.
     query = (
-        select(appointments.c.patient_id, reminders.c.sent_at)
+        select(appointments.c.patient_id, reminders.c.sent_at, reminders.c.status)
         .join(appointments, appointments.c.id == reminders.c.appointment_id)
         .where(appointments.c.patient_id.in_(patient_ids))
         .where(reminders.c.channel == Channel.SMS.value)
         .where(reminders.c.recipient == Recipient.PATIENT.value)  # copies went to the caregiver
-        .where(reminders.c.status == ReminderStatus.SENT.value)
         .where(reminders.c.sent_at > since)
     )
     history: dict[int, list[datetime]] = defaultdict(list)
-    for patient_id, sent_at in conn.execute(query).tuples():
-        history[patient_id].append(sent_at)
+    for patient_id, sent_at, status in conn.execute(query).tuples():
+        if status == ReminderStatus.SENT.value:
+            history[patient_id].append(sent_at)
     return history
 
 
