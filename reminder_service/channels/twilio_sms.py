@@ -21,7 +21,6 @@ often quotes the recipient's number.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, timedelta
@@ -39,6 +38,7 @@ from ..domain.failures import Failure, FailureKind
 from ..settings import TwilioSettings
 from .base import AcceptedSms, ChannelError, OutgoingSms, Receipt, SentQuery, SmsSender, body_sha256
 from .send_rate import LocalSendRate, SendRate, SendRateUnavailable
+from .slots import Slots
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class TwilioSmsChannel:
             client.edge = client.region = None
         self._messages = client.messages
         # Bound to the running loop, so made on the first send (we are built outside the loop).
-        self._slots: asyncio.Semaphore | None = None
+        self._slots: Slots | None = None
 
     async def send_sms(self, message: OutgoingSms) -> Receipt:
         chosen = message.sender or self._default_sender
@@ -198,9 +198,9 @@ class TwilioSmsChannel:
             await rate.aclose()
         self._slots = None
 
-    async def _flow_control(self, sender: SmsSender) -> tuple[asyncio.Semaphore, SendRate]:
+    async def _flow_control(self, sender: SmsSender) -> tuple[Slots, SendRate]:
         if self._slots is None:
-            self._slots = asyncio.Semaphore(self._concurrency)
+            self._slots = Slots(self._concurrency)
         # One pace per sender, as Twilio counts its limit.
         rate = self._send_rates.get(sender.key)
         if rate is None:
