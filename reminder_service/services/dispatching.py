@@ -24,7 +24,6 @@ reminder twice) send again as before.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -183,12 +182,17 @@ class DispatchService:
     async def _dispatch_due(self) -> DispatchReport:
         self._preparing = asyncio.Lock()  # made on this loop (the loop thread may be a new one)
         report = DispatchReport()
-        # Each send, when it finishes, puts its outcome in `done` and wakes the loop: O(1) per
-        # send (asyncio.wait over every task in flight cost O(in flight) per wake-up).
+        policy = self._policy
+        claim_from = min(policy.batch, policy.max_in_flight // 2)  # room that is worth a claim
+        # Each send, when it finishes, puts its outcome in `done` itself, and wakes the loop only
+        # when there is something to do: a batch to claim, outcomes to write, nothing in flight,
+        # a send that raised. O(1) a send (asyncio.wait over every task in flight was O(in
+        # flight) a wake-up); otherwise outcomes are written every FLUSH_EVERY.
         in_flight: set[asyncio.Task[Outcome]] = set()
         done: list[Outcome] = []
         broken: list[asyncio.Task[Outcome]] = []  # a send that raised: raised here, as before
         woken = asyncio.Event()
+        exhausted = False
 
         def finished(task: asyncio.Task[Outcome]) -> None:
             in_flight.discard(task)
@@ -196,14 +200,21 @@ class DispatchService:
                 broken.append(task)
             else:
                 done.append(task.result())
-            woken.set()
+            room = policy.max_in_flight - len(in_flight) - len(done)
+            if (
+                broken
+                or not in_flight
+                or len(done) >= FLUSH_SIZE
+                or (not exhausted and room >= claim_from)
+            ):
+                woken.set()
 
-        exhausted = False
+        loop = asyncio.get_running_loop()
         last_flush = time.monotonic()
         while True:
-            room = self._policy.max_in_flight - len(in_flight) - len(done)
-            if not exhausted and room >= min(self._policy.batch, self._policy.max_in_flight // 2):
-                started = await self._claim_and_start(min(room, self._policy.batch), done)
+            room = policy.max_in_flight - len(in_flight) - len(done)
+            if not exhausted and room >= claim_from:
+                started = await self._claim_and_start(min(room, policy.batch), done)
                 if started is None:
                     exhausted = True
                 else:
@@ -217,10 +228,11 @@ class DispatchService:
                 if exhausted:
                     return report
                 continue
-            if len(done) < FLUSH_SIZE:
+            if len(done) < FLUSH_SIZE and not broken:
                 woken.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), FLUSH_EVERY)
+                timer = loop.call_later(FLUSH_EVERY, woken.set)
+                await woken.wait()
+                timer.cancel()
             if broken:
                 broken[0].result()
             if len(done) >= FLUSH_SIZE or time.monotonic() - last_flush >= FLUSH_EVERY:
