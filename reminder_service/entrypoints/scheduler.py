@@ -6,7 +6,9 @@ every second or so for an earlier due time (rows added by an import in another p
 at start and every few minutes; `confirmations` lists to staff the appointments not confirmed by
 their protocol's deadline, at start and every few minutes (its alerts are reminder rows, which
 the next dispatch sends). One worker thread and one instance of each job: the dispatcher never
-overlaps itself.
+overlaps itself. `watch` has a thread of its own and does nothing while a dispatch runs (that
+dispatch sends what is due, and schedules the next itself): queued behind a long dispatch it was
+skipped, with a warning, every second.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class DispatchTimer:
         self._max_idle = max_idle
         self._scheduler = BackgroundScheduler(
             timezone=UTC,
-            executors={"default": ThreadPoolExecutor(1)},
+            executors={"default": ThreadPoolExecutor(1), "watch": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
         self._scheduler.add_job(
@@ -56,7 +58,10 @@ class DispatchTimer:
             id="dispatch",
             next_run_time=datetime.now(UTC),
         )
-        self._scheduler.add_job(self._watch, "interval", seconds=watch_every, id="watch")
+        self._scheduler.add_job(
+            self._watch, "interval", seconds=watch_every, id="watch", executor="watch"
+        )
+        self._dispatching = threading.Event()
         if materializer is not None:
             self._scheduler.add_job(
                 self._materialize,
@@ -105,12 +110,15 @@ class DispatchTimer:
         self._pull_forward(datetime.now(UTC))
 
     def _dispatch(self) -> None:
+        self._dispatching.set()
         try:
             report = self._dispatcher.dispatch_due()
             if report.claimed:
                 log.info("dispatched %d: %s", report.claimed, report.by_status)
         except Exception:  # keep the timer alive; the rows are still in the table
             log.exception("dispatch failed; will try again")
+        finally:
+            self._dispatching.clear()
         self._schedule_next()
 
     def _materialize(self) -> None:
@@ -136,6 +144,8 @@ class DispatchTimer:
             log.exception("confirmation check failed; will try again")
 
     def _watch(self) -> None:
+        if self._dispatching.is_set():
+            return
         try:
             self._schedule_next()
         except Exception:

@@ -91,3 +91,26 @@ def test_the_confirmation_check_runs_at_start_and_its_alert_is_dispatched_at_onc
         timer.stop()
         runner.join(timeout=10)
     assert not runner.is_alive()
+
+
+class _CountingDispatcher(FakeDispatcher):
+    def __init__(self) -> None:
+        super().__init__(due=None)
+        self.asked = 0
+
+    def next_due(self):  # type: ignore[no-untyped-def]
+        self.asked += 1
+        return super().next_due()
+
+
+def test_the_watch_has_its_own_thread_and_leaves_a_running_dispatch_alone():
+    dispatcher = _CountingDispatcher()
+    timer = DispatchTimer(dispatcher, wall, max_idle=timedelta(seconds=30))  # type: ignore[arg-type]
+    assert timer._scheduler.get_job("watch").executor == "watch"
+    assert timer._scheduler.get_job("dispatch").executor == "default"
+    timer._dispatching.set()  # as while dispatch_due runs
+    timer._watch()
+    assert dispatcher.asked == 0  # that dispatch schedules the next itself when it ends
+    timer._dispatching.clear()
+    timer._watch()
+    assert dispatcher.asked == 1
