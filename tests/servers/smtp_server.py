@@ -26,7 +26,7 @@ In a test, in a thread of the test process:
 For a benchmark, in its own process (so its CPU does not compete with the client for the GIL):
 
     with serve_in_process() as server:
-        ...; server.stats()  # {"messages": ..., "connections": ..., "bytes": ...}
+        ...; server.stats()  # {"messages", "connections", "bytes", "cpu_seconds"}
 
 or from a shell: `python -m tests.servers.smtp_server --port 8025` (plain; messages are counted,
 not kept).
@@ -41,6 +41,7 @@ import json
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -313,8 +314,9 @@ class ServerProcess:
         )
         return replace(base, **changes)
 
-    def stats(self) -> dict[str, int]:
-        """{"messages", "bytes", "connections"} since the start."""
+    def stats(self) -> dict[str, Any]:
+        """{"messages", "bytes", "connections", "cpu_seconds"} since the start (the CPU is the
+        server process's own, to tell whether it, not the client, is what limits a bench)."""
         assert self.process.stdin is not None and self.process.stdout is not None
         self.process.stdin.write("stats\n")
         self.process.stdin.flush()
@@ -375,6 +377,7 @@ def main(argv: list[str] | None = None) -> None:
                     "messages": handler.accepted,
                     "bytes": handler.accepted_bytes,
                     "connections": handler.connections,
+                    "cpu_seconds": time.process_time(),
                 }
                 print(json.dumps(stats), flush=True)
     except KeyboardInterrupt:
