@@ -205,6 +205,7 @@ def main() -> None:
     with_ics = sum(1 for m in messages[: args.emails] if m.calendar is not None)
     sizes = [len(render_mime(m, "reminders@example.org")) for m in messages[:2]]
 
+    load_before = os.getloadavg()[0]  # the figures depend on what else the machine runs
     with serve_in_process() as server:
         settings = server.settings(connections=args.connections)
         reuse = measure(
@@ -225,6 +226,7 @@ def main() -> None:
             lambda: send_textbook(settings, messages[: args.textbook_emails]),
         )
 
+    load_after = os.getloadavg()[0]
     assert reuse["server_messages"] == args.emails, reuse
     assert reuse["server_connections"] <= args.connections, reuse
     assert per_email["server_messages"] == per_email_count, per_email
@@ -235,6 +237,7 @@ def main() -> None:
     over_textbook = ours / textbook["emails_per_second"]
     report = {
         "cores": os.cpu_count(),
+        "load_average": [load_before, load_after],
         "emails": args.emails,
         "with_ics": with_ics,
         "email_bytes": {"without_ics": sizes[0], "with_ics": sizes[1]},
@@ -251,10 +254,11 @@ def main() -> None:
 
     print(
         f"email send, {args.emails:,} emails ({with_ics:,} with an .ics; {sizes[0]:,} / "
-        f"{sizes[1]:,} bytes), aiosmtpd in another process, {os.cpu_count()} cores"
+        f"{sizes[1]:,} bytes), aiosmtpd in another process, {os.cpu_count()} cores, "
+        f"load average {load_before:.1f} before, {load_after:.1f} after"
     )
-    print(f"  {'CPU ms per email: ours, the server':>68}")
-    print(f"  {'':36} {'emails':>6} {'s':>6} {'emails/s':>9} {'':>13} {'':>7}")
+    print(f"  {'':36} {'':>6} {'':>6} {'':>9} {'CPU ms per email':>21}")
+    print(f"  {'':36} {'emails':>6} {'s':>6} {'emails/s':>9} {'ours':>13} {'server':>7}")
     for label, run, note in (
         (f"ours: {args.connections} reused connections", reuse, ""),
         (
