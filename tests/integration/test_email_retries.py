@@ -46,3 +46,32 @@ def test_an_email_retried_after_a_lost_answer_keeps_its_message_id(
     first, second = (received.message() for received in mail_server.handler.received)
     assert first["Message-ID"] == second["Message-ID"] == f"<reminder-{row.id}.v1@reminder-service>"
     assert first["X-Reminder-Id"] == second["X-Reminder-Id"] == str(row.id)
+
+
+def test_each_reminder_has_its_own_message_id_and_keeps_it_when_retried(
+    smtp_service: Service, mail_server: SmtpServer, clock
+) -> None:  # type: ignore[no-untyped-def]
+    changes = [
+        (
+            row,
+            appointment(external_id=f"A{row}", patient=patient(external_id=f"P{row}", mobile=None)),
+        )
+        for row in (2, 3, 4)
+    ]
+    smtp_service.importer.apply(changes, source="t", label="t")
+    # The server hangs up after taking the first email: that one is in doubt, the others sent.
+    assert smtp_service.dispatcher.dispatch_due().by_status == {"pending": 1, "sent": 2}
+    with smtp_service.engine.connect() as conn:
+        rows = conn.execute(select(reminders).where(reminders.c.channel == "email")).all()
+    [retry] = [row for row in rows if row.status == "pending"]
+    clock.now = retry.due_at
+    assert smtp_service.dispatcher.dispatch_due().by_status == {"sent": 1}
+    received = [r.message() for r in mail_server.handler.received]
+    assert len(received) == 4
+    by_reminder: dict[str, set[str]] = {}
+    for message in received:
+        by_reminder.setdefault(message["X-Reminder-Id"], set()).add(message["Message-ID"])
+    assert by_reminder == {
+        str(row.id): {f"<reminder-{row.id}.v1@reminder-service>"} for row in rows
+    }
+    assert len(rows) == 3

@@ -391,3 +391,68 @@ def test_a_new_session_dropped_before_the_message_is_a_failure_not_a_loop() -> N
     assert failure_of(outcome).failure.kind is FailureKind.CONNECTION
     assert server.handler.received == []
     assert server.handler.connections == 1
+
+
+def test_the_pool_never_holds_more_sessions_than_configured_and_replaces_dropped_ones(
+    plain: SmtpServer,
+) -> None:
+    channel = SmtpEmailChannel(plain.settings(connections=3))
+
+    async def main() -> list[Outcome]:
+        try:
+            first = await asyncio.gather(*(attempt(channel, email_for(n)) for n in range(30)))
+            # Blocking this loop while the server closes every idle session, as one does
+            # after an idle timeout or a restart: the pool has not seen the closes yet.
+            assert plain.drop_connections() == 3
+            second = await asyncio.gather(*(attempt(channel, email_for(n)) for n in range(30, 60)))
+            return [*first, *second]
+        finally:
+            await channel.aclose()
+
+    outcomes = asyncio.run(main())
+    assert all(isinstance(outcome, Receipt) for outcome in outcomes)
+    # Each email exactly once, though every session it had was dropped in between.
+    assert sorted(int(r.message()["X-Reminder-Id"]) for r in plain.handler.received) == list(
+        range(60)
+    )
+    assert plain.handler.connections == 6  # three, then three to replace them
+    assert plain.handler.most_open == 3  # never more at once than configured
+
+
+def test_in_a_pool_an_email_in_doubt_is_not_resent_and_its_retry_keeps_its_message_id() -> None:
+    handler = RecordingHandler(drop_after_data=1)  # takes the first message, then hangs up
+    with serve_in_thread(handler) as server:
+        channel = SmtpEmailChannel(server.settings(connections=2))
+
+        async def main() -> tuple[list[Outcome], Outcome]:
+            try:
+                outcomes = await asyncio.gather(
+                    *(attempt(channel, email_for(n)) for n in range(10))
+                )
+                in_doubt = [
+                    n for n, outcome in enumerate(outcomes) if isinstance(outcome, ChannelError)
+                ]
+                assert len(in_doubt) == 1
+                # The dispatcher's retry: the same reminder, the same Message-ID.
+                retried = await attempt(channel, email_for(in_doubt[0]))
+                return outcomes, retried
+            finally:
+                await channel.aclose()
+
+        outcomes, retried = asyncio.run(main())
+    [failure] = [failure_of(o).failure for o in outcomes if isinstance(o, ChannelError)]
+    assert failure.kind is FailureKind.CONNECTION
+    assert "may have been accepted" in failure.detail
+    assert isinstance(retried, Receipt)
+    messages = [received.message() for received in handler.received]
+    # Ten emails, the one in doubt taken once and once more by the retry: never resent by the
+    # channel itself.
+    assert len(messages) == 11
+    ids: dict[str, set[str]] = {}
+    for message in messages:
+        ids.setdefault(message["X-Reminder-Id"], set()).add(message["Message-ID"])
+    # One Message-ID per reminder, the same on both deliveries, and no two reminders sharing one.
+    assert all(len(message_ids) == 1 for message_ids in ids.values())
+    assert len({next(iter(message_ids)) for message_ids in ids.values()}) == len(ids) == 10
+    assert handler.connections == 3  # the session lost after DATA was replaced, not reused
+    assert handler.most_open <= 2

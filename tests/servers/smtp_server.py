@@ -13,9 +13,9 @@ can sign the server's certificate with another CA, to test that it is refused.
 
 `RecordingHandler` records every message (envelope, bytes, whether over TLS, whether logged in),
 answers scripted recipients with a refusal (`refuse={"x@example.org": 550}`), counts connections
-and QUITs, and can hang up: at the next MAIL (`drop_at_mail`), or after taking a message but before
-answering (`drop_after_data`). `SmtpServer.drop_connections()` closes every open session, as a
-server does with idle ones.
+(and the most open at once) and QUITs, and can hang up: at the next MAIL (`drop_at_mail`), or
+after taking a message but before answering (`drop_after_data`).
+`SmtpServer.drop_connections()` closes every open session, as a server does with idle ones.
 
 In a test, in a thread of the test process:
 
@@ -26,7 +26,7 @@ In a test, in a thread of the test process:
 For a benchmark, in its own process (so its CPU does not compete with the client for the GIL):
 
     with serve_in_process() as server:
-        ...; server.stats()  # {"messages": ..., "connections": ..., "bytes": ...}
+        ...; server.stats()  # {"messages", "connections", "bytes", "cpu_seconds"}
 
 or from a shell: `python -m tests.servers.smtp_server --port 8025` (plain; messages are counted,
 not kept).
@@ -41,6 +41,7 @@ import json
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -95,6 +96,8 @@ class RecordingHandler:
     accepted: int = 0
     accepted_bytes: int = 0
     connections: int = 0
+    open_now: int = 0  # sessions open at this moment
+    most_open: int = 0  # the most sessions open at one time
     quits: int = 0
 
     async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -177,11 +180,24 @@ class _Session(SMTP):
         self._open_sessions = open_sessions
         self.lost = asyncio.Event()
         open_sessions.add(self)
+        self._handler = handler
+        self._counted = False
         handler.connections += 1
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Made again after STARTTLS, on the same connection; a session whose TLS handshake
+        # fails is never made (nor lost).
+        if not self._counted:
+            self._counted = True
+            self._handler.open_now += 1
+            self._handler.most_open = max(self._handler.most_open, self._handler.open_now)
+        super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)
         self._open_sessions.discard(self)
+        if self._counted and not self.lost.is_set():
+            self._handler.open_now -= 1
         self.lost.set()
 
 
@@ -273,9 +289,10 @@ def serve_in_thread(
         kw.update(auth_required=True, auth_require_tls=True, authenticator=_authenticator(*login))
     controller = _Controller(handler, **kw)
     controller.start()
-    handler.connections = 0  # not the start-up probe
     security = "tls" if implicit_tls else "starttls" if starttls else "none"
     server = SmtpServer(controller, security, tls.ca_file if tls else "")
+    server.drop_connections()  # the start-up probe's, if the server has not seen it close yet
+    handler.connections = handler.most_open = 0  # the counts start after the probe
     try:
         yield server
     finally:
@@ -313,8 +330,9 @@ class ServerProcess:
         )
         return replace(base, **changes)
 
-    def stats(self) -> dict[str, int]:
-        """{"messages", "bytes", "connections"} since the start."""
+    def stats(self) -> dict[str, Any]:
+        """{"messages", "bytes", "connections", "cpu_seconds"} since the start (the CPU is the
+        server process's own, to tell whether it, not the client, is what limits a bench)."""
         assert self.process.stdin is not None and self.process.stdout is not None
         self.process.stdin.write("stats\n")
         self.process.stdin.flush()
@@ -375,6 +393,7 @@ def main(argv: list[str] | None = None) -> None:
                     "messages": handler.accepted,
                     "bytes": handler.accepted_bytes,
                     "connections": handler.connections,
+                    "cpu_seconds": time.process_time(),
                 }
                 print(json.dumps(stats), flush=True)
     except KeyboardInterrupt:
