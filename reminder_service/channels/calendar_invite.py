@@ -48,12 +48,12 @@ def build_invite(event: CalendarEvent, stamp: datetime) -> bytes:
     entry.add("dtend", _utc(event.end))
     entry.add("summary", event.summary)
     entry.add("location", event.location)
-    organizer = vCalAddress(f"mailto:{event.organizer}")
+    organizer = vCalAddress(f"mailto:{_address(event.organizer)}")
     if event.organizer_name:
         organizer.params["CN"] = event.organizer_name
     entry.add("organizer", organizer)
     if event.attendee:
-        attendee = vCalAddress(f"mailto:{event.attendee}")
+        attendee = vCalAddress(f"mailto:{_address(event.attendee)}")
         if event.attendee_name:
             attendee.params["CN"] = event.attendee_name
         attendee.params["ROLE"] = "REQ-PARTICIPANT"
@@ -64,6 +64,14 @@ def build_invite(event: CalendarEvent, stamp: datetime) -> bytes:
     calendar.add_component(entry)
     ics: bytes = calendar.to_ical()
     return ics
+
+
+def _address(address: str) -> str:
+    # icalendar writes a CAL-ADDRESS as given: a line break would start an .ics line of the
+    # sender's choosing.
+    if "\r" in address or "\n" in address:
+        raise ValueError("a calendar address cannot contain line breaks")
+    return address
 
 
 def _utc(moment: datetime) -> datetime:

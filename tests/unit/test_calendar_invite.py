@@ -260,3 +260,11 @@ def test_the_from_is_the_clinics_named_address_encoded_as_rfc_5322_asks(name: st
     assert raw.split(b"\r\n\r\n")[0].isascii()  # RFC 2047 words for non-ASCII names
     [sender] = build_mime(message, "reminders@example.org")["From"].addresses
     assert (sender.display_name, sender.addr_spec) == (name, "haematology@riverside.example.org")
+
+
+@pytest.mark.parametrize("field", ["organizer", "attendee"])
+def test_a_line_break_in_a_calendar_address_is_refused(field: str) -> None:
+    # It would start an .ics line of the sender's choosing.
+    hostile = replace(EVENT, **{field: "x@example.org\r\nATTENDEE:mailto:y@example.org"})
+    with pytest.raises(ValueError, match="line breaks"):
+        build_invite(hostile, SENT_AT)
