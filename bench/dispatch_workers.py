@@ -249,7 +249,7 @@ def busy_per_sms(r: dict[str, Any]) -> float:
     window: float = r["machine_cpu_seconds"] / r["cores"]
     idle: float = r["idle_cpu_per_second"] * r["workers"] * window
     cpu: float = r["cpu_seconds"]
-    return (cpu - idle) / max(r["sent"], 1)
+    return (cpu - idle) / max(int(r["sent"]), 1)
 
 
 def exactly_once(r: dict[str, Any]) -> bool:
