@@ -28,7 +28,7 @@ start-up is left out of both figures:
   checkpointer, which the machine shares with whatever else uses the server.
 - Cores used in that window: by ours (the dispatchers, the Twilio server, those PostgreSQL
   processes) and by the whole machine (/proc/stat). Where the machine is busy with other work,
-  the throughput is what the cores left over allow; the CPU per SMS does not depend on it.
+  the throughput is what the cores left over allow; the CPU per SMS depends on it far less.
 - Exactly once: every text accepted once by the server (one message per status-callback URL,
   which names the reminder), none missing, all N recorded as sent, none tried twice.
 
