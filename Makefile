@@ -34,11 +34,13 @@ unit: $(STAMP)
 test: lint typecheck
 	$(BIN)/pytest
 
-# Benchmarks; shared_rate_limit.py runs dispatchers on PostgreSQL (REMINDER_TEST_POSTGRES_URL).
+# Benchmarks; shared_rate_limit.py and dispatch_workers.py run dispatchers on PostgreSQL
+# (REMINDER_TEST_POSTGRES_URL).
 bench: $(STAMP)
 	$(BIN)/python bench/import_planning.py
 	$(BIN)/python bench/sms_dispatch.py
 	$(BIN)/python bench/shared_rate_limit.py
+	$(BIN)/python bench/dispatch_workers.py
 	$(BIN)/python bench/crash_exactly_once.py
 	$(BIN)/python bench/email_send.py
 	$(BIN)/python bench/hl7_import.py

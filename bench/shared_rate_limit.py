@@ -31,7 +31,7 @@ from bisect import bisect_left
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -104,16 +104,47 @@ def prepare(env: dict[str, str], count: int) -> None:
     service.close()
 
 
+Dispatchers = list[tuple[subprocess.Popen[bytes], IO[str]]]
+
+
+def start_dispatchers(name: str, processes: int, env: dict[str, str], logs: Path) -> Dispatchers:
+    """`processes` dispatchers (`reminder-service run --no-http`), each logging to
+    logs/{name}-{i}.log."""
+    command = [sys.executable, "-m", "reminder_service", "run", "--no-http"]
+    workers: Dispatchers = []
+    for i in range(processes):
+        log = (logs / f"{name}-{i}.log").open("w")
+        workers.append((subprocess.Popen(command, cwd=ROOT, env=env, stderr=log, stdout=log), log))
+    return workers
+
+
+def stop_dispatchers(workers: Dispatchers) -> None:
+    """SIGTERM to each (in-flight sends finish first), then wait; kill what does not stop."""
+    for process, _ in workers:
+        process.send_signal(signal.SIGTERM)
+    for process, log in workers:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def shares(name: str, processes: int, logs: Path) -> list[int]:
+    """How many reminders each dispatcher of a group claimed, from its "dispatched N" lines."""
+    return [
+        sum(int(m) for m in DISPATCHED.findall((logs / f"{name}-{i}.log").read_text()))
+        for i in range(processes)
+    ]
+
+
 def run_group(
     name: str, processes: int, env: dict[str, str], count: int, server: ServerProcess, logs: Path
 ) -> dict[str, Any]:
     prepare(env, count)
     server.reset()
-    command = [sys.executable, "-m", "reminder_service", "run", "--no-http"]
-    workers = []
-    for i in range(processes):
-        log = (logs / f"{name}-{i}.log").open("w")
-        workers.append((subprocess.Popen(command, cwd=ROOT, env=env, stderr=log, stdout=log), log))
+    workers = start_dispatchers(name, processes, env, logs)
     deadline = time.monotonic() + 60 + 3 * count / float(env["REMINDER_SMS_RATE_LIMIT"])
     try:
         while server.stats()["accepted"] < count and time.monotonic() < deadline:
@@ -121,23 +152,11 @@ def run_group(
                 break
             time.sleep(0.5)
     finally:
-        for process, _ in workers:
-            process.send_signal(signal.SIGTERM)
-        for process, log in workers:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            log.close()
+        stop_dispatchers(workers)
     stats = server.stats()
-    shares = [
-        sum(int(m) for m in DISPATCHED.findall((logs / f"{name}-{i}.log").read_text()))
-        for i in range(processes)
-    ]
     return {"name": name, "processes": processes, "sms": count, "accepted": stats["accepted"],
             "requests": stats["requests"], "accepted_twice": stats["duplicate_callbacks"],
-            "shares": shares, **measure(stats["arrivals"])}  # fmt: skip
+            "shares": shares(name, processes, logs), **measure(stats["arrivals"])}  # fmt: skip
 
 
 def measure(arrivals: list[float]) -> dict[str, Any]:
