@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -131,9 +132,28 @@ def appointments(count: int, now: datetime) -> list[tuple[int, Appointment]]:
     return made
 
 
-def prepared_service(workdir: Path, base_url: str, count: int, rate: float, concurrency: int):  # type: ignore[no-untyped-def]
+def prepared_service(  # type: ignore[no-untyped-def]
+    workdir: Path,
+    base_url: str,
+    count: int,
+    rate: float,
+    concurrency: int,
+    *,
+    defaults: bool = False,
+):
+    """`defaults`: the service's own batch, in-flight and concurrency settings, not the bench's."""
     clock = OffsetClock()
-    service = bootstrap.build(settings_for(workdir, base_url, rate, concurrency), clock)
+    settings = settings_for(workdir, base_url, rate, concurrency)
+    if defaults:
+        default = Settings()
+        settings = replace(
+            settings,
+            dispatch_batch=default.dispatch_batch,
+            max_in_flight=default.max_in_flight,
+            sms_concurrency=default.sms_concurrency,
+            lease_seconds=default.lease_seconds,
+        )
+    service = bootstrap.build(settings, clock)
     service.importer.apply(appointments(count, clock()), source="bench", label="bench")
     # Send-window hours are not what this measures: make every SMS sendable now.
     window = service.catalog.clinics.default.send_window

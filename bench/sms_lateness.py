@@ -3,6 +3,9 @@
 The running service's own timer (APScheduler waking the dispatcher) against the local Twilio API
 server, which runs in its own process and answers each request after `--latency-ms`:
 
+The dispatcher runs on the service's default settings (batch, texts in flight, concurrency), as a
+clinic runs it.
+
 1. No rate limit: `--sms` texts (default 20,000) all due at the same moment, a few seconds
    ahead. Lateness is each text's recorded send time minus its due time, both on the service's
    clock. Target (issue 13): every one sent within 15 s of its due time, at 100 ms latency.
@@ -43,7 +46,7 @@ LEAD = timedelta(seconds=5)  # the burst is due this long after the timer starts
 def run_burst(workdir: Path, count: int, latency_ms: int, rate: float) -> dict[str, Any]:
     """`count` SMS due at one moment; the service's timer sends them; their lateness."""
     with serve_in_process(Behaviour(latency_ms=latency_ms, jitter_ms=20)) as server:
-        service, clock = prepared_service(workdir, server.base_url, count, rate, 400)
+        service, clock = prepared_service(workdir, server.base_url, count, rate, 0, defaults=True)
         # Each patient's booking text is due now (their later steps are days away): all of
         # them are made due at one moment.
         due = clock() + LEAD

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -96,6 +95,50 @@ class DispatchPolicy:
     @property
     def retries(self) -> RetryPolicy:
         return RetryPolicy(self.max_attempts, self.retry_base, self.retry_cap, self.settle)
+
+
+class _Held:
+    """One dispatch round's reminders claimed here and not yet recorded: in flight, done and
+    waiting to be written, being written. At most `limit` at once (after a crash, at most that
+    many outcomes are unknown)."""
+
+    def __init__(self, limit: int, claim_from: int) -> None:
+        self.limit = limit
+        self.claim_from = claim_from  # room worth a claim
+        self.in_flight: set[asyncio.Task[Outcome]] = set()
+        self.done: list[Outcome] = []
+        self.recording = 0
+        self.broken: list[asyncio.Task[Outcome]] = []  # a send that raised: raised by the claims
+        self.exhausted = False  # nothing left to claim
+        self.claiming_over = False
+        self.room_made = asyncio.Event()  # wakes the claims
+        self.outcomes_waiting = asyncio.Event()  # wakes the writes
+
+    @property
+    def settled(self) -> bool:
+        """Nothing in flight, nothing waiting to be written or being written."""
+        return not self.in_flight and not self.done and not self.recording
+
+    @property
+    def room(self) -> int:
+        return self.limit - len(self.in_flight) - len(self.done) - self.recording
+
+    def finished(self, task: asyncio.Task[Outcome]) -> None:
+        """A send's own callback: its outcome joins `done`; the claims and the writes are woken
+        only when there is something for them to do (O(1) a send)."""
+        self.in_flight.discard(task)
+        if task.cancelled() or task.exception() is not None:
+            self.broken.append(task)
+        else:
+            self.done.append(task.result())
+        if len(self.done) in (1, FLUSH_SIZE) or not self.in_flight:
+            self.outcomes_waiting.set()
+        if (
+            self.broken
+            or not self.in_flight
+            or (not self.exhausted and self.room >= self.claim_from)
+        ):
+            self.room_made.set()
 
 
 def uniform_jitter() -> float:
@@ -180,64 +223,80 @@ class DispatchService:
     # -- the loop ---------------------------------------------------------------------------
 
     async def _dispatch_due(self) -> DispatchReport:
+        """Two coroutines share the round: one claims, prepares and starts sends while there is
+        room; the other writes the outcomes as they come. Neither waits for the other, so a
+        write in progress never holds up the next claim (nor a claim the writes)."""
         self._preparing = asyncio.Lock()  # made on this loop (the loop thread may be a new one)
         report = DispatchReport()
-        policy = self._policy
-        claim_from = min(policy.batch, policy.max_in_flight // 2)  # room that is worth a claim
-        # Each send, when it finishes, puts its outcome in `done` itself, and wakes the loop only
-        # when there is something to do: a batch to claim, outcomes to write, nothing in flight,
-        # a send that raised. O(1) a send (asyncio.wait over every task in flight was O(in
-        # flight) a wake-up); otherwise outcomes are written every FLUSH_EVERY.
-        in_flight: set[asyncio.Task[Outcome]] = set()
-        done: list[Outcome] = []
-        broken: list[asyncio.Task[Outcome]] = []  # a send that raised: raised here, as before
-        woken = asyncio.Event()
-        exhausted = False
+        held = _Held(
+            self._policy.max_in_flight, min(self._policy.batch, self._policy.max_in_flight // 2)
+        )
+        recorder = asyncio.create_task(self._record_as_they_come(held, report))
+        try:
+            await self._claim_while_room(held, report, recorder)
+        finally:
+            held.claiming_over = True
+            held.outcomes_waiting.set()
+        await recorder  # the last outcomes (or the error that stopped the claims' partner)
+        return report
 
-        def finished(task: asyncio.Task[Outcome]) -> None:
-            in_flight.discard(task)
-            if task.cancelled() or task.exception() is not None:
-                broken.append(task)
-            else:
-                done.append(task.result())
-            room = policy.max_in_flight - len(in_flight) - len(done)
-            if (
-                broken
-                or not in_flight
-                or len(done) >= FLUSH_SIZE
-                or (not exhausted and room >= claim_from)
-            ):
-                woken.set()
-
-        loop = asyncio.get_running_loop()
-        last_flush = time.monotonic()
+    async def _claim_while_room(
+        self, held: _Held, report: DispatchReport, recorder: asyncio.Task[None]
+    ) -> None:
+        """Claim while there is room, until a claim made with everything recorded finds nothing
+        (recording can add rows due now: a staff alert for a text that will not go)."""
         while True:
-            room = policy.max_in_flight - len(in_flight) - len(done)
-            if not exhausted and room >= claim_from:
-                started = await self._claim_and_start(min(room, policy.batch), done)
+            if recorder.done():
+                recorder.result()  # a failed write stops the round, as it always has
+                raise RuntimeError("outcomes stopped being recorded")
+            if held.broken:
+                held.broken[0].result()
+            settled = held.settled
+            if held.room >= held.claim_from and (not held.exhausted or settled):
+                limit = min(held.room, self._policy.batch)
+                started = await self._claim_and_start(limit, held.done)
                 if started is None:
-                    exhausted = True
+                    if settled:
+                        return
+                    held.exhausted = True
                 else:
+                    held.exhausted = False
                     report.claimed += started[0]
                     for task in started[1]:
-                        in_flight.add(task)
-                        task.add_done_callback(finished)
-            if not in_flight:
-                if done:
-                    await self._flush(done, report)
-                if exhausted:
-                    return report
+                        held.in_flight.add(task)
+                        task.add_done_callback(held.finished)
+                if held.done:  # outcomes of the batch that go no further
+                    held.outcomes_waiting.set()
                 continue
-            if len(done) < FLUSH_SIZE and not broken:
-                woken.clear()
-                timer = loop.call_later(FLUSH_EVERY, woken.set)
-                await woken.wait()
-                timer.cancel()
-            if broken:
-                broken[0].result()
-            if len(done) >= FLUSH_SIZE or time.monotonic() - last_flush >= FLUSH_EVERY:
-                await self._flush(done, report)
-                last_flush = time.monotonic()
+            held.room_made.clear()
+            await held.room_made.wait()
+
+    async def _record_as_they_come(self, held: _Held, report: DispatchReport) -> None:
+        """Write outcomes in batches: FLUSH_SIZE at a time, or what came within FLUSH_EVERY of
+        the first one waiting, or at once when nothing more is in flight."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                if not held.done:
+                    if held.claiming_over:
+                        return
+                    held.outcomes_waiting.clear()
+                    await held.outcomes_waiting.wait()
+                    continue
+                if len(held.done) < FLUSH_SIZE and held.in_flight and not held.claiming_over:
+                    held.outcomes_waiting.clear()
+                    timer = loop.call_later(FLUSH_EVERY, held.outcomes_waiting.set)
+                    await held.outcomes_waiting.wait()
+                    timer.cancel()
+                batch, held.done[:] = list(held.done), []
+                held.recording = len(batch)
+                try:
+                    await self._flush(batch, report)
+                finally:
+                    held.recording = 0
+                    held.room_made.set()
+        finally:
+            held.room_made.set()  # the claims see this task end, however it ended
 
     async def _claim_and_start(
         self, limit: int, done: list[Outcome]
@@ -295,8 +354,7 @@ class DispatchService:
             for (_, future), item in zip(waiting, items, strict=True):
                 future.set_result(item)
 
-    async def _flush(self, done: list[Outcome], report: DispatchReport) -> None:
-        batch, done[:] = list(done), []
+    async def _flush(self, batch: list[Outcome], report: DispatchReport) -> None:
         await asyncio.to_thread(self._record_many, batch, self._clock())
         for outcome in batch:
             report.count(outcome.status.value)
