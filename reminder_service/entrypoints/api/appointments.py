@@ -245,8 +245,8 @@ async def _csv_and_mapping(headers: Headers, body: bytes) -> tuple[bytes, bytes 
 def _apply_fhir(
     body: bytes, importer: ImportService, import_defaults: ImportDefaults
 ) -> JSONResponse:
-    # The FHIR models are loaded at the first FHIR request, not at every start: they are a
-    # tenth of what `run` and `serve` load, and most clinics send CSV or HL7.
+    # The FHIR models are loaded by the first FHIR request (in its worker thread), not at every
+    # start of `run` and `serve`, where most clinics, sending CSV or HL7, never use them.
     from ...services.fhir_import import apply_fhir  # noqa: PLC0415
 
     try:
