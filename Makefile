@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/email_send.py
 	$(BIN)/python bench/hl7_import.py
 	$(BIN)/python bench/healthz_during_upload.py
+	$(BIN)/python bench/startup.py
 
 # The property-based tests of every importer, with many more examples than the suite's run.
 fuzz: $(STAMP)

@@ -1,59 +1,59 @@
-"""The composition root: the one place that builds the service's parts from settings."""
+"""The composition root: the one place that builds the service's parts from settings.
+
+What only some commands use (the HTTP app, the Twilio and SMTP channels, the HL7 and bounce
+listeners, the template check) is imported where it is built: a command pays only for the parts
+it starts (`run` on the file outbox loads neither Twilio nor aiohttp).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
-from pathlib import Path
-
-from fastapi import APIRouter, FastAPI
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING
 
 from .catalog import Catalog
 from .channels.base import EmailChannel, SmsChannel, SmsSender
 from .channels.bounces import bounce_address
 from .channels.outbox import OutboxChannel
 from .channels.send_rate import LocalSendRate, SendRate, SharedSendRate
-from .channels.smtp_email import SmtpEmailChannel
-from .channels.twilio_sms import TwilioSmsChannel
 from .channels.unsubscribe import UnsubscribeLinks, UnsubscribeTokens
 from .clock import Clock, system_clock
 from .configuration.clinics import load_clinics
 from .configuration.delivery_failures import load_failure_table
 from .configuration.protocols import load_protocols
-from .configuration.sms_budgets import load_sms_budgets
-from .entrypoints.api.app import create_app
-from .entrypoints.api.appointments import build_router
-from .entrypoints.api.keys import require_key
-from .entrypoints.api.replies import build_replies_router
-from .entrypoints.bounce_listener import BounceListener
-from .entrypoints.http_server import HttpServer
-from .entrypoints.mllp import MllpServer
-from .entrypoints.scheduler import DispatchTimer
 from .importers.base import ImportDefaults
-from .importers.csv_mapping import CsvMapping, load_mapping
-from .importers.hl7v2_siu import load_siu_mapping
 from .rendering.layout import missing_parts
 from .rendering.renderer import Renderer
-from .rendering.template_check import TemplateReport, check_templates
 from .services.api_keys import ApiKeys
-from .services.bounces import BounceService
 from .services.confirmations import Confirmations
 from .services.delivery_status import DeliveryStatusService
 from .services.dispatching import DispatchPolicy, DispatchService
 from .services.email_opt_outs import EmailOptOuts
 from .services.follow_ups import FollowUps
-from .services.hl7_feed import SiuFeed, acknowledge
-from .services.hl7_import import feed_clinic
 from .services.importing import ImportService
 from .services.materializing import Materializer
 from .services.previewing import PreviewService
 from .services.replies import ReplyService
 from .services.reply_inbox import ReplyInbox
 from .settings import Settings
-from .store.send_rate_buckets import PostgresRateBuckets
 from .store.startup import DatabaseUse, Patience, open_database
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from fastapi import FastAPI
+    from sqlalchemy import Engine
+
+    from .channels.twilio_sms import TwilioSmsChannel
+    from .entrypoints.bounce_listener import BounceListener
+    from .entrypoints.http_server import HttpServer
+    from .entrypoints.mllp import MllpServer
+    from .entrypoints.scheduler import DispatchTimer
+    from .importers.csv_mapping import CsvMapping
+    from .rendering.template_check import TemplateReport
+    from .services.bounces import BounceService
+    from .services.hl7_feed import SiuFeed
 
 # After an SMS whose outcome is unknown, this many retry bases pass before the provider is
 # asked (3 minutes by default): its status callback usually settles the reminder before that.
@@ -77,6 +77,13 @@ class Service:
     clock: Clock
 
     def http_app(self) -> FastAPI:
+        from fastapi import APIRouter
+
+        from .entrypoints.api.app import create_app
+        from .entrypoints.api.appointments import build_router
+        from .entrypoints.api.keys import require_key
+        from .entrypoints.api.replies import build_replies_router
+
         token = self.settings.twilio.auth_token if self.settings.twilio else None
         keys = ApiKeys(self.engine, self.clock)
         clinics = tuple(self.catalog.clinics.by_id)
@@ -108,10 +115,14 @@ class Service:
 
     def http_server(self) -> HttpServer:
         """The HTTP endpoints on REMINDER_HTTP_HOST and REMINDER_HTTP_PORT."""
+        from .entrypoints.http_server import HttpServer
+
         return HttpServer(self.http_app(), self.settings.http_host, self.settings.http_port)
 
     def dispatch_timer(self) -> DispatchTimer:
         """The dispatcher's loop, with the planning horizon's and the confirmations' checks."""
+        from .entrypoints.scheduler import DispatchTimer
+
         settings = self.settings
         return DispatchTimer(
             self.dispatcher,
@@ -129,6 +140,10 @@ class Service:
     def siu_feed(self, clinic: str | None, mapping: Path | None) -> tuple[SiuFeed, list[str]]:
         """An HL7 feed read with this mapping file (raises ConfigError for a bad one), for
         `clinic` or the mapping's; with the problems that make it unusable (unknown clinics)."""
+        from .importers.hl7v2_siu import load_siu_mapping
+        from .services.hl7_feed import SiuFeed
+        from .services.hl7_import import feed_clinic
+
         siu_mapping = load_siu_mapping(mapping) if mapping else None
         chosen, problems = feed_clinic(clinic, siu_mapping, self.catalog.clinics.by_id)
         defaults = None if chosen == "" else self.import_defaults(chosen)
@@ -136,10 +151,15 @@ class Service:
 
     def mllp_server(self, feed: SiuFeed, host: str, port: int) -> MllpServer:
         """Applies each HL7 message it receives from `feed` and acknowledges it."""
+        from .entrypoints.mllp import MllpServer
+        from .services.hl7_feed import acknowledge
+
         return MllpServer(partial(acknowledge, self.importer, feed), host, port)
 
     def bounce_listener(self, host: str, port: int) -> BounceListener | None:
         """Receives bounces and unsubscribe emails; None where bounces() is."""
+        from .entrypoints.bounce_listener import BounceListener
+
         receiver = self.bounces()
         return None if receiver is None else BounceListener(receiver.receive, host, port)
 
@@ -148,6 +168,8 @@ class Service:
 
     def bounces(self) -> BounceService | None:
         """Reads bounces when emails go by SMTP with SMTP_BOUNCE_ADDRESS set; else None."""
+        from .services.bounces import BounceService
+
         address = bounce_address(self.settings.smtp)
         if address is None or self.settings.email_channel != "smtp":
             return None
@@ -204,12 +226,17 @@ def load_catalog(settings: Settings) -> Catalog:
 
 def load_csv_mapping(path: Path) -> CsvMapping:
     """A CSV column mapping file; raises ConfigError naming each problem."""
+    from .importers.csv_mapping import load_mapping
+
     return load_mapping(path)
 
 
 def template_report(settings: Settings, max_grade: float) -> TemplateReport:
     """check-templates: every configured template rendered as it is sent and checked against
     config/sms_budgets.yaml and `max_grade` (rendering/template_check.py); raises ConfigError."""
+    from .configuration.sms_budgets import load_sms_budgets
+    from .rendering.template_check import check_templates
+
     catalog = load_catalog(settings)
     budgets = load_sms_budgets(settings.config_dir / "sms_budgets.yaml")
     return check_templates(catalog, Renderer(settings.templates_dir), budgets, max_grade)
@@ -224,7 +251,7 @@ def build(
     patience = Patience.lasting(settings.database_wait_seconds)
     engine = open_database(settings.database_url, use, patience)
     renderer = Renderer(settings.templates_dir)
-    sms, email = _channels(settings, engine, catalog)
+    sms, email, sms_lookup = _channels(settings, engine, catalog)
     horizon = timedelta(hours=settings.planning_horizon_hours)
     retry_base = timedelta(seconds=settings.retry_base_seconds)
     retry_cap = timedelta(seconds=settings.retry_cap_seconds)
@@ -253,7 +280,7 @@ def build(
             failures=catalog.failures,
             public_url=settings.public_url,
             email_from=settings.sender_address,
-            sms_lookup=sms if isinstance(sms, TwilioSmsChannel) else None,
+            sms_lookup=sms_lookup,
             unsubscribe=unsubscribe_links(settings),
         ),
         materializer=Materializer(engine, catalog, clock, horizon),
@@ -285,14 +312,18 @@ def unsubscribe_tokens(settings: Settings) -> UnsubscribeTokens | None:
 
 def _channels(
     settings: Settings, engine: Engine, catalog: Catalog
-) -> tuple[SmsChannel, EmailChannel]:
-    """One instance of each per process."""
+) -> tuple[SmsChannel, EmailChannel, TwilioSmsChannel | None]:
+    """One instance of each per process, and the SMS channel again when it can be asked about
+    an attempt whose answer was lost (Twilio's can)."""
     outbox = OutboxChannel(settings.outbox_dir, settings.email_from)
     sms: SmsChannel = outbox
     email: EmailChannel = outbox
+    twilio = None
     if settings.sms_channel == "twilio":
+        from .channels.twilio_sms import TwilioSmsChannel
+
         assert settings.twilio is not None  # settings.validate() checked it
-        sms = TwilioSmsChannel(
+        sms = twilio = TwilioSmsChannel(
             settings.twilio,
             concurrency=settings.sms_concurrency,
             rate_limit=settings.sms_rate_limit,
@@ -304,9 +335,11 @@ def _channels(
             ],
         )
     if settings.email_channel == "smtp":
+        from .channels.smtp_email import SmtpEmailChannel
+
         assert settings.smtp is not None
         email = SmtpEmailChannel(settings.smtp)
-    return sms, email
+    return sms, email, twilio
 
 
 def _shares_rate(engine: Engine) -> bool:
@@ -321,6 +354,8 @@ def _sms_send_rate(settings: Settings, engine: Engine, sender: str) -> SendRate:
     using the database; else this process's own."""
     if not _shares_rate(engine):
         return LocalSendRate(settings.sms_rate_limit)
+    from .store.send_rate_buckets import PostgresRateBuckets
+
     return SharedSendRate(
         PostgresRateBuckets(engine),
         sender,

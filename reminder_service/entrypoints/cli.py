@@ -1,8 +1,12 @@
-"""Command line: translates arguments into service calls and results into text. No rules here."""
+"""Command line: translates arguments into service calls and results into text. No rules here.
+
+Each command imports what it uses when it runs: the service's parts (SQLAlchemy, FastAPI, the
+channels, Alembic) would cost `--help`, and every command that does not need them, over a second
+of CPU at start.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import logging
@@ -12,39 +16,28 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
-from email_validator import EmailNotValidError, validate_email
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .. import bootstrap
-from ..configuration.problems import ConfigError
-from ..domain.planning import Recipient
-from ..domain.timing import zone
-from ..importers.csv_rows import FileRejected
-from ..rendering.template_check import DEFAULT_MAX_GRADE, TemplateReport
-from ..services import hl7_feed
-from ..services.api_keys import KeyExists
-from ..services.auditing import audit_trail
-from ..services.confirmations import AlreadyCancelled
-from ..services.csv_import import import_csv_file
-from ..services.email_opt_outs import STAFF as STAFF_OPT_OUT
-from ..services.hl7_import import SiuResult, apply_siu
-from ..services.importing import ImportSummary
-from ..services.previewing import NotFound
-from ..services.reply_inbox import MAX_LIST, InboundReply
-from ..services.reporting import status_report
-from ..settings import Settings, SettingsError
-from ..store.startup import DatabaseUse, StartupError
-from . import log_masking
-from .http_server import HttpServerError
-from .listening import serve_until_signalled
-from .sample_data import SAMPLE_IDS, sample_appointments
-from .spreadsheet_safety import write_rows
+from ..configuration.reading_grade import DEFAULT_MAX_GRADE
+from ..services.reply_limits import MAX_LIST
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from rich.progress import Progress
+
+    from .. import bootstrap
+    from ..configuration.problems import ConfigError
+    from ..rendering.template_check import TemplateReport
+    from ..services import hl7_feed
+    from ..services.hl7_import import SiuResult
+    from ..services.importing import ImportSummary
+    from ..services.reply_inbox import InboundReply
+    from ..settings import Settings
 
 # No local variables in tracebacks: they could hold patient data.
 app = typer.Typer(
@@ -65,6 +58,8 @@ def main() -> None:
 
 
 def _settings() -> Settings:
+    from ..settings import Settings, SettingsError
+
     try:
         return Settings.from_env()
     except SettingsError as exc:
@@ -72,9 +67,14 @@ def _settings() -> Settings:
         raise typer.Exit(EXIT_UNUSABLE) from None
 
 
-def _service(use: DatabaseUse) -> bootstrap.Service:
-    """The service on a database ready for `use`: only migrate, run and serve change the schema;
-    read-only commands open it read-only."""
+def _service(use: Literal["migrate", "write", "read"]) -> bootstrap.Service:
+    """The service on a database ready for `use` (a store.startup.DatabaseUse): only migrate, run
+    and serve change the schema; read-only commands open it read-only."""
+    from .. import bootstrap
+    from ..configuration.problems import ConfigError
+    from ..store.startup import DatabaseUse, StartupError
+    from . import log_masking
+
     settings = _settings()
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -84,7 +84,7 @@ def _service(use: DatabaseUse) -> bootstrap.Service:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     try:
-        return bootstrap.build(settings, use=use)
+        return bootstrap.build(settings, use=DatabaseUse(use))
     except ConfigError as exc:
         _config_problems(exc)
         raise typer.Exit(EXIT_UNUSABLE) from None
@@ -102,6 +102,9 @@ def _config_problems(exc: ConfigError) -> None:
 @app.command("check-config")
 def check_config() -> None:
     """Validate clinics, protocols and their templates; print the problems or "ok"."""
+    from .. import bootstrap
+    from ..configuration.problems import ConfigError
+
     try:
         bootstrap.load_catalog(_settings())
     except ConfigError as exc:
@@ -125,6 +128,9 @@ def check_templates_command(
     """Render every template in every language for every clinic with the longest values; print
     each SMS's encoding and segments against its budget (config/sms_budgets.yaml) and each
     message's reading grade; fail on a typographic slip ("p.m..", double spaces, "the the")."""
+    from .. import bootstrap
+    from ..configuration.problems import ConfigError
+
     settings = _settings()
     try:
         report = bootstrap.template_report(settings, max_grade)
@@ -179,7 +185,7 @@ def _print_grades(report: TemplateReport) -> None:
 @app.command()
 def migrate() -> None:
     """Create or upgrade the database schema (run and serve also do at every start)."""
-    _service(DatabaseUse.MIGRATE)
+    _service("migrate")
     out.print("database is at the newest schema revision")
 
 
@@ -193,7 +199,13 @@ def import_file(
     errors_csv: Annotated[Path | None, typer.Option(help="Write every row error here.")] = None,
 ) -> None:
     """Import a CSV export (or an HL7 v2 SIU batch file, *.hl7) and (re)plan the reminders."""
-    service = _service(DatabaseUse.WRITE)
+    from .. import bootstrap
+    from ..configuration.problems import ConfigError
+    from ..importers.csv_rows import FileRejected
+    from ..services import hl7_feed
+    from ..services.csv_import import import_csv_file
+
+    service = _service("write")
     if hl7_feed.is_hl7(file):
         _import_hl7(service, file, clinic, mapping)
         return
@@ -230,6 +242,8 @@ def _siu_feed(
     service: bootstrap.Service, clinic: str | None, mapping: Path | None
 ) -> hl7_feed.SiuFeed:
     """The feed with its SIU mapping, its clinic (or the facility map's) and every clinic."""
+    from ..configuration.problems import ConfigError
+
     try:
         feed, problems = service.siu_feed(clinic, mapping)
     except ConfigError as exc:
@@ -245,6 +259,9 @@ def _siu_feed(
 def _import_hl7(
     service: bootstrap.Service, file: Path, clinic: str | None, mapping: Path | None
 ) -> None:
+    from ..services import hl7_feed
+    from ..services.hl7_import import apply_siu
+
     feed = _siu_feed(service, clinic, mapping)
     results, summary = apply_siu(
         service.importer,
@@ -275,6 +292,14 @@ def _control_id(result: SiuResult) -> str:
 
 
 def _progress() -> Progress:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -290,6 +315,8 @@ def _print_summary(
     errors_csv: Path | None,
     place: Callable[[int], str] = lambda line: f"line {line}",
 ) -> None:
+    from .spreadsheet_safety import write_rows
+
     table = Table(title="Import summary")
     table.add_column("outcome")
     table.add_column("count", justify="right")
@@ -340,7 +367,7 @@ def _print_summary(
 @app.command()
 def replan() -> None:
     """Re-plan upcoming appointments after protocols or clinic settings changed."""
-    service = _service(DatabaseUse.WRITE)
+    service = _service("write")
     summary = service.importer.replan()
     count = summary.updated + summary.unchanged
     checked = f"{count} appointment{'' if count == 1 else 's'}"
@@ -359,6 +386,9 @@ def replan() -> None:
 def _import_sample_data(service: bootstrap.Service) -> None:
     """Import the sample appointments (those stored already come back unchanged) and print
     each one's id with the command that previews it."""
+    from ..domain.timing import zone
+    from .sample_data import SAMPLE_IDS, sample_appointments
+
     clinic = service.catalog.clinics.default
     stored = service.importer.stored(SAMPLE_IDS)
     appointments = sample_appointments(clinic, service.clock(), stored)
@@ -417,7 +447,9 @@ def run(
     ] = True,
 ) -> None:
     """Run the dispatcher (and the HTTP endpoints) in the foreground until Ctrl-C or SIGTERM."""
-    service = _service(DatabaseUse.MIGRATE)
+    from .http_server import HttpServerError
+
+    service = _service("migrate")
     logging.getLogger(__name__).info("settings: %s", service.settings.describe())
     if sample_data:
         _import_sample_data(service)
@@ -458,7 +490,11 @@ def mllp(
 ) -> None:
     """Receive HL7 v2 SIU messages over MLLP until Ctrl-C or SIGTERM; each is applied and
     acknowledged (AA, AE with the reason, or AR)."""
-    service = _service(DatabaseUse.WRITE)
+    import asyncio
+
+    from .listening import serve_until_signalled
+
+    service = _service("write")
     feed = _siu_feed(service, clinic, mapping)
     asyncio.run(serve_until_signalled(service.mllp_server(feed, host, port)))
     service.close()
@@ -473,7 +509,11 @@ def bounces(
     SIGTERM: an email that bounced for good is marked so, and staff are told when no channel of
     its step reached the patient. Unsubscribe emails sent to its List-Unsubscribe mailto (with
     REMINDER_UNSUBSCRIBE_SECRET set) stop reminder emails to their address."""
-    service = _service(DatabaseUse.WRITE)
+    import asyncio
+
+    from .listening import serve_until_signalled
+
+    service = _service("write")
     listener = service.bounce_listener(host, port)
     if listener is None:
         err.print(
@@ -490,6 +530,8 @@ EmailOption = Annotated[str, typer.Option("--email", help="The patient's email a
 
 
 def _email_address(address: str) -> str:
+    from email_validator import EmailNotValidError, validate_email
+
     try:
         return validate_email(address, check_deliverability=False).normalized
     except EmailNotValidError as exc:
@@ -501,8 +543,10 @@ def _email_address(address: str) -> str:
 def opt_out(email: EmailOption) -> None:
     """Stop reminder emails to an address, as its List-Unsubscribe link would (for an
     unsubscribe email that reached the clinic's mailbox). Texts to the patient go on."""
+    from ..services.email_opt_outs import STAFF as STAFF_OPT_OUT
+
     address = _email_address(email)
-    service = _service(DatabaseUse.WRITE)
+    service = _service("write")
     added = service.email_opt_outs().opt_out(address, STAFF_OPT_OUT)
     out.print(f"{address}: {'opted out' if added else 'already opted out'}", markup=False)
 
@@ -511,7 +555,7 @@ def opt_out(email: EmailOption) -> None:
 def opt_in(email: EmailOption) -> None:
     """Send reminder emails to an address again after it opted out (when the patient asks)."""
     address = _email_address(email)
-    service = _service(DatabaseUse.WRITE)
+    service = _service("write")
     removed = service.email_opt_outs().opt_in(address)
     out.print(f"{address}: {'opted in' if removed else 'was not opted out'}", markup=False)
 
@@ -523,7 +567,9 @@ app.add_typer(api_key_app, name="api-key")
 @api_key_app.command("create")
 def api_key_create(name: str) -> None:
     """Create a key named NAME and print it: the only time it is shown."""
-    service = _service(DatabaseUse.WRITE)
+    from ..services.api_keys import KeyExists
+
+    service = _service("write")
     try:
         key = service.api_keys().create(name)
     except KeyExists as exc:
@@ -535,7 +581,7 @@ def api_key_create(name: str) -> None:
 @api_key_app.command("revoke")
 def api_key_revoke(name: str) -> None:
     """Revoke the key named NAME at once."""
-    service = _service(DatabaseUse.WRITE)
+    service = _service("write")
     if not service.api_keys().revoke(name):
         err.print(f"no live API key named {name!r}", markup=False)
         raise typer.Exit(EXIT_UNUSABLE)
@@ -546,7 +592,7 @@ def api_key_revoke(name: str) -> None:
 def serve() -> None:
     """Serve only the HTTP endpoints (webhooks, health) until Ctrl-C or SIGTERM, so they can run
     in processes of their own beside `run --no-http`."""
-    service = _service(DatabaseUse.MIGRATE)
+    service = _service("migrate")
     try:
         service.http_server().run()
     finally:
@@ -559,7 +605,10 @@ def audit(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Every decision about this appointment and its messages, oldest first, with reasons."""
-    service = _service(DatabaseUse.READ)
+    from ..services.auditing import audit_trail
+    from ..services.previewing import NotFound
+
+    service = _service("read")
     try:
         entries = audit_trail(service.engine, appointment_id)
     except NotFound as exc:
@@ -585,7 +634,11 @@ def preview(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Every message this appointment's patient gets: when, status, body, or why it is skipped."""
-    service = _service(DatabaseUse.READ)
+    from ..domain.planning import Recipient
+    from ..domain.timing import zone
+    from ..services.previewing import NotFound
+
+    service = _service("read")
     try:
         result = service.previewer().preview(appointment_id)
     except NotFound as exc:
@@ -648,7 +701,9 @@ def replies(
 ) -> None:
     """The replies patients texted, newest first, with the number and text to call back on (shown
     here, never logged); `--handle ID` marks one handled by you, now."""
-    service = _service(DatabaseUse.READ if handle is None else DatabaseUse.WRITE)
+    from ..services.previewing import NotFound
+
+    service = _service("read" if handle is None else "write")
     inbox = service.inbox()
     if handle is not None:
         try:
@@ -717,7 +772,10 @@ def confirm(
 ) -> None:
     """Record that the patient confirmed this appointment (by phone, say): it is then not listed
     to staff at its confirmation deadline."""
-    service = _service(DatabaseUse.WRITE)
+    from ..services.confirmations import AlreadyCancelled
+    from ..services.previewing import NotFound
+
+    service = _service("write")
     try:
         state = service.confirmations.confirm(appointment_id, _operator(by))
     except (NotFound, AlreadyCancelled) as exc:
@@ -735,7 +793,9 @@ def confirm(
 @app.command()
 def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Reminder counts by status, the next due time, recent failures."""
-    service = _service(DatabaseUse.READ)
+    from ..services.reporting import status_report
+
+    service = _service("read")
     report = status_report(service.engine)
     if as_json:
         sys.stdout.write(json.dumps(report.as_json(), indent=2) + "\n")

@@ -42,7 +42,7 @@ class HttpServer:
                 raise HttpServerError(
                     f"the HTTP server could not listen on {self._where} (see the log above)"
                 )
-            time.sleep(0.05)  # waiting for a real socket to be bound, not standing in for a clock
+            time.sleep(0.01)  # waiting for a real socket to be bound, not standing in for a clock
 
     def _serve(self) -> None:
         with contextlib.suppress(SystemExit):  # uvicorn exits when it cannot bind

@@ -33,6 +33,7 @@ from pathlib import Path
 from babel import localedata
 
 from ..catalog import Catalog
+from ..configuration.reading_grade import DEFAULT_MAX_GRADE
 from ..configuration.sms_budgets import SmsBudgets
 from ..domain.appointment import FLAG_NAMES, Appointment, AppointmentStatus, Patient, Tristate
 from ..domain.clinic import Clinic
@@ -59,7 +60,6 @@ Context = dict[str, object]
 DATE_FIELDS = ("date", "time", "when")
 # RenderError names the innermost file first: "template <file>, line <n>: <problem>".
 _ERROR_FILE = re.compile(r"^template (?P<file>[^,:]+)")
-DEFAULT_MAX_GRADE = 8.0
 # The flag variants a reading grade is taken on: every flag "unknown", "yes", then "no".
 GRADED_FLAGS = tuple(
     {**dict.fromkeys(FLAG_NAMES, value.value), "rescheduled": False} for value in Tristate

@@ -17,13 +17,13 @@ from ..domain.audit import AuditEvent, AuditRecord
 from ..store import audit, replies
 from ..store.replies import InboundReply
 from .previewing import NotFound
+from .reply_limits import MAX_LIST
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 __all__ = ["MAX_LIST", "InboundReply", "ReplyInbox", "who"]
 
-MAX_LIST = 1000
 MAX_ID = 2**31 - 1  # the table's INTEGER key: a larger id is no reply (and no database error)
 HANDLED_BY_LENGTH = 100  # inbound_messages.handled_by
 

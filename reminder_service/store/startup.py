@@ -16,16 +16,24 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import psycopg
-from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from .engine import alembic_config, limit_lock_wait, make_engine, migrate, reading
+from .engine import (
+    NEWEST_REVISION,
+    alembic_config,
+    limit_lock_wait,
+    make_engine,
+    migrate,
+    reading,
+    schema_revisions,
+)
+
+if TYPE_CHECKING:
+    from alembic.script import ScriptDirectory
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +136,16 @@ def when_available(
 def migrate_unless_newer(engine: Engine, *, lock_seconds: float | None = None) -> None:
     """Migrate to the newest revision; StartupError if a newer release has migrated it past
     what this version knows (Alembic would fail with its own traceback)."""
-    _refuse_unknown_revisions(_current_revisions(engine, lock_seconds))
+    current = _current_revisions(engine, lock_seconds)
+    if current != (NEWEST_REVISION,):
+        _refuse_unknown_revisions(current)
     migrate(engine, lock_seconds=lock_seconds)
 
 
 def require_newest_schema(engine: Engine, *, lock_seconds: float | None = None) -> None:
     """Raises StartupError unless the schema is at the newest revision this version knows."""
     current = _current_revisions(engine, lock_seconds)
-    newest = _scripts().get_current_head()
+    newest = NEWEST_REVISION
     if current == (newest,):
         return
     if not current:
@@ -150,7 +160,7 @@ def require_newest_schema(engine: Engine, *, lock_seconds: float | None = None) 
 def _current_revisions(engine: Engine, lock_seconds: float | None) -> tuple[str, ...]:
     with reading(engine) as conn:
         limit_lock_wait(conn, lock_seconds)
-        return tuple(MigrationContext.configure(conn).get_current_heads())
+        return schema_revisions(conn)
 
 
 def _refuse_unknown_revisions(current: tuple[str, ...]) -> None:
@@ -165,6 +175,8 @@ def _refuse_unknown_revisions(current: tuple[str, ...]) -> None:
 
 
 def _scripts() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory  # noqa: PLC0415 - see engine.NEWEST_REVISION
+
     return ScriptDirectory.from_config(alembic_config())
 
 
@@ -181,6 +193,8 @@ def _require_sqlite_file(url: str) -> None:
 
 def _passing_reason(exc: DBAPIError) -> str | None:
     """Why the database cannot be used yet, when waiting may help; None when it will not."""
+    import psycopg  # noqa: PLC0415 - loaded on a failure only (SQLite start-up never needs it)
+
     original = exc.orig
     if isinstance(original, sqlite3.OperationalError):
         primary = getattr(original, "sqlite_errorcode", 0) & 0xFF  # extended codes keep it

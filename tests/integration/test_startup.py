@@ -19,7 +19,13 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from reminder_service.store.engine import MIGRATION_LOCK_KEY, alembic_config, make_engine, migrate
+from reminder_service.store.engine import (
+    MIGRATION_LOCK_KEY,
+    NEWEST_REVISION,
+    alembic_config,
+    make_engine,
+    migrate,
+)
 from reminder_service.store.startup import DatabaseUse, Patience, StartupError, open_database
 from tests.factories import free_port
 
@@ -287,3 +293,9 @@ def test_a_locked_postgresql_is_waited_for(
     finally:
         holder.close()
         engine.dispose()
+
+
+def test_the_newest_revision_start_up_knows_is_the_scripts_head() -> None:
+    # Start-up reads a database at NEWEST_REVISION without loading Alembic: a new migration
+    # must move it, or start-up would take an older schema for the newest.
+    assert NEWEST_REVISION == NEWEST

@@ -28,7 +28,6 @@ from ...services.csv_import import (
     mapping_named,
     mapping_sent,
 )
-from ...services.fhir_import import apply_fhir
 from ...services.importing import ImportService, ImportSummary
 from ...services.json_import import AppointmentIn, ImportDefaults, import_json_items
 from ...services.previewing import NotFound, PreviewService
@@ -246,6 +245,10 @@ async def _csv_and_mapping(headers: Headers, body: bytes) -> tuple[bytes, bytes 
 def _apply_fhir(
     body: bytes, importer: ImportService, import_defaults: ImportDefaults
 ) -> JSONResponse:
+    # The FHIR models are loaded by the first FHIR request (in its worker thread), not at every
+    # start of `run` and `serve`, where most clinics, sending CSV or HL7, never use them.
+    from ...services.fhir_import import apply_fhir  # noqa: PLC0415
+
     try:
         document = parse_json(body)
     except BadJson as exc:
