@@ -85,8 +85,8 @@ class RenderedMessage:
 
 class Renderer:
     """Templates are read and compiled once, and which files exist is looked up once per name:
-    rendering a message makes no filesystem call. Edited templates take effect at the next start,
-    where they are checked (check-templates) before anything is sent with them."""
+    rendering a message makes no filesystem call. An edited template takes effect at the next
+    start (check-templates first): a file half-saved under a running service is never sent."""
 
     def __init__(self, templates_dir: Path) -> None:
         self.templates_dir = templates_dir
