@@ -47,7 +47,7 @@ from ..importers.csv_rows import (
     parse_csv,
 )
 from ..store.appointments import reminder_encoder
-from .gc_pause import paused_gc
+from .gc_pause import collect_young, paused_gc
 from .import_plans import preplan
 from .importing import ImportItem, ImportService, ImportSummary
 
@@ -84,11 +84,17 @@ def import_csv_file(
         task = _Task(converter, service.catalog, now, service.plan_until(now), service.dialect)
         errors: list[RowError] = []
         warnings: list[RowError] = []
+
+        def applied(rows: int) -> None:  # after each chunk the import applies
+            collect_young()
+            if progress:
+                progress(rows)
+
         with _converter(task, _worker_count(workers, lines)) as convert:
             items = _collect(convert(_chunks(table.rows)), errors, warnings)
             with paused_gc():
                 return service.apply(
-                    items, source="csv", label=path.name, parse_errors=errors, progress=progress,
+                    items, source="csv", label=path.name, parse_errors=errors, progress=applied,
                     now=now, parse_warnings=warnings,
                 )  # fmt: skip
 
