@@ -34,6 +34,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from reminder_service.entrypoints.cli import app  # noqa: E402
+
 TARGET_RSS_MIB = 400.0  # at a million appointments, every process of ours together
 TARGET_CPU_US = 40.0  # per appointment at a million, every process of ours together
 TARGET_PG_RATIO = 2.0  # PostgreSQL's 100,000 import, our CPU, against SQLite's
@@ -44,8 +49,6 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 def child(csv_path: Path, result: Path) -> None:
     """Run `reminder-service import csv_path` in this process, and write what it cost."""
-    from reminder_service.entrypoints.cli import app
-
     self0 = resource.getrusage(resource.RUSAGE_SELF)
     kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -90,17 +93,22 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def sample(pid: int) -> tuple[float, float] | None:
-    """(CPU seconds, peak RSS MiB) of a live process."""
+def sample(pid: int) -> tuple[float, float, float] | None:
+    """(CPU seconds, peak RSS MiB, PSS MiB now) of a live process. PSS counts a page shared by
+    n processes (a forked worker shares the importing process's) as 1/n in each."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         status = Path(f"/proc/{pid}/status").read_text()
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
     except OSError:
         return None
     fields = stat.rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / TICKS
-    peak = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")), 0)
-    return cpu, peak / 1024
+    return cpu, _kib(status, "VmHWM:") / 1024, _kib(rollup, "Pss:") / 1024
+
+
+def _kib(text: str, key: str) -> int:
+    return next((int(line.split()[1]) for line in text.splitlines() if line.startswith(key)), 0)
 
 
 def measure(csv_path: Path, env: dict[str, str], log: Path) -> dict[str, Any]:
@@ -110,11 +118,18 @@ def measure(csv_path: Path, env: dict[str, str], log: Path) -> dict[str, Any]:
         with log.open("w") as out:
             process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
             workers: dict[int, tuple[float, float]] = {}
+            pss_peak = 0.0
             while process.poll() is None:
-                for pid in descendants(process.pid):
+                pss = 0.0
+                for pid in [process.pid, *descendants(process.pid)]:
                     seen = sample(pid)
-                    if seen is not None:
-                        workers[pid] = seen
+                    if seen is None:
+                        continue
+                    pss += seen[2]
+                    if pid != process.pid:
+                        cpu, peak = workers.get(pid, (0.0, 0.0))
+                        workers[pid] = (max(cpu, seen[0]), max(peak, seen[1]))
+                pss_peak = max(pss_peak, pss)
                 time.sleep(0.05)
         if process.returncode != 0 or not result.exists():
             raise SystemExit(f"the import failed (exit {process.returncode}); see {log}")
@@ -127,6 +142,7 @@ def measure(csv_path: Path, env: dict[str, str], log: Path) -> dict[str, Any]:
         cpu_total=found["cpu_self"] + workers_cpu,
         worker_peaks_mib=worker_peaks,
         rss_total_mib=found["rss_self_mib"] + sum(worker_peaks),
+        pss_peak_mib=pss_peak,
     )
     return found
 
@@ -165,24 +181,17 @@ class PostgresDatabase:
     """A database of its own for one run, on the server of `url`; dropped afterwards."""
 
     def __init__(self, url: str) -> None:
-        from sqlalchemy import create_engine
-        from sqlalchemy.engine import make_url
-
         self._server = make_url(url).set(drivername="postgresql+psycopg")
         self.name = f"bench_import_{os.getpid()}"
         self._admin = create_engine(self._server, isolation_level="AUTOCOMMIT")
 
     def __enter__(self) -> str:
-        from sqlalchemy import text
-
         with self._admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{self.name}"'))
         url: str = self._server.set(database=self.name).render_as_string(hide_password=False)
         return url
 
     def __exit__(self, *exc: object) -> None:
-        from sqlalchemy import text
-
         with self._admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
         self._admin.dispose()
@@ -194,8 +203,8 @@ def line(label: str, rows: int, m: dict[str, Any]) -> str:
     return (
         f"  {label:<10} {rows:>9,}  {m['seconds']:6.1f} s  CPU {m['cpu_total'] * per:5.1f} µs/appt "
         f"(importing {m['cpu_self'] * per:4.1f}, workers {m['cpu_workers'] * per:4.1f})  "
-        f"peak RSS {m['rss_total_mib']:5.0f} MiB (importing {m['rss_self_mib']:.0f}, "
-        f"workers {peaks})"
+        f"peak RSS {m['rss_total_mib']:4.0f} MiB (importing {m['rss_self_mib']:.0f}, "
+        f"workers {peaks}; together, shared pages once: {m['pss_peak_mib']:.0f} MiB PSS)"
     )
 
 
@@ -207,9 +216,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "bench-csv")
     parser.add_argument("--database-url", help="a PostgreSQL server to compare with, at 100,000")
-    parser.add_argument(
-        "--json", type=Path, default=ROOT / "bench" / "out" / "import_scaling.json"
-    )
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "out" / "import_scaling.json")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     args.data_dir.mkdir(parents=True, exist_ok=True)
@@ -240,7 +247,8 @@ def main() -> None:
         rss = big["rss_total_mib"]
         verdict = "met" if rss <= TARGET_RSS_MIB else "MISSED"
         print(
-            f"  1,000,000: peak RSS {rss:.0f} MiB, importing process + workers "
+            f"  1,000,000: peak RSS {rss:.0f} MiB, importing process + workers, each one's peak "
+            f"added (PSS of all at once: {big['pss_peak_mib']:.0f} MiB) "
             f"(target <= {TARGET_RSS_MIB:.0f}): {verdict}"
         )
     curve = [(rows, m["rss_total_mib"]) for rows, m in sorted(report["sqlite"].items())]
