@@ -207,6 +207,11 @@ def import_file(
         # validation workers can be forked, ready at once, instead of started afresh.
         with _progress(auto_refresh=False) as progress:
             task = progress.add_task("importing", total=None)
+
+            def advance(rows: int) -> None:
+                progress.advance(task, rows)
+                progress.refresh()
+
             summary = import_csv_file(
                 file,
                 service.importer,
@@ -215,7 +220,7 @@ def import_file(
                 encoding=encoding,
                 workers=workers,
                 on_total=lambda n: progress.update(task, total=n),
-                progress=lambda n: (progress.advance(task, n), progress.refresh()),
+                progress=advance,
             )
     except ConfigError as exc:
         _config_problems(exc)

@@ -67,7 +67,8 @@ def ids_by_key(
     for start in range(0, len(wanted), chunk):
         part = tuple(wanted[start : start + chunk])
         marks = ", ".join([_mark(conn)] * len(part))
-        found.update(conn.exec_driver_sql(f"{head}({marks})", part).all())
+        for found_key, found_id in conn.exec_driver_sql(f"{head}({marks})", part):
+            found[found_key] = found_id
     return found
 
 
