@@ -53,6 +53,9 @@ from .importing import ImportItem, ImportService, ImportSummary
 
 CHUNK_ROWS = 2000
 PARALLEL_FROM = 5000  # below this, starting processes costs more than it saves
+# Chunks applied between searches for cycles (see gc_pause): each search also goes through the
+# rows on their way from the workers, so not after every chunk.
+COLLECT_EVERY = 10
 _MAPPING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -85,8 +88,11 @@ def import_csv_file(
         errors: list[RowError] = []
         warnings: list[RowError] = []
 
+        chunks_applied = itertools.count(1)
+
         def applied(rows: int) -> None:  # after each chunk the import applies
-            collect_young()
+            if next(chunks_applied) % COLLECT_EVERY == 0:
+                collect_young()
             if progress:
                 progress(rows)
 
