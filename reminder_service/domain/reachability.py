@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .appointment import Appointment
 from .planning import STAFF_ALERT_REASON, PlannedReminder, Recipient
@@ -109,6 +109,39 @@ def unreachable_steps(
         UnreachableStep(step, None, f"{CRITICAL_UNREACHABLE} ({why})")
         for step, why in unreachable_critical_steps(appointment, protocol, scheduled_at, opted_out)
     )
+
+
+class UnreachableMemo:
+    """`unreachable_steps`, remembered by everything it reads: the protocol, the appointment's
+    flags (all a condition can ask about), whether the patient is suppressed, has a mobile, SMS
+    consent and an email, the opt-out, and which steps' minimum notice the booking gives. A large
+    import asks it about every appointment, and a few hundred answers cover them all."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[object, ...], tuple[UnreachableStep, ...]] = {}
+        self._notices: dict[str, tuple[timedelta, ...]] = {}
+
+    def __call__(
+        self, appointment: Appointment, protocol: Protocol, scheduled_at: datetime, opted_out: bool
+    ) -> tuple[UnreachableStep, ...]:
+        notices = self._notices.get(protocol.id)
+        if notices is None:
+            notices = self._notices[protocol.id] = tuple(
+                {s.min_notice for s in protocol.steps if s.min_notice is not None}
+            )
+        patient = appointment.patient
+        ahead = appointment.start - scheduled_at
+        key = (
+            protocol.id, appointment.sedation, appointment.anticoagulant,
+            appointment.on_chemotherapy, appointment.diabetes_on_medication, patient.deceased,
+            patient.do_not_contact, not patient.mobile, not patient.sms_consent,
+            not patient.email, opted_out, *(ahead < notice for notice in notices),
+        )  # fmt: skip
+        found = self._found.get(key)
+        if found is None:
+            found = unreachable_steps(appointment, protocol, scheduled_at, opted_out)
+            self._found[key] = found
+        return found
 
 
 def too_late_steps(planned: Iterable[PlannedReminder]) -> tuple[UnreachableStep, ...]:

@@ -215,8 +215,15 @@ def import_file(
     defaults = service.import_defaults(clinic)
     try:
         parsed_mapping = bootstrap.load_csv_mapping(mapping) if mapping else None
-        with _progress() as progress:
+        # Redrawn as rows are applied, not by a thread of its own: with no other thread, the
+        # validation workers can be forked, ready at once, instead of started afresh.
+        with _progress(auto_refresh=False) as progress:
             task = progress.add_task("importing", total=None)
+
+            def advance(rows: int) -> None:
+                progress.advance(task, rows)
+                progress.refresh()
+
             summary = import_csv_file(
                 file,
                 service.importer,
@@ -225,7 +232,7 @@ def import_file(
                 encoding=encoding,
                 workers=workers,
                 on_total=lambda n: progress.update(task, total=n),
-                progress=lambda n: progress.advance(task, n),
+                progress=advance,
             )
     except ConfigError as exc:
         _config_problems(exc)
@@ -291,7 +298,7 @@ def _control_id(result: SiuResult) -> str:
     return result.change.control_id or "no control id"
 
 
-def _progress() -> Progress:
+def _progress(*, auto_refresh: bool = True) -> Progress:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -307,6 +314,7 @@ def _progress() -> Progress:
         TimeRemainingColumn(),
         console=err,
         transient=True,
+        auto_refresh=auto_refresh,
     )
 
 

@@ -44,13 +44,17 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
+from pathlib import Path
+from typing import Any, BinaryIO, NamedTuple
 
 from ..domain.appointment import (
     CAREGIVER_UNSAID,
@@ -94,10 +98,12 @@ EMPTY = "is empty"
 NO_CONTACT = "no mobile or email"
 MAX_CELL_CHARS = 32_767  # Excel's limit for one cell (see the module docstring)
 MAX_COLUMNS = 16_384  # Excel's limit for a sheet's columns
+READ_BLOCK = 1 << 20  # bytes read at a time when a file is scanned whole
 # The csv module refuses a field over 128 KiB with an error that names no column, and leaves the
-# reader part-way through a record. The file is already whole in memory, so its cap protects
-# nothing here: it is lifted, and cells are measured against MAX_CELL_CHARS with line and column.
-csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+# reader part-way through a record. Its cap is raised far above any cell (cells are measured
+# against MAX_CELL_CHARS, with line and column), but kept: rows are read as a file streams by, and
+# an unclosed quote must not gather the rest of a large file into memory.
+csv.field_size_limit(max(csv.field_size_limit(), 1 << 24))
 DELIMITERS = (",", ";", "\t", "|")  # in order of preference when they tie
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # stands in for a start that failed; the row is rejected
 _ISO_START = re.compile(
@@ -117,8 +123,9 @@ class FileRejected(Exception):
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
-class RawRow:
+class RawRow(NamedTuple):
+    """A data row as read: a tuple, so it is made and sent to a worker process cheaply."""
+
     line: int
     values: tuple[str, ...]
 
@@ -128,6 +135,15 @@ class CsvTable:
     filename: str
     headers: tuple[str, ...]
     rows: list[RawRow]
+
+
+@dataclass(frozen=True, slots=True)
+class CsvStream:
+    """A file's checked headers, and its data rows: read once, as they are iterated."""
+
+    filename: str
+    headers: tuple[str, ...]
+    rows: Iterator[RawRow]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,54 +162,132 @@ def read_csv(
     data: bytes, *, filename: str, mapping: CsvMapping | None = None, encoding: str | None = None
 ) -> CsvTable:
     """Decode, find the delimiter and check the headers; raises FileRejected."""
+    stream = stream_csv(io.BytesIO(data), filename=filename, mapping=mapping, encoding=encoding)
+    return CsvTable(filename, stream.headers, list(stream.rows))
+
+
+@contextmanager
+def open_csv(
+    path: Path, *, mapping: CsvMapping | None = None, encoding: str | None = None
+) -> Iterator[CsvStream]:
+    """`stream_csv` over a file, open while the block runs."""
+    with path.open("rb") as file:
+        yield stream_csv(file, filename=str(path), mapping=mapping, encoding=encoding)
+
+
+def stream_csv(
+    file: BinaryIO,
+    *,
+    filename: str,
+    mapping: CsvMapping | None = None,
+    encoding: str | None = None,
+) -> CsvStream:
+    """Read as far as the first data row: the encoding, the delimiter, the headers checked.
+    Raises FileRejected for a file refused whole (see the module docstring). The rows are read
+    from `file` as they are iterated, and may still raise FileRejected (text that is not in
+    the file's encoding, a line that is not CSV), so whoever consumes them must be able to undo
+    what it did with the rows before."""
     layout = mapping or DEFAULT_LAYOUT
-    text = _decode(data, filename, encoding or layout.encoding)
-    first = _first_line(text)
-    if first is None:
+    declared = encoding or layout.encoding
+    lines = _decoded_lines(file, _codec(file, filename, declared), filename, declared)
+    skipped = []  # the lines before the first with text: the csv reader still counts them
+    for first in lines:
+        skipped.append(first)
+        if first.strip():
+            break
+    else:
         raise FileRejected(f"{filename}: the file is empty; there are no appointments to import")
     sep_line = re.fullmatch(r"sep=(.)", first.strip())  # Excel's hint line, e.g. "sep=;"
     delimiter = layout.delimiter or (sep_line[1] if sep_line else _sniff(first))
-    header_line, headers, rows = _split(text, delimiter, filename, skip_first=sep_line is not None)
+    reader = csv.reader(itertools.chain(skipped, lines), delimiter=delimiter)
+    records = _records(reader, filename)
+    if sep_line is not None:
+        next(records, None)
+    header_line, headers = next(records, (0, ()))
+    headers = tuple(f.strip() for f in headers)
     _check_header(headers, header_line, filename)
     problems = _locate(headers, layout)[1]
     if problems:
         found = f"the header line has {len(headers)} field(s) when split on {delimiter!r}"
         fix = f"mapping: {layout.source}" if layout.source else "other headers need a CSV mapping"
         raise FileRejected(f"{filename}: {'; '.join(problems)}; {found} ({fix})")
-    if not rows:
+    first_row = next(records, None)
+    if first_row is None:
         raise FileRejected(f"{filename}: the file has a header line but no appointment rows")
-    return CsvTable(filename, headers, rows)
+    rows = itertools.starmap(RawRow, itertools.chain([first_row], records))
+    return CsvStream(filename, headers, rows)
 
 
-def _decode(data: bytes, filename: str, declared: str | None) -> str:
-    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))  # Excel "Unicode text"
+def data_lines(path: Path) -> int:
+    """About how many data rows the file has (its lines but the header), for a progress bar:
+    counted in blocks, without decoding. A value with a line break counts twice."""
+    newlines = 0
+    with path.open("rb") as file:
+        while block := file.read(READ_BLOCK):
+            newlines += block.count(b"\n")
+    return max(newlines, 1)
+
+
+def _codec(file: BinaryIO, filename: str, declared: str | None) -> str:
+    start = file.read(2)
+    file.seek(0)
+    utf16 = start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))  # Excel "Unicode text"
     codec = declared or ("utf-16" if utf16 else "utf-8")
     try:
         if codecs.lookup(codec).name == "utf-8":
             codec = "utf-8-sig"  # a BOM is fine whether or not UTF-8 was declared
     except LookupError:
         raise FileRejected(f"{filename}: unknown encoding {codec!r}") from None
+    return codec
+
+
+def _decoded_lines(
+    file: BinaryIO, codec: str, filename: str, declared: str | None
+) -> Iterator[str]:
+    """The file's lines as text, each with its line break (csv reads the breaks itself)."""
+    text = io.TextIOWrapper(file, encoding=codec, newline="")
     try:
-        return data.decode(codec).removeprefix("\ufeff")
-    except UnicodeDecodeError as exc:
-        line = _line_at(data, exc.start)
+        first = text.readline()
+        yield first.removeprefix("\ufeff")
+        yield from text
+    except UnicodeDecodeError:
+        line = _undecodable_line(file, codec)
         raise FileRejected(
             f"{filename}: line {line} is not valid {declared or 'UTF-8'} text; if the export uses "
             "another encoding (older Excel and Windows systems write windows-1252), declare it, "
             "e.g. `encoding: windows-1252` in the clinic's CSV mapping file"
         ) from None
+    finally:
+        if not file.closed:
+            text.detach()  # the file stays its opener's to close
 
 
-def _line_at(data: bytes, offset: int) -> int:
-    newline = b"\n" if b"\n" in data else b"\r"
-    return data.count(newline, 0, offset) + 1
+def _undecodable_line(file: BinaryIO, codec: str) -> int:
+    """The line where the file stops being `codec` text: read again from the start, in blocks.
+    Lines are counted in bytes, like a text editor would show them, on LF (on CR for a file
+    with no LF at all)."""
+    file.seek(0)
+    decoder = codecs.getincrementaldecoder(codec)()
+    lf = cr = 0
+    while block := file.read(READ_BLOCK):
+        pending = decoder.getstate()[0]
+        try:
+            decoder.decode(block)
+        except UnicodeDecodeError as exc:
+            seen = (pending + block)[: exc.start]
+            lf, cr = lf + seen.count(b"\n"), cr + seen.count(b"\r")
+            break
+        lf, cr = lf + block.count(b"\n"), cr + block.count(b"\r")
+    has_lf = lf > 0 or _has_lf(file)
+    return (lf if has_lf else cr) + 1
 
 
-def _first_line(text: str) -> str | None:
-    for line in io.StringIO(text, newline=""):
-        if line.strip():
-            return line
-    return None
+def _has_lf(file: BinaryIO) -> bool:
+    file.seek(0)
+    while block := file.read(READ_BLOCK):
+        if b"\n" in block:
+            return True
+    return False
 
 
 def _sniff(header_line: str) -> str:
@@ -202,29 +296,16 @@ def _sniff(header_line: str) -> str:
     return max(DELIMITERS, key=lambda d: counts[d])  # max keeps the first of equals
 
 
-def _split(
-    text: str, delimiter: str, filename: str, *, skip_first: bool
-) -> tuple[int, tuple[str, ...], list[RawRow]]:
-    """(the header's line, the headers, the data rows)."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    headers: tuple[str, ...] = ()
-    header_line = 0
-    rows: list[RawRow] = []
+def _records(reader: Any, filename: str) -> Iterator[tuple[int, tuple[str, ...]]]:
+    """(the line where it starts, its fields) of each record with text in it."""
     last = 0  # the reader's line count after the previous record
     try:
         for fields in reader:
             line, last = last + 1, reader.line_num
-            if not "".join(fields).strip():
-                continue
-            if skip_first:
-                skip_first = False
-            elif headers:
-                rows.append(RawRow(line, tuple(fields)))
-            else:
-                headers, header_line = tuple(f.strip() for f in fields), line
+            if "".join(fields).strip():
+                yield line, tuple(fields)
     except csv.Error as exc:
         raise FileRejected(f"{filename}: line {reader.line_num} is not valid CSV ({exc})") from None
-    return header_line, headers, rows
 
 
 def _check_header(headers: tuple[str, ...], line: int, filename: str) -> None:

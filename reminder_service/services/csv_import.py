@@ -1,7 +1,17 @@
-"""Import a CSV file: read it whole, validate rows in worker processes, apply in one transaction.
+"""Import a CSV file: stream its rows, validate and plan them in worker processes, apply them in
+one transaction.
 
-Validation (phone numbers, emails, zones) is the expensive, pure part, so it runs in parallel with
-the database work of the chunks before it.
+The file is read as it goes (a chunk of rows at a time, a few chunks ahead of the database), so
+memory does not grow with the file; the summary keeps the row errors, not the rows. Validation
+(phone numbers, emails, zones) and planning are the expensive, pure part, so they run in parallel
+with the database work of the chunks before them.
+
+All or nothing, in one transaction rather than a staging table swapped in at the end: an import
+updates and cancels rows already stored (matched by appointment id), which a swap would have to
+merge back row by row, and writing every row twice would double the database's work. SQLite keeps
+a large transaction's pages in its WAL file on disk, PostgreSQL in its own; a row that cannot be
+read late in the file (bad text, broken CSV) raises FileRejected out of the transaction, which then
+rolls back.
 
 A file uploaded through the API is imported whole from memory (import_csv_upload), with a mapping
 sent beside it (mapping_sent) or named from the mappings folder (mapping_named).
@@ -9,12 +19,15 @@ sent beside it (mapping_sent) or named from the mappings folder (mapping_named).
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing.context import BaseContext
@@ -22,17 +35,27 @@ from pathlib import Path
 
 from ..catalog import Catalog
 from ..configuration.problems import ConfigError
-from ..domain.appointment import Appointment, Cancellation
+from ..domain.appointment import Cancellation
 from ..importers.base import ImportDefaults, RowError, split_warnings
 from ..importers.csv_mapping import CsvMapping, parse_mapping
-from ..importers.csv_rows import FileRejected, RawRow, RowConverter, parse_csv, read_csv
+from ..importers.csv_rows import (
+    FileRejected,
+    RawRow,
+    RowConverter,
+    data_lines,
+    open_csv,
+    parse_csv,
+)
 from ..store.appointments import reminder_encoder
-from .gc_pause import paused_gc
-from .import_plans import Preplan, preplan
+from .gc_pause import collect_young, paused_gc
+from .import_plans import preplan
 from .importing import ImportItem, ImportService, ImportSummary
 
 CHUNK_ROWS = 2000
 PARALLEL_FROM = 5000  # below this, starting processes costs more than it saves
+# Chunks applied between searches for cycles (see gc_pause): each search also goes through the
+# rows on their way from the workers, so not after every chunk.
+COLLECT_EVERY = 10
 _MAPPING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -52,21 +75,34 @@ def import_csv_file(
     on_total: Callable[[int], None] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ImportSummary:
-    """Raises FileRejected (from read_csv) before anything is written if the file is unreadable."""
-    table = read_csv(path.read_bytes(), filename=str(path), mapping=mapping, encoding=encoding)
+    """Raises FileRejected (from open_csv) before anything is written if the file is refused
+    whole, and with nothing written if a row further on cannot be read. `on_total` is told about
+    how many rows there are (lines counted, not rows read)."""
+    lines = data_lines(path)
     if on_total:
-        on_total(len(table.rows))
-    now = service.now()
-    converter = RowConverter(table.headers, mapping, defaults)
-    task = _Task(converter, service.catalog, now, service.plan_until(now), service.dialect)
-    errors: list[RowError] = []
-    warnings: list[RowError] = []
-    items = _converted(table.rows, task, errors, warnings, _worker_count(workers, len(table.rows)))
-    with paused_gc():
-        return service.apply(
-            items, source="csv", label=path.name, parse_errors=errors, progress=progress, now=now,
-            parse_warnings=warnings,
-        )  # fmt: skip
+        on_total(lines)
+    with open_csv(path, mapping=mapping, encoding=encoding) as table:
+        now = service.now()
+        converter = RowConverter(table.headers, mapping, defaults)
+        task = _Task(converter, service.catalog, now, service.plan_until(now), service.dialect)
+        errors: list[RowError] = []
+        warnings: list[RowError] = []
+
+        chunks_applied = itertools.count(1)
+
+        def applied(rows: int) -> None:  # after each chunk the import applies
+            if next(chunks_applied) % COLLECT_EVERY == 0:
+                collect_young()
+            if progress:
+                progress(rows)
+
+        with _converter(task, _worker_count(workers, lines)) as convert:
+            items = _collect(convert(_chunks(table.rows)), errors, warnings)
+            with paused_gc():
+                return service.apply(
+                    items, source="csv", label=path.name, parse_errors=errors, progress=applied,
+                    now=now, parse_warnings=warnings,
+                )  # fmt: skip
 
 
 def import_csv_upload(
@@ -146,53 +182,76 @@ class _Task:
     until: datetime
     dialect: str  # the database's, which the planned rows are encoded for
 
-    def __call__(self, rows: Sequence[RawRow]) -> tuple[list[Converted], list[RowError]]:
-        """Each row's outcome, and the chunk's warnings."""
-        converted: list[Converted] = []
+    def __call__(self, rows: list[RawRow]) -> _Converted:
+        """The chunk's import items, row errors and warnings, in file order."""
+        items: list[ImportItem] = []
+        errors: list[RowError] = []
         warnings: list[RowError] = []
         encode = reminder_encoder(self.dialect)
         with paused_gc():
-            for outcome in self.converter.convert_many(rows):
+            for row, outcome in zip(rows, self.converter.convert_many(rows), strict=True):
                 result, warned = split_warnings(outcome)
                 warnings.extend(warned)
-                if isinstance(result, list | Cancellation):
-                    converted.append(result)
+                if isinstance(result, list):
+                    errors.extend(result)
+                elif isinstance(result, Cancellation):
+                    items.append((row.line, result))
                 else:
                     plan = preplan(result, self.catalog, self.now, self.until, encode)
-                    converted.append((result, plan))
-        return converted, warnings
+                    items.append((row.line, result, plan))
+        return items, errors, warnings
 
 
-Converted = list[RowError] | Cancellation | tuple[Appointment, Preplan]
+_Converted = tuple[list[ImportItem], list[RowError], list[RowError]]
+_WORKER_TASK: list[_Task] = []  # in a worker process: its task, given once when it starts
 
 
-def _converted(
-    rows: Sequence[RawRow],
-    task: _Task,
-    errors: list[RowError],
-    warnings: list[RowError],
-    workers: int,
-) -> Iterator[ImportItem]:
-    chunks = [rows[i : i + CHUNK_ROWS] for i in range(0, len(rows), CHUNK_ROWS)]
+def _start_worker(task: _Task) -> None:
+    _WORKER_TASK.append(task)
+
+
+def _in_worker(rows: list[RawRow]) -> _Converted:
+    return _WORKER_TASK[0](rows)
+
+
+def _chunks(rows: Iterable[RawRow]) -> Iterator[list[RawRow]]:
+    iterator = iter(rows)
+    while chunk := list(itertools.islice(iterator, CHUNK_ROWS)):
+        yield chunk
+
+
+@contextmanager
+def _converter(
+    task: _Task, workers: int
+) -> Iterator[Callable[[Iterator[list[RawRow]]], Iterator[_Converted]]]:
+    """Chunks of rows -> their converted items, in order: in this process, or in `workers`
+    processes, with only a few chunks on their way at a time (the file is read no further
+    ahead than that)."""
     if workers == 0:
-        yield from _collect(chunks, map(task, chunks), errors, warnings)
+        yield lambda chunks: map(task, chunks)
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_process_context()) as pool:
-        yield from _collect(chunks, pool.map(task, chunks), errors, warnings)
+    context = _process_context()
+    with ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=(task,)) as pool:
+
+        def convert(chunks: Iterator[list[RawRow]]) -> Iterator[_Converted]:
+            pending: deque[Future[_Converted]] = deque()
+            for chunk in chunks:
+                pending.append(pool.submit(_in_worker, chunk))
+                if len(pending) > workers + 1:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+        try:
+            yield convert
+        finally:
+            pool.shutdown(cancel_futures=True)
 
 
 def _collect(
-    chunks: list[Sequence[RawRow]],
-    results: Iterator[tuple[list[Converted], list[RowError]]],
-    errors: list[RowError],
-    warnings: list[RowError],
+    results: Iterator[_Converted], errors: list[RowError], warnings: list[RowError]
 ) -> Iterator[ImportItem]:
-    for chunk, (converted, warned) in zip(chunks, results, strict=True):
+    for items, errored, warned in results:
+        errors.extend(errored)
         warnings.extend(warned)
-        for raw, result in zip(chunk, converted, strict=True):
-            if isinstance(result, list):
-                errors.extend(result)
-            elif isinstance(result, Cancellation):
-                yield raw.line, result
-            else:
-                yield raw.line, result[0], result[1]
+        yield from items

@@ -23,7 +23,7 @@ from ..domain.planning import (
     plan_window,
 )
 from ..domain.protocol import Channel
-from ..domain.reachability import UnreachableStep, too_late_steps, unreachable_steps
+from ..domain.reachability import UnreachableMemo, UnreachableStep, too_late_steps
 from ..domain.reconcile import ExistingReminder, reconcile
 from ..domain.timing import zone
 from ..importers.base import RowError
@@ -293,9 +293,10 @@ class _ChunkImport:
         opted_out = self._store.opted_out(
             {d.appointment.patient.mobile for d in candidates if d.appointment.patient.mobile}
         )
+        unreachable = UnreachableMemo()
         for d in candidates:
             assert d.protocol_id is not None
-            blocked = unreachable_steps(
+            blocked = unreachable(
                 d.appointment,
                 self._catalog.protocol(d.protocol_id),
                 d.scheduled_at,

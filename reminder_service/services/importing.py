@@ -178,13 +178,16 @@ def _storable(items: Iterable[ImportItem], summary: ImportSummary) -> Iterator[I
     silently), and a start near the ends of the datetime range would overflow in planning. Such
     an item is rejected like a bad row, naming the field."""
     for line, change, *planned in items:
+        if planned:  # planned in a worker from a CSV row, which RowConverter checked for these
+            yield Item(line, change, planned[0])
+            continue
         problems = unstorable(change_fields(change))
         if isinstance(change, Appointment) and start_problem(change.start):
             problems.append(("start", start_problem(change.start)))
         if problems:
             summary.reject([RowError(line, name, reason) for name, reason in problems])
         else:
-            yield Item(line, change, planned[0] if planned else None)
+            yield Item(line, change)
 
 
 def _chunks(items: Iterable[Item]) -> Iterator[list[Item]]:

@@ -14,7 +14,7 @@ from bench.generate_appointments import generate, write_csv
 from reminder_service import bootstrap
 from reminder_service.bootstrap import Service
 from reminder_service.domain.appointment import AppointmentStatus, Tristate
-from reminder_service.importers.csv_rows import ImportDefaults
+from reminder_service.importers.csv_rows import FileRejected, ImportDefaults
 from reminder_service.services.csv_import import import_csv_file
 from reminder_service.services.reporting import status_report
 from reminder_service.settings import Settings
@@ -314,3 +314,49 @@ def test_replan_keeps_what_the_dispatcher_decided(service, clock) -> None:  # ty
     summary = service.importer.replan()
     assert (summary.updated, summary.unchanged, summary.reminders_cancelled) == (0, 1, 0)
     assert (_plan_state(service), count(service, audit_log)) == before
+
+
+def _state(service: Service) -> tuple[int, ...]:
+    return tuple(count(service, t) for t in (appointments, reminders, audit_log, imports))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_file_refused_near_its_end_leaves_nothing_written(
+    service, clock, tmp_path, workers
+) -> None:  # type: ignore[no-untyped-def]
+    rows, _expected, _bad = generate(4_500, seed=5, today=clock.now.date())
+    defaults = ImportDefaults("riverside", "Europe/London", "GB", "en-GB")
+    first = tmp_path / "first.csv"
+    write_csv(first, rows[:50], excel=False)
+    import_csv_file(first, service.importer, defaults, workers=0)
+    before = _state(service)
+    path = tmp_path / "big.csv"
+    write_csv(path, rows, excel=False)
+    # Several chunks in, the second-last row holds text that is not UTF-8.
+    data = path.read_bytes()
+    end = data.rindex(b"\n", 0, data.rindex(b"\n", 0, len(data) - 1))
+    path.write_bytes(data[:end] + b"\n\xff" + data[end + 1 :])
+
+    with pytest.raises(FileRejected, match="line 4500 is not valid UTF-8"):
+        import_csv_file(path, service.importer, defaults, workers=workers)
+
+    assert _state(service) == before
+
+
+def test_an_import_that_fails_part_way_leaves_nothing_written(service, clock, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rows, _expected, _bad = generate(4_500, seed=5, today=clock.now.date())
+    path = tmp_path / "big.csv"
+    write_csv(path, rows, excel=False)
+    defaults = ImportDefaults("riverside", "Europe/London", "GB", "en-GB")
+    applied = []
+
+    def crash_late(rows: int) -> None:  # told after each chunk, inside the transaction
+        applied.append(rows)
+        if len(applied) == 4:
+            raise RuntimeError("the process dies here")
+
+    with pytest.raises(RuntimeError):
+        import_csv_file(path, service.importer, defaults, workers=0, progress=crash_late)
+
+    assert sum(applied) >= 3_000
+    assert _state(service) == (0, 0, 0, 0)

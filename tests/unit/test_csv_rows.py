@@ -3,6 +3,7 @@ Ofcom drama-range UK numbers, example.org addresses."""
 
 from __future__ import annotations
 
+import io
 import pickle
 import random
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from reminder_service.importers.csv_rows import (
     RowError,
     parse_csv,
     read_csv,
+    stream_csv,
 )
 
 DEFAULTS = ImportDefaults(
@@ -516,3 +518,40 @@ def test_consent_and_suppression_columns() -> None:
     assert patients["C4"].do_not_contact and not patients["C4"].deceased
     assert [(e.line, e.column) for e in parsed.errors] == [(6, "deceased")]
     assert all(not p.deceased and not p.do_not_contact for p in (patients["C1"], patients["C2"]))
+
+
+def test_rows_are_read_as_they_are_asked_for_not_the_whole_file_first() -> None:
+    data = csv_bytes(*(line(appointment_id=f"A{n}") for n in range(20_000)))
+    file = io.BytesIO(data)
+
+    stream = stream_csv(file, filename="big.csv")
+    first = next(stream.rows)
+
+    assert first == RawRow(2, tuple(line(appointment_id="A0").split(",")))
+    assert file.tell() < len(data) // 10  # how far the file has been read
+    assert len(list(stream.rows)) == 19_999
+    assert file.tell() == len(data)
+
+
+def test_streamed_rows_are_those_read_whole() -> None:
+    data = b"\xef\xbb\xbfsep=;\r\n\r\n" + csv_bytes(
+        line(), '"A2";"P2";"Two\r\nlines"', "", line(appointment_id="A3"), newline="\r\n"
+    ).replace(b",", b";")
+
+    streamed = stream_csv(io.BytesIO(data), filename="x.csv")
+
+    whole = read_csv(data, filename="x.csv")
+    assert (streamed.headers, list(streamed.rows)) == (whole.headers, whole.rows)
+    assert [row.line for row in whole.rows] == [4, 5, 8]
+
+
+def test_text_that_is_not_utf8_near_the_end_is_found_while_streaming_with_its_line() -> None:
+    rows = [line(appointment_id=f"A{n}") for n in range(5_000)]
+    data = csv_bytes(*rows, line(first_name="José"), line(appointment_id="last"))
+    data = data.replace("José".encode(), "José".encode("windows-1252"))
+
+    stream = stream_csv(io.BytesIO(data), filename="export.csv")
+    with pytest.raises(FileRejected) as caught:
+        list(stream.rows)  # the header and the first rows were fine: refused on the way
+
+    assert caught.value.message.startswith("export.csv: line 5002 is not valid UTF-8 text")

@@ -6,7 +6,11 @@ from datetime import timedelta
 
 from reminder_service.configuration.protocols import load_protocols
 from reminder_service.domain.appointment import Tristate
-from reminder_service.domain.reachability import unreachable_critical_steps
+from reminder_service.domain.reachability import (
+    UnreachableMemo,
+    unreachable_critical_steps,
+    unreachable_steps,
+)
 from tests.factories import CONFIG_DIR, appointment, patient
 
 PROTOCOL = load_protocols(CONFIG_DIR / "protocols", lambda *_: [])[0]
@@ -47,3 +51,21 @@ def test_steps_that_do_not_apply_and_suppressed_patients_raise_nothing() -> None
     assert "medicines" not in steps
     assert "day_before" in steps
     assert blocked(email=None, mobile=None, do_not_contact=True) == {}
+
+
+def test_the_memo_answers_as_the_function_does_for_every_kind_of_patient() -> None:
+    memo = UnreachableMemo()
+    kinds = [
+        {}, {"email": None}, {"mobile": None}, {"email": None, "mobile": None},
+        {"email": None, "sms_consent": ""}, {"email": None, "mobile": None, "deceased": True},
+    ]  # fmt: skip
+    for flags in (Tristate.YES, Tristate.NO, Tristate.UNKNOWN):
+        for changes in kinds:
+            for opted_out in (False, True):
+                for notice in (timedelta(hours=2), timedelta(days=9), timedelta(days=30)):
+                    appt = appointment(
+                        patient=patient(**changes), sedation=flags, anticoagulant=flags
+                    )
+                    booked = appt.start - notice
+                    expected = unreachable_steps(appt, PROTOCOL, booked, opted_out)
+                    assert memo(appt, PROTOCOL, booked, opted_out) == expected
