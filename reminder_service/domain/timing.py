@@ -161,6 +161,11 @@ class SendWindow:
         """`when` if inside the window, else the next opening (never earlier than `when`)."""
         return _next_allowed(self, when, tz)
 
+    def next_allowed_now(self, now: datetime, tz: ZoneInfo) -> datetime:
+        """`next_allowed` for the moment of sending, not memoised: `now` is new at every call,
+        so a memo would only fill up (a long-running dispatcher's memory grew with it)."""
+        return _next_allowed.__wrapped__(self, now, tz)
+
 
 @lru_cache(maxsize=65536)
 def _next_allowed(window: SendWindow, when: datetime, tz: ZoneInfo) -> datetime:
