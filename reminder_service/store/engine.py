@@ -5,15 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, Connection, make_url
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The newest migration's revision (a test compares it with the migrations). A database already
+# at it is used without loading Alembic, whose modules alone hold about 12 MiB in every process.
+SCHEMA_HEAD = "0015"
 READ_ONLY = "reminder_read_only"
 BUSY_SECONDS = 30.0  # how long a SQLite statement waits for another writer's lock
 CONNECT_SECONDS = 10  # PostgreSQL: an unreachable host fails in this, not the OS's minutes
@@ -125,6 +129,8 @@ def _sqlite_engine(url: URL, *, read_only: bool, busy_seconds: float) -> Engine:
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config  # noqa: PLC0415 - only when the schema must change
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
@@ -137,13 +143,20 @@ def migrate(engine: Engine, *, lock_seconds: float | None = None) -> None:
     On PostgreSQL, migrations take turns (an advisory lock), and `lock_seconds` bounds the wait
     for that lock and for each table's: past it, LockNotAvailable is raised (and the caller may
     try again) rather than waiting with no end behind another session's transaction."""
+    from alembic import command  # noqa: PLC0415 - only when the schema must change
+
     with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            limit_lock_wait(connection, lock_seconds)
-            connection.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
-            )
+        take_migration_turn(connection, lock_seconds)
         command.upgrade(alembic_config(connection), "head")
+
+
+def take_migration_turn(connection: Connection, lock_seconds: float | None) -> None:
+    """Wait, for the rest of this transaction, until no other process migrates: on PostgreSQL
+    an advisory lock (within `lock_seconds`); SQLite's write lock (BEGIN IMMEDIATE) is taken
+    already."""
+    if connection.dialect.name == "postgresql":
+        limit_lock_wait(connection, lock_seconds)
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
 
 
 def limit_lock_wait(connection: Connection, seconds: float | None) -> None:

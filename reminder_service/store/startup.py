@@ -16,20 +16,29 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import psycopg
-from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from .engine import alembic_config, limit_lock_wait, make_engine, migrate, reading
+from .engine import (
+    SCHEMA_HEAD,
+    alembic_config,
+    limit_lock_wait,
+    make_engine,
+    migrate,
+    reading,
+    take_migration_turn,
+)
+
+if TYPE_CHECKING:
+    from alembic.script import ScriptDirectory
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+VERSION_TABLE = "alembic_version"  # where Alembic keeps the schema's revision
 MIGRATE_HINT = "run `reminder-service migrate`"
 
 
@@ -127,17 +136,23 @@ def when_available(
 
 def migrate_unless_newer(engine: Engine, *, lock_seconds: float | None = None) -> None:
     """Migrate to the newest revision; StartupError if a newer release has migrated it past
-    what this version knows (Alembic would fail with its own traceback)."""
-    _refuse_unknown_revisions(_current_revisions(engine, lock_seconds))
+    what this version knows (Alembic would fail with its own traceback). A database at the
+    newest revision already is left as it is, without loading Alembic."""
+    with engine.begin() as conn:
+        take_migration_turn(conn, lock_seconds)  # read after any migration under way
+        current = _revisions(conn)
+    if current == (SCHEMA_HEAD,):
+        return
+    _refuse_unknown_revisions(current)
     migrate(engine, lock_seconds=lock_seconds)
 
 
 def require_newest_schema(engine: Engine, *, lock_seconds: float | None = None) -> None:
     """Raises StartupError unless the schema is at the newest revision this version knows."""
     current = _current_revisions(engine, lock_seconds)
-    newest = _scripts().get_current_head()
-    if current == (newest,):
+    if current == (SCHEMA_HEAD,):
         return
+    newest = _scripts().get_current_head()
     if not current:
         raise StartupError(f"no schema yet: {MIGRATE_HINT} first")
     _refuse_unknown_revisions(current)
@@ -150,7 +165,15 @@ def require_newest_schema(engine: Engine, *, lock_seconds: float | None = None) 
 def _current_revisions(engine: Engine, lock_seconds: float | None) -> tuple[str, ...]:
     with reading(engine) as conn:
         limit_lock_wait(conn, lock_seconds)
-        return tuple(MigrationContext.configure(conn).get_current_heads())
+        return _revisions(conn)
+
+
+def _revisions(conn: Connection) -> tuple[str, ...]:
+    """The revisions recorded in the database (none before the first migration), read where
+    Alembic keeps them."""
+    if not inspect(conn).has_table(VERSION_TABLE):
+        return ()
+    return tuple(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
 
 
 def _refuse_unknown_revisions(current: tuple[str, ...]) -> None:
@@ -165,6 +188,8 @@ def _refuse_unknown_revisions(current: tuple[str, ...]) -> None:
 
 
 def _scripts() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory  # noqa: PLC0415 - only when not at the newest
+
     return ScriptDirectory.from_config(alembic_config())
 
 
@@ -187,6 +212,10 @@ def _passing_reason(exc: DBAPIError) -> str | None:
         if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
             return "locked by another process"
         return None
+    if not type(original).__module__.startswith("psycopg"):
+        return None
+    import psycopg  # noqa: PLC0415 - loaded already (the error is its own); SQLite needs none
+
     if isinstance(original, psycopg.errors.LockNotAvailable):
         return "locked by another session"
     if isinstance(original, psycopg.OperationalError):
