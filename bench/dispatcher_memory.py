@@ -3,10 +3,11 @@
 A fresh SQLite database gets the service's own schema (`reminder-service migrate`), then a
 million pending reminders written straight into it (synthetic patients, numbers from Ofcom's
 drama range +447700900xxx): `--per-second` of them become due each second of the run, the rest
-over the coming weeks. The real `reminder-service run` process (with its HTTP endpoints unless
---no-http; the file outbox, or --twilio for the Twilio channel against the local test server in
-a process of its own) runs for `--minutes`, and its VmRSS (/proc/<pid>/status) is read every
-second. Then it is stopped with SIGTERM and must exit cleanly (status 0).
+over the coming weeks; each appointment starts on a quarter-hour slot, as clinics book them, a
+day after its reminders. The real `reminder-service run` process (with its HTTP endpoints
+unless --no-http; the file outbox, or --twilio for the Twilio channel against the local test
+server in a process of its own) runs for `--minutes`, and its VmRSS (/proc/<pid>/status) is
+read every second. Then it is stopped with SIGTERM and must exit cleanly (status 0).
 
 Prints RSS at 10 s, at 1 minute and at the end, the peak, the slope of a least-squares line
 over the second half of the run, and how many reminders were sent. Targets: at most 120 MiB RSS
@@ -59,6 +60,8 @@ SPREAD = 21 * DAY  # the reminders not due in the run come due over three weeks 
 CHUNK = 200_000  # rows per insert statement (each in its own transaction)
 # Each appointment has two pending reminders, its day-before SMS and email, due together.
 PER_APPOINTMENT = 2
+# Appointments start on quarter-hour slots, as clinics book them, a day after their reminders.
+SLOT = 15 * 60 * SECOND
 
 
 def service_env(workdir: Path, http_port: int, twilio_url: str | None) -> dict[str, str]:
@@ -92,7 +95,8 @@ def free_port() -> int:
 def seed(db: Path, reminders: int, trickle: int, after: int, zone_name: str) -> None:
     """`reminders` pending rows, two per appointment and one appointment per patient. The first
     `trickle` appointments are placed at time 0 on (shift_trickle moves them to the run); the
-    others come due from `after` over SPREAD, each appointment a day after its reminders."""
+    others come due from `after` over SPREAD. Each appointment starts on the quarter-hour slot
+    a day after its reminders are due."""
     appointments = reminders // PER_APPOINTMENT
     later = max(1, appointments - trickle)
     conn = sqlite3.connect(db, isolation_level=None)
@@ -113,14 +117,16 @@ def seed(db: Path, reminders: int, trickle: int, after: int, zone_name: str) -> 
             anticoagulant, on_chemotherapy, diabetes_on_medication, fingerprint, version,
             booked_at, scheduled_at, updated_at)
             SELECT i + 1, 'A' || i, 'riverside', i + 1, 'bone_marrow_biopsy', 'BMBX',
-                {due} + {DAY}, 60, 'Day Unit', 'booked', 'no', 'no', 'unknown', 'unknown',
+                ({due} + {DAY}) / {SLOT} * {SLOT}, 60, 'Day Unit', 'booked', 'no', 'no',
+                'unknown', 'unknown',
                 printf('%032x', i), 1, {after}, {after}, {after}
             FROM n""",
     }
     reminder_rows = f"""INSERT INTO reminders (appointment_id, appointment_version, step_id,
         channel, template, nominal_at, due_at, not_after, status, reason, attempts, created_at,
         updated_at, recipient)
-        SELECT i + 1, 1, 'day_before', :channel, 'day_before', {due}, {due}, {due} + {DAY},
+        SELECT i + 1, 1, 'day_before', :channel, 'day_before', {due}, {due},
+            ({due} + {DAY}) / {SLOT} * {SLOT},
             'pending', 'planned: 1 day before start at 18:00', 0, {after}, {after}, 'patient'
         FROM n"""
     for first in range(0, appointments, CHUNK):
@@ -147,14 +153,15 @@ def shift_trickle(db: Path, trickle: int, start: int, per_second: float) -> None
     conn.execute(
         "UPDATE reminders SET due_at = :start + CAST((appointment_id - 1) * :step AS INTEGER),"
         " nominal_at = :start + CAST((appointment_id - 1) * :step AS INTEGER),"
-        " not_after = :start + CAST((appointment_id - 1) * :step AS INTEGER) + :day"
-        " WHERE appointment_id <= :trickle",
-        {"start": start, "step": step, "day": DAY, "trickle": trickle},
+        " not_after = (:start + CAST((appointment_id - 1) * :step AS INTEGER) + :day)"
+        " / :slot * :slot WHERE appointment_id <= :trickle",
+        {"start": start, "step": step, "day": DAY, "trickle": trickle, "slot": SLOT},
     )
     conn.execute(
-        "UPDATE appointments SET start_at = :start + CAST((id - 1) * :step AS INTEGER) + :day"
+        "UPDATE appointments"
+        " SET start_at = (:start + CAST((id - 1) * :step AS INTEGER) + :day) / :slot * :slot"
         " WHERE id <= :trickle",
-        {"start": start, "step": step, "day": DAY, "trickle": trickle},
+        {"start": start, "step": step, "day": DAY, "trickle": trickle, "slot": SLOT},
     )
     conn.execute("COMMIT")
     conn.close()
