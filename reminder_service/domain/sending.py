@@ -125,7 +125,7 @@ def decide(
     if not_after is not None and now > not_after:
         # A critical message that missed its moment needs a person: follow-ups tell staff.
         return Skip(DEADLINE_PASSED, undeliverable=step is not None and step.critical)
-    opens = clinic.send_window.next_allowed(now, zone(patient.timezone))
+    opens = clinic.send_window.next_allowed_now(now, zone(patient.timezone))
     if opens > now:
         if not_after is not None and opens > not_after:
             if reminder.channel is Channel.SMS and step is not None and step.too_late == "merge":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -52,7 +53,7 @@ class DispatchTimer:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
         self._scheduler.add_job(
-            self._dispatch,
+            self._guarded(self._dispatch),
             "interval",
             seconds=max_idle.total_seconds(),
             id="dispatch",
@@ -64,7 +65,7 @@ class DispatchTimer:
         self._dispatching = threading.Event()
         if materializer is not None:
             self._scheduler.add_job(
-                self._materialize,
+                self._guarded(self._materialize),
                 "interval",
                 seconds=materialize_every.total_seconds(),
                 id="materialize",
@@ -72,13 +73,14 @@ class DispatchTimer:
             )
         if confirmations is not None:
             self._scheduler.add_job(
-                self._check_confirmations,
+                self._guarded(self._check_confirmations),
                 "interval",
                 seconds=confirm_every.total_seconds(),
                 id="confirmations",
                 next_run_time=datetime.now(UTC),
             )
         self._stopped = threading.Event()
+        self._job_running = threading.Lock()  # held by each job while it runs
 
     def run_until_stopped(self) -> None:
         """Block until stop() (e.g. from a SIGTERM handler); in-flight sends finish first."""
@@ -87,8 +89,23 @@ class DispatchTimer:
         heartbeat.start()
         log.info("dispatcher running")
         self._stopped.wait()
-        self._scheduler.shutdown(wait=True)
-        log.info("dispatcher stopped")
+        # Not shutdown(wait=True): it waits for the running job while holding the scheduler's
+        # lock, and a dispatch ends by pulling the next one forward, which takes that lock:
+        # neither would ever finish. Stop the timer, then wait here for the job (its sends).
+        self._scheduler.shutdown(wait=False)
+        with self._job_running:
+            log.info("dispatcher stopped")
+
+    def _guarded(self, job: Callable[[], None]) -> Callable[[], None]:
+        """`job` as the timer runs it: never once stopping has begun, and waited for by it."""
+
+        def run() -> None:
+            with self._job_running:
+                if not self._stopped.is_set():
+                    job()
+
+        run.__name__ = run.__qualname__ = job.__name__
+        return run
 
     def _heartbeat(self) -> None:
         """Nudge APScheduler every second.
@@ -144,12 +161,15 @@ class DispatchTimer:
             log.exception("confirmation check failed; will try again")
 
     def _watch(self) -> None:
-        if self._dispatching.is_set():
+        """Not guarded like the other jobs: it would wait behind a running dispatch (and every
+        watch run after it be skipped, with a warning); it only moves the next dispatch."""
+        if self._dispatching.is_set() or self._stopped.is_set():
             return
         try:
             self._schedule_next()
         except Exception:
-            log.exception("could not read the next due time")
+            if not self._stopped.is_set():  # the timer stopped under it: nothing to move
+                log.exception("could not read the next due time")
 
     def _schedule_next(self) -> None:
         due = self._dispatcher.next_due()

@@ -105,9 +105,11 @@ class Confirmations:
         self, conn: Connection, rules: dict[str, ConfirmationRule], now: datetime
     ) -> list[tuple[RowData, Appointment, datetime]]:
         """Booked, unconfirmed, unlisted appointments still to come whose deadline has passed.
-        The query narrows them by each rule's anchor; the deadline itself is resolved here."""
+        The query narrows them by each rule's anchor and condition; the deadline itself is
+        resolved here, a row at a time (only those found are kept)."""
         latest = [
-            (protocol_id, *latest_anchor_due(rule, now)) for protocol_id, rule in rules.items()
+            (protocol_id, *latest_anchor_due(rule, now), rule.condition)
+            for protocol_id, rule in rules.items()
         ]
         found: list[tuple[RowData, Appointment, datetime]] = []
         for row in confirmations.unlisted_candidates(conn, latest, now):

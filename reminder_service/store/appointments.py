@@ -21,6 +21,7 @@ from ..domain.audit import AuditEvent, AuditRecord
 from ..domain.planning import PlannedReminder, ReminderStatus
 from ..domain.reconcile import OPEN, ExistingReminder
 from . import bulk, records, staff_alerts
+from .engine import import_cache
 from .records import RowData
 from .tables import (
     STAFF_CHANNEL,
@@ -135,7 +136,8 @@ class AppointmentStore:
         """Imports upsert patients and appointments by external id, so two at once (an MLLP
         connection and an API call, say) could both insert the same new patient. SQLite's write
         transaction already serialises them; on PostgreSQL a transaction-scoped advisory lock
-        does."""
+        does. On SQLite the import's connection gets a large page cache meanwhile."""
+        import_cache(self._conn)
         if self._conn.dialect.name == "postgresql":
             self._conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": IMPORT_LOCK_KEY})
 

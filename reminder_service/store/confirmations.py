@@ -3,13 +3,14 @@ asked for (the patient's 2), and listed to staff when a confirmation is overdue.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from sqlalchemy import Connection, and_, or_, text, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..domain.appointment import AppointmentStatus
+from ..domain.protocol import Condition
 from ..domain.timing import Anchor
 from . import records
 from .records import RowData
@@ -48,16 +49,23 @@ def take_turns(conn: Connection) -> None:
 
 
 def unlisted_candidates(
-    conn: Connection, latest: Iterable[tuple[str, Anchor, datetime]], now: datetime
-) -> list[RowData]:
+    conn: Connection,
+    latest: Iterable[tuple[str, Anchor, datetime, Condition]],
+    now: datetime,
+) -> Iterator[RowData]:
     """Booked, unconfirmed, unlisted appointments still to come whose anchor (per protocol id:
-    the booking, or the start) is at `latest` or before, as `records.select_with_patients` rows,
-    soonest first."""
+    the booking, or the start) is at `latest` or before and whose flags meet the protocol's
+    condition, as `records.select_with_patients` rows, soonest first. Read as they are
+    consumed: the appointments near their deadline may be many, and most need no call."""
     bounds: list[ColumnElement[bool]] = []
-    for protocol_id, anchor, at in latest:
+    for protocol_id, anchor, at, condition in latest:
         booking = anchor is Anchor.BOOKING
         column = appointments.c.scheduled_at if booking else appointments.c.start_at
-        bounds.append(and_(appointments.c.protocol_id == protocol_id, column <= at))
+        flags = [
+            appointments.c[name].in_(sorted(value.value for value in allowed))
+            for name, allowed in condition.requirements
+        ]
+        bounds.append(and_(appointments.c.protocol_id == protocol_id, column <= at, *flags))
     query = (
         records.select_with_patients()
         .where(appointments.c.status == AppointmentStatus.BOOKED.value)
@@ -67,7 +75,7 @@ def unlisted_candidates(
         .where(or_(*bounds))
         .order_by(appointments.c.start_at, appointments.c.id)
     )
-    return list(conn.execute(query).mappings())
+    return iter(conn.execute(query).mappings())
 
 
 def claim_for_listing(conn: Connection, appointment_id: int, now: datetime) -> bool:

@@ -25,6 +25,13 @@ BUSY_SECONDS = 30.0  # how long a SQLite statement waits for another writer's lo
 CONNECT_SECONDS = 10  # PostgreSQL: an unreachable host fails in this, not the OS's minutes
 # Serialises migrations on PostgreSQL (two services starting at once): any fixed 64-bit number.
 MIGRATION_LOCK_KEY = 0x72656D696E646572  # "reminder"
+# SQLite's page cache, per pooled connection, in KiB: it fills up to its size and stays full,
+# so each connection the pool keeps would hold this much for good. A small one for the service's
+# own reads and writes (about SQLite's default); an import asks for a large one (its index pages
+# stay hot) for its transaction only (`import_cache`).
+CACHE_KIB = 2048
+IMPORT_CACHE_KIB = 65536
+_IMPORT_CACHE = "reminder_import_cache"  # in a pooled connection's info while it has one
 
 
 @contextmanager
@@ -32,6 +39,15 @@ def reading(engine: Engine) -> Iterator[Connection]:
     """A connection for queries that write nothing."""
     with engine.connect() as conn:
         yield conn.execution_options(**{READ_ONLY: True})
+
+
+def import_cache(conn: Connection) -> None:
+    """SQLite: a large page cache for this connection until it returns to the pool (an import's
+    transaction: its index pages stay hot)."""
+    if conn.dialect.name != "sqlite":
+        return
+    conn.exec_driver_sql(f"PRAGMA cache_size=-{IMPORT_CACHE_KIB}")
+    conn.connection.info[_IMPORT_CACHE] = True
 
 
 def ping(engine: Engine) -> None:
@@ -91,8 +107,15 @@ def _sqlite_engine(url: URL, *, read_only: bool, busy_seconds: float) -> Engine:
             cursor.execute("PRAGMA synchronous=FULL")  # a recorded send survives a power cut
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_seconds * 1000)}")
-        cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB: large imports keep index pages hot
+        cursor.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         cursor.close()
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, record: Any) -> None:
+        # Back to the small cache as the import's connection returns to the pool: SQLite frees
+        # the pages over the new size at once.
+        if record.info.pop(_IMPORT_CACHE, False) and dbapi_connection is not None:
+            dbapi_connection.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:

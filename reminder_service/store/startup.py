@@ -193,14 +193,16 @@ def _require_sqlite_file(url: str) -> None:
 
 def _passing_reason(exc: DBAPIError) -> str | None:
     """Why the database cannot be used yet, when waiting may help; None when it will not."""
-    import psycopg  # noqa: PLC0415 - loaded on a failure only (SQLite start-up never needs it)
-
     original = exc.orig
     if isinstance(original, sqlite3.OperationalError):
         primary = getattr(original, "sqlite_errorcode", 0) & 0xFF  # extended codes keep it
         if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
             return "locked by another process"
         return None
+    if not type(original).__module__.startswith("psycopg"):
+        return None
+    import psycopg  # noqa: PLC0415 - loaded already (the error is its own); SQLite needs none
+
     if isinstance(original, psycopg.errors.LockNotAvailable):
         return "locked by another session"
     if isinstance(original, psycopg.OperationalError):

@@ -21,8 +21,10 @@ from sqlalchemy import select
 from reminder_service import bootstrap
 from reminder_service.bootstrap import Service
 from reminder_service.domain.appointment import Tristate
+from reminder_service.domain.confirmation import latest_anchor_due
 from reminder_service.services.confirmations import CheckReport
 from reminder_service.settings import Settings, TwilioSettings
+from reminder_service.store import confirmations as store_confirmations
 from reminder_service.store.tables import appointments, reminders
 from tests.factories import appointment, local, patient
 from tests.integration.test_replies import PUBLIC, TOKEN, answer_of, text
@@ -201,3 +203,23 @@ def test_a_moved_appointment_must_be_confirmed_again(clinic_service, clock) -> N
     confirmation = service.previewer().preview("M1").confirmation
     assert (confirmation.confirmed_at, confirmation.confirmed_by) == (None, None)
     assert confirmation.required_by == moved.start - timedelta(hours=48)
+
+
+def test_only_appointments_meeting_the_condition_are_read(service, clock) -> None:  # type: ignore[no-untyped-def]
+    # Every check runs this query; unsedated appointments near their deadline need no call, and
+    # reading each of them every few minutes held them all in memory at once.
+    start = local("Europe/London", 2026, 12, 10, 9, 30)
+    service.importer.apply(
+        enumerate([booking("S1", 1, sedation=Tristate.YES, start=start),
+                   booking("S2", 2, sedation=Tristate.UNKNOWN, start=start),
+                   booking("N1", 3, sedation=Tristate.NO, start=start)]),
+        source="t", label="t",
+    )  # fmt: skip
+    rule = next(p.confirmation for p in service.catalog.protocols if p.confirmation)
+    now = local("Europe/London", 2026, 12, 9, 9, 0)
+    latest = [("bone_marrow_biopsy", *latest_anchor_due(rule, now), rule.condition)]
+    with service.engine.connect() as conn:
+        read = [
+            row["external_id"] for row in store_confirmations.unlisted_candidates(conn, latest, now)
+        ]
+    assert read == ["S1", "S2"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -299,3 +301,23 @@ def test_the_newest_revision_start_up_knows_is_the_scripts_head() -> None:
     # Start-up reads a database at NEWEST_REVISION without loading Alembic: a new migration
     # must move it, or start-up would take an older schema for the newest.
     assert NEWEST_REVISION == NEWEST
+
+
+@pytest.mark.parametrize("use", [DatabaseUse.MIGRATE, DatabaseUse.WRITE, DatabaseUse.READ])
+def test_a_database_at_the_newest_revision_opens_without_loading_alembic(
+    tmp_path: Path, use: DatabaseUse
+) -> None:
+    # A fresh interpreter: this one has Alembic loaded already. Nor is psycopg loaded for SQLite.
+    url = f"sqlite:///{tmp_path / 'current.db'}"
+    open_database(url, DatabaseUse.MIGRATE, QUICK).dispose()
+    script = (
+        "import sys\n"
+        "from reminder_service.store.startup import DatabaseUse, Patience, open_database\n"
+        f"open_database({url!r}, DatabaseUse.{use.name}, Patience(total_seconds=0)).dispose()\n"
+        "print(sorted(m for m in ('alembic', 'psycopg') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    assert done.stdout.strip() == "[]"

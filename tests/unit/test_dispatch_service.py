@@ -165,3 +165,28 @@ def test_a_worker_that_lost_its_lease_records_nothing(clock: Clock) -> None:
     assert store.recorded == []  # the text went; its result is the new claim holder's to write
     assert store.reminders[1].claim_token == "another"
     assert store.reminders[1].status is ReminderStatus.SENDING
+
+
+def test_a_long_running_dispatcher_keeps_nothing_of_the_reminders_it_recorded(
+    clock: Clock,
+) -> None:
+    """Its sets of reminders in flight and of message ids not yet recorded are emptied as the
+    outcomes are written: they do not grow with every reminder sent."""
+    store, channel = FakeReminderStore(), RecordingChannel()
+    service = dispatcher(store, channel, clock)
+    try:
+        for round_ in range(3):
+            for i in range(25):
+                id_ = round_ * 100 + i
+                cancelled = AppointmentStatus.CANCELLED if i % 5 == 0 else AppointmentStatus.BOOKED
+                store.add(
+                    reminder(id_, appointment_id=id_),
+                    replace(stored(status=cancelled), id=id_, patient_id=id_),
+                )
+            report = service.dispatch_due()
+            assert report.by_status == {"sent": 20, "cancelled": 5}
+            assert service._active == set()
+            assert service._taken == set()
+    finally:
+        service.close()
+    assert len(channel.sent) == 60

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from reminder_service.entrypoints.scheduler import DispatchTimer
+from reminder_service.services.dispatching import DispatchReport
 from tests.fakes import FakeConfirmations, FakeDispatcher, FakeMaterializer, wall
 
 
@@ -114,3 +115,47 @@ def test_the_watch_has_its_own_thread_and_leaves_a_running_dispatch_alone():
     timer._dispatching.clear()
     timer._watch()
     assert dispatcher.asked == 1
+
+
+class SendingWhenStopped(FakeDispatcher):
+    """Still sending when the stop comes; the next reminder is due in a second."""
+
+    def __init__(self) -> None:
+        super().__init__(due=None)
+        self.sending = threading.Event()
+        self.finish = threading.Event()
+        self.finished = False
+
+    def dispatch_due(self) -> DispatchReport:
+        self.sending.set()
+        self.finish.wait()
+        self.finished = True
+        return DispatchReport()
+
+    def next_due(self) -> datetime:
+        return wall() + timedelta(seconds=1)
+
+
+def test_a_stop_mid_dispatch_waits_for_its_sends_and_then_stops() -> None:
+    """The dispatch job ends by pulling the next one forward, which takes the scheduler's lock:
+    a shutdown that held that lock while waiting for the job never ended."""
+    dispatcher = SendingWhenStopped()
+    timer = DispatchTimer(dispatcher, wall, max_idle=timedelta(seconds=30), watch_every=60)  # type: ignore[arg-type]
+    shutting_down = threading.Event()
+    shutdown = timer._scheduler.shutdown
+
+    def shutdown_then_finish_sending(wait: bool = True) -> None:
+        shutting_down.set()
+        shutdown(wait)
+
+    timer._scheduler.shutdown = shutdown_then_finish_sending  # type: ignore[method-assign]
+    runner = threading.Thread(target=timer.run_until_stopped, daemon=True)
+    runner.start()
+    assert dispatcher.sending.wait(timeout=10)
+    timer.stop()
+    assert shutting_down.wait(timeout=10)
+    assert runner.is_alive()  # the sends in flight are waited for
+    dispatcher.finish.set()
+    runner.join(timeout=10)
+    assert not runner.is_alive()
+    assert dispatcher.finished

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from reminder_service.domain import timing
 from reminder_service.domain.appointment import AppointmentStatus, Caregiver
 from reminder_service.domain.clinic import Clinic
 from reminder_service.domain.planning import (
@@ -206,3 +207,18 @@ def test_the_text_weighed_is_this_one_at_the_time_of_sending() -> None:
     this = text_of(CRITICAL, 1, "day_before", NOW, NOW)
     assert this.key == reminder().text_key
     assert this.critical and this.at == NOW and this.group == 1
+
+
+def test_deciding_at_ever_new_moments_memoises_none_of_them() -> None:
+    """The send window is checked at `now`, new at every batch: memoising it grew a long-running
+    dispatcher's memory by an entry a batch."""
+    memo = timing._next_allowed
+    memo.cache_clear()
+    given = Circumstances(CLINIC, STEP, 20)
+    for minutes in range(50):
+        moment = NOW + timedelta(minutes=minutes)
+        assert decide(reminder(), stored(), moment, given) == Send(MOBILE)
+        assert decide(reminder(), stored(), NIGHT + timedelta(minutes=minutes), given) == Defer(
+            MORNING
+        )
+    assert memo.cache_info().currsize == 0

@@ -3,12 +3,15 @@ from datetime import time, timedelta
 import pytest
 
 from reminder_service.domain.timing import (
+    MEMO_SIZE,
     Anchor,
     AnchorTimes,
     Offset,
     RelativeTime,
     SendWindow,
     Unit,
+    _calendar_days,
+    _next_allowed,
     parse_duration,
     parse_offset,
     parse_relative_time,
@@ -123,3 +126,17 @@ def test_send_window_is_recipient_local():
     # 13:00 UTC is 08:00 in New York in winter: open there, though London is long open.
     moment = utc(2026, 12, 1, 12, 30)  # 07:30 in New York
     assert WINDOW.next_allowed(moment, NEW_YORK) == utc(2026, 12, 1, 13, 0)
+
+
+def test_the_time_memos_stay_bounded_however_many_appointments_pass() -> None:
+    """A long-running dispatcher resolves moments for every appointment it sends to; the memos
+    that speed imports up keep at most MEMO_SIZE entries each."""
+    day_before = RelativeTime(Anchor.START, Offset(-1, Unit.DAYS), time(18))
+    first = local("Europe/London", 2026, 12, 1, 9, 0)
+    for minutes in range(MEMO_SIZE + 500):
+        start = first + timedelta(minutes=minutes)
+        moment = resolve(day_before, anchors(start), LONDON).astimezone(LONDON)
+        assert (moment.date(), moment.hour) == (start.date() - timedelta(days=1), 18)
+        WINDOW.next_allowed(start, LONDON)
+    assert _calendar_days.cache_info().currsize <= MEMO_SIZE
+    assert _next_allowed.cache_info().currsize <= MEMO_SIZE
