@@ -355,13 +355,19 @@ class DispatchService:
                 future.set_result(item)
 
     async def _flush(self, batch: list[Outcome], report: DispatchReport) -> None:
-        await asyncio.to_thread(self._record_many, batch, self._clock())
-        for outcome in batch:
-            report.count(outcome.status.value)
-            self._active.discard(outcome.reminder.id)
-            provider_id = outcome.changes.get("provider_id")
-            if provider_id:
-                self._taken.discard(provider_id)  # in the database now, or not ours to write
+        try:
+            await asyncio.to_thread(self._record_many, batch, self._clock())
+            for outcome in batch:
+                report.count(outcome.status.value)
+        finally:
+            # Written or not, they are not held here any more. Unwritten (the database
+            # failed), each is claimed again when its lease runs out, and the provider is asked
+            # about its attempt: its message id must not count as another reminder's then.
+            for outcome in batch:
+                self._active.discard(outcome.reminder.id)
+                provider_id = outcome.changes.get("provider_id")
+                if provider_id:
+                    self._taken.discard(provider_id)  # in the database now, or not ours to write
 
     async def _ask_then_send(self, reminder: Reminder, lost: LostAnswers) -> Outcome:
         """Ask the provider whether the attempt written down was accepted; send only if not."""

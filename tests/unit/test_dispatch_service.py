@@ -190,3 +190,39 @@ def test_a_long_running_dispatcher_keeps_nothing_of_the_reminders_it_recorded(
     finally:
         service.close()
     assert len(channel.sent) == 60
+
+
+class FailingOnceStore(FakeReminderStore):
+    """The database fails the first write of outcomes (the texts went; nothing is recorded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    def record(self, outcomes: Any, now: datetime) -> list[Any]:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("database went away")
+        return super().record(outcomes, now)
+
+
+def test_outcomes_the_database_failed_to_write_are_not_held_and_are_claimed_again(
+    clock: Clock,
+) -> None:
+    """Held, they would be skipped as 'still in flight here' at every later claim, and their
+    message ids would hide their own messages from the lookup: never settled until a restart."""
+    store, channel = FailingOnceStore(), RecordingChannel()
+    store.add(reminder(), stored())
+    service = dispatcher(store, channel, clock)
+    try:
+        with pytest.raises(ConnectionError):
+            service.dispatch_due()
+        assert service._active == set()
+        assert service._taken == set()
+        assert store.reminders[1].status is ReminderStatus.SENDING  # nothing written
+        clock.now += timedelta(minutes=5)  # past the lease: claimed again
+        report = service.dispatch_due()
+    finally:
+        service.close()
+    assert report.claimed == 1
+    assert store.reminders[1].status is not ReminderStatus.SENDING
