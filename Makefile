@@ -38,7 +38,11 @@ test: lint typecheck
 # (REMINDER_TEST_POSTGRES_URL).
 bench: $(STAMP)
 	$(BIN)/python bench/import_planning.py
+	$(BIN)/python bench/import_scaling.py
 	$(BIN)/python bench/sms_dispatch.py
+	$(BIN)/python bench/sms_lateness.py
+	$(BIN)/python bench/dispatch_growth.py
+	$(BIN)/python bench/dispatcher_memory.py
 	$(BIN)/python bench/shared_rate_limit.py
 	$(BIN)/python bench/dispatch_workers.py
 	$(BIN)/python bench/crash_exactly_once.py
