@@ -455,6 +455,7 @@ def run(
     ] = True,
 ) -> None:
     """Run the dispatcher (and the HTTP endpoints) in the foreground until Ctrl-C or SIGTERM."""
+    from ..services.gc_pause import tune_for_long_run
     from .http_server import HttpServerError
 
     service = _service("migrate")
@@ -462,6 +463,7 @@ def run(
     if sample_data:
         _import_sample_data(service)
     timer = service.dispatch_timer()
+    tune_for_long_run()
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         logging.getLogger(__name__).info("signal %s: stopping after in-flight sends", signum)
