@@ -23,7 +23,7 @@ class Settings:
     templates_dir: Path = Path("./templates")
     email_from: str = "reminders@localhost"
     log_level: str = "INFO"
-    dispatch_batch: int = 100
+    dispatch_batch: int = 200  # reminders claimed (and prepared) together
     lease_seconds: int = 60
     # Reminders one dispatcher process holds claimed and unrecorded at once. After a crash, at
     # most this many outcomes are unknown, each asked of the provider before a second send. A
