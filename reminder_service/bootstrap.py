@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from .rendering.template_check import TemplateReport
     from .services.bounces import BounceService
     from .services.hl7_feed import SiuFeed
+    from .services.staff_users import StaffUsers
 
 # After an SMS whose outcome is unknown, this many retry bases pass before the provider is
 # asked (3 minutes by default): its status callback usually settles the reminder before that.
@@ -136,6 +137,11 @@ class Service:
 
     def api_keys(self) -> ApiKeys:
         return ApiKeys(self.engine, self.clock)
+
+    def staff_users(self) -> StaffUsers:
+        from .services.staff_users import StaffUsers
+
+        return StaffUsers(self.engine, self.clock)
 
     def siu_feed(self, clinic: str | None, mapping: Path | None) -> tuple[SiuFeed, list[str]]:
         """An HL7 feed read with this mapping file (raises ConfigError for a bad one), for

@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -596,6 +597,59 @@ def api_key_revoke(name: str) -> None:
         err.print(f"no live API key named {name!r}", markup=False)
         raise typer.Exit(EXIT_UNUSABLE)
     out.print(f"revoked {name}", markup=False)
+
+
+user_app = typer.Typer(help="Staff accounts for the console (passwords stored as argon2id hashes).")
+app.add_typer(user_app, name="user")
+
+
+class StaffRole(StrEnum):
+    scheduler = "scheduler"
+    admin = "admin"
+
+
+@user_app.command("create")
+def user_create(
+    name: str,
+    role: Annotated[
+        StaffRole, typer.Option(help="scheduler: import, view, cancel; admin: also users and keys.")
+    ],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Create the account NAME; the password is asked for twice (never on the command line)."""
+    from ..domain.staff import Role
+    from ..services.staff_users import UserRefused
+
+    password = _new_password(password_stdin)
+    service = _service("write")
+    try:
+        service.staff_users().create(name, Role(role.value), password)
+    except UserRefused as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    out.print(f"created {name} ({role.value})", markup=False)
+
+
+@user_app.command("disable")
+def user_disable(name: str) -> None:
+    """Disable the account NAME at once: it can no longer sign in (its name stays in the audit)."""
+    service = _service("write")
+    if not service.staff_users().disable(name):
+        err.print(f"no enabled user named {name!r}", markup=False)
+        raise typer.Exit(EXIT_UNUSABLE)
+    out.print(f"disabled {name}", markup=False)
+
+
+def _new_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        err.print("the two passwords differ; nothing created", markup=False)
+        raise typer.Exit(EXIT_UNUSABLE)
+    return first
 
 
 @app.command()

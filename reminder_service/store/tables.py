@@ -209,6 +209,20 @@ api_keys = Table(
     Column("revoked_at", UtcDateTime),
 )
 
+# Staff who sign in to the console: an argon2id hash of the password, never the password.
+# A disabled account is kept (its name stays in the audit trail) and can never sign in.
+staff_users = Table(
+    "staff_users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),  # scheduler | admin
+    Column("password_hash", String(255), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("password_changed_at", UtcDateTime, nullable=False),
+    Column("disabled_at", UtcDateTime),
+)
+
 audit_log = Table(
     "audit_log",
     metadata,

@@ -461,3 +461,27 @@ def test_the_bounce_listener_needs_smtp_with_a_bounce_address(env) -> None:  # t
     result = cli(env, "bounces", "--port", str(free_port()))
     assert result.returncode == 2
     assert "SMTP_BOUNCE_ADDRESS" in result.stderr
+
+
+def test_user_create_and_disable(env) -> None:  # type: ignore[no-untyped-def]
+    def create(
+        name: str, password: str, role: str = "scheduler"
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "reminder_service", "user", "create", name, "--role", role,
+             "--password-stdin"],
+            input=password + "\n", env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+            check=False,
+        )  # fmt: skip
+
+    made = create("night.nurse", "a long enough passphrase")
+    assert made.returncode == 0, made.stderr
+    assert "created night.nurse (scheduler)" in made.stdout
+    taken = create("night.nurse", "another long passphrase", "admin")
+    assert taken.returncode == 2 and "exists already" in taken.stderr
+    weak = create("day.nurse", "short")
+    assert weak.returncode == 2 and "at least 12 characters" in weak.stderr
+    assert "short" not in weak.stderr.replace("at least", "")
+    assert cli(env, "user", "disable", "night.nurse").returncode == 0
+    again = cli(env, "user", "disable", "night.nurse")
+    assert again.returncode == 2 and "no enabled user" in again.stderr
