@@ -10,6 +10,7 @@ next sign-in that proves the password.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher
@@ -38,7 +39,12 @@ class StaffUsers:
         self._engine = engine
         self._clock = clock
         self._hasher = hasher or PasswordHasher()
-        self._decoy = self._hasher.hash("a password no account has")
+
+    @cached_property
+    def _decoy(self) -> str:
+        """A hash to verify against when there is no account: made at the first sign-in check
+        (whatever its name), not at every construction (`user create` needs none)."""
+        return self._hasher.hash("a password no account has")
 
     def create(self, name: str, role: Role, password: str) -> StaffUser:
         """Raises UserRefused for a bad name or password, or a name taken."""
@@ -57,8 +63,9 @@ class StaffUsers:
 
     def verify(self, name: str, password: str) -> StaffUser | None:
         """The enabled user `name` if `password` is theirs, else None."""
+        decoy = self._decoy  # first: the first check costs the same whether the name exists
         stored = staff_users.find(self._engine, name) if not name_problem(name) else None
-        checked = stored.password_hash if stored is not None else self._decoy
+        checked = stored.password_hash if stored is not None else decoy
         try:
             self._hasher.verify(checked, password)
         except (VerificationError, InvalidHashError):
