@@ -834,11 +834,15 @@ def _language(
     preferred = next((i for i, c in enumerate(spoken) if c.preferred), 0 if spoken else None)
     if preferred is None:
         return default
-    codings = spoken[preferred].language.coding or []
+    where = f"{root}.communication[{preferred}].language"
+    language = spoken[preferred].language
+    if language is None:  # required by FHIR, yet `"language": null` passes the model
+        issues.append(_warning(where, "required", "no language; default used"))
+        return default
+    codings = language.coding or []
     code = codings[0].code if codings else None
     tag = normalise_language(code or "")
     if tag is None:
-        where = f"{root}.communication[{preferred}].language"
         issues.append(_warning(where, "code-invalid", "not a BCP 47 tag; default used"))
         return default
     same_language = "-" not in tag and default.split("-")[0] == tag

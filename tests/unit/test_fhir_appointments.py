@@ -548,3 +548,15 @@ def test_a_number_that_reads_differently_in_the_patients_country_is_never_guesse
     # Without an address abroad, the clinic's country is the only reading.
     patient, _ = map_patient(patient_with(telecom, address=[]), defaults=uk_clinic)
     assert patient is not None and patient.mobile == "+447345550123"
+
+
+def test_a_preferred_communication_with_no_language_falls_back_with_a_warning() -> None:
+    # Found by the fuzzing profile: FHIR requires communication.language, yet a null passes the
+    # model; it crashed the whole document.
+    spoken = [{"language": {"coding": [{"code": "fr"}]}}, {"preferred": True, "language": None}]
+    patient, issues = map_patient(patient_with([], communication=spoken), defaults=AU)
+    assert patient is not None and patient.language == "en-AU"
+    assert any(
+        i.expression == "Patient.communication[1].language" and "default used" in i.diagnostics
+        for i in issues
+    )
